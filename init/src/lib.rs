@@ -1,1 +1,374 @@
-//! placeholder
+//! cradle's PID 1, as a library.
+//!
+//! It blocks every signal and reads them from a signalfd, mounts `/proc`
+//! when it is PID 1 and none is mounted, starts the workload in a process
+//! group of its own with the terminal, forwards every signal it gets to it,
+//! reaps every zombie, and returns the workload's exit status. Invoked as
+//! `tini`/`docker-init`, `dumb-init` or `catatonit`/`podman-init`, it takes
+//! on that init's defaults and messages ([`Personality`]).
+//!
+//! Embedding it in another runtime, in the child that is to become PID 1:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! let code = init::Init::new(["/bin/sh", "-c", "exec my-server"])
+//!     .forward_to_group(true)
+//!     .grace(Duration::from_secs(10))
+//!     .run(&init::Linux)?;
+//! std::process::exit(i32::from(code.0));
+//! # Ok::<(), init::Error>(())
+//! ```
+//!
+//! The library never exits the process and never installs a logger; its
+//! few diagnostics go through [`Sys::log`], filtered by
+//! [`Init::verbosity`]. Until the workload is spawned, `run` returns errors;
+//! after that it only returns an [`ExitCode`].
+
+pub mod args;
+mod log;
+mod mounts;
+mod personality;
+mod reap;
+mod signals;
+mod spawn;
+mod supervise;
+mod sys;
+
+#[cfg(test)]
+mod fake;
+
+pub use args::{Invocation, Printout};
+pub use personality::Personality;
+pub use sys::{Fd, Fork, Linux, Pid, Received, SigMask, Status, Stream, Sys};
+
+use nix::errno::Errno;
+use std::ffi::CString;
+use std::time::Duration;
+
+/// What can stop the init before its workload runs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    Usage { message: String },
+    #[error("argument `{}` contains a NUL byte", arg.to_string_lossy())]
+    NulInArgument { arg: std::ffi::OsString },
+    #[error("blocking signals")]
+    BlockSignals {
+        #[source]
+        source: Errno,
+    },
+    #[error("creating the signalfd")]
+    SignalFd {
+        #[source]
+        source: Errno,
+    },
+    #[error("mounting proc on `/proc`")]
+    MountProc {
+        #[source]
+        source: Errno,
+    },
+    #[error("registering as a child subreaper")]
+    Subreaper {
+        #[source]
+        source: Errno,
+    },
+    #[error("setting the parent death signal `{signal}`")]
+    ParentDeathSignal {
+        signal: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("creating the exec status pipe")]
+    Pipe {
+        #[source]
+        source: Errno,
+    },
+    #[error("forking the workload")]
+    Fork {
+        #[source]
+        source: Errno,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The code the init process should exit with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitCode(pub u8);
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code.0)
+    }
+}
+
+/// One run of the init: the workload and how to look after it. Build it
+/// from a command line ([`Init::from_args`], [`args::parse`]) or from fields
+/// ([`Init::new`] and the builder methods).
+#[derive(Clone, Debug)]
+pub struct Init {
+    pub(crate) argv: Vec<CString>,
+    pub(crate) personality: Personality,
+    pub(crate) name: String,
+    pub(crate) pause: bool,
+    pub(crate) subreaper: bool,
+    pub(crate) forward_to_group: bool,
+    pub(crate) own_group: bool,
+    pub(crate) new_session: bool,
+    pub(crate) rewrites: Vec<(i32, i32)>,
+    pub(crate) remap_to_zero: Vec<u8>,
+    pub(crate) parent_death_signal: Option<i32>,
+    pub(crate) grace: Option<Duration>,
+    pub(crate) verbosity: u8,
+    pub(crate) warn_on_reap: bool,
+    pub(crate) mount_proc: bool,
+}
+
+impl Init {
+    /// An init for the workload `argv` (its first element is looked up on
+    /// `PATH`), with cradle's own defaults. Arguments with a NUL byte are cut
+    /// there; [`args::parse`] refuses them instead.
+    pub fn new<I, S>(argv: I) -> Init
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Vec<u8>>,
+    {
+        let argv = argv
+            .into_iter()
+            .map(|a| {
+                let mut bytes: Vec<u8> = a.into();
+                bytes.truncate(bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len()));
+                CString::new(bytes).unwrap_or_default()
+            })
+            .collect();
+        Init {
+            argv,
+            personality: Personality::Cradle,
+            name: "init".into(),
+            pause: false,
+            subreaper: true,
+            forward_to_group: false,
+            own_group: true,
+            new_session: false,
+            rewrites: Vec::new(),
+            remap_to_zero: Vec::new(),
+            parent_death_signal: None,
+            grace: None,
+            verbosity: Personality::Cradle.default_verbosity(),
+            warn_on_reap: false,
+            mount_proc: true,
+        }
+    }
+
+    /// Parses a full command line, `argv[0]` included (it picks the
+    /// personality), reading the `CRADLE_…`, `TINI_…` and `DUMB_INIT_…`
+    /// variables from the environment. Asking for help or the version, or a
+    /// usage error, is an [`Error::Usage`] with the text; [`args::parse`]
+    /// tells them apart.
+    pub fn from_args<I, S>(argv: I) -> Result<Init>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+        match args::parse(&argv, |k| std::env::var_os(k))? {
+            Invocation::Run(init) => Ok(*init),
+            Invocation::Print(p) => Err(Error::Usage { message: p.text }),
+        }
+    }
+
+    /// Takes on `personality`'s defaults: subreaper, process group or
+    /// session, verbosity, messages and exit codes.
+    pub fn personality(mut self, personality: Personality) -> Init {
+        self.personality = personality;
+        self.verbosity = personality.default_verbosity();
+        self.subreaper = matches!(personality, Personality::Cradle | Personality::Catatonit);
+        self.new_session = personality == Personality::DumbInit;
+        self.own_group = personality != Personality::DumbInit;
+        if personality == Personality::DumbInit {
+            self = self.dumb_init_job_control();
+        }
+        self
+    }
+
+    /// dumb-init in session mode turns the terminal stop signals into
+    /// SIGSTOP for the session (SIGTSTP & co. may be ignored by the children).
+    fn dumb_init_job_control(mut self) -> Init {
+        for sig in [libc::SIGTSTP, libc::SIGTTOU, libc::SIGTTIN] {
+            if !self.rewrites.iter().any(|(from, _)| *from == sig) {
+                self.rewrites.insert(0, (sig, libc::SIGSTOP));
+            }
+        }
+        self
+    }
+
+    /// The name used in messages (cradle's own format).
+    pub fn name(mut self, name: impl Into<String>) -> Init {
+        self.name = name.into();
+        self
+    }
+
+    /// Sends forwarded signals to the workload's process group (`-g`).
+    pub fn forward_to_group(mut self, yes: bool) -> Init {
+        self.forward_to_group = yes;
+        self
+    }
+
+    /// Registers as a child subreaper when not PID 1 (`-s`).
+    pub fn subreaper(mut self, yes: bool) -> Init {
+        self.subreaper = yes;
+        self
+    }
+
+    /// Starts the workload in a session of its own with the terminal, and
+    /// signals the whole session (dumb-init's default; off with `-c`).
+    pub fn new_session(mut self, yes: bool) -> Init {
+        self.new_session = yes;
+        if yes {
+            self.own_group = false;
+        } else {
+            self.rewrites.retain(|(_, to)| *to != libc::SIGSTOP);
+        }
+        self
+    }
+
+    /// Starts the workload in a process group of its own, the terminal's
+    /// foreground one (the default, as tini does).
+    pub fn own_group(mut self, yes: bool) -> Init {
+        self.own_group = yes;
+        self
+    }
+
+    /// Forwards signal `from` as `to`; `to == 0` drops it (`-r from:to`).
+    pub fn rewrite(mut self, from: i32, to: i32) -> Init {
+        self.rewrites.retain(|(f, _)| *f != from);
+        self.rewrites.push((from, to));
+        self
+    }
+
+    /// Exits 0 when the workload exits with `code` (`-e code`).
+    pub fn remap_exit(mut self, code: u8) -> Init {
+        self.remap_to_zero.push(code);
+        self
+    }
+
+    /// Gets `sig` when the init's parent dies (`-p SIG`).
+    pub fn parent_death_signal(mut self, sig: i32) -> Init {
+        self.parent_death_signal = Some(sig);
+        self
+    }
+
+    /// On the workload's exit or a stop signal, SIGTERM to what is left and
+    /// SIGKILL after `grace`, everything reaped before returning.
+    pub fn grace(mut self, grace: Duration) -> Init {
+        self.grace = Some(grace);
+        self
+    }
+
+    /// 0 errors only, 1 warnings (the default), 2 info, 3 debug, 4 trace.
+    pub fn verbosity(mut self, level: u8) -> Init {
+        self.verbosity = level;
+        self
+    }
+
+    /// Warns for every zombie reaped that was not the workload (`-w`).
+    pub fn warn_on_reap(mut self, yes: bool) -> Init {
+        self.warn_on_reap = yes;
+        self
+    }
+
+    /// Mounts `/proc` when PID 1 and none is mounted (the default).
+    pub fn mount_proc(mut self, yes: bool) -> Init {
+        self.mount_proc = yes;
+        self
+    }
+
+    /// Runs no workload: reaps until SIGINT or SIGTERM (catatonit `-P`).
+    pub fn pause(mut self, yes: bool) -> Init {
+        self.pause = yes;
+        self
+    }
+
+    /// The workload's program, for messages.
+    pub fn program(&self) -> std::borrow::Cow<'_, str> {
+        self.argv.first().map_or("".into(), |p| p.to_string_lossy())
+    }
+
+    /// Runs the init: sets up signals, `/proc` and reaping, starts the
+    /// workload and looks after it until it ends. Restores the signal mask
+    /// before returning.
+    pub fn run(&self, sys: &impl Sys) -> Result<ExitCode> {
+        let saved = signals::block_all(sys)?;
+        let fd = match signals::open_fd(sys) {
+            Ok(fd) => fd,
+            Err(err) => {
+                let _ = sys.set_signal_mask(saved);
+                return Err(err);
+            }
+        };
+        let code = self.run_with(sys, fd, saved);
+        sys.close(fd);
+        let _ = sys.set_signal_mask(saved);
+        code
+    }
+
+    fn run_with(&self, sys: &impl Sys, fd: Fd, saved: SigMask) -> Result<ExitCode> {
+        mounts::mount_proc_if_missing(sys, self)?;
+        reap::become_subreaper(sys, self)?;
+        self.set_parent_death_signal(sys)?;
+        if self.pause {
+            return Ok(supervise::pause(sys, fd, self));
+        }
+        let child = spawn::workload(sys, self, saved)?;
+        Ok(supervise::until_exit(sys, fd, child, self))
+    }
+
+    fn set_parent_death_signal(&self, sys: &impl Sys) -> Result<()> {
+        match self.parent_death_signal {
+            Some(sig) => {
+                sys.set_parent_death_signal(sig)
+                    .map_err(|source| Error::ParentDeathSignal {
+                        signal: signals::name(sig),
+                        source,
+                    })
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{Call, Fake};
+
+    #[test]
+    fn run_blocks_then_mounts_then_spawns_in_order() {
+        let fake = Fake::new()
+            .pid(1)
+            .proc_mounted(false)
+            .fork_parent(2)
+            .reaps([Some((2, Status::Exited(3)))]);
+        let code = Init::new(["true"]).run(&fake).unwrap();
+        assert_eq!(code, ExitCode(3));
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::Block(SigMask::ALL),
+                Call::SignalFd(SigMask::ALL),
+                Call::IsProc("/proc".into()),
+                Call::MountProc("/proc".into()),
+                Call::Pipe,
+                Call::Fork,
+                Call::Close(11),
+                Call::Read(10),
+                Call::Close(10),
+                Call::Reap,
+                Call::Reap,
+                Call::Close(3),
+                Call::SetMask(SigMask(0)),
+            ]
+        );
+    }
+}

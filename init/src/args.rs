@@ -1,0 +1,598 @@
+//! Args step: the command line and environment, read the way the
+//! personality picked by `argv[0]` reads them. Option parsing stops at the
+//! first non-option and takes only the first `--`.
+
+use crate::personality::Personality;
+use crate::signals;
+use crate::sys::Stream;
+use crate::{Error, Init};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
+
+/// What a command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Run the init.
+    Run(Box<Init>),
+    /// Print a text (help, version, license or a usage error) and exit.
+    Print(Printout),
+}
+
+/// A text to print instead of running, where to, and the exit code after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Printout {
+    pub text: String,
+    pub stream: Stream,
+    pub code: u8,
+}
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Parses `argv` (with `argv[0]`) and the variables `env` returns.
+pub fn parse(
+    argv: &[OsString],
+    env: impl Fn(&str) -> Option<OsString>,
+) -> Result<Invocation, Error> {
+    let argv0 = argv
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let personality = Personality::from_argv0(&argv0);
+    let name = match argv0.rsplit('/').next() {
+        Some(base) if !base.is_empty() => base.to_string(),
+        _ => "init".to_string(),
+    };
+    let mut p = Parser {
+        personality,
+        name: name.clone(),
+        init: Init::new(Vec::<Vec<u8>>::new()),
+    };
+    p.init = p.init.personality(personality).name(name);
+    p.read_env(&env);
+
+    let mut i = 1;
+    while let Some(arg) = argv.get(i) {
+        let bytes = arg.as_bytes();
+        if bytes == b"--" {
+            i += 1;
+            break;
+        }
+        if !bytes.starts_with(b"-") || bytes == b"-" {
+            break;
+        }
+        i += 1;
+        let next = argv.get(i).map(OsString::as_os_str);
+        let used = if let Some(long) = bytes.strip_prefix(b"--") {
+            p.long(&String::from_utf8_lossy(long), next)
+        } else {
+            p.shorts(&bytes[1..], next)
+        };
+        match used {
+            Ok(true) => i += 1,
+            Ok(false) => {}
+            Err(out) => return Ok(Invocation::Print(out)),
+        }
+    }
+
+    if p.init.pause {
+        return Ok(Invocation::Run(Box::new(p.init)));
+    }
+    let workload = &argv[i.min(argv.len())..];
+    if workload.is_empty() {
+        return Ok(Invocation::Print(p.missing_program()));
+    }
+    if let Some(arg) = workload.iter().find(|a| a.as_bytes().contains(&0)) {
+        return Err(Error::NulInArgument { arg: arg.clone() });
+    }
+    p.init.argv = workload
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_bytes()).unwrap_or_default())
+        .collect();
+    Ok(Invocation::Run(Box::new(p.init)))
+}
+
+struct Parser {
+    personality: Personality,
+    name: String,
+    init: Init,
+}
+
+impl Parser {
+    /// Applies a builder method to the init being parsed.
+    fn update(&mut self, f: impl FnOnce(Init) -> Init) {
+        let init = std::mem::replace(&mut self.init, Init::new(Vec::<Vec<u8>>::new()));
+        self.init = f(init);
+    }
+
+    fn read_env(&mut self, env: &impl Fn(&str) -> Option<OsString>) {
+        let is = |k: &str, v: &str| env(k).is_some_and(|x| x == v);
+        let own = self.personality == Personality::Cradle;
+        if own || self.personality == Personality::Tini {
+            // tini only checks that these are set, whatever their value.
+            if env("TINI_SUBREAPER").is_some() {
+                self.init.subreaper = true;
+            }
+            if env("TINI_KILL_PROCESS_GROUP").is_some() {
+                self.init.forward_to_group = true;
+            }
+            if let Some(level) = env("TINI_VERBOSITY").and_then(|v| v.to_str()?.parse().ok()) {
+                self.init.verbosity = level;
+            }
+        }
+        if own || self.personality == Personality::DumbInit {
+            if is("DUMB_INIT_SETSID", "0") {
+                self.update(|init| init.new_session(false).own_group(own));
+            } else if own && is("DUMB_INIT_SETSID", "1") {
+                self.update(|init| init.new_session(true));
+            }
+            if is("DUMB_INIT_DEBUG", "1") {
+                self.init.verbosity = 3;
+            }
+        }
+        if let Some(grace) = env("CRADLE_GRACE").and_then(|v| parse_secs(&v.to_string_lossy())) {
+            self.init.grace = Some(grace);
+        }
+        if let Some(level) = env("CRADLE_LOG").and_then(|v| parse_level(&v.to_string_lossy())) {
+            self.init.verbosity = level;
+        }
+    }
+
+    /// One `--name[=value]`; Ok(true) when it used `next` as its value.
+    fn long(&mut self, arg: &str, next: Option<&OsStr>) -> Result<bool, Printout> {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (arg, None),
+        };
+        let takes_value = matches!(name, "grace" | "rewrite");
+        let (value, used_next) = match (takes_value, inline) {
+            (true, Some(v)) => (Some(v), false),
+            (true, None) => match next {
+                Some(v) => (Some(v.to_string_lossy().into_owned()), true),
+                None => return Err(self.bad(&format!("option `--{name}` needs a value"))),
+            },
+            (false, Some(_)) => return Err(self.bad(&format!("option `--{name}` takes no value"))),
+            (false, None) => (None, false),
+        };
+        let value = value.unwrap_or_default();
+        match name {
+            "version" => return Err(self.version()),
+            "help" => return Err(self.help()),
+            "grace" => self.grace(&value)?,
+            "rewrite" => self.rewrite(&value)?,
+            "single-child" => self.single_child(),
+            "verbose" => self.verbose(),
+            "license" => return Err(self.license()),
+            _ => return Err(self.unknown(&format!("--{name}"))),
+        }
+        Ok(used_next)
+    }
+
+    /// A cluster of short options (`-vvg`, `-e3`, `-p SIGKILL`); Ok(true)
+    /// when the last one took `next` as its value.
+    fn shorts(&mut self, cluster: &[u8], next: Option<&OsStr>) -> Result<bool, Printout> {
+        for (at, &c) in cluster.iter().enumerate() {
+            let c = c as char;
+            if matches!(c, 'p' | 'e' | 'r') {
+                let rest = &cluster[at + 1..];
+                let (value, used_next) = if !rest.is_empty() {
+                    (String::from_utf8_lossy(rest).into_owned(), false)
+                } else if let Some(v) = next {
+                    (v.to_string_lossy().into_owned(), true)
+                } else {
+                    return Err(self.bad(&format!("option `-{c}` needs a value")));
+                };
+                match c {
+                    'p' => self.death_signal(&value)?,
+                    'e' => self.remap(&value)?,
+                    _ => self.rewrite(&value)?,
+                }
+                return Ok(used_next);
+            }
+            match c {
+                's' => self.init.subreaper = true,
+                'g' => self.init.forward_to_group = true,
+                'v' => self.verbose(),
+                'w' => self.init.warn_on_reap = true,
+                'c' => self.single_child(),
+                'P' => self.init.pause = true,
+                'h' => return Err(self.help()),
+                'l' | 'L' => return Err(self.license()),
+                'V' if self.personality != Personality::Tini => return Err(self.version()),
+                _ => return Err(self.unknown(&format!("-{c}"))),
+            }
+        }
+        Ok(false)
+    }
+
+    fn verbose(&mut self) {
+        // dumb-init's -v is all or nothing: debug output.
+        if self.personality == Personality::DumbInit {
+            self.init.verbosity = 3;
+        } else {
+            self.init.verbosity = self.init.verbosity.saturating_add(1);
+        }
+    }
+
+    fn single_child(&mut self) {
+        self.update(|init| init.new_session(false));
+    }
+
+    fn grace(&mut self, value: &str) -> Result<(), Printout> {
+        match parse_secs(value) {
+            Some(grace) => Ok(self.init.grace = Some(grace)),
+            None => Err(self.bad(&format!("invalid grace period `{value}` (seconds)"))),
+        }
+    }
+
+    fn rewrite(&mut self, value: &str) -> Result<(), Printout> {
+        let pair = value.split_once(':').and_then(|(s, r)| {
+            let from = s.parse::<i32>().ok().filter(|n| (1..=64).contains(n))?;
+            let to = r.parse::<i32>().ok().filter(|n| (0..=64).contains(n))?;
+            Some((from, to))
+        });
+        match pair {
+            Some((from, to)) => {
+                self.update(|init| init.rewrite(from, to));
+                Ok(())
+            }
+            None => Err(self.bad(&format!(
+                "invalid rewrite `{value}` (expected s:r, signal numbers)"
+            ))),
+        }
+    }
+
+    fn remap(&mut self, value: &str) -> Result<(), Printout> {
+        match value.parse::<u8>() {
+            Ok(code) => Ok(self.init.remap_to_zero.push(code)),
+            Err(_) => Err(self.bad(&format!("invalid exit code `{value}` (0 to 255)"))),
+        }
+    }
+
+    fn death_signal(&mut self, value: &str) -> Result<(), Printout> {
+        match signals::parse(value) {
+            Some(sig) => Ok(self.init.parent_death_signal = Some(sig)),
+            None => Err(self.bad(&format!("invalid signal `{value}`"))),
+        }
+    }
+
+    fn version(&self) -> Printout {
+        let (text, stream) = match self.personality {
+            // `docker info` parses "tini version X - git.COMMIT".
+            Personality::Tini => (
+                "tini version 0.19.0 - git.cradle\n".to_string(),
+                Stream::Stdout,
+            ),
+            Personality::DumbInit => ("dumb-init v1.2.5\n".to_string(), Stream::Stderr),
+            // catatonit says "tini version" too, for the same parsers.
+            Personality::Catatonit => {
+                ("tini version 0.1.7_catatonit\n".to_string(), Stream::Stdout)
+            }
+            Personality::Cradle => (
+                format!("{} (cradle) {VERSION}\n", self.name),
+                Stream::Stdout,
+            ),
+        };
+        Printout {
+            text,
+            stream,
+            code: 0,
+        }
+    }
+
+    fn usage(&self) -> String {
+        let name = &self.name;
+        match self.personality {
+            Personality::Tini => format!(
+                "{name} (tini version 0.19.0 - git.cradle)\n\
+                 Usage: {name} [OPTIONS] PROGRAM -- [ARGS] | --version\n\n\
+                 Execute a program under the supervision of a valid init process ({name})\n\n\
+                 Command line options:\n\n\
+                 \x20 --version: Show version and exit.\n\
+                 \x20 -h: Show this help message and exit.\n\
+                 \x20 -s: Register as a process subreaper (requires Linux >= 3.4).\n\
+                 \x20 -p SIGNAL: Trigger SIGNAL when parent dies, e.g. \"-p SIGKILL\".\n\
+                 \x20 -v: Generate more verbose output. Repeat up to 3 times.\n\
+                 \x20 -w: Print a warning when processes are getting reaped.\n\
+                 \x20 -g: Send signals to the child's process group.\n\
+                 \x20 -e EXIT_CODE: Remap EXIT_CODE (from 0 to 255) to 0.\n\
+                 \x20 -l: Show license and exit.\n\n\
+                 Environment variables:\n\n\
+                 \x20 TINI_SUBREAPER: Register as a process subreaper (requires Linux >= 3.4).\n\
+                 \x20 TINI_VERBOSITY: Set the verbosity level (default: 1).\n\
+                 \x20 TINI_KILL_PROCESS_GROUP: Send signals to the child's process group.\n\n"
+            ),
+            Personality::DumbInit => format!(
+                "dumb-init v1.2.5\n\
+                 Usage: {name} [option] command [[arg] ...]\n\n\
+                 Optional arguments:\n\
+                 \x20  -c, --single-child   Run in single-child mode: signals go to the direct child only.\n\
+                 \x20  -r, --rewrite s:r    Rewrite received signal s to new signal r before proxying;\n\
+                 \x20                       r=0 ignores s. May be given more than once.\n\
+                 \x20  -v, --verbose        Print debugging information to stderr.\n\
+                 \x20  -h, --help           Print this help message and exit.\n\
+                 \x20  -V, --version        Print the current version and exit.\n"
+            ),
+            Personality::Catatonit => format!(
+                "usage: {name} [-ghLPV] [--] <progname> [<arguments>...]\n\n\
+                 options:\n\
+                 \x20 -g              Forward signals to pid1's process group.\n\
+                 \x20 -h              Print this help page.\n\
+                 \x20 -L              Print license information.\n\
+                 \x20 -P              Run in pause mode (no program is run and quit on SIGINT).\n\
+                 \x20 -V, --version   Print version information.\n"
+            ),
+            Personality::Cradle => format!(
+                "usage: {name} [OPTIONS] [--] CMD [ARGS...]\n\n\
+                 Runs CMD as the child of a minimal PID 1: mounts /proc when missing, reaps\n\
+                 zombies, forwards signals, and exits with CMD's status (128+N if killed by\n\
+                 signal N, 127/126 if it cannot be run).\n\n\
+                 options:\n\
+                 \x20 -g               forward signals to CMD's process group\n\
+                 \x20 -s               register as a subreaper (the default when not PID 1)\n\
+                 \x20 -p SIG           get SIG when the parent dies\n\
+                 \x20 -e CODE          exit 0 when CMD exits with CODE (repeatable)\n\
+                 \x20 -r, --rewrite S:R  forward signal S as R, R=0 drops it (repeatable)\n\
+                 \x20 -c, --single-child  no session of its own for CMD (with DUMB_INIT_SETSID=1)\n\
+                 \x20 --grace SECS     on exit or stop: SIGTERM the rest, SIGKILL after SECS\n\
+                 \x20 -P               pause: run no CMD, reap, exit 0 on SIGINT/SIGTERM\n\
+                 \x20 -v               more output (repeatable); -w warn when reaping zombies\n\
+                 \x20 -h, --help       this help; -V, --version the version; -l the license\n\n\
+                 environment: CRADLE_GRACE=SECS, CRADLE_LOG=error|warn|info|debug|trace,\n\
+                 TINI_SUBREAPER, TINI_KILL_PROCESS_GROUP, TINI_VERBOSITY, DUMB_INIT_SETSID,\n\
+                 DUMB_INIT_DEBUG.\n\n\
+                 Invoked as tini or docker-init, dumb-init, catatonit or podman-init, it\n\
+                 behaves as that init.\n"
+            ),
+        }
+    }
+
+    fn help(&self) -> Printout {
+        let stream = match self.personality {
+            Personality::DumbInit => Stream::Stderr,
+            _ => Stream::Stdout,
+        };
+        Printout {
+            text: self.usage(),
+            stream,
+            code: 0,
+        }
+    }
+
+    fn license(&self) -> Printout {
+        Printout {
+            text: format!(
+                "{} (cradle) {VERSION} is licensed under MIT OR Apache-2.0.\n",
+                self.name
+            ),
+            stream: Stream::Stdout,
+            code: 0,
+        }
+    }
+
+    fn missing_program(&self) -> Printout {
+        let text = match self.personality {
+            Personality::Tini => self.usage(),
+            Personality::DumbInit => {
+                format!(
+                    "Usage: {0} [option] program [args]\nTry {0} --help for full usage.\n",
+                    self.name
+                )
+            }
+            Personality::Catatonit => format!(
+                "ERROR (catatonit:{}): missing program name\n{}",
+                std::process::id(),
+                self.usage()
+            ),
+            Personality::Cradle => format!("{}: no command given\n\n{}", self.name, self.usage()),
+        };
+        Printout {
+            text,
+            stream: Stream::Stderr,
+            code: 1,
+        }
+    }
+
+    /// An option that does not exist, said as getopt would (or as we do).
+    fn unknown(&self, opt: &str) -> Printout {
+        let text = match self.personality {
+            Personality::Cradle => {
+                format!("{}: unknown option `{opt}`\n\n{}", self.name, self.usage())
+            }
+            _ => format!(
+                "{}: invalid option -- '{}'\n{}",
+                self.name,
+                opt.trim_start_matches('-'),
+                self.usage()
+            ),
+        };
+        Printout {
+            text,
+            stream: Stream::Stderr,
+            code: 1,
+        }
+    }
+
+    fn bad(&self, what: &str) -> Printout {
+        Printout {
+            text: format!("{}: {what}\n", self.name),
+            stream: Stream::Stderr,
+            code: 1,
+        }
+    }
+}
+
+/// Seconds, whole or fractional: `10`, `0.5`.
+fn parse_secs(text: &str) -> Option<Duration> {
+    let secs: f64 = text.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// A verbosity from a level name or number.
+fn parse_level(text: &str) -> Option<u8> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "error" | "quiet" => Some(0),
+        "warn" | "warning" => Some(1),
+        "info" => Some(2),
+        "debug" => Some(3),
+        "trace" => Some(4),
+        n => n.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(argv: &[&str], env: &[(&str, &str)]) -> Init {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let env: Vec<(String, OsString)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+        match parse(&argv, |k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+        .unwrap()
+        {
+            Invocation::Run(init) => *init,
+            Invocation::Print(p) => panic!("expected a run, got {p:?}"),
+        }
+    }
+
+    fn print(argv: &[&str]) -> Printout {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        match parse(&argv, |_| None).unwrap() {
+            Invocation::Print(p) => p,
+            Invocation::Run(init) => panic!("expected a printout, got {init:?}"),
+        }
+    }
+
+    fn argv(init: &Init) -> Vec<String> {
+        init.argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn stops_at_first_non_option_and_first_double_dash() {
+        let init = run(&["init", "-g", "sh", "-c", "exit 3"], &[]);
+        assert!(init.forward_to_group);
+        assert_eq!(argv(&init), ["sh", "-c", "exit 3"]);
+        let init = run(&["init", "--", "sh", "--", "-g"], &[]);
+        assert!(!init.forward_to_group);
+        assert_eq!(argv(&init), ["sh", "--", "-g"]);
+    }
+
+    #[test]
+    fn reads_tini_flags_in_clusters() {
+        let init = run(
+            &[
+                "tini", "-svvw", "-e", "3", "-e4", "-p", "SIGKILL", "--", "x",
+            ],
+            &[],
+        );
+        assert!(init.subreaper && init.warn_on_reap);
+        assert_eq!(init.verbosity, 3);
+        assert_eq!(init.remap_to_zero, [3, 4]);
+        assert_eq!(init.parent_death_signal, Some(9));
+        assert_eq!(init.personality, Personality::Tini);
+    }
+
+    #[test]
+    fn personality_defaults_differ() {
+        let tini = run(&["/usr/bin/docker-init", "x"], &[]);
+        assert!(!tini.subreaper && tini.own_group && !tini.new_session);
+        let dumb = run(&["dumb-init", "x"], &[]);
+        assert!(!dumb.subreaper && dumb.new_session && dumb.verbosity == 0);
+        assert_eq!(signals::rewrite(&dumb, libc::SIGTSTP), Some(libc::SIGSTOP));
+        let cat = run(&["podman-init", "x"], &[]);
+        assert!(cat.subreaper && cat.own_group);
+        let own = run(&["cradle-init", "x"], &[]);
+        assert!(own.subreaper && own.own_group && own.mount_proc && own.verbosity == 1);
+    }
+
+    #[test]
+    fn reads_environment_variables() {
+        let tini = run(
+            &["tini", "x"],
+            &[
+                ("TINI_SUBREAPER", ""),
+                ("TINI_KILL_PROCESS_GROUP", "1"),
+                ("TINI_VERBOSITY", "3"),
+            ],
+        );
+        assert!(tini.subreaper && tini.forward_to_group);
+        assert_eq!(tini.verbosity, 3);
+        let dumb = run(
+            &["dumb-init", "x"],
+            &[("DUMB_INIT_SETSID", "0"), ("DUMB_INIT_DEBUG", "1")],
+        );
+        assert!(!dumb.new_session);
+        assert_eq!(dumb.verbosity, 3);
+        assert_eq!(signals::rewrite(&dumb, libc::SIGTSTP), Some(libc::SIGTSTP));
+        let own = run(
+            &["init", "x"],
+            &[("CRADLE_GRACE", "1.5"), ("CRADLE_LOG", "debug")],
+        );
+        assert_eq!(own.grace, Some(Duration::from_millis(1500)));
+        assert_eq!(own.verbosity, 3);
+        let flag = run(&["init", "--grace=2", "x"], &[("CRADLE_GRACE", "9")]);
+        assert_eq!(flag.grace, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn dumb_init_rewrites_and_single_child() {
+        let dumb = run(
+            &["dumb-init", "-r", "15:2", "--rewrite=1:0", "-c", "x"],
+            &[],
+        );
+        assert_eq!(signals::rewrite(&dumb, 15), Some(2));
+        assert_eq!(signals::rewrite(&dumb, 1), None);
+        assert!(!dumb.new_session);
+    }
+
+    #[test]
+    fn versions_go_where_each_init_puts_them() {
+        let tini = print(&["docker-init", "--version"]);
+        assert_eq!(
+            (tini.text.as_str(), tini.stream, tini.code),
+            ("tini version 0.19.0 - git.cradle\n", Stream::Stdout, 0)
+        );
+        assert_eq!(print(&["dumb-init", "-V"]).stream, Stream::Stderr);
+        assert_eq!(
+            print(&["catatonit", "--version"]).text,
+            "tini version 0.1.7_catatonit\n"
+        );
+        assert_eq!(print(&["tini", "-V"]).code, 1);
+        assert!(print(&["init", "-V"]).text.contains("(cradle)"));
+    }
+
+    #[test]
+    fn missing_program_is_a_usage_error() {
+        for name in ["init", "tini", "dumb-init", "catatonit"] {
+            let out = print(&[name]);
+            assert_eq!((out.stream, out.code), (Stream::Stderr, 1), "{name}");
+        }
+        assert!(print(&["catatonit"]).text.contains("missing program name"));
+        let pause = run(&["catatonit", "-P"], &[]);
+        assert!(pause.pause);
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        assert_eq!(print(&["init", "--grace", "soon", "x"]).code, 1);
+        assert_eq!(print(&["init", "-e", "300", "x"]).code, 1);
+        assert_eq!(print(&["init", "-p", "SIGNOPE", "x"]).code, 1);
+        assert_eq!(print(&["init", "-r", "15", "x"]).code, 1);
+        assert!(
+            print(&["init", "-Z", "x"])
+                .text
+                .starts_with("init: unknown option `-Z`")
+        );
+        assert!(
+            print(&["tini", "-Z", "x"])
+                .text
+                .starts_with("tini: invalid option -- 'Z'")
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! A fake [`Sys`] for unit tests: answers from scripted queues and records
+//! one ordered list of the calls made.
+
+use crate::sys::{Fd, Fork, Pid, Received, SigMask, Status, Stream, Sys};
+use nix::errno::Errno;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::ffi::{CStr, CString};
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    Block(SigMask),
+    SetMask(SigMask),
+    ResetDispositions,
+    SignalFd(SigMask),
+    ReadSignals(Option<Duration>),
+    IsProc(String),
+    MountProc(String),
+    Subreaper,
+    DeathSignal(i32),
+    Pipe,
+    Read(Fd),
+    Write(Fd),
+    Close(Fd),
+    Fork,
+    Setpgid,
+    Setsid,
+    Isatty(Fd),
+    Tcsetpgrp(Fd, Pid),
+    SetCtty(Fd),
+    Exec(Vec<String>),
+    Reap,
+    Kill(Pid, i32),
+    Log(String),
+}
+
+#[derive(Default)]
+pub struct Fake {
+    pid: Pid,
+    proc_mounted: bool,
+    tty: bool,
+    fork: Option<Pid>,
+    pipe_bytes: Vec<u8>,
+    reaps: RefCell<VecDeque<Option<(Pid, Status)>>>,
+    signals: RefCell<VecDeque<Vec<Received>>>,
+    calls: RefCell<Vec<Call>>,
+}
+
+impl Fake {
+    pub fn new() -> Fake {
+        Fake {
+            pid: 42,
+            ..Fake::default()
+        }
+    }
+    pub fn pid(mut self, pid: Pid) -> Fake {
+        self.pid = pid;
+        self
+    }
+    pub fn proc_mounted(mut self, yes: bool) -> Fake {
+        self.proc_mounted = yes;
+        self
+    }
+    pub fn tty(mut self, yes: bool) -> Fake {
+        self.tty = yes;
+        self
+    }
+    pub fn fork_parent(mut self, child: Pid) -> Fake {
+        self.fork = Some(child);
+        self
+    }
+    pub fn pipe_bytes(mut self, bytes: Vec<u8>) -> Fake {
+        self.pipe_bytes = bytes;
+        self
+    }
+    /// What successive waitpid calls find; ECHILD once these run out.
+    pub fn reaps(self, reaps: impl IntoIterator<Item = Option<(Pid, Status)>>) -> Fake {
+        self.reaps.borrow_mut().extend(reaps);
+        self
+    }
+    /// What successive signalfd reads return.
+    pub fn signals(self, batches: impl IntoIterator<Item = Vec<Received>>) -> Fake {
+        self.signals.borrow_mut().extend(batches);
+        self
+    }
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.borrow().clone()
+    }
+    fn record(&self, call: Call) {
+        self.calls.borrow_mut().push(call);
+    }
+}
+
+impl Sys for Fake {
+    fn getpid(&self) -> Pid {
+        self.pid
+    }
+    fn block_signals(&self, set: SigMask) -> Result<SigMask, Errno> {
+        self.record(Call::Block(set));
+        Ok(SigMask(0))
+    }
+    fn set_signal_mask(&self, set: SigMask) -> Result<(), Errno> {
+        self.record(Call::SetMask(set));
+        Ok(())
+    }
+    fn reset_signal_dispositions(&self) {
+        self.record(Call::ResetDispositions);
+    }
+    fn signalfd(&self, set: SigMask) -> Result<Fd, Errno> {
+        self.record(Call::SignalFd(set));
+        Ok(3)
+    }
+    fn read_signals(&self, _fd: Fd, timeout: Option<Duration>) -> Result<Vec<Received>, Errno> {
+        self.record(Call::ReadSignals(timeout));
+        match self.signals.borrow_mut().pop_front() {
+            Some(batch) => Ok(batch),
+            None => panic!(
+                "the fake has no more signals; calls so far: {:?}",
+                self.calls()
+            ),
+        }
+    }
+    fn is_proc(&self, path: &CStr) -> Result<bool, Errno> {
+        self.record(Call::IsProc(path.to_string_lossy().into()));
+        Ok(self.proc_mounted)
+    }
+    fn mount_proc(&self, path: &CStr) -> Result<(), Errno> {
+        self.record(Call::MountProc(path.to_string_lossy().into()));
+        Ok(())
+    }
+    fn set_child_subreaper(&self) -> Result<(), Errno> {
+        self.record(Call::Subreaper);
+        Ok(())
+    }
+    fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno> {
+        self.record(Call::DeathSignal(sig));
+        Ok(())
+    }
+    fn pipe(&self) -> Result<(Fd, Fd), Errno> {
+        self.record(Call::Pipe);
+        Ok((10, 11))
+    }
+    fn read(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.record(Call::Read(fd));
+        let n = self.pipe_bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.pipe_bytes[..n]);
+        Ok(n)
+    }
+    fn write(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno> {
+        self.record(Call::Write(fd));
+        Ok(buf.len())
+    }
+    fn close(&self, fd: Fd) {
+        self.record(Call::Close(fd));
+    }
+    fn fork(&self) -> Result<Fork, Errno> {
+        self.record(Call::Fork);
+        Ok(self.fork.map_or(Fork::Child, Fork::Parent))
+    }
+    fn setpgid_self(&self) -> Result<(), Errno> {
+        self.record(Call::Setpgid);
+        Ok(())
+    }
+    fn setsid(&self) -> Result<(), Errno> {
+        self.record(Call::Setsid);
+        Ok(())
+    }
+    fn isatty(&self, fd: Fd) -> bool {
+        self.record(Call::Isatty(fd));
+        self.tty
+    }
+    fn tcsetpgrp(&self, fd: Fd, pgrp: Pid) -> Result<(), Errno> {
+        self.record(Call::Tcsetpgrp(fd, pgrp));
+        Ok(())
+    }
+    fn tcgetpgrp(&self, _fd: Fd) -> Result<Pid, Errno> {
+        Ok(self.pid)
+    }
+    fn set_controlling_tty(&self, fd: Fd) -> Result<(), Errno> {
+        self.record(Call::SetCtty(fd));
+        Ok(())
+    }
+    fn execvp(&self, argv: &[CString]) -> Errno {
+        self.record(Call::Exec(
+            argv.iter().map(|a| a.to_string_lossy().into()).collect(),
+        ));
+        Errno::ENOENT
+    }
+    fn exit_child(&self, code: i32) -> ! {
+        panic!(
+            "the fake's child exited with {code}; calls: {:?}",
+            self.calls()
+        )
+    }
+    fn reap_one(&self) -> Result<Option<(Pid, Status)>, Errno> {
+        self.record(Call::Reap);
+        self.reaps.borrow_mut().pop_front().ok_or(Errno::ECHILD)
+    }
+    fn kill(&self, pid: Pid, sig: i32) -> Result<(), Errno> {
+        self.record(Call::Kill(pid, sig));
+        Ok(())
+    }
+    fn descendants(&self) -> Vec<Pid> {
+        vec![]
+    }
+    fn now(&self) -> Duration {
+        Duration::from_secs(100)
+    }
+    fn log(&self, _stream: Stream, line: &str) {
+        self.record(Call::Log(line.into()));
+    }
+}

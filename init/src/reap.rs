@@ -1,0 +1,114 @@
+//! Reap step: become a subreaper when not PID 1, and collect every ended
+//! child, the workload's status among them.
+
+use crate::log::log;
+use crate::personality::Personality;
+use crate::sys::{Pid, Status, Sys};
+use crate::{Error, Init};
+use nix::errno::Errno;
+
+/// Registers as a child subreaper when not PID 1 and the personality or
+/// flags ask for it, so orphans of the workload are re-parented here
+/// (PR_SET_CHILD_SUBREAPER, Linux 3.4). tini only warns unless `-s`.
+pub fn become_subreaper(sys: &impl Sys, init: &Init) -> Result<(), Error> {
+    if sys.getpid() == 1 {
+        return Ok(());
+    }
+    if init.subreaper {
+        return sys
+            .set_child_subreaper()
+            .map_err(|source| Error::Subreaper { source });
+    }
+    if init.personality == Personality::Tini {
+        log!(
+            sys,
+            init,
+            Warn,
+            "Tini is not running as PID 1 and isn't registered as a child subreaper.\n\
+             Zombie processes will not be re-parented to Tini, so zombie reaping won't work.\n\
+             To fix the problem, use the -s option or set the environment variable TINI_SUBREAPER \
+             to register Tini as a child subreaper, or run Tini as PID 1."
+        );
+    }
+    Ok(())
+}
+
+/// What one round of reaping found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reaped {
+    /// The workload's status, if it was among them.
+    pub workload: Option<Status>,
+    /// True when no child is left at all (ECHILD).
+    pub none_left: bool,
+}
+
+/// Reaps until no ended child is left: one SIGCHLD may stand for many
+/// (signals of one number coalesce), so never one wait per signal.
+pub fn reap_all(sys: &impl Sys, init: &Init, workload: Pid) -> Reaped {
+    let mut found = Reaped {
+        workload: None,
+        none_left: false,
+    };
+    loop {
+        match sys.reap_one() {
+            Ok(Some((pid, status))) if pid == workload => {
+                log!(sys, init, Debug, "workload {pid} ended: {status:?}");
+                found.workload = Some(status);
+            }
+            Ok(Some((pid, status))) => {
+                if init.warn_on_reap {
+                    log!(sys, init, Warn, "Reaped zombie process with pid={pid}");
+                } else {
+                    log!(sys, init, Debug, "reaped {pid}: {status:?}");
+                }
+            }
+            Ok(None) => return found,
+            Err(Errno::ECHILD) => {
+                found.none_left = true;
+                return found;
+            }
+            Err(Errno::EINTR) => {}
+            Err(err) => {
+                log!(sys, init, Warn, "waitpid: {err}");
+                return found;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{Call, Fake};
+
+    #[test]
+    fn reaps_until_empty_and_spots_the_workload() {
+        let fake = Fake::new().reaps([
+            Some((9, Status::Exited(0))),
+            Some((7, Status::Signaled(15))),
+            None,
+        ]);
+        let found = reap_all(&fake, &Init::new(["x"]), 7);
+        assert_eq!(
+            found,
+            Reaped {
+                workload: Some(Status::Signaled(15)),
+                none_left: false
+            }
+        );
+        assert_eq!(fake.calls(), [Call::Reap, Call::Reap, Call::Reap]);
+    }
+
+    #[test]
+    fn subreaper_only_when_not_pid_1() {
+        let fake = Fake::new().pid(1);
+        become_subreaper(&fake, &Init::new(["x"])).unwrap();
+        assert_eq!(fake.calls(), []);
+        let fake = Fake::new().pid(5);
+        become_subreaper(&fake, &Init::new(["x"])).unwrap();
+        assert_eq!(fake.calls(), [Call::Subreaper]);
+        let fake = Fake::new().pid(5);
+        become_subreaper(&fake, &Init::new(["x"]).subreaper(false)).unwrap();
+        assert_eq!(fake.calls(), []);
+    }
+}

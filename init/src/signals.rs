@@ -1,0 +1,135 @@
+//! Signals step: block them all before the fork, read them from a signalfd,
+//! and pass each on to the workload (or its process group), rewritten as
+//! asked.
+
+use crate::log::log;
+use crate::sys::{Fd, Pid, SigMask, Sys};
+use crate::{Error, Init};
+
+/// Blocks every signal and returns the mask to restore in the child.
+///
+/// Fault signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE…) are blocked too, unlike
+/// tini: a real fault in the init still kills it, because the kernel
+/// unblocks and resets a fault signal it must deliver (force_sig_fault in
+/// kernel/signal.c), while one sent with kill(2) waits in the signalfd and
+/// is forwarded like any other.
+pub fn block_all(sys: &impl Sys) -> Result<SigMask, Error> {
+    sys.block_signals(SigMask::ALL)
+        .map_err(|source| Error::BlockSignals { source })
+}
+
+/// The signalfd every blocked signal is read from.
+pub fn open_fd(sys: &impl Sys) -> Result<Fd, Error> {
+    sys.signalfd(SigMask::ALL)
+        .map_err(|source| Error::SignalFd { source })
+}
+
+/// Where signals for the workload `child` go: its process group when asked
+/// (`-g`) or when it leads a session of its own (dumb-init), else itself.
+pub fn target(init: &Init, child: Pid) -> Pid {
+    if init.forward_to_group || init.new_session {
+        -child
+    } else {
+        child
+    }
+}
+
+/// The signal to send for `sig` after `-r` rewrites; None drops it.
+pub fn rewrite(init: &Init, sig: i32) -> Option<i32> {
+    let to = init
+        .rewrites
+        .iter()
+        .rev()
+        .find(|(from, _)| *from == sig)
+        .map_or(sig, |(_, to)| *to);
+    (to != 0).then_some(to)
+}
+
+/// Passes `sig` on to the workload, logging (never failing) when it cannot.
+pub fn forward(sys: &impl Sys, init: &Init, child: Pid, sig: i32) {
+    let Some(sig) = rewrite(init, sig) else {
+        log!(
+            sys,
+            init,
+            Debug,
+            "not forwarding {}: rewritten to 0",
+            name(sig)
+        );
+        return;
+    };
+    let to = target(init, child);
+    log!(sys, init, Debug, "forwarding {} to {to}", name(sig));
+    if let Err(err) = sys.kill(to, sig) {
+        // ESRCH: the workload is gone and its SIGCHLD is on its way.
+        if err != nix::errno::Errno::ESRCH {
+            log!(sys, init, Warn, "forwarding {} to {to}: {err}", name(sig));
+        }
+    }
+}
+
+const NAMES: [&str; 31] = [
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+    "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
+    "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+];
+
+/// `SIGTERM` for 15, `SIG34` past the named ones.
+pub fn name(sig: i32) -> String {
+    match usize::try_from(sig)
+        .ok()
+        .and_then(|s| NAMES.get(s.wrapping_sub(1)))
+    {
+        Some(n) => format!("SIG{n}"),
+        None => format!("SIG{sig}"),
+    }
+}
+
+/// A signal from its name (`SIGTERM`, `TERM`, any case) or number.
+pub fn parse(text: &str) -> Option<i32> {
+    if let Ok(n) = text.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = text.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    NAMES.iter().position(|n| *n == bare).map(|i| i as i32 + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_parses_signals() {
+        assert_eq!(name(15), "SIGTERM");
+        assert_eq!(name(1), "SIGHUP");
+        assert_eq!(name(31), "SIGSYS");
+        assert_eq!(name(40), "SIG40");
+        for (text, want) in [
+            ("SIGKILL", Some(9)),
+            ("term", Some(15)),
+            ("SIGUSR1", Some(10)),
+            ("15", Some(15)),
+            ("64", Some(64)),
+            ("65", None),
+            ("0", None),
+            ("SIGNOPE", None),
+        ] {
+            assert_eq!(parse(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn rewrites_and_drops_signals() {
+        let init = Init::new(["x"]).rewrite(15, 2).rewrite(1, 0);
+        assert_eq!(rewrite(&init, 15), Some(2));
+        assert_eq!(rewrite(&init, 1), None);
+        assert_eq!(rewrite(&init, 10), Some(10));
+    }
+
+    #[test]
+    fn targets_group_with_g_or_session() {
+        assert_eq!(target(&Init::new(["x"]), 7), 7);
+        assert_eq!(target(&Init::new(["x"]).forward_to_group(true), 7), -7);
+        assert_eq!(target(&Init::new(["x"]).new_session(true), 7), -7);
+    }
+}

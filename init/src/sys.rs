@@ -1,0 +1,411 @@
+//! The seam between the init's steps and the kernel: the [`Sys`] trait, its
+//! [`Linux`] implementation, and the plain types they exchange.
+
+use nix::errno::Errno;
+use std::ffi::{CStr, CString};
+use std::time::Duration;
+
+/// A process or process-group id, as the kernel has it.
+pub type Pid = libc::pid_t;
+
+/// A file descriptor owned by the init.
+pub type Fd = libc::c_int;
+
+/// A set of signals 1..=64, bit `n - 1` for signal `n`: the kernel's own
+/// sigset layout, so [`Linux`] hands it to the syscalls as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigMask(pub u64);
+
+impl SigMask {
+    /// Every signal.
+    pub const ALL: SigMask = SigMask(u64::MAX);
+
+    /// Whether `sig` (1..=64) is in the set.
+    pub fn contains(self, sig: i32) -> bool {
+        (1..=64).contains(&sig) && self.0 & (1 << (sig - 1)) != 0
+    }
+}
+
+/// How a waited-for process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// It called exit with this code.
+    Exited(i32),
+    /// It was killed by this signal.
+    Signaled(i32),
+}
+
+/// One signal read from the signalfd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub signo: i32,
+    /// The sender (0 for the kernel).
+    pub pid: Pid,
+}
+
+/// Which side of a fork this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fork {
+    Parent(Pid),
+    Child,
+}
+
+/// Where a log line goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Every system call the init makes. Steps take `&impl Sys`, so they run
+/// against the kernel ([`Linux`]) or against a fake that records the calls.
+pub trait Sys {
+    fn getpid(&self) -> Pid;
+    /// Blocks `set` and returns the mask that was in force before.
+    fn block_signals(&self, set: SigMask) -> Result<SigMask, Errno>;
+    /// Replaces the signal mask.
+    fn set_signal_mask(&self, set: SigMask) -> Result<(), Errno>;
+    /// Resets every catchable signal's disposition to the default.
+    fn reset_signal_dispositions(&self);
+    /// A close-on-exec signalfd for `set`.
+    fn signalfd(&self, set: SigMask) -> Result<Fd, Errno>;
+    /// Reads the pending signals from `fd`, waiting at most `timeout` (for
+    /// ever when None); an empty list means the time ran out.
+    fn read_signals(&self, fd: Fd, timeout: Option<Duration>) -> Result<Vec<Received>, Errno>;
+    /// Whether a proc filesystem is mounted at `path`.
+    fn is_proc(&self, path: &CStr) -> Result<bool, Errno>;
+    fn mount_proc(&self, path: &CStr) -> Result<(), Errno>;
+    fn set_child_subreaper(&self) -> Result<(), Errno>;
+    fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno>;
+    /// A close-on-exec pipe: (read end, write end).
+    fn pipe(&self) -> Result<(Fd, Fd), Errno>;
+    /// Reads up to `buf.len()` bytes; 0 at end of file.
+    fn read(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno>;
+    fn write(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno>;
+    fn close(&self, fd: Fd);
+    fn fork(&self) -> Result<Fork, Errno>;
+    fn setpgid_self(&self) -> Result<(), Errno>;
+    fn setsid(&self) -> Result<(), Errno>;
+    fn isatty(&self, fd: Fd) -> bool;
+    fn tcsetpgrp(&self, fd: Fd, pgrp: Pid) -> Result<(), Errno>;
+    fn tcgetpgrp(&self, fd: Fd) -> Result<Pid, Errno>;
+    /// Makes the terminal on `fd` the caller's controlling terminal.
+    fn set_controlling_tty(&self, fd: Fd) -> Result<(), Errno>;
+    /// Replaces the process; returns only on failure.
+    fn execvp(&self, argv: &[CString]) -> Errno;
+    /// Ends a forked child at once, without running any destructor.
+    fn exit_child(&self, code: i32) -> !;
+    /// Reaps one ended child without waiting; None when none has ended.
+    fn reap_one(&self) -> Result<Option<(Pid, Status)>, Errno>;
+    fn kill(&self, pid: Pid, sig: i32) -> Result<(), Errno>;
+    /// Every process below the caller, for signalling them when `kill(-1)`
+    /// would reach too far (the init is not PID 1).
+    fn descendants(&self) -> Vec<Pid>;
+    /// A monotonic clock.
+    fn now(&self) -> Duration;
+    fn log(&self, stream: Stream, line: &str);
+}
+
+/// The real kernel.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Linux;
+
+fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
+    if ret == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_int(ret: libc::c_int) -> Result<libc::c_int, Errno> {
+    if ret == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The kernel's sigset is 64 bits on every Linux architecture this builds
+/// for; rt_sigprocmask and signalfd4 take it directly with size 8, which
+/// spares building a libc `sigset_t` (128 bytes on musl) signal by signal.
+const KERNEL_SIGSET_SIZE: libc::size_t = 8;
+
+impl Sys for Linux {
+    fn getpid(&self) -> Pid {
+        // SAFETY: getpid has no preconditions.
+        unsafe { libc::getpid() }
+    }
+
+    fn block_signals(&self, set: SigMask) -> Result<SigMask, Errno> {
+        let mut old = 0u64;
+        // SAFETY: both pointers are to live u64s, the size the kernel expects.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_BLOCK,
+                &set.0 as *const u64,
+                &mut old as *mut u64,
+                KERNEL_SIGSET_SIZE,
+            )
+        })?;
+        Ok(SigMask(old))
+    }
+
+    fn set_signal_mask(&self, set: SigMask) -> Result<(), Errno> {
+        // SAFETY: as in block_signals; no old mask is asked for.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &set.0 as *const u64,
+                std::ptr::null_mut::<u64>(),
+                KERNEL_SIGSET_SIZE,
+            )
+        })
+        .map(drop)
+    }
+
+    fn reset_signal_dispositions(&self) {
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            // SAFETY: SIG_DFL is always a valid disposition; the numbers the
+            // kernel refuses (libc-reserved ones) just fail with EINVAL.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+
+    fn signalfd(&self, set: SigMask) -> Result<Fd, Errno> {
+        // SAFETY: the mask pointer is to a live u64 of the kernel's size.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_signalfd4,
+                -1,
+                &set.0 as *const u64,
+                KERNEL_SIGSET_SIZE,
+                libc::SFD_CLOEXEC,
+            )
+        })
+        .map(|fd| fd as Fd)
+    }
+
+    fn read_signals(&self, fd: Fd, timeout: Option<Duration>) -> Result<Vec<Received>, Errno> {
+        if let Some(timeout) = timeout {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+            // SAFETY: one live pollfd.
+            if check_int(unsafe { libc::poll(&mut pfd, 1, ms) })? == 0 {
+                return Ok(Vec::new());
+            }
+        }
+        const N: usize = 16;
+        // SAFETY: signalfd_siginfo is plain data; all zeroes is valid.
+        let mut infos: [libc::signalfd_siginfo; N] = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: the buffer is N live records of the size the kernel writes.
+        let n =
+            check(unsafe { libc::read(fd, infos.as_mut_ptr().cast(), N * size) as libc::c_long })?
+                as usize;
+        Ok(infos[..n / size]
+            .iter()
+            .map(|i| Received {
+                signo: i.ssi_signo as i32,
+                pid: i.ssi_pid as Pid,
+            })
+            .collect())
+    }
+
+    fn is_proc(&self, path: &CStr) -> Result<bool, Errno> {
+        // SAFETY: statfs is plain data; the kernel fills it.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C string and a live statfs.
+        check_int(unsafe { libc::statfs(path.as_ptr(), &mut st) })?;
+        Ok(st.f_type == libc::PROC_SUPER_MAGIC)
+    }
+
+    fn mount_proc(&self, path: &CStr) -> Result<(), Errno> {
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        // SAFETY: valid C strings; no data argument.
+        check_int(unsafe {
+            libc::mount(
+                c"proc".as_ptr(),
+                path.as_ptr(),
+                c"proc".as_ptr(),
+                flags,
+                std::ptr::null(),
+            )
+        })
+        .map(drop)
+    }
+
+    fn set_child_subreaper(&self) -> Result<(), Errno> {
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument.
+        check_int(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) })
+            .map(drop)
+    }
+
+    fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno> {
+        // SAFETY: PR_SET_PDEATHSIG takes one integer argument.
+        check_int(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong) }).map(drop)
+    }
+
+    fn pipe(&self) -> Result<(Fd, Fd), Errno> {
+        let mut fds = [0; 2];
+        // SAFETY: a live array of two ints.
+        check_int(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+        Ok((fds[0], fds[1]))
+    }
+
+    fn read(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
+        loop {
+            // SAFETY: a live buffer of the given length.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            match check(n as libc::c_long) {
+                Err(Errno::EINTR) => continue,
+                other => return other.map(|n| n as usize),
+            }
+        }
+    }
+
+    fn write(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno> {
+        // SAFETY: a live buffer of the given length.
+        check(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) as libc::c_long })
+            .map(|n| n as usize)
+    }
+
+    fn close(&self, fd: Fd) {
+        // SAFETY: closing an fd the init owns; errors do not matter here.
+        unsafe { libc::close(fd) };
+    }
+
+    fn fork(&self) -> Result<Fork, Errno> {
+        // SAFETY: the init is single-threaded, so the child may do anything
+        // the parent could before it execs.
+        match check_int(unsafe { libc::fork() })? {
+            0 => Ok(Fork::Child),
+            pid => Ok(Fork::Parent(pid)),
+        }
+    }
+
+    fn setpgid_self(&self) -> Result<(), Errno> {
+        // SAFETY: no pointers.
+        check_int(unsafe { libc::setpgid(0, 0) }).map(drop)
+    }
+
+    fn setsid(&self) -> Result<(), Errno> {
+        // SAFETY: no pointers.
+        check_int(unsafe { libc::setsid() }).map(drop)
+    }
+
+    fn isatty(&self, fd: Fd) -> bool {
+        // SAFETY: no pointers.
+        unsafe { libc::isatty(fd) == 1 }
+    }
+
+    fn tcsetpgrp(&self, fd: Fd, pgrp: Pid) -> Result<(), Errno> {
+        // SAFETY: no pointers.
+        check_int(unsafe { libc::tcsetpgrp(fd, pgrp) }).map(drop)
+    }
+
+    fn tcgetpgrp(&self, fd: Fd) -> Result<Pid, Errno> {
+        // SAFETY: no pointers.
+        check_int(unsafe { libc::tcgetpgrp(fd) })
+    }
+
+    fn set_controlling_tty(&self, fd: Fd) -> Result<(), Errno> {
+        // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal).
+        check_int(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
+    }
+
+    fn execvp(&self, argv: &[CString]) -> Errno {
+        let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        match argv.first() {
+            // SAFETY: a null-terminated array of valid C strings that outlive the call.
+            Some(prog) => unsafe { libc::execvp(prog.as_ptr(), ptrs.as_ptr()) },
+            None => return Errno::ENOENT,
+        };
+        Errno::last()
+    }
+
+    fn exit_child(&self, code: i32) -> ! {
+        // SAFETY: _exit never returns and runs nothing of the parent's.
+        unsafe { libc::_exit(code) }
+    }
+
+    fn reap_one(&self) -> Result<Option<(Pid, Status)>, Errno> {
+        let mut raw = 0;
+        // SAFETY: a live int for the status.
+        match check_int(unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) })? {
+            0 => Ok(None),
+            pid if libc::WIFSIGNALED(raw) => Ok(Some((pid, Status::Signaled(libc::WTERMSIG(raw))))),
+            pid => Ok(Some((pid, Status::Exited(libc::WEXITSTATUS(raw))))),
+        }
+    }
+
+    fn kill(&self, pid: Pid, sig: i32) -> Result<(), Errno> {
+        // SAFETY: no pointers.
+        check_int(unsafe { libc::kill(pid, sig) }).map(drop)
+    }
+
+    fn descendants(&self) -> Vec<Pid> {
+        descendants_of(self.getpid())
+    }
+
+    fn now(&self) -> Duration {
+        // SAFETY: timespec is plain data; all zeroes is valid.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: a live timespec; CLOCK_MONOTONIC always exists.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    fn log(&self, stream: Stream, line: &str) {
+        let fd = match stream {
+            Stream::Stdout => libc::STDOUT_FILENO,
+            Stream::Stderr => libc::STDERR_FILENO,
+        };
+        // One write per line, so lines from the init and its workload do not
+        // interleave mid-line; a failed write has nowhere else to go.
+        let _ = self.write(fd, line.as_bytes());
+    }
+}
+
+/// Every process whose chain of parents leads to `root`, read from /proc.
+fn descendants_of(root: Pid) -> Vec<Pid> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(Pid, Pid)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<Pid>().ok())
+        .filter_map(|pid| Some((pid, parent_of(pid)?)))
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == p)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// The parent pid from `/proc/PID/stat`: the field after the command name,
+/// which is in parentheses and may itself contain spaces and parentheses.
+fn parent_of(pid: Pid) -> Option<Pid> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
