@@ -1,0 +1,154 @@
+//! The builder's one error type: a variant per step, carrying the operand
+//! and the cause.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Why an archive entry was refused by [`crate::unpack`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The name starts with `/`.
+    Absolute,
+    /// The name has a `..` component.
+    DotDot,
+    /// A parent directory of the entry is a symlink (or not a directory).
+    SymlinkParent,
+    /// A hardlink whose target is absolute, has `..`, or goes through a symlink.
+    LinkOutside(PathBuf),
+    /// A character or block device while devices are not allowed.
+    Device,
+    /// A non-directory entry that names the target directory itself.
+    TargetItself,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Absolute => f.write_str("absolute name"),
+            Refusal::DotDot => f.write_str("`..` in the name"),
+            Refusal::SymlinkParent => f.write_str("a parent directory is a symlink"),
+            Refusal::LinkOutside(to) => {
+                write!(f, "hardlink to `{}` outside the target", to.display())
+            }
+            Refusal::Device => f.write_str("device node, and devices are not allowed"),
+            Refusal::TargetItself => f.write_str("names the target directory itself"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading image definition `{}`", path.display())]
+    DefinitionRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("parsing image definition `{}`", path.display())]
+    Definition {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("image definition `{}`: {what}", path.display())]
+    DefinitionInvalid { path: PathBuf, what: String },
+
+    #[error("unsupported rootfs source `{source_name}`")]
+    UnsupportedSource { source_name: String },
+    #[error("downloading `{url}`: this builder was built without the `fetch` feature")]
+    NoFetch { url: String },
+    #[cfg(feature = "fetch")]
+    #[error("downloading `{url}`")]
+    Fetch {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("downloading `{url}`: the server answered {status}")]
+    HttpStatus { url: String, status: u16 },
+    #[error("downloading `{url}`")]
+    Download {
+        url: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("`{value}` is not a sha256 digest (64 hex digits)")]
+    BadDigest { value: String },
+    #[error("sha256 of `{what}` is {actual}, the definition says {expected}")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("refusing archive entry `{}`: {reason}", entry.display())]
+    Refused { entry: PathBuf, reason: Refusal },
+    #[error("unpacking archive entry `{}`", entry.display())]
+    Entry {
+        entry: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading archive `{}`", archive.display())]
+    Archive {
+        archive: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "host program `{name}` is not in /usr/local/sbin, /usr/local/bin, /usr/sbin, /usr/bin, /sbin or /bin"
+    )]
+    HostProgram { name: String },
+    #[error("resolving the shared libraries of `{}`", program.display())]
+    Libraries {
+        program: PathBuf,
+        #[source]
+        source: lddtree::Error,
+    },
+
+    #[error("writing {what} as JSON")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("reading {what} of `{}`", path.display())]
+    JsonRead {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("assembling the OCI {what}")]
+    Oci {
+        what: &'static str,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("`{}` is not an OCI image archive: {what}", path.display())]
+    NotAnImage { path: PathBuf, what: String },
+
+    /// Any other filesystem operation: `op` says which ("creating", "reading" …).
+    #[error("{op} `{}`", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// A closure making an [`Error::Io`], for `map_err`.
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

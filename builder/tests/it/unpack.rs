@@ -1,0 +1,320 @@
+//! Safe unpacking: a corpus of hostile archives is refused with the entry
+//! named, nothing appears outside the target, and ordinary archives keep
+//! modes, links and times.
+
+use crate::support::{Tar, tree};
+use builder::unpack::{self, Options};
+use builder::{Error, Refusal};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// A scratch directory holding `target/` and, next to it, `outside/` with
+/// one file in it: what a hostile archive would like to reach.
+struct Scene {
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("outside")).unwrap();
+        std::fs::write(dir.path().join("outside/secret"), "secret").unwrap();
+        Scene { dir }
+    }
+    fn target(&self) -> std::path::PathBuf {
+        self.dir.path().join("target")
+    }
+    fn outside(&self) -> std::path::PathBuf {
+        self.dir.path().join("outside")
+    }
+    fn extract(&self, archive: &[u8], opts: &Options) -> builder::Result<unpack::Stats> {
+        let file = self.dir.path().join("archive");
+        std::fs::write(&file, archive).unwrap();
+        let result = unpack::extract_file(&file, &self.target(), opts);
+        std::fs::remove_file(&file).unwrap();
+        result
+    }
+    /// Nothing but `target/` and the untouched `outside/secret`.
+    fn assert_outside_untouched(&self) {
+        let mut top: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        top.sort();
+        assert!(
+            top == ["outside", "target"] || top == ["outside"],
+            "{top:?}"
+        );
+        assert_eq!(tree(&self.outside()), ["secret"]);
+        assert_eq!(
+            std::fs::read_to_string(self.outside().join("secret")).unwrap(),
+            "secret"
+        );
+        let meta = std::fs::metadata(self.outside().join("secret")).unwrap();
+        assert_eq!(meta.nlink(), 1, "something hardlinked the secret");
+    }
+}
+
+fn refused(result: builder::Result<unpack::Stats>) -> (std::path::PathBuf, Refusal) {
+    match result {
+        Err(Error::Refused { entry, reason }) => (entry, reason),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn refuses_absolute_name() {
+    let scene = Scene::new();
+    let evil = scene.outside().join("evil");
+    let archive = Tar::new()
+        .file("ok", b"ok")
+        .file(evil.to_str().unwrap(), b"x")
+        .bytes();
+    let (entry, reason) = refused(scene.extract(&archive, &Options::default()));
+    assert_eq!(
+        (entry.as_path(), reason),
+        (evil.as_path(), Refusal::Absolute)
+    );
+    scene.assert_outside_untouched();
+}
+
+#[test]
+fn refuses_dotdot() {
+    let scene = Scene::new();
+    let archive = Tar::new()
+        .dir("a/", 0o755)
+        .file("a/../../outside/evil", b"x")
+        .bytes();
+    let (entry, reason) = refused(scene.extract(&archive, &Options::default()));
+    assert_eq!(
+        (entry.as_path(), reason),
+        (Path::new("a/../../outside/evil"), Refusal::DotDot)
+    );
+    scene.assert_outside_untouched();
+}
+
+#[test]
+fn refuses_symlink_parent_escape() {
+    let scene = Scene::new();
+    let outside = scene.outside();
+    for (link, name) in [
+        (outside.to_str().unwrap(), "link/evil"),
+        ("../outside", "link/evil"),
+    ] {
+        let archive = Tar::new().symlink("link", link).file(name, b"x").bytes();
+        let (entry, reason) = refused(scene.extract(&archive, &Options::default()));
+        assert_eq!(
+            (entry.as_path(), reason),
+            (Path::new(name), Refusal::SymlinkParent)
+        );
+        scene.assert_outside_untouched();
+    }
+    // Deeper: the symlink is a middle component and the rest must be created.
+    let archive = Tar::new()
+        .symlink("l", "../outside")
+        .file("l/new/dir/evil", b"x")
+        .bytes();
+    let (entry, reason) = refused(scene.extract(&archive, &Options::default()));
+    assert_eq!(
+        (entry.as_path(), reason),
+        (Path::new("l/new/dir/evil"), Refusal::SymlinkParent)
+    );
+    scene.assert_outside_untouched();
+}
+
+#[test]
+fn refuses_hardlink_to_outside() {
+    let scene = Scene::new();
+    let secret = scene.outside().join("secret");
+    let cases = [
+        Tar::new().hardlink("h", secret.to_str().unwrap()).bytes(),
+        Tar::new().hardlink("h", "../outside/secret").bytes(),
+        Tar::new()
+            .symlink("s", "../outside")
+            .hardlink("h", "s/secret")
+            .bytes(),
+    ];
+    for archive in cases {
+        let (entry, reason) = refused(scene.extract(&archive, &Options::default()));
+        assert_eq!(entry, Path::new("h"));
+        assert!(matches!(reason, Refusal::LinkOutside(_)), "{reason:?}");
+        scene.assert_outside_untouched();
+    }
+}
+
+#[test]
+fn refuses_device_when_not_allowed() {
+    let scene = Scene::new();
+    let archive = Tar::new().char_device("dev/mem", 1, 1).bytes();
+    let opts = Options {
+        allow_devices: false,
+        ..Options::default()
+    };
+    let (entry, reason) = refused(scene.extract(&archive, &opts));
+    assert_eq!(
+        (entry.as_path(), reason),
+        (Path::new("dev/mem"), Refusal::Device)
+    );
+    assert!(!scene.target().join("dev/mem").exists());
+}
+
+#[test]
+fn refuses_truncated_gzip() {
+    let scene = Scene::new();
+    let big: Vec<u8> = (0..400_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let gz = Tar::new().file("big", &big).file("after", b"x").gzip();
+    let err = scene
+        .extract(&gz[..gz.len() / 2], &Options::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::Archive { .. }), "{err:?}");
+    assert!(!scene.target().join("after").exists());
+}
+
+#[test]
+fn replaces_a_planted_symlink_instead_of_writing_through_it() {
+    let scene = Scene::new();
+    let archive = Tar::new()
+        .symlink("x", "../outside/secret")
+        .file("x", b"inside")
+        .bytes();
+    scene.extract(&archive, &Options::default()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(scene.target().join("x")).unwrap(),
+        "inside"
+    );
+    scene.assert_outside_untouched();
+}
+
+#[test]
+fn no_file_appears_outside_the_target() {
+    let scene = Scene::new();
+    let outside = scene.outside();
+    let corpus = [
+        Tar::new()
+            .file(outside.join("evil").to_str().unwrap(), b"x")
+            .bytes(),
+        Tar::new().file("../outside/evil", b"x").bytes(),
+        Tar::new().file("./a/../../outside/evil", b"x").bytes(),
+        Tar::new()
+            .symlink("l", outside.to_str().unwrap())
+            .file("l/evil", b"x")
+            .bytes(),
+        Tar::new()
+            .symlink("l", "..")
+            .file("l/outside/evil", b"x")
+            .bytes(),
+        Tar::new()
+            .symlink("l", "../outside")
+            .dir("l/evil/", 0o755)
+            .bytes(),
+        Tar::new()
+            .symlink("l", "../outside")
+            .symlink("l/evil", "/")
+            .bytes(),
+        Tar::new()
+            .symlink("l", "../outside")
+            .hardlink("l/evil", "l")
+            .bytes(),
+        Tar::new().hardlink("evil", "../outside/secret").bytes(),
+        Tar::new()
+            .symlink("s", "../outside")
+            .hardlink("evil", "s/secret")
+            .bytes(),
+    ];
+    for archive in &corpus {
+        let result = scene.extract(archive, &Options::default());
+        assert!(matches!(result, Err(Error::Refused { .. })), "{result:?}");
+    }
+    scene.assert_outside_untouched();
+}
+
+#[test]
+fn keeps_modes_links_and_times() {
+    let scene = Scene::new();
+    let archive = Tar::new()
+        .dir("./", 0o755)
+        .dir("bin/", 0o755)
+        .file_mode("bin/tool", 0o4755, b"#!/bin/sh\n")
+        .hardlink("bin/again", "bin/tool")
+        .symlink("bin/sh", "/bin/tool")
+        .dir("ro/", 0o555)
+        .file("ro/inside", b"x")
+        .dir("tmp/", 0o1777)
+        .file("implied/parent/file", b"y")
+        .gzip();
+    let stats = scene.extract(&archive, &Options::default()).unwrap();
+    assert_eq!((stats.files, stats.hardlinks, stats.symlinks), (3, 1, 1));
+    let t = scene.target();
+    let mode = |p: &str| {
+        std::fs::symlink_metadata(t.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("bin/tool"), 0o4755);
+    assert_eq!(mode("ro"), 0o555);
+    assert_eq!(mode("tmp"), 0o1777);
+    assert_eq!(
+        std::fs::read_link(t.join("bin/sh")).unwrap(),
+        Path::new("/bin/tool")
+    );
+    let tool = std::fs::metadata(t.join("bin/tool")).unwrap();
+    assert_eq!(
+        tool.ino(),
+        std::fs::metadata(t.join("bin/again")).unwrap().ino()
+    );
+    assert_eq!(tool.mtime(), 1_000_000);
+    assert_eq!(std::fs::metadata(t.join("ro")).unwrap().mtime(), 1_000_000);
+    assert_eq!(std::fs::read(t.join("implied/parent/file")).unwrap(), b"y");
+}
+
+#[test]
+fn applies_whiteouts() {
+    let scene = Scene::new();
+    let lower = Tar::new()
+        .file("etc/gone", b"x")
+        .file("etc/kept", b"x")
+        .file("opq/old", b"x")
+        .bytes();
+    let upper = Tar::new()
+        .file("etc/.wh.gone", b"")
+        .file("opq/new", b"x")
+        .file("opq/.wh..wh..opq", b"")
+        .bytes();
+    let opts = Options {
+        whiteouts: true,
+        ..Options::default()
+    };
+    scene.extract(&lower, &opts).unwrap();
+    let stats = scene.extract(&upper, &opts).unwrap();
+    assert_eq!(stats.whiteouts, 2);
+    assert_eq!(
+        tree(&scene.target()),
+        ["etc/", "etc/kept", "opq/", "opq/new"]
+    );
+}
+
+#[test]
+fn unpack_command_names_the_refused_entry() {
+    let scene = Scene::new();
+    let file = scene.dir.path().join("evil.tar");
+    std::fs::write(&file, Tar::new().file("../outside/evil", b"x").bytes()).unwrap();
+    let out = std::process::Command::new(crate::support::builder_bin())
+        .args([
+            "unpack".as_ref(),
+            file.as_os_str(),
+            scene.target().as_os_str(),
+        ])
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing archive entry `../outside/evil`: `..` in the name"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&file).unwrap();
+    scene.assert_outside_untouched();
+}
