@@ -3,12 +3,12 @@
 //! first non-option and takes only the first `--`.
 
 use crate::personality::Personality;
+use crate::prelude::*;
 use crate::signals;
 use crate::sys::Stream;
 use crate::{Error, Init};
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
-use std::time::Duration;
+use alloc::ffi::CString;
+use core::time::Duration;
 
 /// What a command line asks for.
 #[derive(Debug)]
@@ -29,15 +29,14 @@ pub struct Printout {
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Parses `argv` (with `argv[0]`) and the variables `env` returns.
-pub fn parse(
-    argv: &[OsString],
-    env: impl Fn(&str) -> Option<OsString>,
+/// Parses `argv` (with `argv[0]`; bytes, as the kernel passes them: use
+/// `OsStrExt::as_bytes` on an `OsString`) and the variables `env` returns.
+pub fn parse<A: AsRef<[u8]>>(
+    argv: &[A],
+    env: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> Result<Invocation, Error> {
-    let argv0 = argv
-        .first()
-        .map(|a| a.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let argv: Vec<&[u8]> = argv.iter().map(AsRef::as_ref).collect();
+    let argv0 = argv.first().map(|a| lossy(a)).unwrap_or_default();
     let personality = Personality::from_argv0(&argv0);
     let name = match argv0.rsplit('/').next() {
         Some(base) if !base.is_empty() => base.to_string(),
@@ -52,8 +51,7 @@ pub fn parse(
     p.read_env(&env);
 
     let mut i = 1;
-    while let Some(arg) = argv.get(i) {
-        let bytes = arg.as_bytes();
+    while let Some(&bytes) = argv.get(i) {
         if bytes == b"--" {
             i += 1;
             break;
@@ -62,7 +60,7 @@ pub fn parse(
             break;
         }
         i += 1;
-        let next = argv.get(i).map(OsString::as_os_str);
+        let next = argv.get(i).copied();
         let used = if let Some(long) = bytes.strip_prefix(b"--") {
             p.long(&String::from_utf8_lossy(long), next)
         } else {
@@ -82,12 +80,12 @@ pub fn parse(
     if workload.is_empty() {
         return Ok(Invocation::Print(p.missing_program()));
     }
-    if let Some(arg) = workload.iter().find(|a| a.as_bytes().contains(&0)) {
-        return Err(Error::NulInArgument { arg: arg.clone() });
+    if let Some(arg) = workload.iter().find(|a| a.contains(&0)) {
+        return Err(Error::NulInArgument { arg: lossy(arg) });
     }
     p.init.argv = workload
         .iter()
-        .map(|a| std::ffi::CString::new(a.as_bytes()).unwrap_or_default())
+        .map(|a| CString::new(*a).unwrap_or_default())
         .collect();
     Ok(Invocation::Run(Box::new(p.init)))
 }
@@ -101,12 +99,12 @@ struct Parser {
 impl Parser {
     /// Applies a builder method to the init being parsed.
     fn update(&mut self, f: impl FnOnce(Init) -> Init) {
-        let init = std::mem::replace(&mut self.init, Init::new(Vec::<Vec<u8>>::new()));
+        let init = core::mem::replace(&mut self.init, Init::new(Vec::<Vec<u8>>::new()));
         self.init = f(init);
     }
 
-    fn read_env(&mut self, env: &impl Fn(&str) -> Option<OsString>) {
-        let is = |k: &str, v: &str| env(k).is_some_and(|x| x == v);
+    fn read_env(&mut self, env: &impl Fn(&str) -> Option<Vec<u8>>) {
+        let is = |k: &str, v: &str| env(k).is_some_and(|x| x == v.as_bytes());
         let own = self.personality == Personality::Cradle;
         if own || self.personality == Personality::Tini {
             // tini only checks that these are set, whatever their value.
@@ -116,7 +114,7 @@ impl Parser {
             if env("TINI_KILL_PROCESS_GROUP").is_some() {
                 self.init.forward_to_group = true;
             }
-            if let Some(level) = env("TINI_VERBOSITY").and_then(|v| v.to_str()?.parse().ok()) {
+            if let Some(level) = env("TINI_VERBOSITY").and_then(|v| lossy(&v).parse().ok()) {
                 self.init.verbosity = level;
             }
         }
@@ -130,16 +128,16 @@ impl Parser {
                 self.init.verbosity = 3;
             }
         }
-        if let Some(grace) = env("CRADLE_GRACE").and_then(|v| parse_secs(&v.to_string_lossy())) {
+        if let Some(grace) = env("CRADLE_GRACE").and_then(|v| parse_secs(&lossy(&v))) {
             self.init.grace = Some(grace);
         }
-        if let Some(level) = env("CRADLE_LOG").and_then(|v| parse_level(&v.to_string_lossy())) {
+        if let Some(level) = env("CRADLE_LOG").and_then(|v| parse_level(&lossy(&v))) {
             self.init.verbosity = level;
         }
     }
 
     /// One `--name[=value]`; Ok(true) when it used `next` as its value.
-    fn long(&mut self, arg: &str, next: Option<&OsStr>) -> Result<bool, Printout> {
+    fn long(&mut self, arg: &str, next: Option<&[u8]>) -> Result<bool, Printout> {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (arg, None),
@@ -148,7 +146,7 @@ impl Parser {
         let (value, used_next) = match (takes_value, inline) {
             (true, Some(v)) => (Some(v), false),
             (true, None) => match next {
-                Some(v) => (Some(v.to_string_lossy().into_owned()), true),
+                Some(v) => (Some(lossy(v)), true),
                 None => return Err(self.bad(&format!("option `--{name}` needs a value"))),
             },
             (false, Some(_)) => return Err(self.bad(&format!("option `--{name}` takes no value"))),
@@ -170,7 +168,7 @@ impl Parser {
 
     /// A cluster of short options (`-vvg`, `-e3`, `-p SIGKILL`); Ok(true)
     /// when the last one took `next` as its value.
-    fn shorts(&mut self, cluster: &[u8], next: Option<&OsStr>) -> Result<bool, Printout> {
+    fn shorts(&mut self, cluster: &[u8], next: Option<&[u8]>) -> Result<bool, Printout> {
         for (at, &c) in cluster.iter().enumerate() {
             let c = c as char;
             if matches!(c, 'p' | 'e' | 'r') {
@@ -178,7 +176,7 @@ impl Parser {
                 let (value, used_next) = if !rest.is_empty() {
                     (String::from_utf8_lossy(rest).into_owned(), false)
                 } else if let Some(v) = next {
-                    (v.to_string_lossy().into_owned(), true)
+                    (lossy(v), true)
                 } else {
                     return Err(self.bad(&format!("option `-{c}` needs a value")));
                 };
@@ -381,7 +379,8 @@ impl Parser {
             }
             Personality::Catatonit => format!(
                 "ERROR (catatonit:{}): missing program name\n{}",
-                std::process::id(),
+                // SAFETY: getpid has no preconditions.
+                unsafe { libc::getpid() },
                 self.usage()
             ),
             Personality::Cradle => format!("{}: no command given\n\n{}", self.name, self.usage()),
@@ -422,10 +421,25 @@ impl Parser {
     }
 }
 
-/// Seconds, whole or fractional: `10`, `0.5`.
+/// Seconds, whole or with up to nine decimals: `10`, `0.5`. Parsed by
+/// hand: float parsing would add 15 KB to the static binary.
 fn parse_secs(text: &str) -> Option<Duration> {
-    let secs: f64 = text.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    let (whole, frac) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !(frac.is_empty() || digits(frac) && frac.len() <= 9) {
+        return None;
+    }
+    let nanos = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<u32>().ok()? * 10u32.pow(9 - frac.len() as u32)
+    };
+    Some(Duration::new(whole.parse().ok()?, nanos))
+}
+
+/// Bytes as text, invalid UTF-8 replaced.
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A verbosity from a level name or number.
@@ -445,10 +459,11 @@ mod tests {
     use super::*;
 
     fn run(argv: &[&str], env: &[(&str, &str)]) -> Init {
-        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
-        let env: Vec<(String, OsString)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.into())).collect();
-        match parse(&argv, |k| {
+        let env: Vec<(String, Vec<u8>)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        match parse(argv, |k| {
             env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         })
         .unwrap()
@@ -459,8 +474,7 @@ mod tests {
     }
 
     fn print(argv: &[&str]) -> Printout {
-        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
-        match parse(&argv, |_| None).unwrap() {
+        match parse(argv, |_| None).unwrap() {
             Invocation::Print(p) => p,
             Invocation::Run(init) => panic!("expected a printout, got {init:?}"),
         }
@@ -576,6 +590,15 @@ mod tests {
         assert!(print(&["catatonit"]).text.contains("missing program name"));
         let pause = run(&["catatonit", "-P"], &[]);
         assert!(pause.pause);
+    }
+
+    #[test]
+    fn parses_seconds_without_floats() {
+        assert_eq!(parse_secs("10"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_secs("0.25"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_secs("1.5.0"), None);
+        assert_eq!(parse_secs("-1"), None);
+        assert_eq!(parse_secs(""), None);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! A fake [`Sys`] for unit tests: answers from scripted queues and records
 //! one ordered list of the calls made.
 
+use crate::errno::Errno;
+use crate::prelude::*;
 use crate::sys::{Fd, Fork, Pid, Received, SigMask, Status, Stream, Sys};
-use nix::errno::Errno;
-use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::ffi::{CStr, CString};
-use std::time::Duration;
+use alloc::collections::VecDeque;
+use alloc::ffi::CString;
+use core::cell::RefCell;
+use core::ffi::CStr;
+use core::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {

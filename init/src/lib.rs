@@ -10,7 +10,7 @@
 //! Embedding it in another runtime, in the child that is to become PID 1:
 //!
 //! ```no_run
-//! use std::time::Duration;
+//! use core::time::Duration;
 //!
 //! let code = init::Init::new(["/bin/sh", "-c", "exec my-server"])
 //!     .forward_to_group(true)
@@ -25,7 +25,17 @@
 //! [`Init::verbosity`]. Until the workload is spawned, `run` returns errors;
 //! after that it only returns an [`ExitCode`].
 
+#![no_std]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+// thiserror without std (see the root Cargo.toml), under its usual name,
+// which its derive refers to.
+extern crate thiserror_no_std as thiserror;
+
 pub mod args;
+mod errno;
 mod log;
 mod mounts;
 mod personality;
@@ -39,20 +49,21 @@ mod sys;
 mod fake;
 
 pub use args::{Invocation, Printout};
+pub use errno::Errno;
 pub use personality::Personality;
 pub use sys::{Fd, Fork, Linux, Pid, Received, SigMask, Status, Stream, Sys};
 
-use nix::errno::Errno;
-use std::ffi::CString;
-use std::time::Duration;
+use crate::prelude::*;
+use alloc::ffi::CString;
+use core::time::Duration;
 
 /// What can stop the init before its workload runs.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{message}")]
     Usage { message: String },
-    #[error("argument `{}` contains a NUL byte", arg.to_string_lossy())]
-    NulInArgument { arg: std::ffi::OsString },
+    #[error("argument `{arg}` contains a NUL byte")]
+    NulInArgument { arg: String },
     #[error("blocking signals")]
     BlockSignals {
         #[source]
@@ -91,16 +102,20 @@ pub enum Error {
     },
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = Error> = core::result::Result<T, E>;
 
 /// The code the init process should exit with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitCode(pub u8);
 
-impl From<ExitCode> for std::process::ExitCode {
-    fn from(code: ExitCode) -> Self {
-        std::process::ExitCode::from(code.0)
-    }
+/// What every module uses from `alloc` (a `no_std` crate has no prelude
+/// for it).
+pub(crate) mod prelude {
+    pub use alloc::boxed::Box;
+    pub use alloc::format;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec;
+    pub use alloc::vec::Vec;
 }
 
 /// One run of the init: the workload and how to look after it. Build it
@@ -169,10 +184,10 @@ impl Init {
     pub fn from_args<I, S>(argv: I) -> Result<Init>
     where
         I: IntoIterator<Item = S>,
-        S: Into<std::ffi::OsString>,
+        S: AsRef<[u8]>,
     {
-        let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
-        match args::parse(&argv, |k| std::env::var_os(k))? {
+        let argv: Vec<S> = argv.into_iter().collect();
+        match args::parse(&argv, getenv)? {
             Invocation::Run(init) => Ok(*init),
             Invocation::Print(p) => Err(Error::Usage { message: p.text }),
         }
@@ -291,7 +306,7 @@ impl Init {
     }
 
     /// The workload's program, for messages.
-    pub fn program(&self) -> std::borrow::Cow<'_, str> {
+    pub fn program(&self) -> alloc::borrow::Cow<'_, str> {
         self.argv.first().map_or("".into(), |p| p.to_string_lossy())
     }
 
@@ -336,6 +351,23 @@ impl Init {
             None => Ok(()),
         }
     }
+}
+
+/// A variable from the process environment.
+pub fn getenv(name: &str) -> Option<Vec<u8>> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: a valid C string; the init has one thread, so nothing changes
+    // the environment while the value is copied out.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returns a NUL-terminated string.
+    Some(
+        unsafe { core::ffi::CStr::from_ptr(value) }
+            .to_bytes()
+            .to_vec(),
+    )
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 
 use crate::Init;
 use crate::personality::Personality;
+use crate::prelude::*;
 use crate::sys::{Stream, Sys};
-use std::fmt;
+use core::fmt;
 
 /// How much a message matters; shown when `level as u8 <= verbosity`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -3,23 +3,29 @@
 //! `catatonit`/`podman-init`, or cradle's own under any other name.
 //!
 //! `no_main`: the C `main` takes argv straight from libc and skips Rust's
-//! runtime start-up (stack guard probing, SIGPIPE setup), which would be
-//! most of the instructions a PID 1 executes for `-- /bin/true`.
+//! runtime start-up (stack guard probing, SIGPIPE setup), instructions a
+//! PID 1 has no use for. Built with `panic = "abort"` (the static `small`
+//! profile), it links no std at all: std's panic machinery (backtraces,
+//! DWARF parsing, decompression) would be most of the binary.
 
 #![no_main]
+#![cfg_attr(panic = "abort", no_std)]
 
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ffi::{CStr, c_char, c_int};
 use init::{Invocation, Linux, Stream, Sys};
-use std::ffi::{CStr, OsString, c_char, c_int};
-use std::os::unix::ffi::OsStringExt;
 
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let argv = args(argc, argv);
-    let code = match init::args::parse(&argv, |k| std::env::var_os(k)) {
+    let code = match init::args::parse(&argv, init::getenv) {
         Ok(Invocation::Run(init)) => match init.run(&Linux) {
             Ok(code) => code.0,
             Err(err) => {
-                report(&init.program(), &err);
+                report(&err);
                 1
             }
         },
@@ -28,32 +34,110 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
             out.code
         }
         Err(err) => {
-            report("init", &err);
+            report(&err);
             1
         }
     };
     c_int::from(code)
 }
 
-/// argv as the kernel passed it.
-fn args(argc: c_int, argv: *const *const c_char) -> Vec<OsString> {
+/// argv as the kernel passed it; the strings live as long as the process.
+fn args(argc: c_int, argv: *const *const c_char) -> Vec<&'static [u8]> {
     (0..usize::try_from(argc).unwrap_or(0))
         .map(|i| {
-            // SAFETY: the C runtime passes argc valid, NUL-terminated strings.
-            let arg = unsafe { CStr::from_ptr(*argv.add(i)) };
-            OsString::from_vec(arg.to_bytes().to_vec())
+            // SAFETY: the C runtime passes argc valid, NUL-terminated strings
+            // that are never freed.
+            unsafe { CStr::from_ptr(*argv.add(i)) }.to_bytes()
         })
         .collect()
 }
 
 /// Prints an error and its causes once, as `init: what: cause`.
-fn report(_program: &str, err: &init::Error) {
-    let mut line = format!("init: {err}");
-    let mut source = std::error::Error::source(err);
+fn report(err: &init::Error) {
+    use core::fmt::Write;
+    let mut line = String::new();
+    let _ = write!(line, "init: {err}");
+    let mut source = core::error::Error::source(err);
     while let Some(cause) = source {
-        line.push_str(&format!(": {cause}"));
+        let _ = write!(line, ": {cause}");
         source = cause.source();
     }
     line.push('\n');
     Linux.log(Stream::Stderr, &line);
+}
+
+/// Without std, memory comes from the C library's malloc.
+#[cfg(panic = "abort")]
+mod no_std_runtime {
+    use core::alloc::{GlobalAlloc, Layout};
+
+    struct Malloc;
+
+    // SAFETY: malloc/free/realloc meet GlobalAlloc's contract for alignments
+    // up to max_align_t (16), which is all the init ever asks for; larger
+    // ones go through posix_memalign.
+    unsafe impl GlobalAlloc for Malloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if layout.align() <= 16 {
+                // SAFETY: any size may be asked of malloc.
+                unsafe { libc::malloc(layout.size()).cast() }
+            } else {
+                let mut p = core::ptr::null_mut();
+                // SAFETY: the alignment is a power of two, a multiple of the pointer size.
+                match unsafe { libc::posix_memalign(&mut p, layout.align(), layout.size()) } {
+                    0 => p.cast(),
+                    _ => core::ptr::null_mut(),
+                }
+            }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+            // SAFETY: ptr came from malloc or posix_memalign.
+            unsafe { libc::free(ptr.cast()) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if layout.align() <= 16 {
+                // SAFETY: ptr came from malloc.
+                unsafe { libc::realloc(ptr.cast(), new_size).cast() }
+            } else {
+                // SAFETY: the default path: alloc, copy, dealloc.
+                unsafe {
+                    let new =
+                        self.alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
+                    if !new.is_null() {
+                        core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                        self.dealloc(ptr, layout);
+                    }
+                    new
+                }
+            }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOC: Malloc = Malloc;
+
+    // Without std nothing asks for the C library; the static musl one from
+    // the Rust sysroot (the self-contained libc.a) serves.
+    #[link(name = "c", kind = "static", modifiers = "-bundle")]
+    unsafe extern "C" {}
+
+    /// The precompiled `core` and `alloc` carry unwind tables naming this
+    /// routine; with `panic = "abort"` nothing unwinds, so it never runs.
+    #[unsafe(no_mangle)]
+    extern "C" fn rust_eh_personality() {}
+
+    /// Named by the same precompiled code, for the same unwinding that
+    /// never happens here.
+    #[unsafe(no_mangle)]
+    extern "C" fn _Unwind_Resume() -> ! {
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() }
+    }
+
+    /// A panic is a bug; die at once, as std's abort does, with SIGABRT.
+    #[panic_handler]
+    fn panic(_: &core::panic::PanicInfo) -> ! {
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() }
+    }
 }

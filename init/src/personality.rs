@@ -28,9 +28,9 @@ impl Personality {
     /// The exit code of a child whose exec failed with `errno`. tini and we
     /// use the shell's 127 (not found) / 126 (not executable); dumb-init
     /// exits 2 and catatonit 1 whatever the cause.
-    pub fn exec_failure_code(self, errno: nix::errno::Errno) -> u8 {
+    pub fn exec_failure_code(self, errno: crate::errno::Errno) -> u8 {
         match self {
-            Personality::Cradle | Personality::Tini if errno == nix::errno::Errno::ENOENT => 127,
+            Personality::Cradle | Personality::Tini if errno == crate::errno::Errno::ENOENT => 127,
             Personality::Cradle | Personality::Tini => 126,
             Personality::DumbInit => 2,
             Personality::Catatonit => 1,

@@ -1,11 +1,11 @@
 //! Reap step: become a subreaper when not PID 1, and collect every ended
 //! child, the workload's status among them.
 
+use crate::errno::Errno;
 use crate::log::log;
 use crate::personality::Personality;
 use crate::sys::{Pid, Status, Sys};
 use crate::{Error, Init};
-use nix::errno::Errno;
 
 /// Registers as a child subreaper when not PID 1 and the personality or
 /// flags ask for it, so orphans of the workload are re-parented here

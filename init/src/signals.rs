@@ -3,6 +3,7 @@
 //! asked.
 
 use crate::log::log;
+use crate::prelude::*;
 use crate::sys::{Fd, Pid, SigMask, Sys};
 use crate::{Error, Init};
 
@@ -61,7 +62,7 @@ pub fn forward(sys: &impl Sys, init: &Init, child: Pid, sig: i32) {
     log!(sys, init, Debug, "forwarding {} to {to}", name(sig));
     if let Err(err) = sys.kill(to, sig) {
         // ESRCH: the workload is gone and its SIGCHLD is on its way.
-        if err != nix::errno::Errno::ESRCH {
+        if err != crate::errno::Errno::ESRCH {
             log!(sys, init, Warn, "forwarding {} to {to}: {err}", name(sig));
         }
     }

@@ -2,11 +2,11 @@
 //! and the terminal, restore what the init changed, and exec it. A failed
 //! exec comes back to the parent over a close-on-exec pipe.
 
+use crate::errno::Errno;
 use crate::log::log;
 use crate::personality::Personality;
 use crate::sys::{Fork, Pid, SigMask, Sys};
 use crate::{Error, Init};
-use nix::errno::Errno;
 
 /// The started workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub fn workload(sys: &impl Sys, init: &Init, saved: SigMask) -> Result<Child, Er
         Ok(Fork::Child) => {
             sys.close(rd);
             let err = exec(sys, init, saved);
-            let _ = sys.write(wr, &(err as i32).to_ne_bytes());
+            let _ = sys.write(wr, &err.0.to_ne_bytes());
             sys.exit_child(i32::from(init.personality.exec_failure_code(err)));
         }
         Ok(Fork::Parent(pid)) => pid,
@@ -40,7 +40,7 @@ pub fn workload(sys: &impl Sys, init: &Init, saved: SigMask) -> Result<Child, Er
     let mut buf = [0u8; 4];
     // End of file: exec closed the pipe, so the workload runs.
     let exec_error = match sys.read(rd, &mut buf) {
-        Ok(4) => Some(Errno::from_raw(i32::from_ne_bytes(buf))),
+        Ok(4) => Some(Errno(i32::from_ne_bytes(buf))),
         _ => None,
     };
     sys.close(rd);
@@ -113,7 +113,7 @@ mod tests {
                 Call::Tcsetpgrp(0, 42),
                 Call::ResetDispositions,
                 Call::SetMask(SigMask(0b100)),
-                Call::Exec(vec!["sh".into(), "-c".into(), "true".into()]),
+                Call::Exec(alloc::vec!["sh".into(), "-c".into(), "true".into()]),
             ]
         );
     }
@@ -131,7 +131,7 @@ mod tests {
                 Call::SetCtty(0),
                 Call::ResetDispositions,
                 Call::SetMask(SigMask(0)),
-                Call::Exec(vec!["x".into()]),
+                Call::Exec(alloc::vec!["x".into()]),
             ]
         );
     }
@@ -140,7 +140,7 @@ mod tests {
     fn parent_learns_exec_failure_from_the_pipe() {
         let fake = Fake::new()
             .fork_parent(42)
-            .pipe_bytes((Errno::EACCES as i32).to_ne_bytes().to_vec());
+            .pipe_bytes(Errno::EACCES.0.to_ne_bytes().to_vec());
         let init = Init::new(["./x"]).verbosity(0);
         let child = workload(&fake, &init, SigMask(0)).unwrap();
         assert_eq!(

@@ -4,12 +4,13 @@
 
 use crate::log::log;
 use crate::personality::Personality;
+use crate::prelude::*;
 use crate::reap;
 use crate::signals;
 use crate::spawn::Child;
 use crate::sys::{Fd, Status, Sys};
 use crate::{ExitCode, Init};
-use std::time::Duration;
+use core::time::Duration;
 
 /// Signals that mean "stop" and start the grace period when one is set.
 const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT];
@@ -155,7 +156,7 @@ fn stop_gracefully(sys: &impl Sys, fd: Fd, init: &Init, grace: Duration) {
 fn stop_all(sys: &impl Sys, init: &Init, sig: i32) {
     if sys.getpid() == 1 {
         if let Err(err) = sys.kill(-1, sig) {
-            if err != nix::errno::Errno::ESRCH {
+            if err != crate::errno::Errno::ESRCH {
                 log!(
                     sys,
                     init,

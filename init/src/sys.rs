@@ -1,9 +1,11 @@
 //! The seam between the init's steps and the kernel: the [`Sys`] trait, its
 //! [`Linux`] implementation, and the plain types they exchange.
 
-use nix::errno::Errno;
-use std::ffi::{CStr, CString};
-use std::time::Duration;
+use crate::errno::Errno;
+use crate::prelude::*;
+use alloc::ffi::CString;
+use core::ffi::CStr;
+use core::time::Duration;
 
 /// A process or process-group id, as the kernel has it.
 pub type Pid = libc::pid_t;
@@ -159,7 +161,7 @@ impl Sys for Linux {
                 libc::SYS_rt_sigprocmask,
                 libc::SIG_SETMASK,
                 &set.0 as *const u64,
-                std::ptr::null_mut::<u64>(),
+                core::ptr::null_mut::<u64>(),
                 KERNEL_SIGSET_SIZE,
             )
         })
@@ -206,8 +208,8 @@ impl Sys for Linux {
         }
         const N: usize = 16;
         // SAFETY: signalfd_siginfo is plain data; all zeroes is valid.
-        let mut infos: [libc::signalfd_siginfo; N] = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        let mut infos: [libc::signalfd_siginfo; N] = unsafe { core::mem::zeroed() };
+        let size = core::mem::size_of::<libc::signalfd_siginfo>();
         // SAFETY: the buffer is N live records of the size the kernel writes.
         let n =
             check(unsafe { libc::read(fd, infos.as_mut_ptr().cast(), N * size) as libc::c_long })?
@@ -223,10 +225,12 @@ impl Sys for Linux {
 
     fn is_proc(&self, path: &CStr) -> Result<bool, Errno> {
         // SAFETY: statfs is plain data; the kernel fills it.
-        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        let mut st: libc::statfs = unsafe { core::mem::zeroed() };
         // SAFETY: a valid C string and a live statfs.
         check_int(unsafe { libc::statfs(path.as_ptr(), &mut st) })?;
-        Ok(st.f_type == libc::PROC_SUPER_MAGIC)
+        // f_type is i64 on glibc and u64 on musl; the magic fits both.
+        #[allow(clippy::unnecessary_cast)]
+        Ok(st.f_type as i64 == libc::PROC_SUPER_MAGIC as i64)
     }
 
     fn mount_proc(&self, path: &CStr) -> Result<(), Errno> {
@@ -238,7 +242,7 @@ impl Sys for Linux {
                 path.as_ptr(),
                 c"proc".as_ptr(),
                 flags,
-                std::ptr::null(),
+                core::ptr::null(),
             )
         })
         .map(drop)
@@ -325,7 +329,7 @@ impl Sys for Linux {
 
     fn execvp(&self, argv: &[CString]) -> Errno {
         let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-        ptrs.push(std::ptr::null());
+        ptrs.push(core::ptr::null());
         match argv.first() {
             // SAFETY: a null-terminated array of valid C strings that outlive the call.
             Some(prog) => unsafe { libc::execvp(prog.as_ptr(), ptrs.as_ptr()) },
@@ -360,7 +364,7 @@ impl Sys for Linux {
 
     fn now(&self) -> Duration {
         // SAFETY: timespec is plain data; all zeroes is valid.
-        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        let mut ts: libc::timespec = unsafe { core::mem::zeroed() };
         // SAFETY: a live timespec; CLOCK_MONOTONIC always exists.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -379,13 +383,7 @@ impl Sys for Linux {
 
 /// Every process whose chain of parents leads to `root`, read from /proc.
 fn descendants_of(root: Pid) -> Vec<Pid> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let parents: Vec<(Pid, Pid)> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<Pid>().ok())
-        .filter_map(|pid| Some((pid, parent_of(pid)?)))
-        .collect();
+    let parents = all_parents();
     let mut found = vec![root];
     let mut i = 0;
     while i < found.len() {
@@ -402,10 +400,50 @@ fn descendants_of(root: Pid) -> Vec<Pid> {
     found
 }
 
+/// (pid, parent pid) of every process in /proc.
+fn all_parents() -> Vec<(Pid, Pid)> {
+    // SAFETY: a valid C string.
+    let dir = unsafe { libc::opendir(c"/proc".as_ptr()) };
+    if dir.is_null() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: dir is open; readdir returns null at the end.
+        let ent = unsafe { libc::readdir(dir) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: d_name is NUL-terminated within the entry.
+        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+        let pid = core::str::from_utf8(name.to_bytes())
+            .ok()
+            .and_then(|n| n.parse::<Pid>().ok());
+        if let Some((pid, parent)) = pid.and_then(|pid| Some((pid, parent_of(pid)?))) {
+            out.push((pid, parent));
+        }
+    }
+    // SAFETY: dir is open and closed once.
+    unsafe { libc::closedir(dir) };
+    out
+}
+
 /// The parent pid from `/proc/PID/stat`: the field after the command name,
 /// which is in parentheses and may itself contain spaces and parentheses.
 fn parent_of(pid: Pid) -> Option<Pid> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+    let path = CString::new(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // The command name is at most 64 bytes, so the parent pid is well
+    // within the first 512.
+    let mut buf = [0u8; 512];
+    let n = Linux.read(fd, &mut buf).unwrap_or(0);
+    Linux.close(fd);
+    let stat = &buf[..n];
+    let after = &stat[stat.iter().rposition(|b| *b == b')')? + 1..];
+    let text = core::str::from_utf8(after).ok()?;
+    text.split_ascii_whitespace().nth(1)?.parse().ok()
 }
