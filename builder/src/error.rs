@@ -108,6 +108,9 @@ pub enum Error {
         source: lddtree::Error,
     },
 
+    #[error("library `{library}` needed by `{}` is not on this machine", program.display())]
+    MissingLibrary { program: PathBuf, library: String },
+
     #[error("writing {what} as JSON")]
     Json {
         what: &'static str,

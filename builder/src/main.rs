@@ -2,6 +2,7 @@
 //! one, or unpack an archive safely.
 
 use anyhow::Result;
+use builder::{ImageDef, fetch, inspect, unpack};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -14,6 +15,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build the image defined in IMAGE_TOML into an OCI archive.
+    Build {
+        /// The image definition (`images/NAME/image.toml`).
+        image_toml: PathBuf,
+        /// The archive to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The static init to add at /sbin/cradle-init.
+        #[arg(long)]
+        init: PathBuf,
+        /// The download cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
+        #[arg(long, env = "CRADLE_CACHE_DIR")]
+        cache: Option<PathBuf>,
+    },
+    /// Print an image archive's tag, digests, layers and config.
+    Inspect { archive: PathBuf },
     /// Unpack a tar archive (plain, gzip, xz, zstd) into DIR, refusing
     /// entries that would land outside it.
     Unpack {
@@ -34,23 +51,85 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Build {
+            image_toml,
+            output,
+            init,
+            cache,
+        } => build(image_toml, output, init, cache),
+        Command::Inspect { archive } => inspect(archive),
         Command::Unpack {
             archive,
             dir,
             whiteouts,
         } => {
-            let opts = builder::unpack::Options {
+            let opts = unpack::Options {
                 whiteouts,
                 ..Default::default()
             };
-            let stats = builder::unpack::extract_file(&archive, &dir, &opts)?;
+            let stats = unpack::extract_file(&archive, &dir, &opts)?;
             eprintln!(
                 "builder: unpacked {} entries ({} bytes) into `{}`",
                 stats.entries,
                 stats.bytes,
                 dir.display()
             );
+            Ok(())
         }
     }
+}
+
+fn build(
+    image_toml: PathBuf,
+    output: PathBuf,
+    init: PathBuf,
+    cache: Option<PathBuf>,
+) -> Result<()> {
+    let def = ImageDef::load(&image_toml)?;
+    let mut fetch = fetch::Options::new(cache.unwrap_or_else(default_cache));
+    fetch.progress = true;
+    let opts = builder::Options {
+        init,
+        output,
+        fetch,
+        epoch: builder::source_date_epoch(),
+    };
+    let built = builder::build(&def, &opts)?;
+    for warning in &built.warnings {
+        eprintln!("builder: warning: {warning}");
+    }
+    eprintln!(
+        "builder: wrote `{}` ({} bytes), tag {}",
+        built.output.display(),
+        built.size,
+        def.tag
+    );
+    println!("{}", built.digest);
+    Ok(())
+}
+
+fn default_cache() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("cradle")
+}
+
+fn inspect(archive: PathBuf) -> Result<()> {
+    let image = inspect::inspect(&archive)?;
+    println!("tag:     {}", image.tag.as_deref().unwrap_or("(none)"));
+    println!("digest:  {}", image.digest);
+    println!("config:  {}", image.manifest.config().digest());
+    println!("layers:");
+    for layer in image.manifest.layers() {
+        println!(
+            "  {} {:>12} bytes  {}",
+            layer.digest(),
+            layer.size(),
+            layer.media_type()
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&image.config)?);
     Ok(())
 }

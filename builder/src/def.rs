@@ -1,0 +1,185 @@
+//! Def step: reads and checks an image definition (`images/NAME/image.toml`;
+//! the schema is documented in `images/README.md`).
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// An image definition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageDef {
+    /// The image's name, e.g. `localhost/cradle/default:latest`.
+    pub tag: String,
+    pub rootfs: RootfsDef,
+    #[serde(default)]
+    pub config: ConfigDef,
+    /// The directory of the definition file: relative paths start here.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+/// `[rootfs]`: where the root filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootfsDef {
+    /// `https://…`, `http://…`, `file://…`, a path, or `host`.
+    pub source: String,
+    /// Hex sha256 of the tarball; required unless the source is `host`.
+    pub sha256: Option<String>,
+    /// With `source = "host"`: the host programs to copy, with their libraries.
+    #[serde(default)]
+    pub programs: Vec<String>,
+}
+
+/// `[config]`: the container configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigDef {
+    /// Arguments after `/sbin/cradle-init --`.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// `NAME=value` pairs; `PATH` gets a default when missing.
+    #[serde(default)]
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: Option<String>,
+}
+
+/// Where the rootfs comes from, once the definition is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Programs copied from this machine, with their shared libraries.
+    Host(Vec<String>),
+    /// An `http://` or `https://` URL.
+    Url(String),
+    /// A local file (`file://` URL or path).
+    File(PathBuf),
+}
+
+impl ImageDef {
+    /// Reads the definition at `path`.
+    pub fn load(path: &Path) -> Result<ImageDef> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::DefinitionRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        ImageDef::parse(&text, path, dir)
+    }
+
+    /// Parses `text` (read from `path`, whose relative sources start at `dir`).
+    pub fn parse(text: &str, path: &Path, dir: PathBuf) -> Result<ImageDef> {
+        let mut def: ImageDef = toml::from_str(text).map_err(|source| Error::Definition {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        def.dir = dir;
+        let invalid = |what: &str| Error::DefinitionInvalid {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+        };
+        match (def.source(), &def.rootfs.sha256) {
+            (Source::Host(programs), _) if programs.is_empty() => {
+                return Err(invalid("`rootfs.programs` is empty"));
+            }
+            (Source::Host(_), _) => {}
+            (_, None) => return Err(invalid("`rootfs.sha256` is missing")),
+            (_, Some(digest)) => check_digest(digest)?,
+        }
+        if def.tag.is_empty() {
+            return Err(invalid("`tag` is empty"));
+        }
+        Ok(def)
+    }
+
+    /// The rootfs source, relative paths resolved against [`ImageDef::dir`].
+    pub fn source(&self) -> Source {
+        let source = self.rootfs.source.as_str();
+        if source == "host" {
+            Source::Host(self.rootfs.programs.clone())
+        } else if source.starts_with("http://") || source.starts_with("https://") {
+            Source::Url(source.to_string())
+        } else if let Some(path) = source.strip_prefix("file://") {
+            Source::File(PathBuf::from(path))
+        } else {
+            Source::File(self.dir.join(source))
+        }
+    }
+
+    /// The command the image runs, for checking that it is in the rootfs:
+    /// the first entrypoint argument, else the first of `cmd`.
+    pub fn command(&self) -> Option<&str> {
+        let config = &self.config;
+        config
+            .entrypoint
+            .first()
+            .or(config.cmd.first())
+            .map(String::as_str)
+    }
+}
+
+/// Checks that `digest` is 64 lowercase hex digits.
+pub fn check_digest(digest: &str) -> Result<()> {
+    let hex = digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if hex {
+        Ok(())
+    } else {
+        Err(Error::BadDigest {
+            value: digest.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ImageDef> {
+        ImageDef::parse(text, Path::new("image.toml"), PathBuf::from("/defs"))
+    }
+
+    #[test]
+    fn reads_sources() {
+        let sha = "0".repeat(64);
+        let cases = [
+            (
+                "https://x/r.tar.gz",
+                Source::Url("https://x/r.tar.gz".into()),
+            ),
+            ("file:///srv/r.tar", Source::File("/srv/r.tar".into())),
+            ("r.tar", Source::File("/defs/r.tar".into())),
+        ];
+        for (source, want) in cases {
+            let def = parse(&format!(
+                "tag = \"t\"\n[rootfs]\nsource = \"{source}\"\nsha256 = \"{sha}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(def.source(), want);
+        }
+        let def = parse("tag = \"t\"\n[rootfs]\nsource = \"host\"\nprograms = [\"sh\"]\n").unwrap();
+        assert_eq!(def.source(), Source::Host(vec!["sh".into()]));
+    }
+
+    #[test]
+    fn refuses_bad_definitions() {
+        let bad = [
+            "tag = \"t\"\n[rootfs]\nsource = \"r.tar\"\n",
+            "tag = \"t\"\n[rootfs]\nsource = \"r.tar\"\nsha256 = \"abc\"\n",
+            "tag = \"t\"\n[rootfs]\nsource = \"host\"\n",
+            "tag = \"t\"\n[rootfs]\nsource = \"host\"\nprograms = [\"sh\"]\ncolour = 1\n",
+        ];
+        for text in bad {
+            assert!(parse(text).is_err(), "{text}");
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! Pack step: reproducible tar streams. A directory tree or a single file
+//! becomes a gzipped layer blob with its digests; the OCI layout becomes the
+//! image archive, written to a temporary file beside the output, synced and
+//! renamed into place.
+//!
+//! Reproducible means: entries in byte order of their names, parents first;
+//! numeric owners only; mtimes clamped to the epoch (`SOURCE_DATE_EPOCH`);
+//! gzip header mtime 0 and OS "unknown"; one backend (zlib-rs) at one level.
+
+use crate::error::{Error, Result};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+/// The gzip level of every layer; changing it changes every digest.
+pub const GZIP_LEVEL: u32 = 6;
+
+/// A content-addressed blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    /// `sha256:<hex>`.
+    pub digest: String,
+    pub size: u64,
+}
+
+/// A layer: its gzipped blob and the digest of the uncompressed tar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    pub blob: Blob,
+    /// `sha256:<hex>` of the uncompressed tar (the config's `diff_ids`).
+    pub diff_id: String,
+}
+
+/// The blob directory of an OCI layout being assembled (`blobs/sha256`).
+#[derive(Debug)]
+pub struct Blobs {
+    dir: PathBuf,
+}
+
+impl Blobs {
+    pub fn create(dir: PathBuf) -> Result<Blobs> {
+        std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+        Ok(Blobs { dir })
+    }
+
+    /// Where the blob with `digest` (`sha256:<hex>`) is.
+    pub fn path_of(&self, digest: &str) -> PathBuf {
+        self.dir.join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// Stores `bytes` (a config or manifest).
+    pub fn add(&self, bytes: &[u8]) -> Result<Blob> {
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let path = self.path_of(&digest);
+        std::fs::write(&path, bytes).map_err(Error::io("writing", &path))?;
+        Ok(Blob {
+            digest,
+            size: bytes.len() as u64,
+        })
+    }
+
+    /// Every blob, by name (their digests), for the archive.
+    fn list(&self) -> Result<Vec<(OsString, PathBuf)>> {
+        let mut names: Vec<OsString> = std::fs::read_dir(&self.dir)
+            .and_then(|dir| dir.map(|e| e.map(|e| e.file_name())).collect())
+            .map_err(Error::io("listing", &self.dir))?;
+        names.sort();
+        Ok(names
+            .into_iter()
+            .map(|n| (n.clone(), self.dir.join(n)))
+            .collect())
+    }
+}
+
+/// How tree entries are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Later mtimes are clamped to this (`SOURCE_DATE_EPOCH`, else 0).
+    pub epoch: u64,
+    /// Owner recorded for every entry instead of the file's own, for a
+    /// rootfs unpacked without privileges (its files are all ours).
+    pub owner: Option<(u64, u64)>,
+}
+
+/// The tree at `root` as a layer; `root` itself is not an entry.
+pub fn layer_from_dir(root: &Path, blobs: &Blobs, stamp: Stamp) -> Result<LayerBlob> {
+    write_layer(blobs, |tar| {
+        let mut links = HashMap::new();
+        append_tree(tar, root, Path::new(""), stamp, &mut links)
+    })
+}
+
+/// A layer holding one file, `file`, at `name` (e.g. `sbin/cradle-init`),
+/// with its parent directories, owned by root.
+pub fn layer_with_file(
+    file: &Path,
+    name: &str,
+    mode: u32,
+    blobs: &Blobs,
+    epoch: u64,
+) -> Result<LayerBlob> {
+    write_layer(blobs, |tar| {
+        let name = Path::new(name);
+        let parents: Vec<&Path> = name
+            .ancestors()
+            .skip(1)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        for dir in parents.into_iter().rev() {
+            let mut header = header(tar::EntryType::Directory, 0o755, (0, 0), epoch);
+            tar.append_data(&mut header, dir, io::empty())
+                .map_err(Error::io("adding to the layer", dir))?;
+        }
+        let size = std::fs::metadata(file)
+            .map_err(Error::io("reading", file))?
+            .len();
+        let mut header = header(tar::EntryType::Regular, mode, (0, 0), epoch);
+        header.set_size(size);
+        let reader = File::open(file).map_err(Error::io("opening", file))?;
+        tar.append_data(&mut header, name, reader)
+            .map_err(Error::io("adding to the layer", file))
+    })
+}
+
+/// A header with the fields every entry shares.
+fn header(kind: tar::EntryType, mode: u32, owner: (u64, u64), mtime: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(owner.0);
+    header.set_gid(owner.1);
+    header.set_mtime(mtime);
+    header.set_size(0);
+    header
+}
+
+type Tar = tar::Builder<ChunkWriter>;
+
+fn append_tree(
+    tar: &mut Tar,
+    root: &Path,
+    rel: &Path,
+    stamp: Stamp,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<()> {
+    let dir = root.join(rel);
+    let mut names: Vec<OsString> = std::fs::read_dir(&dir)
+        .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect())
+        .map_err(Error::io("listing", &dir))?;
+    // OsString orders by bytes: the same order on every machine and locale.
+    names.sort();
+    for name in names {
+        let rel = rel.join(&name);
+        let path = root.join(&rel);
+        let meta = std::fs::symlink_metadata(&path).map_err(Error::io("reading", &path))?;
+        append_entry(tar, &path, &rel, &meta, stamp, links)?;
+        if meta.is_dir() {
+            append_tree(tar, root, &rel, stamp, links)?;
+        }
+    }
+    Ok(())
+}
+
+fn append_entry(
+    tar: &mut Tar,
+    path: &Path,
+    rel: &Path,
+    meta: &std::fs::Metadata,
+    stamp: Stamp,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<()> {
+    use tar::EntryType as T;
+    let failed = Error::io("adding to the layer", path);
+    let owner = stamp
+        .owner
+        .unwrap_or((u64::from(meta.uid()), u64::from(meta.gid())));
+    let mtime = (meta.mtime().max(0) as u64).min(stamp.epoch);
+    let mode = meta.mode() & 0o7777;
+    let kind = meta.file_type();
+    let entry_type = if kind.is_dir() {
+        T::Directory
+    } else if kind.is_file() {
+        T::Regular
+    } else if kind.is_symlink() {
+        T::Symlink
+    } else if kind.is_char_device() {
+        T::Char
+    } else if kind.is_block_device() {
+        T::Block
+    } else if kind.is_fifo() {
+        T::Fifo
+    } else {
+        // Sockets cannot be archived; tar skips them too.
+        return Ok(());
+    };
+    let mut header = header(entry_type, mode, owner, mtime);
+    let xattrs = xattrs_of(path).map_err(Error::io("reading extended attributes of", path))?;
+    if !xattrs.is_empty() {
+        let records = xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+        tar.append_pax_extensions(records)
+            .map_err(Error::io("adding to the layer", path))?;
+    }
+    match entry_type {
+        T::Regular if meta.nlink() > 1 => {
+            if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+                header.set_entry_type(T::Link);
+                return tar.append_link(&mut header, rel, first).map_err(failed);
+            }
+            links.insert((meta.dev(), meta.ino()), rel.to_path_buf());
+            append_file(tar, &mut header, path, rel, meta.len())
+        }
+        T::Regular => append_file(tar, &mut header, path, rel, meta.len()),
+        T::Symlink => {
+            let target =
+                std::fs::read_link(path).map_err(Error::io("reading the symlink", path))?;
+            tar.append_link(&mut header, rel, target).map_err(failed)
+        }
+        T::Char | T::Block => {
+            let rdev = meta.rdev();
+            header
+                .set_device_major(libc::major(rdev))
+                .map_err(Error::io("adding to the layer", path))?;
+            header
+                .set_device_minor(libc::minor(rdev))
+                .map_err(Error::io("adding to the layer", path))?;
+            tar.append_data(&mut header, rel, io::empty())
+                .map_err(failed)
+        }
+        _ => tar
+            .append_data(&mut header, rel, io::empty())
+            .map_err(failed),
+    }
+}
+
+fn append_file(
+    tar: &mut Tar,
+    header: &mut tar::Header,
+    path: &Path,
+    rel: &Path,
+    size: u64,
+) -> Result<()> {
+    header.set_size(size);
+    let file = File::open(path).map_err(Error::io("opening", path))?;
+    let capacity = (size as usize).clamp(512, 256 * 1024);
+    tar.append_data(header, rel, BufReader::with_capacity(capacity, file))
+        .map_err(Error::io("adding to the layer", path))
+}
+
+/// The extended attributes of `path` (not following a symlink), as PAX
+/// `SCHILY.xattr.` records, by name. SELinux labels belong to the build
+/// machine and are left out, as Docker does.
+fn xattrs_of(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut names = vec![0u8; 1024];
+    // SAFETY: c_path is NUL-terminated; names is a live buffer of that length.
+    let len = unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if len < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOTSUP) => Ok(Vec::new()),
+            _ => Err(err),
+        };
+    }
+    let mut found = Vec::new();
+    for name in names[..len as usize]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        if name == b"security.selinux" {
+            continue;
+        }
+        let c_name = std::ffi::CString::new(name)?;
+        let mut value = vec![0u8; 64 * 1024];
+        // SAFETY: both strings are NUL-terminated; value is a live buffer.
+        let n = unsafe {
+            libc::lgetxattr(
+                c_path.as_ptr(),
+                c_name.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if n < 0 {
+            continue;
+        }
+        value.truncate(n as usize);
+        found.push((
+            format!("SCHILY.xattr.{}", String::from_utf8_lossy(name)),
+            value,
+        ));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Runs `fill` on a tar builder whose bytes are gzipped and hashed on a
+/// second thread, then stores the result as a blob.
+fn write_layer(blobs: &Blobs, fill: impl FnOnce(&mut Tar) -> Result<()>) -> Result<LayerBlob> {
+    let temp = tempfile::Builder::new()
+        .prefix(".layer-")
+        .tempfile_in(&blobs.dir)
+        .map_err(Error::io("creating a temporary file in", &blobs.dir))?;
+    let file = temp
+        .as_file()
+        .try_clone()
+        .map_err(Error::io("opening", temp.path()))?;
+    let (tx, rx) = sync_channel(8);
+    let (diff_id, digest, size) = std::thread::scope(|scope| {
+        let compressor = scope.spawn(move || compress(rx, file));
+        let mut tar = tar::Builder::new(ChunkWriter::new(tx));
+        let filled = fill(&mut tar).and_then(|()| {
+            let mut writer = tar
+                .into_inner()
+                .map_err(Error::io("finishing", temp.path()))?;
+            writer.flush().map_err(Error::io("finishing", temp.path()))
+        });
+        let compressed = compressor
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .map_err(Error::io("writing", temp.path()));
+        // A failed compressor makes the tar side fail too; its error is the cause.
+        let compressed = compressed?;
+        filled.map(|()| compressed)
+    })?;
+    let blob = Blob {
+        digest: format!("sha256:{digest}"),
+        size,
+    };
+    let path = blobs.path_of(&blob.digest);
+    temp.persist(&path)
+        .map_err(|e| Error::io("writing", &path)(e.error))?;
+    Ok(LayerBlob {
+        blob,
+        diff_id: format!("sha256:{diff_id}"),
+    })
+}
+
+/// Gzips the chunks into `file`; returns the hex sha256 of the input and of
+/// the output, and the output's size.
+fn compress(rx: Receiver<Vec<u8>>, file: File) -> io::Result<(String, String, u64)> {
+    let mut diff_id = Sha256::new();
+    let out = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(out, flate2::Compression::new(GZIP_LEVEL));
+    for chunk in rx {
+        diff_id.update(&chunk);
+        gz.write_all(&chunk)?;
+    }
+    let out = gz.finish()?;
+    let file = out
+        .inner
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)?;
+    file.sync_all()?;
+    Ok((
+        hex::encode(diff_id.finalize()),
+        hex::encode(out.hasher.finalize()),
+        out.count,
+    ))
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Collects writes into 256 KiB chunks for the compressing thread.
+pub(crate) struct ChunkWriter {
+    tx: SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl ChunkWriter {
+    fn new(tx: SyncSender<Vec<u8>>) -> ChunkWriter {
+        ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+    fn send(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(full)
+            .map_err(|_| io::Error::other("the compressing thread stopped"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the OCI layout (`oci-layout`, `index.json`, the blobs) as a tar
+/// at `output`, atomically: a temporary file in the same directory, synced,
+/// then renamed over `output`.
+pub fn archive(blobs: &Blobs, index: &[u8], output: &Path, epoch: u64) -> Result<u64> {
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+    let temp = tempfile::Builder::new()
+        .prefix(".image-")
+        .tempfile_in(dir)
+        .map_err(Error::io("creating a temporary file in", dir))?;
+    let failed = Error::io("writing", temp.path());
+    let file = temp
+        .as_file()
+        .try_clone()
+        .map_err(Error::io("opening", temp.path()))?;
+    let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
+    let write = |tar: &mut tar::Builder<BufWriter<File>>| -> Result<()> {
+        for dir in ["blobs", "blobs/sha256"] {
+            let mut h = header(tar::EntryType::Directory, 0o755, (0, 0), epoch);
+            tar.append_data(&mut h, dir, io::empty())
+                .map_err(Error::io("writing", output))?;
+        }
+        for (name, path) in blobs.list()? {
+            let size = std::fs::metadata(&path)
+                .map_err(Error::io("reading", &path))?
+                .len();
+            let mut h = header(tar::EntryType::Regular, 0o644, (0, 0), epoch);
+            h.set_size(size);
+            let file = File::open(&path).map_err(Error::io("opening", &path))?;
+            let name = Path::new("blobs/sha256").join(name);
+            tar.append_data(&mut h, name, BufReader::with_capacity(1 << 20, file))
+                .map_err(Error::io("writing", output))?;
+        }
+        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+        for (name, bytes) in [("index.json", index), ("oci-layout", layout.as_slice())] {
+            let mut h = header(tar::EntryType::Regular, 0o644, (0, 0), epoch);
+            h.set_size(bytes.len() as u64);
+            tar.append_data(&mut h, name, bytes)
+                .map_err(Error::io("writing", output))?;
+        }
+        Ok(())
+    };
+    write(&mut tar)?;
+    let file = tar
+        .into_inner()
+        .map_err(Error::io("writing", temp.path()))?
+        .into_inner()
+        .map_err(|e| failed(e.into_error()))?;
+    file.sync_all().map_err(Error::io("syncing", temp.path()))?;
+    let size = file
+        .metadata()
+        .map_err(Error::io("reading", temp.path()))?
+        .len();
+    temp.persist(output)
+        .map_err(|e| Error::io("renaming into", output)(e.error))?;
+    // The rename is durable once the directory is synced too.
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(size)
+}
