@@ -43,6 +43,11 @@ pub fn parse<A: AsRef<[u8]>>(
         _ => "init".to_string(),
     };
     let mut p = Parser {
+        argv0: if argv0.is_empty() {
+            "init".to_string()
+        } else {
+            argv0.clone()
+        },
         personality,
         name: name.clone(),
         init: Init::new(Vec::<Vec<u8>>::new()),
@@ -91,6 +96,8 @@ pub fn parse<A: AsRef<[u8]>>(
 }
 
 struct Parser {
+    /// As given, for the messages that getopt(3) and dumb-init print with it.
+    argv0: String,
     personality: Personality,
     name: String,
     init: Init,
@@ -374,7 +381,7 @@ impl Parser {
             Personality::DumbInit => {
                 format!(
                     "Usage: {0} [option] program [args]\nTry {0} --help for full usage.\n",
-                    self.name
+                    self.argv0
                 )
             }
             Personality::Catatonit => format!(
@@ -400,7 +407,7 @@ impl Parser {
             }
             _ => format!(
                 "{}: invalid option -- '{}'\n{}",
-                self.name,
+                self.argv0,
                 opt.trim_start_matches('-'),
                 self.usage()
             ),

@@ -1,0 +1,244 @@
+//! Invoked as `tini`, `docker-init`, `dumb-init`, `catatonit` or
+//! `podman-init`, the init does what that init does: the same exit codes,
+//! messages on the same streams, the same process group or session for the
+//! workload. Each case runs the real tool too, when installed, and compares.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `program ARGS` and returns (code, stdout, stderr) with pids masked.
+fn outcome(program: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = run(command(program).args(args), LIMIT);
+    (
+        out.code(),
+        without_pids(&out.stdout),
+        without_pids(&out.stderr),
+    )
+}
+
+/// Workload scripts whose outcome must be the same under the real init and
+/// ours.
+const SCRIPTS: &[&[&str]] = &[
+    &["sh", "-c", "exit 3"],
+    &["sh", "-c", "kill -TERM $$"],
+    &["sh", "-c", "kill -KILL $$"],
+    &["/nonexistent/program"],
+    &["/etc/hostname"],
+    // Who leads the workload's process group and session.
+    &[
+        "sh",
+        "-c",
+        "set -- $(cat /proc/$$/stat); [ $5 = $$ ] && echo group-leader; [ $6 = $$ ] && echo session-leader; true",
+    ],
+];
+
+fn compare_with_real(
+    real: &str,
+    ours_as: &str,
+    extra: &[&str],
+    normalise: impl Fn(String) -> String,
+) {
+    let Some(real) = testkit::require_tool(real) else {
+        return;
+    };
+    let scratch = Scratch::new("personality");
+    let ours = scratch.init_as(ours_as);
+    for script in SCRIPTS {
+        let args: Vec<&str> = extra.iter().chain(script.iter()).copied().collect();
+        let want = outcome(&real, &args);
+        let got = outcome(&ours, &args);
+        let want = (want.0, normalise(want.1), normalise(want.2));
+        let got = (got.0, normalise(got.1), normalise(got.2));
+        assert_eq!(got, want, "{ours_as} {args:?}");
+    }
+}
+
+#[test]
+fn as_tini_behaves_as_tini() {
+    // tini names itself by argv[0] in its usage and messages: call both tini.
+    compare_with_real("tini", "tini", &["--"], |s| s);
+    compare_with_real("tini", "tini", &["-s", "--"], |s| s);
+}
+
+#[test]
+fn as_docker_init_behaves_as_tini() {
+    let scratch = Scratch::new("docker-init");
+    let ours = scratch.init_as("docker-init");
+    let (code, out, err) = outcome(&ours, &["--version"]);
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    // `docker info` splits this on " - " and reads "git.COMMIT".
+    assert!(out.starts_with("tini version 0.19.0 - git."), "{out}");
+    let (code, _, err) = outcome(&ours, &["-s", "--", "/nonexistent/program"]);
+    assert_eq!(code, Some(127));
+    assert_eq!(
+        err,
+        "[FATAL tini (N)] exec /nonexistent/program failed: No such file or directory\n"
+    );
+    let (code, _, _) = outcome(&ours, &["-e", "3", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn as_tini_usage_errors_match() {
+    let Some(real) = testkit::require_tool("tini") else {
+        return;
+    };
+    let scratch = Scratch::new("tini-usage");
+    let ours = scratch.init_as("tini");
+    for args in [&[][..], &["-h"][..], &["-V"][..]] {
+        let want = outcome(&real, args);
+        let got = outcome(&ours, args);
+        assert_eq!(got.0, want.0, "tini {args:?}");
+        assert_eq!(
+            got.1.is_empty(),
+            want.1.is_empty(),
+            "stdout of tini {args:?}"
+        );
+        assert_eq!(
+            got.2.is_empty(),
+            want.2.is_empty(),
+            "stderr of tini {args:?}"
+        );
+    }
+    let (code, out, _) = outcome(&real, &["--version"]);
+    let (our_code, our_out, _) = outcome(&ours, &["--version"]);
+    assert_eq!(our_code, code);
+    assert!(our_out.starts_with(out.trim_end()), "{our_out} vs {out}");
+}
+
+#[test]
+fn as_dumb_init_behaves_as_dumb_init() {
+    compare_with_real("dumb-init", "dumb-init", &[], |s| s);
+    compare_with_real("dumb-init", "dumb-init", &["--single-child"], |s| s);
+    compare_with_real("dumb-init", "dumb-init", &["-c"], |s| s);
+    let Some(real) = testkit::require_tool("dumb-init") else {
+        return;
+    };
+    let scratch = Scratch::new("dumb-init-usage");
+    let ours = scratch.init_as("dumb-init");
+    for args in [&["-V"][..], &["--version"][..], &[][..]] {
+        let mask = |(code, out, err): (Option<i32>, String, String), path: &Path| {
+            let path = path.to_string_lossy();
+            (
+                code,
+                out.replace(&*path, "PROG"),
+                err.replace(&*path, "PROG"),
+            )
+        };
+        assert_eq!(
+            mask(outcome(&ours, args), &ours),
+            mask(outcome(&real, args), &real),
+            "dumb-init {args:?}"
+        );
+    }
+}
+
+#[test]
+fn dumb_init_honours_setsid_and_rewrites() {
+    let scratch = Scratch::new("dumb-init-env");
+    let ours = scratch.init_as("dumb-init");
+    let leader = "set -- $(cat /proc/$$/stat); [ $6 = $$ ] && echo session-leader; true";
+    let out = run(command(&ours).args(["sh", "-c", leader]), LIMIT);
+    assert_eq!(out.stdout, "session-leader\n");
+    let out = run(
+        command(&ours)
+            .env("DUMB_INIT_SETSID", "0")
+            .args(["sh", "-c", leader]),
+        LIMIT,
+    );
+    assert_eq!(out.stdout, "");
+    // SIGTERM rewritten to SIGUSR1, SIGHUP dropped.
+    let script = "trap 'echo usr1' USR1; trap 'echo hup' HUP; echo ready; \
+                  while [ ! -e \"$STOP_FILE\" ]; do sleep 0.02; done";
+    let stop = scratch.path().join("stop");
+    let mut running = Running::start(
+        command(&ours)
+            .env("STOP_FILE", &stop)
+            .args(["-r", "15:10", "-r", "1:0", "sh", "-c", script]),
+    );
+    running.expect_line("ready", LIMIT);
+    let pid = running.init_pid(false);
+    kill(pid, libc::SIGHUP);
+    kill(pid, libc::SIGTERM);
+    running.expect_line("usr1", LIMIT);
+    std::fs::write(&stop, "").unwrap();
+    let (status, lines) = running.finish(LIMIT);
+    assert!(status.success(), "{status:?} {lines:?}");
+    assert!(!lines.iter().any(|l| l == "hup"), "{lines:?}");
+}
+
+#[test]
+fn dumb_init_debug_output_goes_to_stderr() {
+    let scratch = Scratch::new("dumb-init-debug");
+    let ours = scratch.init_as("dumb-init");
+    let out = run(
+        command(&ours).env("DUMB_INIT_DEBUG", "1").args(["true"]),
+        LIMIT,
+    );
+    assert_eq!(out.code(), Some(0));
+    assert!(out.stderr.starts_with("[dumb-init] "), "{out:?}");
+    let quiet = run(command(&ours).args(["true"]), LIMIT);
+    assert_eq!(quiet.stderr, "");
+}
+
+#[test]
+fn as_catatonit_behaves_as_catatonit() {
+    compare_with_real("catatonit", "catatonit", &["--"], |s| s);
+    compare_with_real("catatonit", "catatonit", &["-g", "--"], |s| s);
+    let Some(real) = testkit::require_tool("catatonit") else {
+        return;
+    };
+    let scratch = Scratch::new("catatonit-usage");
+    let ours = scratch.init_as("catatonit");
+    for args in [&["-V"][..], &["--version"][..]] {
+        assert_eq!(
+            outcome(&ours, args),
+            outcome(&real, args),
+            "catatonit {args:?}"
+        );
+    }
+    let (code, _, err) = outcome(&ours, &[]);
+    let (real_code, _, real_err) = outcome(&real, &[]);
+    assert_eq!(code, real_code);
+    assert_eq!(err.lines().next(), real_err.lines().next());
+}
+
+#[test]
+fn as_podman_init_behaves_as_catatonit() {
+    let scratch = Scratch::new("podman-init");
+    let ours = scratch.init_as("podman-init");
+    let (code, out, _) = outcome(&ours, &["--version"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "tini version 0.1.7_catatonit\n")
+    );
+    let (code, _, err) = outcome(&ours, &["--", "/nonexistent/program"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "ERROR (catatonit:N): failed to exec pid1: No such file or directory\n"
+    );
+}
+
+#[test]
+fn own_name_takes_our_defaults() {
+    // Becomes a subreaper when not PID 1 (catatonit), quiet, 127/126 (tini).
+    let scratch = Scratch::new("own");
+    let ours = scratch.init_as("cradle-init");
+    let out = run(
+        command(&ours).args(["sh", "-c", "(sh -c 'echo parent=$PPID' &); sleep 0.3"]),
+        LIMIT,
+    );
+    assert_eq!(out.stderr, "");
+    assert!(out.stdout.contains("parent="), "{out:?}");
+    let (code, out, err) = outcome(&ours, &["--version"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (Some(0), "cradle-init (cradle) 0.1.0\n", "")
+    );
+}
