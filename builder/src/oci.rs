@@ -105,7 +105,11 @@ fn config_json(def: &ImageDef, layers: &[LayerBlob], epoch: u64) -> Result<Vec<u
     let created = rfc3339(epoch);
     let rootfs_from = match def.source() {
         Source::Host(programs) => format!("host programs: {}", programs.join(" ")),
-        _ => def.rootfs.source.clone(),
+        // The content, not where it was found: a mirror gives the same image.
+        _ => format!(
+            "sha256:{}",
+            def.rootfs.sha256.as_deref().unwrap_or_default()
+        ),
     };
     let history = [
         format!("cradle builder: rootfs from {rootfs_from}"),

@@ -1,1 +1,229 @@
-//! TODO
+//! Whole builds: the same definition gives the same bytes; the epoch
+//! (`SOURCE_DATE_EPOCH`) changes timestamps and what hashes them, nothing
+//! else; the command line builds and inspects.
+
+use crate::support::{Workspace, builder_bin, rootfs_tar_gz, sha256_hex};
+use builder::unpack;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+fn host_def(ws: &Workspace) -> builder::ImageDef {
+    let text = "tag = \"localhost/cradle-test/host:latest\"\n[rootfs]\nsource = \"host\"\nprograms = [\"sh\", \"ls\", \"cat\"]\n[config]\ncmd = [\"sh\"]\n[config.labels]\nb = \"2\"\na = \"1\"\nc = \"3\"\n";
+    builder::ImageDef::parse(text, Path::new("image.toml"), ws.dir.path().to_path_buf()).unwrap()
+}
+
+fn tarball_def(ws: &Workspace) -> builder::ImageDef {
+    let body = rootfs_tar_gz();
+    std::fs::write(ws.dir.path().join("rootfs.tar.gz"), &body).unwrap();
+    ws.def("rootfs.tar.gz", &sha256_hex(&body))
+}
+
+#[test]
+fn same_definition_twice_gives_the_same_digest() {
+    let ws = Workspace::new();
+    for (name, def) in [("host", host_def(&ws)), ("tarball", tarball_def(&ws))] {
+        let a = builder::build(&def, &ws.options(&format!("{name}-a.tar"))).unwrap();
+        let b = builder::build(&def, &ws.options(&format!("{name}-b.tar"))).unwrap();
+        assert_eq!(a.digest, b.digest, "{name}");
+        let bytes = |p: &Path| std::fs::read(p).unwrap();
+        assert!(
+            bytes(&a.output) == bytes(&b.output),
+            "{name}: archives differ"
+        );
+    }
+}
+
+/// Every entry of the archive's layers: name → (kind, mode, uid, size,
+/// sha256 of the contents or link target), and name → mtime.
+type Listing = (
+    BTreeMap<String, (u8, u32, u64, u64, String)>,
+    BTreeMap<String, u64>,
+);
+
+fn layers_of(archive: &Path) -> Listing {
+    let image = builder::inspect::inspect(archive).unwrap();
+    let mut files = BTreeMap::new();
+    let mut mtimes = BTreeMap::new();
+    let mut outer = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    let mut blobs = BTreeMap::new();
+    for entry in outer.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        blobs.insert(name, bytes);
+    }
+    for layer in image.manifest.layers() {
+        let hex = layer.digest().digest().to_string();
+        let gz = &blobs[&format!("blobs/sha256/{hex}")];
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(gz.as_slice()));
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let h = entry.header().clone();
+            let name = entry.path().unwrap().display().to_string();
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            if let Some(link) = entry.link_name_bytes() {
+                bytes.extend_from_slice(&link);
+            }
+            let kind = h.entry_type().as_byte();
+            files.insert(
+                name.clone(),
+                (
+                    kind,
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                    h.size().unwrap(),
+                    sha256_hex(&bytes),
+                ),
+            );
+            mtimes.insert(name, h.mtime().unwrap());
+        }
+    }
+    (files, mtimes)
+}
+
+#[test]
+fn source_date_epoch_changes_only_timestamps() {
+    let ws = Workspace::new();
+    let def = tarball_def(&ws);
+    let epoch = 1_700_000_000;
+    let zero = builder::build(&def, &ws.options("zero.tar")).unwrap();
+    let later = builder::build(
+        &def,
+        &builder::Options {
+            epoch,
+            ..ws.options("later.tar")
+        },
+    )
+    .unwrap();
+    assert_ne!(zero.digest, later.digest);
+    let (zero_files, zero_mtimes) = layers_of(&zero.output);
+    let (later_files, later_mtimes) = layers_of(&later.output);
+    assert_eq!(zero_files, later_files, "only timestamps may differ");
+    assert!(zero_mtimes.values().all(|&t| t == 0), "{zero_mtimes:?}");
+    // Older files keep their time; newer ones (the init, made today) are clamped.
+    assert_eq!(later_mtimes["bin/hello"], 1_000_000);
+    assert_eq!(later_mtimes["sbin/cradle-init"], epoch);
+    let zero_image = builder::inspect::inspect(&zero.output).unwrap();
+    let later_image = builder::inspect::inspect(&later.output).unwrap();
+    assert_eq!(zero_image.config.config(), later_image.config.config());
+    assert_eq!(
+        zero_image.config.created().as_deref(),
+        Some("1970-01-01T00:00:00Z")
+    );
+    assert_eq!(
+        later_image.config.created().as_deref(),
+        Some("2023-11-14T22:13:20Z")
+    );
+}
+
+#[test]
+fn puts_the_init_in_its_own_layer_and_in_front_of_the_entrypoint() {
+    let ws = Workspace::new();
+    let built = builder::build(&tarball_def(&ws), &ws.options("image.tar")).unwrap();
+    let image = builder::inspect::inspect(&built.output).unwrap();
+    assert_eq!(
+        image.tag.as_deref(),
+        Some("localhost/cradle-test/fetch:latest")
+    );
+    let config = image.config.config().clone().unwrap();
+    assert_eq!(
+        config.entrypoint().clone().unwrap(),
+        ["/sbin/cradle-init", "--"]
+    );
+    assert_eq!(config.cmd().clone().unwrap(), ["hello"]);
+    assert_eq!(image.manifest.layers().len(), 2);
+    let (files, _) = layers_of(&built.output);
+    let init = &files["sbin/cradle-init"];
+    assert_eq!((init.1, init.2), (0o755, 0));
+    // Layout completed, with the usual modes.
+    assert_eq!(files["tmp"].1, 0o1777);
+    assert_eq!(files["proc"].1, 0o555);
+    assert_eq!(files["var/empty"].1, 0o555);
+    assert!(files.contains_key("etc/passwd"));
+    assert!(built.warnings.is_empty(), "{:?}", built.warnings);
+}
+
+#[test]
+fn warns_when_the_command_is_not_in_the_rootfs() {
+    let ws = Workspace::new();
+    let mut def = tarball_def(&ws);
+    def.config.cmd = vec!["/usr/bin/missing".into()];
+    let built = builder::build(&def, &ws.options("image.tar")).unwrap();
+    assert_eq!(
+        built.warnings,
+        ["the command `/usr/bin/missing` is not an executable in the rootfs"]
+    );
+}
+
+#[test]
+fn keeps_owners_when_root() {
+    if !testkit::require(testkit::is_root(), "needs root to unpack with owners") {
+        return;
+    }
+    let ws = Workspace::new();
+    let dir = ws.dir.path().join("rootfs");
+    let mut tar = crate::support::Tar::new();
+    tar.file("owned", b"x");
+    let mut bytes = tar.bytes();
+    // uid field at offset 108 in the first header: set 1234 (octal 2322).
+    bytes[108..116].copy_from_slice(b"0002322\0");
+    let header = tar::Header::from_byte_slice(&bytes[..512]).clone();
+    let mut header = header;
+    header.set_cksum();
+    bytes[..512].copy_from_slice(header.as_bytes());
+    unpack::extract(bytes.as_slice(), &dir, &unpack::Options::default()).unwrap();
+    assert_eq!(std::fs::metadata(dir.join("owned")).unwrap().uid(), 1234);
+}
+
+#[test]
+fn command_line_builds_and_inspects() {
+    let ws = Workspace::new();
+    let body = rootfs_tar_gz();
+    std::fs::write(ws.dir.path().join("rootfs.tar.gz"), &body).unwrap();
+    let toml = ws.dir.path().join("image.toml");
+    let text = format!(
+        "tag = \"localhost/cradle-test/cli:latest\"\n[rootfs]\nsource = \"rootfs.tar.gz\"\nsha256 = \"{}\"\n[config]\ncmd = [\"/bin/hello\"]\n",
+        sha256_hex(&body)
+    );
+    std::fs::write(&toml, text).unwrap();
+    let out = ws.out().join("cli.tar");
+    let build = std::process::Command::new(builder_bin())
+        .arg("build")
+        .arg(&toml)
+        .arg("-o")
+        .arg(&out)
+        .arg("--init")
+        .arg(ws.dir.path().join("init"))
+        .arg("--cache")
+        .arg(ws.cache())
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let digest = String::from_utf8(build.stdout).unwrap();
+    assert!(digest.trim().starts_with("sha256:"), "{digest}");
+    let inspect = std::process::Command::new(builder_bin())
+        .arg("inspect")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(inspect.status.success());
+    let text = String::from_utf8(inspect.stdout).unwrap();
+    assert!(
+        text.contains("tag:     localhost/cradle-test/cli:latest"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("digest:  {}", digest.trim())),
+        "{text}"
+    );
+}

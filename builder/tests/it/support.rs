@@ -126,3 +126,142 @@ pub fn tree(dir: &Path) -> Vec<String> {
 pub fn builder_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_builder"))
 }
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 for fetch tests, counting requests
+/// per path. Routes: `/rootfs.tar.gz` (the body), `/redirect` (302 to it),
+/// `/drop` (announces the body, sends half, hangs up), anything else 404.
+pub struct Server {
+    pub base: String,
+    hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl Server {
+    pub fn start(body: Vec<u8>) -> Server {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let hits = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let counter = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+                *counter.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+                let head = |status: &str, extra: &str, len: usize| {
+                    format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n{extra}\r\n"
+                    )
+                };
+                let _ = match path.as_str() {
+                    "/rootfs.tar.gz" => stream
+                        .write_all(head("200 OK", "", body.len()).as_bytes())
+                        .and_then(|()| stream.write_all(&body)),
+                    "/redirect" => stream
+                        .write_all(head("302 Found", "Location: /rootfs.tar.gz\r\n", 0).as_bytes()),
+                    "/drop" => stream
+                        .write_all(head("200 OK", "", body.len()).as_bytes())
+                        .and_then(|()| stream.write_all(&body[..body.len() / 2])),
+                    _ => stream.write_all(head("404 Not Found", "", 0).as_bytes()),
+                };
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        Server { base, hits }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+/// A small rootfs tarball: a shell script as `/bin/hello`, a config file,
+/// a symlink and a directory; every mtime 1_000_000.
+pub fn rootfs_tar_gz() -> Vec<u8> {
+    Tar::new()
+        .dir("./", 0o755)
+        .dir("bin/", 0o755)
+        .file_mode("bin/hello", 0o755, b"#!/bin/sh\necho hello\n")
+        .symlink("bin/hi", "hello")
+        .dir("etc/", 0o755)
+        .file("etc/os-release", b"ID=test\n")
+        .dir("var/empty/", 0o555)
+        .gzip()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A place to build: a definition naming `source`, a stand-in init, an
+/// output path and a download cache, all in one temporary directory.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        std::fs::write(dir.path().join("init"), b"#!/bin/sh\nexec \"$@\"\n").unwrap();
+        Workspace { dir }
+    }
+
+    pub fn def(&self, source: &str, sha256: &str) -> builder::ImageDef {
+        let text = format!(
+            "tag = \"localhost/cradle-test/fetch:latest\"\n[rootfs]\nsource = \"{source}\"\nsha256 = \"{sha256}\"\n[config]\ncmd = [\"hello\"]\nenv = [\"PATH=/bin\"]\n"
+        );
+        builder::ImageDef::parse(
+            &text,
+            Path::new("image.toml"),
+            self.dir.path().to_path_buf(),
+        )
+        .unwrap()
+    }
+
+    pub fn options(&self, name: &str) -> builder::Options {
+        let mut fetch = builder::fetch::Options::new(self.cache());
+        fetch.backoff = std::time::Duration::from_millis(10);
+        fetch.timeout = std::time::Duration::from_secs(5);
+        builder::Options {
+            init: self.dir.path().join("init"),
+            output: self.out().join(name),
+            fetch,
+            epoch: 0,
+        }
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// Files (not directories) under `dir`, if it exists.
+    pub fn files_in(&self, dir: &Path) -> Vec<String> {
+        if !dir.exists() {
+            return Vec::new();
+        }
+        tree(dir)
+            .into_iter()
+            .filter(|p| !p.ends_with('/'))
+            .collect()
+    }
+}
