@@ -21,7 +21,8 @@ use init::{Invocation, Linux, Stream, Sys};
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let argv = args(argc, argv);
-    let code = match init::args::parse(&argv, init::getenv) {
+    let env = init::Env::from_process();
+    let code = match init::args::parse(&argv, |k| env.get(k)) {
         Ok(Invocation::Run(init)) => match init.run(&Linux) {
             Ok(code) => code.0,
             Err(err) => {
