@@ -1,1 +1,157 @@
-//! placeholder
+//! The launcher: runs an OCI image archive in new UTS, IPC, PID, mount,
+//! network, cgroup and (rootless, or `--userns=auto`) user namespaces, with
+//! cradle's init as PID 1.
+//!
+//! The steps follow the data: [`image`] reads and verifies the archive,
+//! [`cache`] unpacks layers once by digest and makes the container's state
+//! directory, [`spawn`] clones the child and runs its side: [`namespaces`]
+//! (hostname, loopback, id maps), [`rootfs`] (overlay, /proc, /dev, /sys …),
+//! [`pivot`], [`exec`] (user, capabilities, seccomp, execve); then
+//! [`supervise`] forwards signals and the terminal until the container ends.
+
+pub mod cache;
+pub mod exec;
+pub mod image;
+pub mod namespaces;
+pub mod pivot;
+pub mod rootfs;
+pub mod seccomp;
+pub mod spawn;
+pub mod supervise;
+pub mod sys;
+
+use nix::errno::Errno;
+use std::path::PathBuf;
+
+pub use sys::{Linux, Sys};
+
+/// Docker's exit status for a failure of the runtime itself.
+pub const EXIT_LAUNCHER_FAILED: i32 = 125;
+
+/// `--network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// A new network namespace with only `lo`, up.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// `--userns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Userns {
+    /// A user namespace only when not root (rootless).
+    #[default]
+    Host,
+    /// A new user namespace, mapped to an unused subordinate range as root.
+    Auto,
+}
+
+/// What `launcher run` was asked to do (the command line, parsed).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub image: PathBuf,
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub env_files: Vec<PathBuf>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub entrypoint: Option<String>,
+    pub volumes: Vec<String>,
+    pub read_only: bool,
+    pub tty: bool,
+    pub interactive: bool,
+    pub network: Network,
+    pub name: Option<String>,
+    pub keep: bool,
+    pub init_path: Option<PathBuf>,
+    pub no_init: bool,
+    pub userns: Userns,
+    /// Seconds between forwarding SIGTERM/SIGINT and sending SIGKILL.
+    pub stop_timeout: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading image `{}`", path.display())]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: Box<builder::Error>,
+    },
+    #[error("image `{}` has nothing to run (no Entrypoint or Cmd, and no command given)", path.display())]
+    NoCommand { path: PathBuf },
+    #[error("invalid {what} `{value}`")]
+    Invalid { what: &'static str, value: String },
+    #[error("unpacking layer `{digest}`")]
+    Unpack {
+        digest: String,
+        #[source]
+        source: Box<builder::Error>,
+    },
+    #[error("{op} `{}`", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container `{name}` is already running")]
+    NameInUse { name: String },
+    #[error("no init to run as PID 1 (looked at {tried}); pass --init-path or --no-init")]
+    NoInit { tried: String },
+    #[error("compiling the seccomp profile")]
+    Seccomp(#[source] seccompiler::BackendError),
+    #[error("{step}")]
+    Sys {
+        step: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("writing the id maps of {pid} with `{program}`: {status}")]
+    IdMapTool {
+        pid: i32,
+        program: String,
+        status: String,
+    },
+    /// A step in the container's setup failed; the child reported it over
+    /// the sync pipe.
+    #[error("{step}")]
+    Child {
+        step: String,
+        #[source]
+        source: Errno,
+    },
+}
+
+impl Error {
+    /// A closure making an [`Error::Sys`] for `step`, for `map_err`.
+    pub fn sys(step: impl Into<String>) -> impl FnOnce(Errno) -> Error {
+        let step = step.into();
+        move |source| Error::Sys { step, source }
+    }
+    /// A closure making an [`Error::Io`], for `map_err`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `launcher run`: reads the image, prepares its root, runs it, and returns
+/// the exit status to exit with (the workload's, or 128+N for a signal).
+pub fn run(opts: &Options, sys: &impl Sys) -> Result<i32> {
+    let image = image::read(&opts.image)?;
+    let cache = cache::Cache::open(cache::default_root())?;
+    cache.reclaim_stale();
+    let layers = cache.unpack_layers(&image)?;
+    let container = cache.create_container(opts.name.as_deref(), opts.keep)?;
+    let plan = spawn::plan(opts, &image, &layers, &container)?;
+    let child = spawn::container(sys, &plan)?;
+    let status = supervise::until_exit(child, opts)?;
+    container.remove();
+    Ok(status)
+}

@@ -1,0 +1,582 @@
+//! Reading image archives: ours, any OCI image layout in a tar (several
+//! layers, nested indexes), and `docker save` archives (`manifest.json` plus
+//! layer tars). Every blob is checked against its digest and size before it
+//! is used; a layer is handed out only as a [`Blob`] that has been verified.
+//!
+//! The archive is indexed once (one pass over the tar headers, seeking over
+//! the contents), then blobs are read in place with `pread`: nothing is
+//! copied out, and a layer that the caller already has (a warm cache) is
+//! never read at all.
+
+use crate::error::{Error, Result};
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// The annotation naming an image inside an OCI layout's index.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// An image archive, opened and indexed.
+#[derive(Debug)]
+pub struct ImageArchive {
+    path: PathBuf,
+    file: File,
+    entries: HashMap<String, Region>,
+}
+
+/// Where a regular file's contents are inside the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Region {
+    offset: u64,
+    size: u64,
+}
+
+/// One image read from an archive: its verified config and its layers
+/// (bottom first), not yet read.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// `sha256:…` of the manifest (OCI) or of the config (`docker save`).
+    pub id: String,
+    pub config: ImageConfiguration,
+    pub layers: Vec<Layer>,
+}
+
+/// A layer blob in the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// `sha256:…` of the blob as stored (compressed or not): the cache key.
+    pub digest: String,
+    pub size: u64,
+    /// The entry's name inside the archive.
+    pub entry: String,
+}
+
+/// The contents of a verified blob, read in place.
+#[derive(Debug)]
+pub struct Blob<'a> {
+    file: &'a File,
+    offset: u64,
+    remaining: u64,
+}
+
+impl Read for Blob<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.offset)?;
+        self.offset += n as u64;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+impl ImageArchive {
+    /// Opens `path` and indexes its regular files.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(Error::io("opening image archive", path))?;
+        let entries = index_entries(path, &file)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            entries,
+        })
+    }
+
+    /// The archive's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the image named `reference` (an OCI `ref.name` or a docker
+    /// `RepoTags` entry), or the only/first image when `None`.
+    pub fn image(&self, reference: Option<&str>) -> Result<Image> {
+        if self.entries.contains_key("index.json") {
+            self.oci_image(reference)
+        } else if self.entries.contains_key("manifest.json") {
+            self.docker_image(reference)
+        } else {
+            Err(self.not_an_image("neither `index.json` nor `manifest.json` is in it"))
+        }
+    }
+
+    /// Checks `layer`'s size and digest, then returns its contents.
+    pub fn verified_layer(&self, layer: &Layer) -> Result<Blob<'_>> {
+        let region = self.region(&layer.entry)?;
+        if region.size != layer.size {
+            return Err(self.not_an_image(&format!(
+                "layer `{}` is {} bytes, the manifest says {}",
+                layer.entry, region.size, layer.size
+            )));
+        }
+        let actual = sha256_of(self.blob(region)).map_err(self.read_error())?;
+        check_digest(&layer.entry, &layer.digest, &actual)?;
+        Ok(self.blob(region))
+    }
+
+    fn oci_image(&self, reference: Option<&str>) -> Result<Image> {
+        let index: ImageIndex = self.json("index.json", &self.read_entry("index.json")?)?;
+        let (id, manifest) = self.pick_manifest(&index, reference, 0)?;
+        let config_desc = manifest.config();
+        let config_entry = blob_entry(config_desc.digest().as_ref())?;
+        let config_bytes = self.read_verified(
+            &config_entry,
+            config_desc.digest().as_ref(),
+            Some(config_desc.size()),
+        )?;
+        let config: ImageConfiguration = self.json("image config", &config_bytes)?;
+        let layers = manifest
+            .layers()
+            .iter()
+            .map(|d| {
+                let digest = d.digest().to_string();
+                Ok(Layer {
+                    entry: blob_entry(&digest)?,
+                    digest,
+                    size: d.size(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Image { id, config, layers })
+    }
+
+    /// Follows `index` down to one image manifest (and its digest): the one
+    /// named `reference`, else the one for this platform, else the first.
+    fn pick_manifest(
+        &self,
+        index: &ImageIndex,
+        reference: Option<&str>,
+        depth: u8,
+    ) -> Result<(String, ImageManifest)> {
+        if depth > 4 {
+            return Err(self.not_an_image("indexes nest deeper than 4"));
+        }
+        let named = |d: &&oci_spec::image::Descriptor| {
+            d.annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME))
+                .is_some_and(|name| Some(name.as_str()) == reference)
+        };
+        let for_us = |d: &&oci_spec::image::Descriptor| {
+            d.platform().as_ref().is_none_or(|p| {
+                p.architecture().to_string() == go_arch() && p.os().to_string() == "linux"
+            })
+        };
+        let all = index.manifests();
+        let chosen = match reference {
+            Some(r) if depth == 0 => all
+                .iter()
+                .find(named)
+                .ok_or_else(|| self.not_an_image(&format!("no image named `{r}` in its index")))?,
+            _ => all
+                .iter()
+                .find(for_us)
+                .or(all.first())
+                .ok_or_else(|| self.not_an_image("its index lists no manifest"))?,
+        };
+        let digest = chosen.digest().to_string();
+        let bytes = self.read_verified(&blob_entry(&digest)?, &digest, Some(chosen.size()))?;
+        let media = chosen.media_type().to_string();
+        if media.ends_with("image.index.v1+json") || media.ends_with("manifest.list.v2+json") {
+            let nested: ImageIndex = self.json("nested image index", &bytes)?;
+            return self.pick_manifest(&nested, reference, depth + 1);
+        }
+        Ok((digest, self.json("image manifest", &bytes)?))
+    }
+
+    fn docker_image(&self, reference: Option<&str>) -> Result<Image> {
+        let list: Vec<DockerManifest> =
+            self.json("manifest.json", &self.read_entry("manifest.json")?)?;
+        let chosen = match reference {
+            Some(r) => list
+                .iter()
+                .find(|m| m.repo_tags.iter().flatten().any(|t| t == r))
+                .ok_or_else(|| {
+                    self.not_an_image(&format!("no image tagged `{r}` in manifest.json"))
+                })?,
+            None => list
+                .first()
+                .ok_or_else(|| self.not_an_image("manifest.json lists no image"))?,
+        };
+        // The config's name is its digest (`<hex>.json` or `blobs/sha256/<hex>`).
+        let config_entry = normalize(&chosen.config);
+        let hex = config_entry
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(".json")
+            .to_string();
+        let expected = format!("sha256:{hex}");
+        let config_bytes = self.read_verified(&config_entry, &expected, None)?;
+        let config: ImageConfiguration = self.json("image config", &config_bytes)?;
+        // Layer blobs are named by digest in newer archives; in the legacy
+        // layout (`<id>/layer.tar`) they are uncompressed, so their digest is
+        // the config's diff_id at the same position.
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != chosen.layers.len() {
+            return Err(self.not_an_image(&format!(
+                "manifest.json lists {} layers, the config {} diff_ids",
+                chosen.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let layers = chosen
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(name, diff_id)| {
+                let entry = normalize(name);
+                let digest = match entry.strip_prefix("blobs/sha256/") {
+                    Some(hex) => format!("sha256:{hex}"),
+                    None => diff_id.clone(),
+                };
+                let size = self.region(&entry)?.size;
+                Ok(Layer {
+                    digest,
+                    size,
+                    entry,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Image {
+            id: expected,
+            config,
+            layers,
+        })
+    }
+
+    fn region(&self, entry: &str) -> Result<Region> {
+        self.entries
+            .get(entry)
+            .copied()
+            .ok_or_else(|| self.not_an_image(&format!("`{entry}` is missing")))
+    }
+
+    fn blob(&self, region: Region) -> Blob<'_> {
+        Blob {
+            file: &self.file,
+            offset: region.offset,
+            remaining: region.size,
+        }
+    }
+
+    /// Reads a small metadata entry (index.json, manifest.json) whole.
+    fn read_entry(&self, entry: &str) -> Result<Vec<u8>> {
+        let region = self.region(entry)?;
+        if region.size > MAX_METADATA {
+            return Err(self.not_an_image(&format!("`{entry}` is over {MAX_METADATA} bytes")));
+        }
+        let mut out = Vec::with_capacity(region.size as usize);
+        self.blob(region)
+            .read_to_end(&mut out)
+            .map_err(self.read_error())?;
+        Ok(out)
+    }
+
+    /// Reads a small blob whole and checks its size and digest.
+    fn read_verified(&self, entry: &str, digest: &str, size: Option<u64>) -> Result<Vec<u8>> {
+        let bytes = self.read_entry(entry)?;
+        if let Some(size) = size
+            && size != bytes.len() as u64
+        {
+            return Err(self.not_an_image(&format!(
+                "`{entry}` is {} bytes, its descriptor says {size}",
+                bytes.len()
+            )));
+        }
+        check_digest(entry, digest, &format!("sha256:{}", hex_sha256(&bytes)))?;
+        Ok(bytes)
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, what: &'static str, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|source| Error::JsonRead {
+            what,
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn not_an_image(&self, what: &str) -> Error {
+        Error::NotAnImage {
+            path: self.path.clone(),
+            what: what.to_string(),
+        }
+    }
+
+    fn read_error(&self) -> impl FnOnce(io::Error) -> Error + '_ {
+        |source| Error::Archive {
+            archive: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// index.json, manifests and configs are small; refuse absurd ones rather
+/// than read gigabytes into memory.
+const MAX_METADATA: u64 = 16 << 20;
+
+#[derive(Debug, serde::Deserialize)]
+struct DockerManifest {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+fn index_entries(path: &Path, file: &File) -> Result<HashMap<String, Region>> {
+    let archive_error = |source| Error::Archive {
+        archive: path.to_path_buf(),
+        source,
+    };
+    let mut archive = tar::Archive::new(file);
+    let mut entries = HashMap::new();
+    for entry in archive.entries_with_seek().map_err(archive_error)? {
+        let entry = entry.map_err(archive_error)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path().map_err(archive_error)?;
+        let region = Region {
+            offset: entry.raw_file_position(),
+            size: entry.size(),
+        };
+        entries.insert(normalize(&name.to_string_lossy()), region);
+    }
+    Ok(entries)
+}
+
+/// `./blobs/sha256/x` and `blobs/sha256/x` name the same entry.
+fn normalize(name: &str) -> String {
+    name.trim_start_matches("./")
+        .trim_start_matches('/')
+        .to_string()
+}
+
+/// The entry holding the blob with `digest` in an OCI layout.
+fn blob_entry(digest: &str) -> Result<String> {
+    match digest.split_once(':') {
+        Some(("sha256", hex)) if is_sha256_hex(hex) => Ok(format!("blobs/sha256/{hex}")),
+        _ => Err(Error::BadDigest {
+            value: digest.to_string(),
+        }),
+    }
+}
+
+fn is_sha256_hex(hex: &str) -> bool {
+    hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn check_digest(entry: &str, expected: &str, actual: &str) -> Result<()> {
+    if !expected.strip_prefix("sha256:").is_some_and(is_sha256_hex) {
+        return Err(Error::BadDigest {
+            value: expected.to_string(),
+        });
+    }
+    if expected != actual {
+        return Err(Error::DigestMismatch {
+            what: entry.to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn sha256_of(mut reader: impl Read) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The OCI (Go) name of this machine's architecture.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TarBuilder(tar::Builder<Vec<u8>>);
+
+    impl TarBuilder {
+        fn new() -> Self {
+            Self(tar::Builder::new(Vec::new()))
+        }
+        fn add(&mut self, name: &str, data: &[u8]) -> &mut Self {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            self.0.append_data(&mut h, name, data).unwrap();
+            self
+        }
+        fn blob(&mut self, data: &[u8]) -> String {
+            let hex = hex_sha256(data);
+            self.add(&format!("blobs/sha256/{hex}"), data);
+            format!("sha256:{hex}")
+        }
+        fn write(self) -> tempfile::NamedTempFile {
+            let bytes = self.0.into_inner().unwrap();
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            std::io::Write::write_all(&mut f, &bytes).unwrap();
+            f
+        }
+    }
+
+    fn config(diff_ids: &[String]) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids}
+        }))
+        .unwrap()
+    }
+
+    fn oci(layers: &[&[u8]], corrupt: bool) -> tempfile::NamedTempFile {
+        let mut t = TarBuilder::new();
+        t.add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        let mut descs = vec![];
+        for l in layers {
+            let d = t.blob(l);
+            descs.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": d, "size": l.len()}));
+        }
+        let cfg = config(&[]);
+        let cd = t.blob(&cfg);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cfg.len()},
+            "layers": descs,
+        }))
+        .unwrap();
+        let md = t.blob(&manifest);
+        let size = if corrupt {
+            manifest.len() + 1
+        } else {
+            manifest.len()
+        };
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": md, "size": size,
+                "annotations": {REF_NAME: "test"}}],
+        }))
+        .unwrap();
+        t.add("index.json", &index);
+        t.write()
+    }
+
+    #[test]
+    fn reads_oci_layout_with_several_layers() {
+        let f = oci(&[b"one", b"two"], false);
+        let archive = ImageArchive::open(f.path()).unwrap();
+        let image = archive.image(Some("test")).unwrap();
+        assert_eq!(image.layers.len(), 2);
+        assert_eq!(
+            image.layers[1].digest,
+            format!("sha256:{}", hex_sha256(b"two"))
+        );
+        let mut data = String::new();
+        archive
+            .verified_layer(&image.layers[0])
+            .unwrap()
+            .read_to_string(&mut data)
+            .unwrap();
+        assert_eq!(data, "one");
+    }
+
+    #[test]
+    fn refuses_manifest_of_wrong_size() {
+        let f = oci(&[b"one"], true);
+        let err = ImageArchive::open(f.path())
+            .unwrap()
+            .image(None)
+            .unwrap_err();
+        assert!(matches!(err, Error::NotAnImage { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_layer_with_wrong_digest() {
+        let f = oci(&[b"one"], false);
+        let archive = ImageArchive::open(f.path()).unwrap();
+        let mut image = archive.image(None).unwrap();
+        image.layers[0].digest = format!("sha256:{}", hex_sha256(b"other"));
+        let err = archive.verified_layer(&image.layers[0]).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_unknown_reference() {
+        let f = oci(&[b"one"], false);
+        let err = ImageArchive::open(f.path())
+            .unwrap()
+            .image(Some("nope"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not an OCI image archive"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reads_legacy_docker_save_archive() {
+        let layer = b"layer-bytes".as_slice();
+        let diff_id = format!("sha256:{}", hex_sha256(layer));
+        let cfg = config(std::slice::from_ref(&diff_id));
+        let cfg_name = format!("{}.json", hex_sha256(&cfg));
+        let mut t = TarBuilder::new();
+        t.add(&cfg_name, &cfg);
+        t.add("abc/layer.tar", layer);
+        let manifest = serde_json::json!([{"Config": cfg_name, "RepoTags": ["x:latest"], "Layers": ["abc/layer.tar"]}]);
+        t.add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+        let f = t.write();
+        let archive = ImageArchive::open(f.path()).unwrap();
+        let image = archive.image(Some("x:latest")).unwrap();
+        assert_eq!(image.layers[0].digest, diff_id);
+        assert!(archive.verified_layer(&image.layers[0]).is_ok());
+    }
+
+    #[test]
+    fn refuses_docker_config_with_wrong_digest() {
+        let cfg = config(&[]);
+        let mut t = TarBuilder::new();
+        t.add(&format!("{}.json", hex_sha256(b"x")), &cfg);
+        let manifest =
+            serde_json::json!([{"Config": format!("{}.json", hex_sha256(b"x")), "Layers": []}]);
+        t.add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+        let f = t.write();
+        let err = ImageArchive::open(f.path())
+            .unwrap()
+            .image(None)
+            .unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    }
+}

@@ -1,0 +1,467 @@
+//! Step 2, cache: layers unpacked once into a directory named by their
+//! digest, and each container's private state directory.
+//!
+//! ```text
+//! <root>/layers/sha256/<hex>/      a layer, unpacked, whiteouts in overlay form
+//! <root>/layers/sha256/<hex>.lock  held (flock) while it is being unpacked
+//! <root>/tmp/<layer>-<pid>/        an unpack in progress, renamed into place when done
+//! <root>/containers/<id>/lock      held (flock) by the launcher running <id>; pid + start time
+//! <root>/containers/<id>/{upper,work,rootfs,etc}
+//! ```
+//!
+//! `<root>` is `$CRADLE_ROOT`, else `/var/lib/cradle` as root, else
+//! `$XDG_DATA_HOME/cradle` (`~/.local/share/cradle`). Every directory of a
+//! container is removed when it ends; what a SIGKILLed launcher left behind
+//! (an unlocked lock file) is removed by the next run.
+
+use crate::image::Image;
+use crate::{Error, Result};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The cache root for this user.
+pub fn default_root() -> PathBuf {
+    if let Some(root) = std::env::var_os("CRADLE_ROOT").filter(|r| !r.is_empty()) {
+        return root.into();
+    }
+    if rootless() {
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        return data.join("cradle");
+    }
+    PathBuf::from("/var/lib/cradle")
+}
+
+/// True when the launcher is not root and must use a user namespace.
+pub fn rootless() -> bool {
+    !nix::unistd::geteuid().is_root()
+}
+
+#[derive(Debug)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// A container's state directory, locked for the launcher's lifetime and
+/// removed on drop unless kept.
+#[derive(Debug)]
+pub struct Container {
+    pub id: String,
+    pub dir: PathBuf,
+    keep: bool,
+    _lock: File,
+}
+
+impl Container {
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+    /// Removes the state directory (unless `--keep`). Idempotent.
+    pub fn remove(&self) {
+        if self.keep {
+            // The writable layer stays; only the mount point and work dir go.
+            let _ = fs::remove_dir(self.rootfs());
+            let _ = remove_tree(&self.work());
+            return;
+        }
+        let _ = remove_tree(&self.dir);
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+impl Cache {
+    pub fn open(root: PathBuf) -> Result<Self> {
+        for sub in ["layers/sha256", "tmp", "containers"] {
+            let dir = root.join(sub);
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(Error::io("creating cache directory", &dir))?;
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Removes state directories and unpacks left by launchers that died
+    /// without cleaning up (their lock is no longer held). Best effort: a
+    /// failure here must not stop this run.
+    pub fn reclaim_stale(&self) {
+        for sub in ["containers", "tmp"] {
+            let Ok(dir) = fs::read_dir(self.root.join(sub)) else {
+                continue;
+            };
+            for entry in dir.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "lock") {
+                    continue;
+                }
+                let lock = match sub {
+                    "containers" => path.join("lock"),
+                    _ => path.with_extension("lock"),
+                };
+                if let Some(guard) = try_lock(&lock) {
+                    let _ = remove_tree(&path);
+                    let _ = fs::remove_file(&lock);
+                    drop(guard);
+                }
+            }
+        }
+    }
+
+    /// The directory of every layer of `image`, bottom first, unpacking the
+    /// ones not cached yet. A cached layer is not read again.
+    pub fn unpack_layers(&self, image: &Image) -> Result<Vec<PathBuf>> {
+        image
+            .layers
+            .iter()
+            .map(|layer| {
+                let hex = layer
+                    .digest
+                    .strip_prefix("sha256:")
+                    .unwrap_or(&layer.digest);
+                let dir = self.root.join("layers/sha256").join(hex);
+                if !dir.exists() {
+                    self.unpack_layer(image, layer, &dir)?;
+                }
+                Ok(dir)
+            })
+            .collect()
+    }
+
+    fn unpack_layer(
+        &self,
+        image: &Image,
+        layer: &builder::archive::Layer,
+        dir: &Path,
+    ) -> Result<()> {
+        // Concurrent runs of one image: one unpacks, the others wait on the
+        // lock and then find the directory in place.
+        let lock_path = dir.with_extension("lock");
+        let _lock = lock(&lock_path)?;
+        if dir.exists() {
+            return Ok(());
+        }
+        let hex = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{hex}-{}", std::process::id()));
+        let tmp_lock = lock(&tmp.with_extension("lock"))?;
+        let _ = remove_tree(&tmp);
+        let unpack_err = |source| Error::Unpack {
+            digest: layer.digest.clone(),
+            source: Box::new(source),
+        };
+        let blob = image
+            .archive
+            .verified_layer(layer)
+            .map_err(|source| Error::Image {
+                path: image.archive.path().to_path_buf(),
+                source: Box::new(source),
+            })?;
+        fs::create_dir(&tmp).map_err(Error::io("creating", &tmp))?;
+        unpack::layer(blob, &tmp).map_err(unpack_err)?;
+        fs::rename(&tmp, dir).map_err(Error::io("renaming unpacked layer to", dir))?;
+        let _ = fs::remove_file(tmp.with_extension("lock"));
+        drop(tmp_lock);
+        Ok(())
+    }
+
+    /// Makes and locks a fresh state directory for one container.
+    pub fn create_container(&self, name: Option<&str>, keep: bool) -> Result<Container> {
+        let id = match name {
+            Some(n) => {
+                if n.is_empty() || n.contains('/') || n.starts_with('.') {
+                    return Err(Error::Invalid {
+                        what: "container name",
+                        value: n.into(),
+                    });
+                }
+                n.to_string()
+            }
+            None => random_id(),
+        };
+        let dir = self.root.join("containers").join(&id);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && name.is_some() => {
+                // A kept or stale container of that name: take it over when
+                // nobody holds its lock.
+                match try_lock(&dir.join("lock")) {
+                    Some(_) => {
+                        remove_tree(&dir).map_err(Error::io("removing old state of", &dir))?
+                    }
+                    None => return Err(Error::NameInUse { name: id }),
+                }
+                fs::create_dir(&dir).map_err(Error::io("creating", &dir))?;
+            }
+            Err(e) => return Err(Error::io("creating", &dir)(e)),
+        }
+        let mut lock = lock(&dir.join("lock"))?;
+        let start = fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.split_whitespace().nth(19).unwrap_or("").to_string())
+            })
+            .unwrap_or_default();
+        let _ = writeln!(lock, "{} {start}", std::process::id());
+        for sub in ["upper", "work", "rootfs", "etc"] {
+            let p = dir.join(sub);
+            fs::create_dir(&p).map_err(Error::io("creating", &p))?;
+        }
+        Ok(Container {
+            id,
+            dir,
+            keep,
+            _lock: lock,
+        })
+    }
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    let ok = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if ok.is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = (t ^ u128::from(std::process::id())).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Opens (creating) and locks `path` exclusively, waiting for it.
+fn lock(path: &Path) -> Result<File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(Error::io("opening lock file", path))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(Error::io("locking", path)(io::Error::last_os_error()));
+    }
+    Ok(file)
+}
+
+/// Locks `path` if nobody holds it (and it exists).
+fn try_lock(path: &Path) -> Option<File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .ok()?;
+    // SAFETY: flock on an fd we own.
+    (unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(file)
+}
+
+/// `rm -rf`, also through directories without write or search permission
+/// (overlayfs leaves `work/work` as mode 000).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) if !m.is_dir() => return fs::remove_file(path),
+        Ok(_) => {}
+    }
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            fix_permissions(path);
+            fs::remove_dir_all(path)
+        }
+    }
+}
+
+fn fix_permissions(path: &Path) {
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+    if let Ok(dir) = fs::read_dir(path) {
+        for entry in dir.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fix_permissions(&entry.path());
+            }
+        }
+    }
+}
+
+/// Unpacking one layer into a directory of its own, for overlayfs.
+mod unpack {
+    use super::*;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+
+    const WHITEOUT: &str = ".wh.";
+    const OPAQUE: &str = ".wh..wh..opq";
+
+    /// Unpacks a layer with the builder's safe unpacking into `dest`, its
+    /// OCI whiteouts in overlayfs form: `.wh.NAME` becomes a 0/0 character
+    /// device `NAME`, `.wh..wh..opq` an `overlay.opaque` xattr on its
+    /// directory. As root the builder writes `trusted.overlay.opaque`;
+    /// rootless, overlayfs reads `user.overlay.opaque` (mount option
+    /// `userxattr`), so the markers are unpacked as files and converted here.
+    pub fn layer(blob: impl Read, dest: &Path) -> Result<(), builder::Error> {
+        let root = !rootless();
+        let opts = builder::unpack::Options {
+            overlay_whiteouts: root,
+            keep_owners: root,
+            allow_devices: root,
+            ..Default::default()
+        };
+        builder::unpack::extract(blob, dest, &opts)?;
+        if !root {
+            convert_markers(dest).map_err(|source| builder::Error::Io {
+                op: "converting whiteouts in",
+                path: dest.to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Rootless: turns whiteout marker files under `dir` into overlayfs
+    /// whiteouts (never following symlinks: `read_dir` entries' own types).
+    fn convert_markers(dir: &Path) -> io::Result<()> {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if name == OPAQUE {
+                fs::remove_file(&path)?;
+                set_xattr(dir, "user.overlay.opaque", b"y")?;
+            } else if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+                fs::remove_file(&path)?;
+                let target = dir.join(hidden);
+                let _ = remove_tree(&target);
+                make_whiteout(&target)?;
+            } else if kind.is_dir() {
+                convert_markers(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+        let p = CString::new(path.as_os_str().as_bytes())?;
+        let n = CString::new(name)?;
+        // SAFETY: valid C strings and a value buffer of the given length.
+        let rc = unsafe {
+            libc::lsetxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn make_whiteout(path: &Path) -> io::Result<()> {
+        let p = CString::new(path.as_os_str().as_bytes())?;
+        // SAFETY: a valid C string; a 0/0 character device is overlayfs's
+        // whiteout, which unprivileged users may create since Linux 5.8.
+        let rc = unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR, 0) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn turns_whiteouts_into_overlay_form() {
+        if !testkit_is_root() {
+            return; // trusted.* xattrs and mknod need root; covered end to end
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = tar_with(&[
+            ("etc/keep", b"x"),
+            ("etc/.wh.gone", b""),
+            ("var/.wh..wh..opq", b""),
+        ]);
+        unpack::layer(&data[..], dir.path()).unwrap();
+        assert!(dir.path().join("etc/keep").exists());
+        let gone = fs::symlink_metadata(dir.path().join("etc/gone")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &gone.file_type()
+        ));
+        assert!(!dir.path().join("etc/.wh.gone").exists());
+        assert!(!dir.path().join("var/.wh..wh..opq").exists());
+    }
+
+    #[test]
+    fn reclaims_unlocked_state_and_keeps_locked() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::open(root.path().to_path_buf()).unwrap();
+        let live = cache.create_container(Some("live"), false).unwrap();
+        let dead = root.path().join("containers/dead");
+        fs::create_dir_all(dead.join("upper/x")).unwrap();
+        fs::write(dead.join("lock"), "1 1").unwrap();
+        cache.reclaim_stale();
+        assert!(!dead.exists());
+        assert!(live.dir.exists());
+        assert!(matches!(
+            cache.create_container(Some("live"), false),
+            Err(Error::NameInUse { .. })
+        ));
+        let dir = live.dir.clone();
+        drop(live);
+        assert!(!dir.exists());
+    }
+
+    fn testkit_is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+}

@@ -1,0 +1,192 @@
+//! Step 1, image: opens the archive (ours, OCI layout, or `docker save`),
+//! verifies its index, manifest and config, and works out what to run. Layer
+//! blobs are verified later, by [`crate::cache`], and only when they are not
+//! cached yet.
+
+use crate::{Error, Options, Result};
+use builder::archive::{ImageArchive, Layer};
+use std::path::{Path, PathBuf};
+
+/// Where our images keep the init, and what their entrypoint starts with.
+pub const INIT_IN_IMAGE: &str = "/sbin/cradle-init";
+
+/// An opened image: the archive (for reading layers) and its config.
+#[derive(Debug)]
+pub struct Image {
+    pub archive: ImageArchive,
+    pub layers: Vec<Layer>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+}
+
+/// Opens and verifies `path`. `path` may end in `:NAME` to pick a tagged
+/// image when the archive holds several (`images.tar:alpine`).
+pub fn read(path: &Path) -> Result<Image> {
+    let (path, reference) = split_reference(path);
+    let wrap = |source| Error::Image {
+        path: path.clone(),
+        source: Box::new(source),
+    };
+    let archive = ImageArchive::open(&path).map_err(wrap)?;
+    let image = archive.image(reference.as_deref()).map_err(wrap)?;
+    let config = image.config.config().clone().unwrap_or_default();
+    Ok(Image {
+        layers: image.layers,
+        entrypoint: config.entrypoint().clone().unwrap_or_default(),
+        cmd: config.cmd().clone().unwrap_or_default(),
+        env: config.env().clone().unwrap_or_default(),
+        workdir: config.working_dir().clone().filter(|w| !w.is_empty()),
+        user: config.user().clone().filter(|u| !u.is_empty()),
+        archive,
+    })
+}
+
+fn split_reference(path: &Path) -> (PathBuf, Option<String>) {
+    if path.exists() {
+        return (path.to_path_buf(), None);
+    }
+    let text = path.to_string_lossy();
+    match text.rsplit_once(':') {
+        Some((file, name)) if Path::new(file).exists() => (file.into(), Some(name.into())),
+        _ => (path.to_path_buf(), None),
+    }
+}
+
+/// The command line the container starts with, docker's rules: `--entrypoint`
+/// replaces the image's Entrypoint and drops its Cmd; a command given
+/// replaces Cmd.
+pub fn argv(image: &Image, opts: &Options) -> Result<Vec<String>> {
+    let (entrypoint, cmd) = match &opts.entrypoint {
+        Some(e) if e.is_empty() => (vec![], opts.command.clone()),
+        Some(e) => (vec![e.clone()], opts.command.clone()),
+        None if opts.command.is_empty() => (image.entrypoint.clone(), image.cmd.clone()),
+        None => (image.entrypoint.clone(), opts.command.clone()),
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return Err(Error::NoCommand {
+            path: opts.image.clone(),
+        });
+    }
+    Ok(argv)
+}
+
+/// True when `argv` already starts our init (our images' entrypoint).
+pub fn starts_with_init(argv: &[String]) -> bool {
+    argv.first().is_some_and(|a| a == INIT_IN_IMAGE)
+}
+
+/// The environment: the image's, then `--env-file`s, then `-e`s (later wins),
+/// with PATH, HOSTNAME and TERM (with `-t`) defaulted as docker does.
+pub fn env(image: &Image, opts: &Options, hostname: &str) -> Result<Vec<String>> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut set = |entry: &str| {
+        let (k, v) = match entry.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            // `-e NAME` takes the value from the launcher's environment.
+            None => match std::env::var(entry) {
+                Ok(v) => (entry.to_string(), v),
+                Err(_) => return,
+            },
+        };
+        match vars.iter_mut().find(|(name, _)| *name == k) {
+            Some(slot) => slot.1 = v,
+            None => vars.push((k, v)),
+        }
+    };
+    set(&format!("PATH={DEFAULT_PATH}"));
+    set(&format!("HOSTNAME={hostname}"));
+    if opts.tty {
+        set("TERM=xterm");
+    }
+    image.env.iter().for_each(|e| set(e));
+    for file in &opts.env_files {
+        let text = std::fs::read_to_string(file).map_err(Error::io("reading env file", file))?;
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .for_each(&mut set);
+    }
+    opts.env.iter().for_each(|e| set(e));
+    Ok(vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+}
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(entrypoint: &[&str], cmd: &[&str]) -> Image {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("x.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&tar).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_cksum();
+        b.append_data(&mut h, "manifest.json", &b"[]"[..]).unwrap();
+        b.finish().unwrap();
+        Image {
+            archive: ImageArchive::open(&tar).unwrap(),
+            layers: vec![],
+            entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            workdir: None,
+            user: None,
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn argv_follows_docker_rules() {
+        let img = image(&["/sbin/cradle-init", "--"], &["/bin/sh"]);
+        let mut opts = Options::default();
+        assert_eq!(
+            argv(&img, &opts).unwrap(),
+            strings(&["/sbin/cradle-init", "--", "/bin/sh"])
+        );
+        opts.command = strings(&["echo", "hi"]);
+        assert_eq!(
+            argv(&img, &opts).unwrap(),
+            strings(&["/sbin/cradle-init", "--", "echo", "hi"])
+        );
+        opts.entrypoint = Some("/bin/env".into());
+        assert_eq!(
+            argv(&img, &opts).unwrap(),
+            strings(&["/bin/env", "echo", "hi"])
+        );
+        opts.command.clear();
+        assert_eq!(argv(&img, &opts).unwrap(), strings(&["/bin/env"]));
+    }
+
+    #[test]
+    fn refuses_image_with_nothing_to_run() {
+        let img = image(&[], &[]);
+        assert!(matches!(
+            argv(&img, &Options::default()),
+            Err(Error::NoCommand { .. })
+        ));
+    }
+
+    #[test]
+    fn env_later_sources_win() {
+        let img = image(&[], &["x"]);
+        let opts = Options {
+            env: strings(&["A=2", "B=3"]),
+            tty: true,
+            ..Default::default()
+        };
+        let env = env(&img, &opts, "h").unwrap();
+        assert_eq!(
+            env,
+            strings(&["PATH=/bin", "HOSTNAME=h", "TERM=xterm", "A=2", "B=3"])
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! Step 4, namespaces: which ones the child is cloned into, the user
+//! namespace's id maps (written by the parent while the child waits), and the
+//! child's first steps inside them (hostname, loopback up).
+
+use crate::sys::Sys;
+use crate::{Error, Result};
+use nix::sched::CloneFlags;
+use std::path::Path;
+use std::process::Command;
+
+/// How the container's ids map to the host's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdMapping {
+    /// No user namespace: the host's ids.
+    Host,
+    /// One id: the (unprivileged) user is root inside; setgroups denied.
+    Single { uid: u32, gid: u32 },
+    /// Root inside is the user, ids 1.. are a subordinate range
+    /// (`newuidmap`/`newgidmap` from /etc/subuid and /etc/subgid).
+    Subordinate {
+        uid: u32,
+        gid: u32,
+        uid_range: (u32, u32),
+        gid_range: (u32, u32),
+    },
+    /// As root with `--userns=auto`: 0..count inside is start.. outside.
+    Range { start: u32, count: u32 },
+}
+
+/// The namespaces to clone into.
+pub fn clone_flags(new_net: bool, mapping: &IdMapping) -> CloneFlags {
+    let mut flags = CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWCGROUP;
+    if new_net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if *mapping != IdMapping::Host {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    flags
+}
+
+/// The mapping for this run: rootless when not root, with subordinate ids
+/// when /etc/subuid has a range for the user.
+pub fn choose_mapping(rootless: bool, auto: bool, taken: &[u32]) -> IdMapping {
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    if rootless {
+        let name = user_name(uid);
+        let sub_u = subordinate("/etc/subuid", uid, name.as_deref());
+        let sub_g = subordinate("/etc/subgid", uid, name.as_deref());
+        let tools = which("newuidmap").is_some() && which("newgidmap").is_some();
+        return match (sub_u, sub_g, tools) {
+            (Some(u), Some(g), true) => IdMapping::Subordinate {
+                uid,
+                gid,
+                uid_range: u,
+                gid_range: g,
+            },
+            _ => IdMapping::Single { uid, gid },
+        };
+    }
+    if auto {
+        // Slots of 65536 ids from 2^20 up, skipping the ones live containers
+        // hold (recorded in their state directories).
+        let start = (16u32..4096)
+            .map(|slot| slot << 16)
+            .find(|s| !taken.contains(s))
+            .unwrap_or(16 << 16);
+        return IdMapping::Range {
+            start,
+            count: 65536,
+        };
+    }
+    IdMapping::Host
+}
+
+/// Writes the child's uid and gid maps (the child waits for this).
+pub fn write_id_maps(pid: i32, mapping: &IdMapping) -> Result<()> {
+    let proc = format!("/proc/{pid}");
+    let write = |file: &str, text: &str| {
+        let path = Path::new(&proc).join(file);
+        std::fs::write(&path, text).map_err(Error::io("writing", path))
+    };
+    match *mapping {
+        IdMapping::Host => Ok(()),
+        IdMapping::Single { uid, gid } => {
+            // An unprivileged process may write a single-id gid map only
+            // after denying setgroups (user_namespaces(7)).
+            write("setgroups", "deny")?;
+            write("uid_map", &format!("0 {uid} 1\n"))?;
+            write("gid_map", &format!("0 {gid} 1\n"))
+        }
+        IdMapping::Subordinate {
+            uid,
+            gid,
+            uid_range,
+            gid_range,
+        } => {
+            run_map_tool("newuidmap", pid, uid, uid_range)?;
+            run_map_tool("newgidmap", pid, gid, gid_range)
+        }
+        IdMapping::Range { start, count } => {
+            write("uid_map", &format!("0 {start} {count}\n"))?;
+            write("gid_map", &format!("0 {start} {count}\n"))
+        }
+    }
+}
+
+fn run_map_tool(program: &str, pid: i32, id: u32, (start, count): (u32, u32)) -> Result<()> {
+    let args = [
+        pid.to_string(),
+        "0".into(),
+        id.to_string(),
+        "1".into(),
+        "1".into(),
+        start.to_string(),
+        count.to_string(),
+    ];
+    let status = Command::new(program).args(&args).status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(Error::IdMapTool {
+            pid,
+            program: program.into(),
+            status: s.to_string(),
+        }),
+        Err(e) => Err(Error::IdMapTool {
+            pid,
+            program: program.into(),
+            status: e.to_string(),
+        }),
+    }
+}
+
+/// The first range for `uid` (by name or number) in a subid file.
+fn subordinate(file: &str, uid: u32, name: Option<&str>) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let mut f = line.trim().split(':');
+        let (who, start, count) = (f.next()?, f.next()?, f.next()?);
+        let ours = who == uid.to_string() || Some(who) == name;
+        ours.then(|| Some((start.parse().ok()?, count.parse().ok()?)))?
+    })
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+    })
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The child's first steps: its hostname and, in a new network namespace,
+/// `lo` up.
+pub fn set_identity(sys: &impl Sys, hostname: &str, new_net: bool) -> Result<()> {
+    sys.sethostname(hostname)
+        .map_err(Error::sys(format!("setting the hostname to `{hostname}`")))?;
+    if new_net {
+        sys.loopback_up().map_err(Error::sys("bringing up `lo`"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::{Call, Fake};
+
+    #[test]
+    fn rootless_clone_adds_a_user_namespace() {
+        let single = IdMapping::Single {
+            uid: 1000,
+            gid: 1000,
+        };
+        assert!(
+            clone_flags(true, &single)
+                .contains(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET)
+        );
+        let host = clone_flags(false, &IdMapping::Host);
+        assert!(!host.intersects(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET));
+        assert!(host.contains(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP));
+    }
+
+    #[test]
+    fn auto_mapping_skips_taken_ranges() {
+        let m = choose_mapping(false, true, &[16 << 16]);
+        assert_eq!(
+            m,
+            IdMapping::Range {
+                start: 17 << 16,
+                count: 65536
+            }
+        );
+    }
+
+    #[test]
+    fn sets_hostname_then_loopback() {
+        let fake = Fake::default();
+        set_identity(&fake, "box", true).unwrap();
+        assert_eq!(
+            fake.calls(),
+            [Call::Sethostname("box".into()), Call::LoopbackUp]
+        );
+    }
+}

@@ -1,0 +1,591 @@
+//! Step 5, rootfs: in the child's new mount namespace, `/` made a recursive
+//! slave, the overlay over the cached layers mounted and bound on itself,
+//! then volumes, the init, `/proc` (docker's masked and read-only paths),
+//! `/dev`, `/sys` and the `/etc` files mounted into it. Every target inside
+//! the rootfs is resolved by [`Sys::mount_in`], never through a symlink out.
+//!
+//! `/proc` is mounted here, before `pivot_root`, by the child that is already
+//! PID 1 of the new PID namespace: the kernel takes the mounter's namespace,
+//! so it is the container's `/proc`, and its target can still be resolved by
+//! file descriptor against the rootfs.
+
+use crate::sys::{Node, Sys};
+use crate::{Error, Result};
+use nix::mount::MsFlags;
+use std::path::{Path, PathBuf};
+
+/// Docker's masked paths: bound over with /dev/null (files) or an empty
+/// read-only tmpfs (directories).
+pub const MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths.
+pub const READ_ONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Device nodes bound from the host into the container's /dev.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// A `-v HOST:CTR[:ro]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub host: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+    pub node: Node,
+    /// Flags of the host mount that a remount must keep (nosuid, nodev,
+    /// noexec are locked in a user namespace).
+    pub locked: MsFlags,
+}
+
+/// The overlay: cached layers below, the container's private dirs above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// Bottom first, as in the manifest.
+    pub lower: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Rootless: overlay's xattrs in `user.`, as the layers were unpacked.
+    pub userxattr: bool,
+}
+
+/// Everything the child mounts, decided by the parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Where the root is assembled (the container's state directory).
+    pub root: PathBuf,
+    pub overlay: Overlay,
+    pub volumes: Vec<Volume>,
+    /// Our static init, bound read-only at /sbin/cradle-init.
+    pub init: Option<(PathBuf, MsFlags)>,
+    /// Host files bound over /etc/hostname, /etc/hosts, /etc/resolv.conf.
+    pub etc: Vec<(PathBuf, PathBuf)>,
+    pub read_only: bool,
+    /// A new network namespace: a fresh sysfs can be mounted.
+    pub fresh_sysfs: bool,
+    /// The devpts `gid=` (tty group 5), when that gid is mapped.
+    pub tty_gid: Option<u32>,
+}
+
+const NONE: Option<&Path> = None;
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// Assembles the container's root at `plan.root`.
+pub fn prepare(sys: &impl Sys, plan: &Plan) -> Result<()> {
+    make_root_slave(sys)?;
+    mount_overlay(sys, plan)?;
+    bind_on_itself(sys, &plan.root)?;
+    mount_volumes(sys, plan)?;
+    mount_init(sys, plan)?;
+    mount_proc(sys, &plan.root)?;
+    mount_dev(sys, &plan.root, plan.tty_gid)?;
+    mount_sys(sys, &plan.root, plan.fresh_sysfs)?;
+    mount_etc_files(sys, plan)?;
+    if plan.read_only {
+        remount_read_only(sys, &plan.root, &plan.root, MsFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// Nothing mounted from here on propagates back to the host, while the
+/// host's later mounts still reach us (crun, runc: rslave by default).
+fn make_root_slave(sys: &impl Sys) -> Result<()> {
+    sys.mount(
+        NONE,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None,
+    )
+    .map_err(Error::sys("making `/` a recursive slave"))
+}
+
+pub fn overlay_options(o: &Overlay) -> String {
+    // overlayfs lists lowerdir top first; the manifest lists bottom first.
+    let lower: Vec<String> = o
+        .lower
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        o.upper.display(),
+        o.work.display()
+    );
+    if o.userxattr {
+        data.push_str(",userxattr");
+    }
+    data
+}
+
+fn mount_overlay(sys: &impl Sys, plan: &Plan) -> Result<()> {
+    let data = overlay_options(&plan.overlay);
+    sys.mount(
+        Some(Path::new("overlay")),
+        &plan.root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+    )
+    .map_err(Error::sys(format!(
+        "mounting the overlay on `{}`",
+        plan.root.display()
+    )))
+}
+
+/// pivot_root wants the new root to be a mount point of its own.
+fn bind_on_itself(sys: &impl Sys, root: &Path) -> Result<()> {
+    sys.mount(
+        Some(root),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(Error::sys(format!(
+        "binding `{}` on itself",
+        root.display()
+    )))
+}
+
+fn mount_volumes(sys: &impl Sys, plan: &Plan) -> Result<()> {
+    for v in &plan.volumes {
+        let step = || {
+            format!(
+                "binding volume `{}` on `{}`",
+                v.host.display(),
+                v.target.display()
+            )
+        };
+        sys.mount_in(
+            &plan.root,
+            &v.target,
+            v.node,
+            Some(&v.host),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .map_err(Error::sys(step()))?;
+        if v.read_only {
+            remount_read_only(sys, &plan.root, &v.target, v.locked)?;
+        }
+    }
+    Ok(())
+}
+
+fn mount_init(sys: &impl Sys, plan: &Plan) -> Result<()> {
+    let Some((init, locked)) = &plan.init else {
+        return Ok(());
+    };
+    let target = Path::new(crate::image::INIT_IN_IMAGE);
+    sys.mount_in(
+        &plan.root,
+        target,
+        Node::File,
+        Some(init),
+        None,
+        MsFlags::MS_BIND,
+        None,
+    )
+    .map_err(Error::sys(format!(
+        "binding the init `{}` on `{}`",
+        init.display(),
+        target.display()
+    )))?;
+    remount_read_only(sys, &plan.root, target, *locked)
+}
+
+/// A bind mount is made read-only by a second, remounting call
+/// (mount(2): MS_RDONLY is ignored with MS_BIND). `locked` repeats the flags a
+/// user namespace does not let us clear.
+fn remount_read_only(sys: &impl Sys, root: &Path, target: &Path, locked: MsFlags) -> Result<()> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked;
+    let step = || format!("remounting `{}` read-only", target.display());
+    if target == root {
+        sys.mount(NONE, root, None, flags, None)
+            .map_err(Error::sys(step()))
+    } else {
+        sys.mount_in(root, target, Node::Dir, None, None, flags, None)
+            .map_err(Error::sys(step()))
+    }
+}
+
+fn mount_proc(sys: &impl Sys, root: &Path) -> Result<()> {
+    sys.mount_in(
+        root,
+        Path::new("/proc"),
+        Node::Dir,
+        Some(Path::new("proc")),
+        Some("proc"),
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )
+    .map_err(Error::sys("mounting `proc` on `/proc`"))?;
+    mask_paths(sys, root, "/proc")?;
+    for path in READ_ONLY {
+        let path = Path::new(path);
+        if sys.kind_in(root, path).is_none() {
+            continue;
+        }
+        sys.mount_in(
+            root,
+            path,
+            Node::File,
+            Some(&root.join(path.strip_prefix("/").unwrap_or(path))),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .map_err(Error::sys(format!(
+            "binding `{}` on itself",
+            path.display()
+        )))?;
+        remount_read_only(sys, root, path, NOSUID_NODEV_NOEXEC)?;
+    }
+    Ok(())
+}
+
+/// Masks the paths of [`MASKED`] under `prefix` that exist.
+fn mask_paths(sys: &impl Sys, root: &Path, prefix: &str) -> Result<()> {
+    for path in MASKED.iter().filter(|p| p.starts_with(prefix)) {
+        let path = Path::new(path);
+        let step = || format!("masking `{}`", path.display());
+        match sys.kind_in(root, path) {
+            None => continue,
+            Some(Node::Dir) => sys.mount_in(
+                root,
+                path,
+                Node::Dir,
+                Some(Path::new("tmpfs")),
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+                Some("size=0"),
+            ),
+            Some(Node::File) => sys.mount_in(
+                root,
+                path,
+                Node::File,
+                Some(Path::new("/dev/null")),
+                None,
+                MsFlags::MS_BIND,
+                None,
+            ),
+        }
+        .map_err(Error::sys(step()))?;
+    }
+    Ok(())
+}
+
+fn mount_dev(sys: &impl Sys, root: &Path, tty_gid: Option<u32>) -> Result<()> {
+    let dev = Path::new("/dev");
+    sys.mount_in(
+        root,
+        dev,
+        Node::Dir,
+        Some(Path::new("tmpfs")),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(Error::sys("mounting a tmpfs on `/dev`"))?;
+    for name in DEVICES {
+        let host = Path::new("/dev").join(name);
+        sys.mount_in(
+            root,
+            &host,
+            Node::File,
+            Some(&host),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )
+        .map_err(Error::sys(format!("binding `{}`", host.display())))?;
+    }
+    // A devpts instance of our own: the container's ptys are not the host's,
+    // and /dev/ptmx points into it (devpts(5), "newinstance").
+    let mut pts = String::from("newinstance,ptmxmode=0666,mode=0620");
+    if let Some(gid) = tty_gid {
+        pts.push_str(&format!(",gid={gid}"));
+    }
+    sys.mount_in(
+        root,
+        Path::new("/dev/pts"),
+        Node::Dir,
+        Some(Path::new("devpts")),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(&pts),
+    )
+    .map_err(Error::sys("mounting `devpts` on `/dev/pts`"))?;
+    sys.mount_in(
+        root,
+        Path::new("/dev/shm"),
+        Node::Dir,
+        Some(Path::new("shm")),
+        Some("tmpfs"),
+        NOSUID_NODEV_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(Error::sys("mounting a tmpfs on `/dev/shm`"))?;
+    sys.mount_in(
+        root,
+        Path::new("/dev/mqueue"),
+        Node::Dir,
+        Some(Path::new("mqueue")),
+        Some("mqueue"),
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )
+    .map_err(Error::sys("mounting `mqueue` on `/dev/mqueue`"))?;
+    for (target, link) in [
+        ("pts/ptmx", "/dev/ptmx"),
+        ("/proc/self/fd", "/dev/fd"),
+        ("/proc/self/fd/0", "/dev/stdin"),
+        ("/proc/self/fd/1", "/dev/stdout"),
+        ("/proc/self/fd/2", "/dev/stderr"),
+    ] {
+        sys.symlink_in(root, target, Path::new(link))
+            .map_err(Error::sys(format!("linking `{link}` to `{target}`")))?;
+    }
+    Ok(())
+}
+
+fn mount_sys(sys: &impl Sys, root: &Path, fresh: bool) -> Result<()> {
+    let target = Path::new("/sys");
+    let flags = MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC;
+    if fresh {
+        sys.mount_in(
+            root,
+            target,
+            Node::Dir,
+            Some(Path::new("sysfs")),
+            Some("sysfs"),
+            flags,
+            None,
+        )
+        .map_err(Error::sys("mounting `sysfs` on `/sys`"))?;
+    } else {
+        // The host's network namespace: sysfs cannot be mounted afresh
+        // rootless, so the host's is bound read-only (as rootless podman does).
+        sys.mount_in(
+            root,
+            target,
+            Node::Dir,
+            Some(Path::new("/sys")),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .map_err(Error::sys("binding the host's `/sys`"))?;
+        remount_read_only(sys, root, target, NOSUID_NODEV_NOEXEC)?;
+    }
+    mask_paths(sys, root, "/sys")
+}
+
+fn mount_etc_files(sys: &impl Sys, plan: &Plan) -> Result<()> {
+    for (host, target) in &plan.etc {
+        sys.mount_in(
+            &plan.root,
+            target,
+            Node::File,
+            Some(host),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )
+        .map_err(Error::sys(format!("binding `{}`", target.display())))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::{Call, Fake};
+
+    fn plan() -> Plan {
+        Plan {
+            root: "/c/rootfs".into(),
+            overlay: Overlay {
+                lower: vec!["/l/a".into(), "/l/b".into()],
+                upper: "/c/upper".into(),
+                work: "/c/work".into(),
+                userxattr: false,
+            },
+            volumes: vec![],
+            init: None,
+            etc: vec![("/c/etc/hostname".into(), "/etc/hostname".into())],
+            read_only: false,
+            fresh_sysfs: true,
+            tty_gid: Some(5),
+        }
+    }
+
+    fn mount(
+        src: Option<&str>,
+        dst: &str,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Call {
+        Call::Mount {
+            src: src.map(PathBuf::from),
+            dst: dst.into(),
+            fstype: fstype.map(String::from),
+            flags,
+            data: data.map(String::from),
+        }
+    }
+
+    #[test]
+    fn overlay_lists_top_layer_first() {
+        let p = plan();
+        assert_eq!(
+            overlay_options(&p.overlay),
+            "lowerdir=/l/b:/l/a,upperdir=/c/upper,workdir=/c/work"
+        );
+    }
+
+    #[test]
+    fn root_is_made_slave_before_anything_is_mounted() {
+        let fake = Fake::default();
+        prepare(&fake, &plan()).unwrap();
+        let calls = fake.calls();
+        assert_eq!(
+            calls[..3],
+            [
+                mount(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None),
+                mount(
+                    Some("overlay"),
+                    "/c/rootfs",
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some("lowerdir=/l/b:/l/a,upperdir=/c/upper,workdir=/c/work")
+                ),
+                mount(
+                    Some("/c/rootfs"),
+                    "/c/rootfs",
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None
+                ),
+            ]
+        );
+        let proc_at = calls
+            .iter()
+            .position(|c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "proc"))
+            .unwrap();
+        let kcore = mount(
+            Some("/dev/null"),
+            "/c/rootfs/proc/kcore",
+            None,
+            MsFlags::MS_BIND,
+            None,
+        );
+        assert!(calls[proc_at..].contains(&kcore));
+        let ro_sys = mount(
+            Some("sysfs"),
+            "/c/rootfs/sys",
+            Some("sysfs"),
+            MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+            None,
+        );
+        assert!(calls.contains(&ro_sys));
+        assert!(calls.contains(&mount(
+            Some("devpts"),
+            "/c/rootfs/dev/pts",
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620,gid=5")
+        )));
+        assert!(calls.contains(&Call::Symlink {
+            target: "pts/ptmx".into(),
+            link: "/c/rootfs/dev/ptmx".into()
+        }));
+        assert_eq!(
+            calls.last(),
+            Some(&mount(
+                Some("/c/etc/hostname"),
+                "/c/rootfs/etc/hostname",
+                None,
+                MsFlags::MS_BIND,
+                None
+            ))
+        );
+    }
+
+    #[test]
+    fn masks_directories_with_read_only_tmpfs() {
+        let fake = Fake {
+            dirs: vec!["/proc/acpi".into()],
+            ..Default::default()
+        };
+        mask_paths(&fake, Path::new("/r"), "/proc").unwrap();
+        assert!(fake.calls().contains(&mount(
+            Some("tmpfs"),
+            "/r/proc/acpi",
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+            Some("size=0")
+        )));
+    }
+
+    #[test]
+    fn read_only_volume_and_root_are_remounted() {
+        let fake = Fake::default();
+        let mut p = plan();
+        p.read_only = true;
+        p.volumes.push(Volume {
+            host: "/h".into(),
+            target: "/data".into(),
+            read_only: true,
+            node: Node::Dir,
+            locked: MsFlags::MS_NOSUID,
+        });
+        prepare(&fake, &p).unwrap();
+        let calls = fake.calls();
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        let bind = calls
+            .iter()
+            .position(|c| {
+                *c == mount(
+                    Some("/h"),
+                    "/c/rootfs/data",
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            calls[bind + 1],
+            mount(None, "/c/rootfs/data", None, ro | MsFlags::MS_NOSUID, None)
+        );
+        assert_eq!(
+            calls.last(),
+            Some(&mount(None, "/c/rootfs", None, ro, None))
+        );
+    }
+}

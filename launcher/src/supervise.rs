@@ -1,0 +1,269 @@
+//! Step 8, supervise: until the container's PID 1 exits, forward every
+//! catchable signal to it, copy the terminal through the pty with `-t` (raw
+//! mode, restored after; SIGWINCH resizes), and stop it with SIGKILL when a
+//! SIGTERM/SIGINT/SIGHUP/SIGQUIT has not ended it within the grace period.
+//! Returns the exit status: the workload's, or 128+N for signal N.
+
+use crate::spawn::Child;
+use crate::{Error, Options, Result};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::termios::{self, SetArg, Termios};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+/// Signals that ask the container to stop: after forwarding one, the
+/// launcher waits `--stop-timeout` seconds, then sends SIGKILL (docker stop).
+const STOPPING: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// Every signal a process may catch, less the ones the launcher keeps for
+/// itself (SIGCHLD, SIGPIPE) and the ones signal-hook refuses (fault
+/// signals, SIGKILL, SIGSTOP).
+pub fn forwarded_signals() -> Vec<i32> {
+    let own = [libc::SIGCHLD, libc::SIGPIPE];
+    (1..libc::SIGRTMAX())
+        .filter(|s| !signal_hook::consts::FORBIDDEN.contains(s) && !own.contains(s))
+        .filter(|s| !(32..libc::SIGRTMIN()).contains(s))
+        .chain([libc::SIGCHLD])
+        .collect()
+}
+
+/// Waits for the container to exit, forwarding signals and the terminal.
+pub fn until_exit(child: Child, opts: &Options) -> Result<i32> {
+    let (read, write) = UnixStream::pair().map_err(Error::io("creating", "the signal pipe"))?;
+    read.set_nonblocking(true)
+        .map_err(Error::io("configuring", "the signal pipe"))?;
+    let mut signals = SignalDelivery::with_pipe(read, write, SignalOnly, forwarded_signals())
+        .map_err(Error::io("registering signal handlers", "signal-hook"))?;
+    let stdin = std::io::stdin();
+    let tty_in = opts.tty && termios::tcgetattr(stdin.as_fd()).is_ok();
+    let _raw = match tty_in {
+        true => RawMode::enter(stdin.as_fd()),
+        false => None,
+    };
+    if let Some(master) = &child.pty {
+        resize(master.as_raw_fd());
+        set_nonblocking(master.as_raw_fd());
+    }
+    let grace = Duration::from_secs(opts.stop_timeout);
+    let mut deadline: Option<Instant> = None;
+    let mut status = reap(&child)?;
+    let mut stdin_open = opts.tty && opts.interactive;
+    let mut pty_open = child.pty.is_some();
+    while status.is_none() || pty_open {
+        if status.is_some() {
+            // Exited: copy what the pty still holds, then stop.
+            if let Some(m) = &child.pty {
+                drain(m.as_raw_fd());
+            }
+            break;
+        }
+        let sig_fd = signals.get_read().as_raw_fd();
+        let master = child
+            .pty
+            .as_ref()
+            .map(|m| m.as_raw_fd())
+            .filter(|_| pty_open);
+        let mut fds = vec![pollfd(sig_fd)];
+        if stdin_open {
+            fds.push(pollfd(0));
+        }
+        if let Some(m) = master {
+            fds.push(pollfd(m));
+        }
+        let timeout = match deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
+            None => -1,
+        };
+        // SAFETY: fds is a valid array of pollfd.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 && Errno::last() != Errno::EINTR {
+            return Err(Error::sys("waiting for the container")(Errno::last()));
+        }
+        for sig in signals.pending() {
+            match sig {
+                libc::SIGCHLD => {}
+                libc::SIGWINCH if child.pty.is_some() => {
+                    if let Some(m) = &child.pty {
+                        resize(m.as_raw_fd());
+                    }
+                }
+                s => {
+                    if let Ok(s) = Signal::try_from(s) {
+                        let _ = kill(child.pid, s);
+                    } else {
+                        // SAFETY: kill with a real-time signal number.
+                        unsafe { libc::kill(child.pid.as_raw(), s) };
+                    }
+                    if STOPPING.contains(&s) && deadline.is_none() {
+                        deadline = Some(Instant::now() + grace);
+                    }
+                }
+            }
+        }
+        for fd in fds.iter().skip(1) {
+            if fd.revents == 0 {
+                continue;
+            }
+            if fd.fd == 0 {
+                if let Some(m) = master
+                    && !copy(0, m)
+                {
+                    stdin_open = false;
+                }
+            } else if !copy(fd.fd, 1) {
+                pty_open = false;
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = kill(child.pid, Signal::SIGKILL);
+            deadline = None;
+        }
+        if status.is_none() {
+            status = reap(&child)?;
+        }
+    }
+    drop(signals);
+    Ok(status.unwrap_or(crate::EXIT_LAUNCHER_FAILED))
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// The exit status if the child has exited.
+fn reap(child: &Child) -> Result<Option<i32>> {
+    loop {
+        match waitpid(child.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Some(128 + sig as i32)),
+            Ok(_) => return Ok(None),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("waiting for the container")(e)),
+        }
+    }
+}
+
+/// Copies what is readable from `from` to `to`; false at EOF or error
+/// (EIO on a pty master: every slave is closed).
+fn copy(from: RawFd, to: RawFd) -> bool {
+    let mut buf = [0u8; 16 << 10];
+    // SAFETY: reading into a valid buffer.
+    let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Errno::last() == Errno::EAGAIN || Errno::last() == Errno::EINTR;
+    }
+    if n == 0 {
+        return false;
+    }
+    write_all(to, &buf[..n as usize]);
+    true
+}
+
+fn drain(fd: RawFd) {
+    while copy(fd, 1) {
+        let mut p = [pollfd(fd)];
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(p.as_mut_ptr(), 1, 0) } <= 0 {
+            break;
+        }
+    }
+}
+
+fn write_all(fd: RawFd, mut data: &[u8]) {
+    while !data.is_empty() {
+        // SAFETY: writing from a valid buffer.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 && Errno::last() == Errno::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            return;
+        }
+        data = &data[n as usize..];
+    }
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
+/// Gives the pty the size of the launcher's terminal.
+fn resize(master: RawFd) {
+    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write a winsize we own.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        for fd in [0, 1, 2] {
+            if libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) == 0 {
+                libc::ioctl(master, libc::TIOCSWINSZ, &ws);
+                return;
+            }
+        }
+    }
+}
+
+/// The launcher's terminal in raw mode, restored on drop (also when
+/// supervision ends with an error or a forwarded SIGTERM).
+struct RawMode {
+    fd: RawFd,
+    saved: Termios,
+}
+
+impl RawMode {
+    fn enter(fd: BorrowedFd<'_>) -> Option<Self> {
+        let saved = termios::tcgetattr(fd).ok()?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(fd, SetArg::TCSANOW, &raw).ok()?;
+        Some(Self {
+            fd: fd.as_raw_fd(),
+            saved,
+        })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: the fd is stdin, open for the whole run.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let _ = termios::tcsetattr(fd, SetArg::TCSADRAIN, &self.saved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwards_catchable_signals_but_keeps_its_own() {
+        let sigs = forwarded_signals();
+        for s in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGWINCH,
+            libc::SIGRTMIN(),
+        ] {
+            assert!(sigs.contains(&s), "{s}");
+        }
+        for s in [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGPIPE] {
+            assert!(!sigs.contains(&s), "{s}");
+        }
+    }
+}

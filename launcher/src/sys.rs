@@ -1,0 +1,586 @@
+//! The seam between the container's setup steps and the kernel: every
+//! syscall the child makes between `clone` and `execve` goes through [`Sys`],
+//! so the steps can be tested without root against [`fake::Fake`], which
+//! records one ordered list of calls.
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use std::convert::Infallible;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path};
+
+/// What to create at a mount target that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File,
+}
+
+/// A Linux capability number (`CAP_CHOWN` = 0 …).
+pub type Cap = u32;
+
+pub trait Sys {
+    /// mount(2) with host paths (the launcher's own state directory).
+    fn mount(
+        &self,
+        src: Option<&Path>,
+        dst: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno>;
+    /// mount(2) onto `target` inside `root`, resolved without leaving `root`
+    /// (symlinks are followed as if `root` were `/`), created as `node` when
+    /// missing. `src` is a host path.
+    #[allow(clippy::too_many_arguments)]
+    fn mount_in(
+        &self,
+        root: &Path,
+        target: &Path,
+        node: Node,
+        src: Option<&Path>,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno>;
+    /// What `path` inside `root` is, if it exists (resolved inside root).
+    fn kind_in(&self, root: &Path, path: &Path) -> Option<Node>;
+    /// symlink(2) at `link` inside `root` (its parent resolved inside root).
+    fn symlink_in(&self, root: &Path, target: &str, link: &Path) -> Result<(), Errno>;
+    fn umount2(&self, path: &Path, flags: MntFlags) -> Result<(), Errno>;
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), Errno>;
+    fn chdir(&self, path: &Path) -> Result<(), Errno>;
+    fn getcwd(&self) -> Result<std::path::PathBuf, Errno>;
+    fn sethostname(&self, name: &str) -> Result<(), Errno>;
+    /// Sets the `lo` interface up (SIOCSIFFLAGS), without `ip`.
+    fn loopback_up(&self) -> Result<(), Errno>;
+    fn setsid(&self) -> Result<(), Errno>;
+    /// Makes `fd` the controlling terminal and stdin/stdout/stderr.
+    fn set_ctty(&self, fd: RawFd) -> Result<(), Errno>;
+    /// Drops every capability but `keep` from the bounding set.
+    fn drop_bounding(&self, keep: &[Cap]) -> Result<(), Errno>;
+    /// capset(2): effective, permitted, inheritable.
+    fn set_caps(
+        &self,
+        effective: &[Cap],
+        permitted: &[Cap],
+        inheritable: &[Cap],
+    ) -> Result<(), Errno>;
+    fn clear_ambient(&self) -> Result<(), Errno>;
+    fn set_ids(&self, uid: u32, gid: u32, groups: &[u32]) -> Result<(), Errno>;
+    fn set_no_new_privs(&self) -> Result<(), Errno>;
+    /// PR_SET_PDEATHSIG, so the container dies with a SIGKILLed launcher.
+    fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno>;
+    /// Marks every fd from `first` up close-on-exec (close_range(2)).
+    fn cloexec_from(&self, first: RawFd) -> Result<(), Errno>;
+    fn apply_seccomp(&self, program: &[seccompiler::sock_filter]) -> Result<(), Errno>;
+    fn execve(&self, path: &CStr, argv: &[CString], env: &[CString]) -> Result<Infallible, Errno>;
+}
+
+/// The real kernel.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Linux;
+
+fn cpath(p: &Path) -> Result<CString, Errno> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// openat2(2) with RESOLVE_IN_ROOT: `rel` is resolved as if `dirfd` were `/`,
+/// so neither `..` nor an absolute symlink can leave it.
+fn open_in_root(dirfd: RawFd, rel: &Path, flags: i32) -> Result<OwnedFd, Errno> {
+    let rel = cpath(rel)?;
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: rel is a valid C string and how a valid open_how of the given size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd,
+            rel.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just gave us this fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
+    let c = cpath(path)?;
+    // SAFETY: c is a valid C string.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just gave us this fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The path relative to the root, without leading `/`.
+fn relative(target: &Path) -> &Path {
+    target.strip_prefix("/").unwrap_or(target)
+}
+
+/// Opens `target` inside `root`, creating missing components: directories
+/// for the parents, `node` for the last one. Each step is resolved inside
+/// the root, so a symlink planted in the image cannot redirect a mount.
+fn ensure_in_root(root: &OwnedFd, target: &Path, node: Node) -> Result<OwnedFd, Errno> {
+    let rel = relative(target);
+    match open_in_root(root.as_raw_fd(), rel, libc::O_PATH) {
+        Err(Errno::ENOENT) => {}
+        other => return other,
+    }
+    let mut sofar = std::path::PathBuf::new();
+    let parts: Vec<_> = rel.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        let Component::Normal(name) = part else {
+            return Err(Errno::EINVAL);
+        };
+        let last = i + 1 == parts.len();
+        let parent = open_in_root(root.as_raw_fd(), &sofar, libc::O_PATH | libc::O_DIRECTORY)?;
+        sofar.push(name);
+        let cname = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+        // SAFETY: parent is an open directory fd and cname a valid C string.
+        let rc = unsafe {
+            if last && node == Node::File {
+                let fd = libc::openat(
+                    parent.as_raw_fd(),
+                    cname.as_ptr(),
+                    libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_WRONLY
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
+                    0o644,
+                );
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd
+            } else {
+                libc::mkdirat(parent.as_raw_fd(), cname.as_ptr(), 0o755)
+            }
+        };
+        if rc < 0 && Errno::last() != Errno::EEXIST {
+            return Err(Errno::last());
+        }
+    }
+    open_in_root(root.as_raw_fd(), rel, libc::O_PATH)
+}
+
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn check(rc: libc::c_int) -> Result<(), Errno> {
+    if rc < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn cap_bits(caps: &[Cap]) -> [u32; 2] {
+    let mut bits = [0u32; 2];
+    for &c in caps {
+        bits[(c / 32) as usize] |= 1 << (c % 32);
+    }
+    bits
+}
+
+/// The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap).
+fn last_cap() -> Cap {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+impl Sys for Linux {
+    fn mount(
+        &self,
+        src: Option<&Path>,
+        dst: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno> {
+        nix::mount::mount(src, dst, fstype, flags, data)
+    }
+
+    fn mount_in(
+        &self,
+        root: &Path,
+        target: &Path,
+        node: Node,
+        src: Option<&Path>,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno> {
+        let rootfd = open_dir(root)?;
+        let fd = ensure_in_root(&rootfd, target, node)?;
+        nix::mount::mount(src, fd_path(&fd).as_str(), fstype, flags, data)
+    }
+
+    fn kind_in(&self, root: &Path, path: &Path) -> Option<Node> {
+        let rootfd = open_dir(root).ok()?;
+        let fd = open_in_root(rootfd.as_raw_fd(), relative(path), libc::O_PATH).ok()?;
+        let file = std::fs::File::from(fd);
+        let meta = file.metadata().ok()?;
+        Some(if meta.is_dir() { Node::Dir } else { Node::File })
+    }
+
+    fn symlink_in(&self, root: &Path, target: &str, link: &Path) -> Result<(), Errno> {
+        let rootfd = open_dir(root)?;
+        let rel = relative(link);
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel.file_name().ok_or(Errno::EINVAL)?;
+        let dir = open_in_root(rootfd.as_raw_fd(), parent, libc::O_PATH | libc::O_DIRECTORY)?;
+        let t = CString::new(target).map_err(|_| Errno::EINVAL)?;
+        let n = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+        // SAFETY: valid C strings and an open directory fd.
+        match check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), n.as_ptr()) }) {
+            Err(Errno::EEXIST) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn umount2(&self, path: &Path, flags: MntFlags) -> Result<(), Errno> {
+        nix::mount::umount2(path, flags)
+    }
+
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), Errno> {
+        nix::unistd::pivot_root(new_root, put_old)
+    }
+
+    fn chdir(&self, path: &Path) -> Result<(), Errno> {
+        nix::unistd::chdir(path)
+    }
+
+    fn getcwd(&self) -> Result<std::path::PathBuf, Errno> {
+        nix::unistd::getcwd()
+    }
+
+    fn sethostname(&self, name: &str) -> Result<(), Errno> {
+        nix::unistd::sethostname(name)
+    }
+
+    fn loopback_up(&self) -> Result<(), Errno> {
+        // SAFETY: a plain datagram socket, closed by OwnedFd.
+        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if sock < 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: the kernel just gave us this fd.
+        let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+        // SAFETY: ifreq is plain data; the name "lo" fits in IFNAMSIZ.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
+        unsafe {
+            check(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req))?;
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            check(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req))
+        }
+    }
+
+    fn setsid(&self) -> Result<(), Errno> {
+        nix::unistd::setsid().map(drop)
+    }
+
+    fn set_ctty(&self, fd: RawFd) -> Result<(), Errno> {
+        // SAFETY: plain syscalls on an fd we own.
+        unsafe {
+            check(libc::ioctl(fd, libc::TIOCSCTTY, 0))?;
+            for target in 0..3 {
+                check(libc::dup2(fd, target))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_bounding(&self, keep: &[Cap]) -> Result<(), Errno> {
+        for cap in 0..=last_cap() {
+            if !keep.contains(&cap) {
+                // SAFETY: prctl with integer arguments.
+                check(unsafe {
+                    libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_caps(
+        &self,
+        effective: &[Cap],
+        permitted: &[Cap],
+        inheritable: &[Cap],
+    ) -> Result<(), Errno> {
+        let (e, p, i) = (
+            cap_bits(effective),
+            cap_bits(permitted),
+            cap_bits(inheritable),
+        );
+        let mut header = CapHeader {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+            pid: 0,
+        };
+        let data = [0, 1].map(|w| CapData {
+            effective: e[w],
+            permitted: p[w],
+            inheritable: i[w],
+        });
+        // SAFETY: header and a two-element data array, as capset(2) v3 wants.
+        check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) as libc::c_int })
+    }
+
+    fn clear_ambient(&self) -> Result<(), Errno> {
+        // SAFETY: prctl with integer arguments.
+        check(unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        })
+    }
+
+    fn set_ids(&self, uid: u32, gid: u32, groups: &[u32]) -> Result<(), Errno> {
+        // SAFETY: plain syscalls; groups outlives the call. The raw syscalls
+        // act on this thread only, which is the whole process here (the child
+        // of clone has one thread).
+        unsafe {
+            check(
+                libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) as libc::c_int,
+            )?;
+            check(libc::syscall(libc::SYS_setresgid, gid, gid, gid) as libc::c_int)?;
+            check(libc::syscall(libc::SYS_setresuid, uid, uid, uid) as libc::c_int)
+        }
+    }
+
+    fn set_no_new_privs(&self) -> Result<(), Errno> {
+        // SAFETY: prctl with integer arguments.
+        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+    }
+
+    fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno> {
+        // SAFETY: prctl with integer arguments.
+        check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })
+    }
+
+    fn cloexec_from(&self, first: RawFd) -> Result<(), Errno> {
+        // SAFETY: close_range only changes fd flags.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first as u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) as libc::c_int
+        })
+    }
+
+    fn apply_seccomp(&self, program: &[seccompiler::sock_filter]) -> Result<(), Errno> {
+        seccompiler::apply_filter(program).map_err(|e| match e {
+            seccompiler::Error::Seccomp(io) => Errno::from_raw(io.raw_os_error().unwrap_or(0)),
+            _ => Errno::EINVAL,
+        })
+    }
+
+    fn execve(&self, path: &CStr, argv: &[CString], env: &[CString]) -> Result<Infallible, Errno> {
+        nix::unistd::execve(path, argv, env)
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! A [`Sys`] that records every call, in order, and fails nothing.
+    use super::*;
+    use std::cell::RefCell;
+    use std::path::PathBuf;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Call {
+        Mount {
+            src: Option<PathBuf>,
+            dst: PathBuf,
+            fstype: Option<String>,
+            flags: MsFlags,
+            data: Option<String>,
+        },
+        Symlink {
+            target: String,
+            link: PathBuf,
+        },
+        Umount2(PathBuf, MntFlags),
+        PivotRoot(PathBuf, PathBuf),
+        Chdir(PathBuf),
+        Sethostname(String),
+        LoopbackUp,
+        Setsid,
+        SetCtty(RawFd),
+        DropBounding(Vec<Cap>),
+        SetCaps(Vec<Cap>, Vec<Cap>, Vec<Cap>),
+        ClearAmbient,
+        SetIds(u32, u32, Vec<u32>),
+        NoNewPrivs,
+        ParentDeathSignal(i32),
+        CloexecFrom(RawFd),
+        Seccomp,
+        Execve(String, Vec<String>),
+    }
+
+    #[derive(Default)]
+    pub struct Fake {
+        pub calls: RefCell<Vec<Call>>,
+        pub cwd: RefCell<PathBuf>,
+        /// Paths that [`Sys::kind_in`] reports as directories; every other
+        /// path is a file.
+        pub dirs: Vec<PathBuf>,
+    }
+
+    impl Fake {
+        pub fn calls(&self) -> Vec<Call> {
+            self.calls.borrow().clone()
+        }
+        fn push(&self, call: Call) -> Result<(), Errno> {
+            self.calls.borrow_mut().push(call);
+            Ok(())
+        }
+    }
+
+    fn own(p: Option<&Path>) -> Option<PathBuf> {
+        p.map(Path::to_path_buf)
+    }
+
+    impl Sys for Fake {
+        fn mount(
+            &self,
+            src: Option<&Path>,
+            dst: &Path,
+            fstype: Option<&str>,
+            flags: MsFlags,
+            data: Option<&str>,
+        ) -> Result<(), Errno> {
+            self.push(Call::Mount {
+                src: own(src),
+                dst: dst.to_path_buf(),
+                fstype: fstype.map(String::from),
+                flags,
+                data: data.map(String::from),
+            })
+        }
+        fn mount_in(
+            &self,
+            root: &Path,
+            target: &Path,
+            _node: Node,
+            src: Option<&Path>,
+            fstype: Option<&str>,
+            flags: MsFlags,
+            data: Option<&str>,
+        ) -> Result<(), Errno> {
+            self.mount(src, &root.join(relative(target)), fstype, flags, data)
+        }
+        fn kind_in(&self, _root: &Path, path: &Path) -> Option<Node> {
+            Some(if self.dirs.iter().any(|d| d == path) {
+                Node::Dir
+            } else {
+                Node::File
+            })
+        }
+        fn symlink_in(&self, root: &Path, target: &str, link: &Path) -> Result<(), Errno> {
+            self.push(Call::Symlink {
+                target: target.into(),
+                link: root.join(relative(link)),
+            })
+        }
+        fn umount2(&self, path: &Path, flags: MntFlags) -> Result<(), Errno> {
+            self.push(Call::Umount2(path.into(), flags))
+        }
+        fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), Errno> {
+            self.push(Call::PivotRoot(new_root.into(), put_old.into()))
+        }
+        fn chdir(&self, path: &Path) -> Result<(), Errno> {
+            *self.cwd.borrow_mut() = path.into();
+            self.push(Call::Chdir(path.into()))
+        }
+        fn getcwd(&self) -> Result<PathBuf, Errno> {
+            Ok(self.cwd.borrow().clone())
+        }
+        fn sethostname(&self, name: &str) -> Result<(), Errno> {
+            self.push(Call::Sethostname(name.into()))
+        }
+        fn loopback_up(&self) -> Result<(), Errno> {
+            self.push(Call::LoopbackUp)
+        }
+        fn setsid(&self) -> Result<(), Errno> {
+            self.push(Call::Setsid)
+        }
+        fn set_ctty(&self, fd: RawFd) -> Result<(), Errno> {
+            self.push(Call::SetCtty(fd))
+        }
+        fn drop_bounding(&self, keep: &[Cap]) -> Result<(), Errno> {
+            self.push(Call::DropBounding(keep.to_vec()))
+        }
+        fn set_caps(&self, e: &[Cap], p: &[Cap], i: &[Cap]) -> Result<(), Errno> {
+            self.push(Call::SetCaps(e.to_vec(), p.to_vec(), i.to_vec()))
+        }
+        fn clear_ambient(&self) -> Result<(), Errno> {
+            self.push(Call::ClearAmbient)
+        }
+        fn set_ids(&self, uid: u32, gid: u32, groups: &[u32]) -> Result<(), Errno> {
+            self.push(Call::SetIds(uid, gid, groups.to_vec()))
+        }
+        fn set_no_new_privs(&self) -> Result<(), Errno> {
+            self.push(Call::NoNewPrivs)
+        }
+        fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno> {
+            self.push(Call::ParentDeathSignal(sig))
+        }
+        fn cloexec_from(&self, first: RawFd) -> Result<(), Errno> {
+            self.push(Call::CloexecFrom(first))
+        }
+        fn apply_seccomp(&self, _: &[seccompiler::sock_filter]) -> Result<(), Errno> {
+            self.push(Call::Seccomp)
+        }
+        fn execve(
+            &self,
+            path: &CStr,
+            argv: &[CString],
+            _env: &[CString],
+        ) -> Result<Infallible, Errno> {
+            self.push(Call::Execve(
+                path.to_string_lossy().into(),
+                argv.iter().map(|a| a.to_string_lossy().into()).collect(),
+            ))?;
+            Err(Errno::ENOSYS)
+        }
+    }
+}
