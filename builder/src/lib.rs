@@ -3,6 +3,7 @@
 //! (or `host`, for an image of this machine's programs), `layout`, `oci`,
 //! `pack`; `inspect` reads a built archive back.
 
+pub mod archive;
 pub mod def;
 mod error;
 pub mod fetch;
