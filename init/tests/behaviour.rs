@@ -188,8 +188,8 @@ fn forwardable() -> Vec<i32> {
     sigs
 }
 
-/// A shell that traps `sigs`, printing `got N` for each, until SIGUSR2 … no:
-/// until it sees a file appear (so every signal can be tested).
+/// A shell that traps `sigs`, printing `got N` for each, until the file
+/// `$STOP_FILE` appears (a file, so that every signal can be tested).
 fn trapping_script(sigs: &[i32]) -> String {
     let traps: String = sigs
         .iter()

@@ -154,7 +154,7 @@ fn dumb_init_honours_setsid_and_rewrites() {
     assert_eq!(out.stdout, "");
     // SIGTERM rewritten to SIGUSR1, SIGHUP dropped.
     let script = "trap 'echo usr1' USR1; trap 'echo hup' HUP; echo ready; \
-                  while [ ! -e \"$STOP_FILE\" ]; do sleep 0.02; done";
+                  while [ ! -e \"$STOP_FILE\" ]; do sleep 0.02; done; exit 0";
     let stop = scratch.path().join("stop");
     let mut running = Running::start(
         command(&ours)
