@@ -90,6 +90,11 @@ fn cpath(p: &Path) -> Result<CString, Errno> {
 /// openat2(2) with RESOLVE_IN_ROOT: `rel` is resolved as if `dirfd` were `/`,
 /// so neither `..` nor an absolute symlink can leave it.
 fn open_in_root(dirfd: RawFd, rel: &Path, flags: i32) -> Result<OwnedFd, Errno> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
     let rel = cpath(rel)?;
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;

@@ -1,0 +1,296 @@
+//! Shared by the end-to-end tests: where the launcher, probe, init and
+//! images are, a small OCI image writer (so tests can make multi-layer
+//! images with whiteouts), and running the launcher with a private cache.
+
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The launcher binary (`cargo build -p launcher`, done by `cargo xtask test`).
+pub fn launcher() -> Option<PathBuf> {
+    testkit::require_artifact("debug/launcher", "cargo build -p launcher")
+}
+
+/// The static probe.
+pub fn probe() -> Option<PathBuf> {
+    testkit::require_artifact("static/probe", "cargo xtask build-probe")
+}
+
+/// The static init.
+pub fn init() -> Option<PathBuf> {
+    testkit::require_artifact("static/cradle-init", "cargo xtask build-init")
+}
+
+/// Everything a container test needs: root, the launcher, the probe, and an
+/// image (the default one, or one made here from busybox-static + the init).
+pub struct Kit {
+    pub launcher: PathBuf,
+    pub probe: PathBuf,
+    pub image: PathBuf,
+    pub root: tempfile::TempDir,
+}
+
+impl Kit {
+    /// None (after saying why) when something is missing.
+    pub fn new() -> Option<Kit> {
+        if !testkit::require(testkit::is_root(), "needs root to create namespaces") {
+            return None;
+        }
+        let launcher = launcher()?;
+        let probe = probe()?;
+        let image = default_image()?;
+        let root = tempfile::Builder::new()
+            .prefix("cradle-e2e-")
+            .tempdir()
+            .ok()?;
+        Some(Kit {
+            launcher,
+            probe,
+            image,
+            root,
+        })
+    }
+
+    /// `launcher run` with a private cache, the probe at /probe, and `args`.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.launcher);
+        cmd.env("CRADLE_ROOT", self.root.path())
+            .env_remove("RUST_BACKTRACE")
+            .arg("run")
+            .arg("-v")
+            .arg(format!("{}:/probe:ro", self.probe.display()))
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `launcher run [args] IMAGE /probe probe_args`.
+    pub fn probe_run(&self, args: &[&str], probe_args: &[&str]) -> Output {
+        let mut cmd = self.cmd(args);
+        cmd.arg(&self.image).arg("/probe").args(probe_args);
+        cmd.output().expect("running the launcher")
+    }
+}
+
+/// `key=value` lines of a probe report.
+pub fn report(out: &Output) -> Vec<(String, String)> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub fn value(report: &[(String, String)], key: &str) -> String {
+    report
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+pub fn values(report: &[(String, String)], key: &str) -> Vec<String> {
+    report
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// The default image (`cargo xtask build-image`), else one made here once
+/// per test binary from busybox-static and the static init.
+pub fn default_image() -> Option<PathBuf> {
+    static IMAGE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut made = IMAGE.lock().unwrap_or_else(|e| e.into_inner());
+    if made.is_none() {
+        *made = make_default_image();
+    }
+    made.clone()
+}
+
+fn make_default_image() -> Option<PathBuf> {
+    let built = testkit::target_dir().join("images/default.tar");
+    if built.exists() {
+        return Some(built);
+    }
+    let busybox = testkit::require_tool("busybox")?;
+    let init = init()?;
+    let out = testkit::target_dir().join(format!("e2e-images/busybox-{}.tar", std::process::id()));
+    if !out.exists() {
+        let base = busybox_layer(&busybox);
+        let mut top = Layer::default();
+        top.file("sbin/cradle-init", &std::fs::read(init).ok()?, 0o755);
+        write_image(
+            &out,
+            &[base, top],
+            &["/sbin/cradle-init", "--"],
+            &["/bin/sh"],
+        );
+    }
+    Some(out)
+}
+
+/// A layer: entries in order.
+#[derive(Default)]
+pub struct Layer {
+    builder: Option<tar::Builder<Vec<u8>>>,
+}
+
+impl Layer {
+    fn b(&mut self) -> &mut tar::Builder<Vec<u8>> {
+        self.builder
+            .get_or_insert_with(|| tar::Builder::new(Vec::new()))
+    }
+    fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h
+    }
+    pub fn dir(&mut self, path: &str) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Directory, 0, 0o755);
+        self.b()
+            .append_data(&mut h, path, std::io::empty())
+            .unwrap();
+        self
+    }
+    pub fn file(&mut self, path: &str, data: &[u8], mode: u32) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Regular, data.len() as u64, mode);
+        self.b().append_data(&mut h, path, data).unwrap();
+        self
+    }
+    pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Symlink, 0, 0o777);
+        self.b().append_link(&mut h, path, target).unwrap();
+        self
+    }
+    pub fn bytes(mut self) -> Vec<u8> {
+        self.b();
+        self.builder.take().unwrap().into_inner().unwrap()
+    }
+}
+
+/// busybox at /bin/busybox with its applets linked in /bin, a passwd and
+/// group file, and the usual empty directories.
+pub fn busybox_layer(busybox: &Path) -> Layer {
+    let mut l = Layer::default();
+    for d in [
+        "bin", "dev", "etc", "home", "proc", "root", "sbin", "sys", "tmp", "usr", "usr/bin", "var",
+    ] {
+        l.dir(d);
+    }
+    l.file("bin/busybox", &std::fs::read(busybox).unwrap(), 0o755);
+    let list = Command::new(busybox).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            l.symlink(&format!("bin/{applet}"), "busybox");
+        }
+    }
+    l.file(
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\nbob:x:1000:1000:bob:/home/bob:/bin/sh\n",
+        0o644,
+    );
+    l.file(
+        "etc/group",
+        b"root:x:0:\ntty:x:5:\nnogroup:x:65534:\nbob:x:1000:\nwheel:x:10:bob\n",
+        0o644,
+    );
+    l
+}
+
+fn sha(data: &[u8]) -> String {
+    let hex: String = Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// Writes an OCI image layout archive with uncompressed `layers` (bottom
+/// first) to `out`, atomically.
+pub fn write_image(out: &Path, layers: &[Layer], entrypoint: &[&str], cmd: &[&str]) {
+    let layers: Vec<Vec<u8>> = layers
+        .iter()
+        .map(|l| {
+            let mut bytes = l
+                .builder
+                .as_ref()
+                .map(|b| b.get_ref().clone())
+                .unwrap_or_default();
+            // End of archive: two zero blocks.
+            bytes.extend_from_slice(&[0u8; 1024]);
+            bytes
+        })
+        .collect();
+    let mut blobs: Vec<(String, Vec<u8>)> = vec![];
+    let mut descs = vec![];
+    let mut diff_ids = vec![];
+    for l in &layers {
+        let d = sha(l);
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.len()}));
+        diff_ids.push(d.clone());
+        blobs.push((d, l.clone()));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": entrypoint, "Cmd": cmd, "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let cd = sha(&config);
+    blobs.push((cd.clone(), config.clone()));
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": descs,
+    }))
+    .unwrap();
+    let md = sha(&manifest);
+    blobs.push((md.clone(), manifest.clone()));
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "test"}}],
+    }))
+    .unwrap();
+    let mut t = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = Layer::header(tar::EntryType::Regular, data.len() as u64, 0o644);
+        t.append_data(&mut h, name, data).unwrap();
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    for (d, data) in &blobs {
+        add(
+            &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
+            data,
+        );
+    }
+    add("index.json", &index);
+    let bytes = t.into_inner().unwrap();
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, out).unwrap();
+}
+
+/// Mount points, overlay mounts and state entries, to compare before and
+/// after runs.
+pub fn host_state(root: &Path) -> (usize, usize, usize) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let overlays = mounts.lines().filter(|l| l.contains(" - overlay ")).count();
+    let containers = std::fs::read_dir(root.join("containers"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+        + std::fs::read_dir(root.join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+    (mounts.lines().count(), overlays, containers)
+}
