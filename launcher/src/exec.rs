@@ -58,7 +58,6 @@ pub fn into_workload(sys: &impl Sys, p: &Process, parent_alive: RawFd) -> Result
     start_session(sys, p.tty)?;
     let user = resolve_user(Path::new("/etc"), p.user.as_deref())?;
     let cwd = p.cwd.clone().unwrap_or_else(|| "/".into());
-    make_workdir(&cwd, &user);
     set_capabilities(sys, &user)?;
     enter_workdir(sys, &cwd)?;
     sys.cloexec_from(3)
@@ -102,14 +101,6 @@ fn set_capabilities(sys: &impl Sys, user: &User) -> Result<()> {
         )))?;
     sys.clear_ambient()
         .map_err(Error::sys("clearing ambient capabilities"))
-}
-
-/// docker creates a missing working directory, owned by the user.
-fn make_workdir(cwd: &str, user: &User) {
-    let path = Path::new(cwd);
-    if !path.exists() && std::fs::create_dir_all(path).is_ok() {
-        let _ = std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid));
-    }
 }
 
 fn enter_workdir(sys: &impl Sys, cwd: &str) -> Result<()> {

@@ -127,6 +127,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// The status to exit with for this error: docker's 127 (command not
+    /// found) and 126 (not executable) when the exec itself failed, else 125.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Child { step, source } if step.starts_with("executing ") => match source {
+                Errno::ENOENT => 127,
+                Errno::EACCES | Errno::ENOEXEC => 126,
+                _ => EXIT_LAUNCHER_FAILED,
+            },
+            _ => EXIT_LAUNCHER_FAILED,
+        }
+    }
+
     /// A closure making an [`Error::Sys`] for `step`, for `map_err`.
     pub fn sys(step: impl Into<String>) -> impl FnOnce(Errno) -> Error {
         let step = step.into();

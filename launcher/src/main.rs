@@ -117,8 +117,9 @@ fn main() {
     let code = match launcher::run(&opts, &Linux) {
         Ok(code) => code,
         Err(err) => {
+            let code = err.exit_code();
             eprintln!("launcher: {:#}", anyhow::Error::from(err));
-            launcher::EXIT_LAUNCHER_FAILED
+            code
         }
     };
     std::process::exit(code);

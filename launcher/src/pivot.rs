@@ -62,6 +62,7 @@ mod tests {
             read_only: false,
             fresh_sysfs: true,
             tty_gid: None,
+            workdir: None,
         };
         rootfs::prepare(&fake, &plan).unwrap();
         into(&fake, &plan.root).unwrap();

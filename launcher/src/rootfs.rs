@@ -82,6 +82,8 @@ pub struct Plan {
     pub fresh_sysfs: bool,
     /// The devpts `gid=` (tty group 5), when that gid is mapped.
     pub tty_gid: Option<u32>,
+    /// The working directory, made when missing (before a read-only root).
+    pub workdir: Option<PathBuf>,
 }
 
 const NONE: Option<&Path> = None;
@@ -94,6 +96,7 @@ pub fn prepare(sys: &impl Sys, plan: &Plan) -> Result<()> {
     make_root_slave(sys)?;
     mount_overlay(sys, plan)?;
     bind_on_itself(sys, &plan.root)?;
+    make_workdir(sys, plan)?;
     mount_volumes(sys, plan)?;
     mount_init(sys, plan)?;
     mount_proc(sys, &plan.root)?;
@@ -167,6 +170,18 @@ fn bind_on_itself(sys: &impl Sys, root: &Path) -> Result<()> {
         "binding `{}` on itself",
         root.display()
     )))
+}
+
+/// docker makes a missing working directory; it must exist before the
+/// root may become read-only.
+fn make_workdir(sys: &impl Sys, plan: &Plan) -> Result<()> {
+    match &plan.workdir {
+        Some(dir) => sys.mkdir_in(&plan.root, dir).map_err(Error::sys(format!(
+            "making the working directory `{}`",
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn mount_volumes(sys: &impl Sys, plan: &Plan) -> Result<()> {
@@ -440,6 +455,7 @@ mod tests {
             read_only: false,
             fresh_sysfs: true,
             tty_gid: Some(5),
+            workdir: None,
         }
     }
 

@@ -82,6 +82,7 @@ pub fn plan(
         std::fs::create_dir_all(&empty).map_err(Error::io("creating", &empty))?;
         lower.push(empty);
     }
+    let cwd = opts.workdir.clone().or_else(|| image.workdir.clone());
     let seccomp = crate::seccomp::default_profile().map_err(Error::Seccomp)?;
     Ok(Plan {
         hostname,
@@ -101,12 +102,13 @@ pub fn plan(
             fresh_sysfs: new_net,
             // A single-id map has no gid 5 to give devpts.
             tty_gid: (!matches!(mapping, IdMapping::Single { .. })).then_some(5),
+            workdir: cwd.clone().map(PathBuf::from),
         },
         mapping,
         process: Process {
             argv,
             env,
-            cwd: opts.workdir.clone().or_else(|| image.workdir.clone()),
+            cwd,
             user: opts.user.clone().or_else(|| image.user.clone()),
             tty: None,
             seccomp,

@@ -45,6 +45,8 @@ pub trait Sys {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), Errno>;
+    /// mkdir -p of `path` inside `root`, resolved inside it.
+    fn mkdir_in(&self, root: &Path, path: &Path) -> Result<(), Errno>;
     /// What `path` inside `root` is, if it exists (resolved inside root).
     fn kind_in(&self, root: &Path, path: &Path) -> Option<Node>;
     /// symlink(2) at `link` inside `root` (its parent resolved inside root).
@@ -249,6 +251,11 @@ impl Sys for Linux {
         nix::mount::mount(src, fd_path(&fd).as_str(), fstype, flags, data)
     }
 
+    fn mkdir_in(&self, root: &Path, path: &Path) -> Result<(), Errno> {
+        let rootfd = open_dir(root)?;
+        ensure_in_root(&rootfd, path, Node::Dir).map(drop)
+    }
+
     fn kind_in(&self, root: &Path, path: &Path) -> Option<Node> {
         let rootfd = open_dir(root).ok()?;
         let fd = open_in_root(rootfd.as_raw_fd(), relative(path), libc::O_PATH).ok()?;
@@ -443,6 +450,7 @@ pub mod fake {
             target: String,
             link: PathBuf,
         },
+        Mkdir(PathBuf),
         Umount2(PathBuf, MntFlags),
         PivotRoot(PathBuf, PathBuf),
         Chdir(PathBuf),
@@ -512,6 +520,9 @@ pub mod fake {
             data: Option<&str>,
         ) -> Result<(), Errno> {
             self.mount(src, &root.join(relative(target)), fstype, flags, data)
+        }
+        fn mkdir_in(&self, root: &Path, path: &Path) -> Result<(), Errno> {
+            self.push(Call::Mkdir(root.join(relative(path))))
         }
         fn kind_in(&self, _root: &Path, path: &Path) -> Option<Node> {
             Some(if self.dirs.iter().any(|d| d == path) {
