@@ -388,9 +388,16 @@ impl Sys for Linux {
         // act on this thread only, which is the whole process here (the child
         // of clone has one thread).
         unsafe {
-            check(
+            let set = check(
                 libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) as libc::c_int,
-            )?;
+            );
+            // A single-id user namespace denies setgroups (the parent wrote
+            // "deny" before the gid map); the process has no other group.
+            let denied =
+                std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+            if !(set == Err(Errno::EPERM) && denied) {
+                set?;
+            }
             check(libc::syscall(libc::SYS_setresgid, gid, gid, gid) as libc::c_int)?;
             check(libc::syscall(libc::SYS_setresuid, uid, uid, uid) as libc::c_int)
         }

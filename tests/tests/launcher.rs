@@ -213,3 +213,181 @@ fn flags_set_user_env_workdir_and_read_only_root() {
     );
     assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
 }
+
+#[test]
+fn rootless_run_as_an_ordinary_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(kit) = Kit::new() else { return };
+    let Some(setpriv) = testkit::require_tool("setpriv") else {
+        return;
+    };
+    // A cache the user (nobody) can write, inside a directory it can reach.
+    let top = tempfile::Builder::new()
+        .prefix("cradle-rootless-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = top.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+    let out = std::process::Command::new(setpriv)
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(&kit.launcher)
+        .env("CRADLE_ROOT", &cache)
+        .env_remove("RUST_BACKTRACE")
+        .arg("run")
+        .arg("-v")
+        .arg(format!("{}:/probe:ro", kit.probe.display()))
+        .arg(&kit.image)
+        .args(["/probe", "report"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r = report(&out);
+    assert_eq!(value(&r, "uid"), "0", "root inside");
+    assert!(value(&r, "uid_map").starts_with("0 65534 1"), "{r:?}");
+    assert_eq!(value(&r, "pid1"), "/sbin/cradle-init -- /probe report");
+    assert_eq!(value(&r, "netdevs"), "lo");
+    assert_eq!(value(&r, "CapEff"), "00000000a80425fb");
+    assert_eq!(value(&r, "Seccomp"), "2");
+    assert_ne!(
+        value(&r, "ns.user"),
+        std::fs::read_link("/proc/self/ns/user")
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    // Its state is gone; only the layer cache stays.
+    assert_eq!(
+        std::fs::read_dir(cache.join("containers")).unwrap().count(),
+        0
+    );
+}
+
+/// Three layers: a base with files, one that deletes a file (whiteout) and
+/// replaces a directory's contents (opaque), and the init.
+fn layered_image(kit: &Kit, docker_save: bool) -> std::path::PathBuf {
+    use common::Layer;
+    let busybox = testkit::which("busybox").expect("busybox");
+    let mut base = common::busybox_layer(&busybox);
+    base.dir("data")
+        .dir("data/old")
+        .file("data/old/file", b"old", 0o644)
+        .file("etc/gone", b"x", 0o644)
+        .file("etc/kept", b"k", 0o644);
+    let mut change = Layer::default();
+    change
+        .file("etc/.wh.gone", b"", 0o644)
+        .dir("data")
+        .file("data/.wh..wh..opq", b"", 0o644)
+        .file("data/new", b"new", 0o644);
+    let mut init = Layer::default();
+    init.file(
+        "sbin/cradle-init",
+        &std::fs::read(common::init().unwrap()).unwrap(),
+        0o755,
+    );
+    let out = kit.root.path().join(if docker_save {
+        "layered-docker.tar"
+    } else {
+        "layered.tar"
+    });
+    if docker_save {
+        common::write_docker_save(
+            &out,
+            &[base, change, init],
+            &["/sbin/cradle-init", "--"],
+            &["/bin/sh"],
+        );
+    } else {
+        common::write_image(
+            &out,
+            &[base, change, init],
+            &["/sbin/cradle-init", "--"],
+            &["/bin/sh"],
+        );
+    }
+    out
+}
+
+#[test]
+fn multi_layer_image_with_whiteouts_and_opaque_dir_runs() {
+    let Some(kit) = Kit::new() else { return };
+    if common::init().is_none() {
+        return;
+    }
+    for docker_save in [false, true] {
+        let image = layered_image(&kit, docker_save);
+        for _ in 0..2 {
+            // cold, then warm
+            let out = kit
+                .cmd(&[])
+                .arg(&image)
+                .args([
+                    "sh",
+                    "-c",
+                    "ls /etc/gone 2>/dev/null; cat /etc/kept; echo; ls /data",
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "k\nnew\n",
+                "docker_save={docker_save}"
+            );
+        }
+    }
+}
+
+#[test]
+fn foreign_image_gets_our_init_bound_read_only() {
+    use common::Layer;
+    let Some(kit) = Kit::new() else { return };
+    let Some(init) = common::init() else { return };
+    let busybox = testkit::which("busybox").expect("busybox");
+    let image = kit.root.path().join("foreign.tar");
+    common::write_image(
+        &image,
+        &[common::busybox_layer(&busybox), Layer::default()],
+        &[],
+        &["/bin/sh"],
+    );
+    let mut cmd = kit.cmd(&["--init-path", init.to_str().unwrap()]);
+    cmd.arg(&image).args(["sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; grep ' /sbin/cradle-init ' /proc/self/mountinfo | cut -d' ' -f6"]);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("/sbin/cradle-init -- sh -c"), "{text}");
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap_or("")
+            .split(',')
+            .any(|o| o == "ro"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tampered_layer_is_refused_before_use() {
+    let Some(kit) = Kit::new() else { return };
+    if common::init().is_none() {
+        return;
+    }
+    let image = layered_image(&kit, false);
+    let mut bytes = std::fs::read(&image).unwrap();
+    // Flip one byte inside the first layer's data (busybox's ELF header is
+    // early in the first blob).
+    let at = bytes.windows(4).position(|w| w == b"\x7fELF").unwrap();
+    bytes[at + 8] ^= 0xff;
+    let bad = kit.root.path().join("tampered.tar");
+    std::fs::write(&bad, bytes).unwrap();
+    let out = kit.cmd(&[]).arg(&bad).arg("true").output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sha256 of"),
+        "{out:?}"
+    );
+}

@@ -294,3 +294,46 @@ pub fn host_state(root: &Path) -> (usize, usize, usize) {
             .unwrap_or(0);
     (mounts.lines().count(), overlays, containers)
 }
+
+/// Writes a `docker save` archive (legacy layout: `<id>/layer.tar`, a config
+/// named by its digest, manifest.json).
+pub fn write_docker_save(out: &Path, layers: &[Layer], entrypoint: &[&str], cmd: &[&str]) {
+    let layers: Vec<Vec<u8>> = layers
+        .iter()
+        .map(|l| {
+            let mut bytes = l
+                .builder
+                .as_ref()
+                .map(|b| b.get_ref().clone())
+                .unwrap_or_default();
+            bytes.extend_from_slice(&[0u8; 1024]);
+            bytes
+        })
+        .collect();
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": entrypoint, "Cmd": cmd},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let config_name = format!("{}.json", sha(&config).trim_start_matches("sha256:"));
+    let names: Vec<String> = (0..layers.len())
+        .map(|i| format!("layer{i}/layer.tar"))
+        .collect();
+    let manifest = serde_json::to_vec(
+        &serde_json::json!([{"Config": config_name, "RepoTags": ["test:latest"], "Layers": names}]),
+    )
+    .unwrap();
+    let mut t = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = Layer::header(tar::EntryType::Regular, data.len() as u64, 0o644);
+        t.append_data(&mut h, name, data).unwrap();
+    };
+    add(&config_name, &config);
+    for (name, data) in names.iter().zip(&layers) {
+        add(name, data);
+    }
+    add("manifest.json", &manifest);
+    std::fs::write(out, t.into_inner().unwrap()).unwrap();
+}
