@@ -391,3 +391,62 @@ fn tampered_layer_is_refused_before_use() {
         "{out:?}"
     );
 }
+
+fn processes_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(marker)
+            })
+        })
+        .count()
+}
+
+#[test]
+fn nothing_is_left_behind_after_200_runs_some_killed() {
+    let Some(kit) = Kit::new() else { return };
+    let root = kit.root.path().display().to_string();
+    let marker = format!("1{}.5", std::process::id() % 100000);
+    for i in 0..200 {
+        if i % 20 == 10 {
+            // The launcher is SIGKILLed while the container runs: the
+            // container dies with it (PR_SET_PDEATHSIG), its state is
+            // reclaimed by a later run.
+            let mut cmd = kit.cmd(&[]);
+            cmd.arg(&kit.image)
+                .args(["sh", "-c", &format!("echo ready; exec sleep {marker}")]);
+            let (mut child, _out) = spawn_until_ready(cmd);
+            child.kill().unwrap();
+            child.wait().unwrap();
+            continue;
+        }
+        let out = kit.cmd(&[]).arg(&kit.image).arg("true").output().unwrap();
+        assert!(out.status.success(), "run {i}: {out:?}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while processes_with(&format!("sleep {marker}")) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        processes_with(&format!("sleep {marker}")),
+        0,
+        "containers outlived their launcher"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&root),
+        "mounts left under {root}:\n{mounts}"
+    );
+    for sub in ["containers", "tmp"] {
+        let left: Vec<_> = std::fs::read_dir(kit.root.path().join(sub))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "left in {sub}: {left:?}");
+    }
+}

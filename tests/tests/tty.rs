@@ -1,0 +1,129 @@
+//! End to end: an interactive shell with `-it` under a real terminal (tmux).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+    fn send(&self, keys: &[&str]) {
+        let ok = self
+            .cmd()
+            .args(["send-keys", "-t", "t"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "t"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn wait_for(&self, what: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let screen = self.screen();
+            if screen.contains(what) || Instant::now() > deadline {
+                assert!(
+                    screen.contains(what),
+                    "`{what}` not on the screen:\n{screen}"
+                );
+                return screen;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+fn wait_file(path: &Path, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("`{}` was not written", path.display());
+}
+
+#[test]
+fn interactive_shell_types_interrupts_and_exits_with_its_status() {
+    let Some(kit) = common::Kit::new() else {
+        return;
+    };
+    if testkit::require_tool("tmux").is_none() {
+        return;
+    }
+    let dir = kit.root.path();
+    let script = dir.join("session.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "stty -a > {d}/before\nenv -u RUST_BACKTRACE CRADLE_ROOT={d} {l} run -it --hostname tty {i} /bin/sh\necho $? > {d}/status\nstty -a > {d}/after\nsleep 60\n",
+            d = dir.display(),
+            l = kit.launcher.display(),
+            i = kit.image.display(),
+        ),
+    )
+    .unwrap();
+    let tmux = Tmux {
+        socket: format!("cradle-test-{}", std::process::id()),
+    };
+    let ok = tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "sh",
+        ])
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    tmux.wait_for("/ #", 10);
+    tmux.send(&["echo typed-$((6*7)) $(hostname)", "Enter"]);
+    tmux.wait_for("typed-42 tty", 5);
+    tmux.send(&["sleep 100", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    tmux.send(&["C-c"]);
+    tmux.send(&["echo after-$((1+1))", "Enter"]);
+    tmux.wait_for("after-2", 5);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "Ctrl-C did not stop sleep"
+    );
+    tmux.send(&["exit 5", "Enter"]);
+    assert_eq!(wait_file(&dir.join("status"), 10).trim(), "5");
+    let after = wait_file(&dir.join("after"), 5);
+    let before = std::fs::read_to_string(dir.join("before")).unwrap();
+    assert_eq!(before, after, "terminal settings not restored");
+}
