@@ -36,15 +36,24 @@ enum Phase {
 pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode {
     let mut status: Option<Status> = None;
     let mut phase = Phase::Running;
+    // Reap at the start, then only after a SIGCHLD (or a timeout): a child
+    // that ends after a wait found nothing leaves its SIGCHLD pending for
+    // the next read, so nothing is missed, and a forwarded signal costs no
+    // wait of its own.
+    let mut reap_due = true;
+    let mut none_left = false;
     loop {
-        let reaped = reap::reap_all(sys, init, child.pid);
-        if reaped.workload.is_some() {
-            status = reaped.workload;
+        if reap_due {
+            let reaped = reap::reap_all(sys, init, child.pid);
+            if reaped.workload.is_some() {
+                status = reaped.workload;
+            }
+            none_left = reaped.none_left;
         }
         if let Some(status) = status {
             match init.grace {
                 None => return finish(sys, init, child, status),
-                Some(_) if reaped.none_left => return finish(sys, init, child, status),
+                Some(_) if none_left => return finish(sys, init, child, status),
                 Some(grace) if phase == Phase::Running => {
                     log!(
                         sys,
@@ -72,6 +81,7 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
                 Vec::new()
             }
         };
+        reap_due = received.is_empty() || received.iter().any(|r| r.signo == libc::SIGCHLD);
         if received.is_empty() && timeout.is_some() {
             if phase != Phase::Killing {
                 log!(sys, init, Debug, "grace period over; killing what is left");
@@ -230,7 +240,7 @@ mod tests {
         let fake = Fake::new()
             .pid(1)
             .reaps([None, Some((7, Status::Exited(5)))])
-            .signals([got(libc::SIGUSR1)]);
+            .signals([got(libc::SIGUSR1), got(libc::SIGCHLD)]);
         let code = until_exit(
             &fake,
             3,
@@ -247,6 +257,7 @@ mod tests {
                 Call::Reap,
                 Call::ReadSignals(None),
                 Call::Kill(7, libc::SIGUSR1),
+                Call::ReadSignals(None),
                 Call::Reap,
                 Call::Reap,
             ]
