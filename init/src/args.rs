@@ -225,7 +225,10 @@ impl Parser {
 
     fn grace(&mut self, value: &str) -> Result<(), Printout> {
         match parse_secs(value) {
-            Some(grace) => Ok(self.init.grace = Some(grace)),
+            Some(grace) => {
+                self.init.grace = Some(grace);
+                Ok(())
+            }
             None => Err(self.bad(&format!("invalid grace period `{value}` (seconds)"))),
         }
     }
@@ -249,14 +252,20 @@ impl Parser {
 
     fn remap(&mut self, value: &str) -> Result<(), Printout> {
         match value.parse::<u8>() {
-            Ok(code) => Ok(self.init.remap_to_zero.push(code)),
+            Ok(code) => {
+                self.init.remap_to_zero.push(code);
+                Ok(())
+            }
             Err(_) => Err(self.bad(&format!("invalid exit code `{value}` (0 to 255)"))),
         }
     }
 
     fn death_signal(&mut self, value: &str) -> Result<(), Printout> {
         match signals::parse(value) {
-            Some(sig) => Ok(self.init.parent_death_signal = Some(sig)),
+            Some(sig) => {
+                self.init.parent_death_signal = Some(sig);
+                Ok(())
+            }
             None => Err(self.bad(&format!("invalid signal `{value}`"))),
         }
     }

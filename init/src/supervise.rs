@@ -102,12 +102,12 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
                 continue;
             }
             signals::forward(sys, init, child.pid, r.signo);
-            if let (Some(grace), Phase::Running) = (init.grace, phase) {
-                if STOP_SIGNALS.contains(&r.signo) {
-                    phase = Phase::Terminating {
-                        deadline: sys.now() + grace,
-                    };
-                }
+            if let (Some(grace), Phase::Running) = (init.grace, phase)
+                && STOP_SIGNALS.contains(&r.signo)
+            {
+                phase = Phase::Terminating {
+                    deadline: sys.now() + grace,
+                };
             }
             if init.personality == Personality::DumbInit && TTY_STOP_SIGNALS.contains(&r.signo) {
                 suspend_self(sys, init);
@@ -152,11 +152,11 @@ fn stop_gracefully(sys: &impl Sys, fd: Fd, init: &Init, grace: Duration) {
         } else {
             deadline.saturating_sub(sys.now())
         };
-        if let Ok(received) = sys.read_signals(fd, Some(timeout)) {
-            if received.is_empty() {
-                stop_all(sys, init, libc::SIGKILL);
-                killed = true;
-            }
+        if let Ok(received) = sys.read_signals(fd, Some(timeout))
+            && received.is_empty()
+        {
+            stop_all(sys, init, libc::SIGKILL);
+            killed = true;
         }
     }
 }
@@ -165,16 +165,16 @@ fn stop_gracefully(sys: &impl Sys, fd: Fd, init: &Init, grace: Duration) {
 /// else every descendant (kill(-1) would reach the whole machine).
 fn stop_all(sys: &impl Sys, init: &Init, sig: i32) {
     if sys.getpid() == 1 {
-        if let Err(err) = sys.kill(-1, sig) {
-            if err != crate::errno::Errno::ESRCH {
-                log!(
-                    sys,
-                    init,
-                    Warn,
-                    "sending {} to all: {err}",
-                    signals::name(sig)
-                );
-            }
+        if let Err(err) = sys.kill(-1, sig)
+            && err != crate::errno::Errno::ESRCH
+        {
+            log!(
+                sys,
+                init,
+                Warn,
+                "sending {} to all: {err}",
+                signals::name(sig)
+            );
         }
         return;
     }

@@ -317,9 +317,12 @@ fn run_limited(cmd: &mut Command, limit: Duration) -> Result<String> {
     Ok(reader.join().unwrap_or_default())
 }
 
+/// A table row: its label, how to read it from a [`Row`], its decimals.
+type Metric = (&'static str, fn(&Row) -> Option<f64>, usize);
+
 fn print_table(candidates: &[Candidate], rows: &[Row]) {
     let tini = candidates.iter().position(|c| c.name.starts_with("tini"));
-    let metrics: [(&str, fn(&Row) -> Option<f64>, usize); 6] = [
+    let metrics: [Metric; 6] = [
         ("binary size (bytes)", |r| r.size, 0),
         ("RSS of PID 1, workload sleeping (KiB)", |r| r.rss_kib, 0),
         (
