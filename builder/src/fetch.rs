@@ -7,7 +7,7 @@ use crate::def::Source;
 use crate::error::{Error, Result};
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -164,7 +164,7 @@ fn attempt_get(
     dest: &mut File,
     opts: &Options,
 ) -> std::result::Result<String, (Error, bool)> {
-    use std::io::{IsTerminal, Seek};
+    use std::io::{IsTerminal, Seek, Write};
     let fetch_error = |source: reqwest::Error| {
         let transient =
             source.is_timeout() || source.is_connect() || source.is_request() || source.is_body();

@@ -31,6 +31,13 @@ enum Command {
     },
     /// Print an image archive's tag, digests, layers and config.
     Inspect { archive: PathBuf },
+    /// Pack DIR as a reproducible gzipped layer (sorted, numeric owners,
+    /// mtimes clamped to SOURCE_DATE_EPOCH); prints its digest and diff id.
+    Pack {
+        dir: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Unpack a tar archive (plain, gzip, xz, zstd) into DIR, refusing
     /// entries that would land outside it.
     Unpack {
@@ -58,6 +65,15 @@ fn run(cli: Cli) -> Result<()> {
             cache,
         } => build(image_toml, output, init, cache),
         Command::Inspect { archive } => inspect(archive),
+        Command::Pack { dir, output } => {
+            let stamp = builder::pack::Stamp {
+                epoch: builder::source_date_epoch(),
+                owner: None,
+            };
+            let layer = builder::pack::layer_file_from_dir(&dir, &output, stamp)?;
+            println!("{} {}", layer.blob.digest, layer.diff_id);
+            Ok(())
+        }
         Command::Unpack {
             archive,
             dir,
@@ -67,13 +83,7 @@ fn run(cli: Cli) -> Result<()> {
                 whiteouts,
                 ..Default::default()
             };
-            let stats = unpack::extract_file(&archive, &dir, &opts)?;
-            eprintln!(
-                "builder: unpacked {} entries ({} bytes) into `{}`",
-                stats.entries,
-                stats.bytes,
-                dir.display()
-            );
+            unpack::extract_file(&archive, &dir, &opts)?;
             Ok(())
         }
     }

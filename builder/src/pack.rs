@@ -95,6 +95,25 @@ pub fn layer_from_dir(root: &Path, blobs: &Blobs, stamp: Stamp) -> Result<LayerB
     })
 }
 
+/// The tree at `root` as a layer written to `output` (atomically: built
+/// beside it, then renamed).
+pub fn layer_file_from_dir(root: &Path, output: &Path, stamp: Stamp) -> Result<LayerBlob> {
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix(".layer-")
+        .tempdir_in(dir)
+        .map_err(Error::io("creating a work directory in", dir))?;
+    let blobs = Blobs::create(scratch.path().to_path_buf())?;
+    let layer = layer_from_dir(root, &blobs, stamp)?;
+    let blob = blobs.path_of(&layer.blob.digest);
+    readable(&blob)?;
+    std::fs::rename(&blob, output).map_err(Error::io("renaming into", output))?;
+    Ok(layer)
+}
+
 /// A layer holding one file, `file`, at `name` (e.g. `sbin/cradle-init`),
 /// with its parent directories, owned by root.
 pub fn layer_with_file(
@@ -427,6 +446,13 @@ impl Write for ChunkWriter {
         }
         Ok(())
     }
+}
+
+/// Mode 0644: temporary files are made 0600, an image is for everyone to read.
+fn readable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .map_err(Error::io("setting the mode of", path))
 }
 
 /// Writes the OCI layout (`oci-layout`, `index.json`, the blobs) as a tar
