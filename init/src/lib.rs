@@ -413,6 +413,21 @@ mod tests {
     use crate::fake::{Call, Fake};
 
     #[test]
+    fn builds_from_args_or_refuses_with_the_text() {
+        let init = Init::from_args(["tini", "-g", "--", "sleep", "1"]).unwrap();
+        assert_eq!(
+            (init.personality, init.forward_to_group, init.program()),
+            (Personality::Tini, true, "sleep".into())
+        );
+        match Init::from_args(["init"]) {
+            Err(Error::Usage { message }) => {
+                assert!(message.contains("no command given"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn run_blocks_then_mounts_then_spawns_in_order() {
         let fake = Fake::new()
             .pid(1)

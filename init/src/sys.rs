@@ -169,13 +169,38 @@ impl Sys for Linux {
     }
 
     fn reset_signal_dispositions(&self) {
+        // The kernel's struct sigaction (x86_64 and aarch64 layout): SIG_DFL,
+        // no flags, no restorer, empty mask. The raw syscall, because the C
+        // libraries refuse the signals they reserve (32-34), which the init
+        // may have been started with ignored and must not pass on so.
+        #[repr(C)]
+        struct KernelSigaction {
+            handler: libc::c_ulong,
+            flags: libc::c_ulong,
+            restorer: libc::c_ulong,
+            mask: u64,
+        }
+        let dfl = KernelSigaction {
+            handler: libc::SIG_DFL as libc::c_ulong,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
         for sig in 1..=64 {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
             }
-            // SAFETY: SIG_DFL is always a valid disposition; the numbers the
-            // kernel refuses (libc-reserved ones) just fail with EINVAL.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+            // SAFETY: a live struct of the kernel's layout and size; no old
+            // action is asked for.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    core::ptr::null_mut::<KernelSigaction>(),
+                    KERNEL_SIGSET_SIZE,
+                )
+            };
         }
     }
 

@@ -160,7 +160,7 @@ fn reaps_500_orphans_as_pid_1() {
 
 #[test]
 fn becomes_a_subreaper_and_reaps_orphans_when_not_pid_1() {
-    let script = "(sleep 0.3 & echo $! > /dev/null); (sh -c 'echo parent=$PPID' &); sleep 0.2; \
+    let script = "(sleep 0.3 & echo $! > /dev/null); (sh -c 'sleep 0.1; echo parent=$PPID' &); sleep 0.2; \
                   i=0; while [ $i -lt 100 ]; do (true &); i=$((i+1)); done; sleep 0.5; \
                   echo init=$PPID";
     let mut child = command(init_bin())
@@ -369,4 +369,31 @@ fn pause_mode_reaps_and_exits_0_on_sigterm_or_sigint() {
         let status = wait_limit(&mut child, LIMIT);
         assert_eq!(status.code(), Some(0), "signal {sig}");
     }
+}
+
+#[test]
+fn workload_starts_with_no_blocked_or_ignored_signals() {
+    // Started with SIGINT and SIGHUP ignored (as `nohup` or a shell's
+    // background job would), the init still gives its workload defaults.
+    let script = format!(
+        "trap '' INT HUP; exec {} -- grep -E '^Sig(Blk|Ign)' /proc/self/status",
+        init_bin().display()
+    );
+    let out = run(command("sh").args(["-c", &script]), LIMIT);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}
+
+#[test]
+fn parent_death_signal_reaches_the_workload() {
+    let script = format!(
+        "{} -p SIGUSR1 -- sh -c 'trap \"echo parent-died; exit 0\" USR1; while :; do sleep 0.02; done' & sleep 0.3",
+        init_bin().display()
+    );
+    let out = run(command("sh").args(["-c", &script]), LIMIT);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, "parent-died\n");
 }

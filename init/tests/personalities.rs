@@ -231,7 +231,7 @@ fn own_name_takes_our_defaults() {
     let scratch = Scratch::new("own");
     let ours = scratch.init_as("cradle-init");
     let out = run(
-        command(&ours).args(["sh", "-c", "(sh -c 'echo parent=$PPID' &); sleep 0.3"]),
+        command(&ours).args(["sh", "-c", "(sh -c 'sleep 0.1; echo parent=$PPID' &); sleep 0.3"]),
         LIMIT,
     );
     assert_eq!(out.stderr, "");
