@@ -243,8 +243,9 @@ fn forwards_to_the_process_group_with_g() {
         return;
     }
     // An inner shell in the workload's group reports SIGUSR1 too, with -g only.
-    let script = "sh -c 'trap \"echo inner; exit 0\" USR1; echo ready-inner; while :; do sleep 0.02; done' & \
-                  trap 'echo outer' USR1; wait; wait; echo end";
+    let script = "trap 'echo outer' USR1; \
+                  sh -c 'trap \"echo inner; exit 0\" USR1; echo ready-inner; while :; do sleep 0.02; done' & \
+                  echo ready-outer; wait; wait; echo end";
     for (group, want_inner) in [(true, true), (false, false)] {
         let mut args = vec![];
         if group {
@@ -253,6 +254,7 @@ fn forwards_to_the_process_group_with_g() {
         args.extend(["--", "sh", "-c", script]);
         let mut running = Running::start(&mut as_pid1(&args));
         running.expect_line("ready-inner", LIMIT);
+        running.expect_line("ready-outer", LIMIT);
         let init = running.init_pid(true);
         kill(init, libc::SIGUSR1);
         running.expect_line("outer", LIMIT);
