@@ -129,16 +129,10 @@ fn default_cache() -> PathBuf {
 fn inspect(archive: PathBuf) -> Result<()> {
     let image = inspect::inspect(&archive)?;
     println!("tag:     {}", image.tag.as_deref().unwrap_or("(none)"));
-    println!("digest:  {}", image.digest);
-    println!("config:  {}", image.manifest.config().digest());
+    println!("digest:  {}", image.id);
     println!("layers:");
-    for layer in image.manifest.layers() {
-        println!(
-            "  {} {:>12} bytes  {}",
-            layer.digest(),
-            layer.size(),
-            layer.media_type()
-        );
+    for layer in &image.layers {
+        println!("  {} {:>12} bytes", layer.digest, layer.size);
     }
     println!("{}", serde_json::to_string_pretty(&image.config)?);
     Ok(())

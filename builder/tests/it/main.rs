@@ -3,7 +3,9 @@
 //! podman.
 
 mod build;
+#[cfg(feature = "fetch")]
 mod fetch;
 mod interop;
+#[cfg_attr(not(feature = "fetch"), allow(dead_code))]
 mod support;
 mod unpack;
