@@ -160,9 +160,13 @@ fn reaps_500_orphans_as_pid_1() {
 
 #[test]
 fn becomes_a_subreaper_and_reaps_orphans_when_not_pid_1() {
-    let script = "(sleep 0.3 & echo $! > /dev/null); (sh -c 'sleep 0.1; echo parent=$PPID' &); sleep 0.2; \
-                  i=0; while [ $i -lt 100 ]; do (true &); i=$((i+1)); done; sleep 0.5; \
-                  echo init=$PPID";
+    // $PPID is fixed when a shell starts, so the orphan reads its parent
+    // from /proc once it has been re-parented.
+    let script = "(sh -c 'sleep 0.3; set -- $(cat /proc/$$/stat); echo parent=$4' &); \
+                  i=0; while [ $i -lt 100 ]; do (true &); i=$((i+1)); done; sleep 1; \
+                  z=0; for s in /proc/[0-9]*/stat; do set -- $(cat $s 2>/dev/null); \
+                  [ \"$3\" = Z ] && [ \"$4\" = $PPID ] && z=$((z+1)); done; \
+                  echo init=$PPID zombies=$z";
     let mut child = command(init_bin())
         .args(["--", "sh", "-c", script])
         .stdout(std::process::Stdio::piped())
@@ -175,7 +179,7 @@ fn becomes_a_subreaper_and_reaps_orphans_when_not_pid_1() {
     assert!(status.success(), "{stdout}");
     // The orphaned `sh` was re-parented to the init, not to the machine's init.
     assert!(stdout.contains(&format!("parent={init_pid}")), "{stdout}");
-    assert!(stdout.contains(&format!("init={init_pid}")), "{stdout}");
+    assert!(stdout.contains(&format!("init={init_pid} zombies=0")), "{stdout}");
 }
 
 /// Signals the tests forward: every catchable one in 1–31 (not KILL, STOP,
