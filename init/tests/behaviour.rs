@@ -179,7 +179,10 @@ fn becomes_a_subreaper_and_reaps_orphans_when_not_pid_1() {
     assert!(status.success(), "{stdout}");
     // The orphaned `sh` was re-parented to the init, not to the machine's init.
     assert!(stdout.contains(&format!("parent={init_pid}")), "{stdout}");
-    assert!(stdout.contains(&format!("init={init_pid} zombies=0")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("init={init_pid} zombies=0")),
+        "{stdout}"
+    );
 }
 
 /// Signals the tests forward: every catchable one in 1–31 (not KILL, STOP,

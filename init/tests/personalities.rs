@@ -230,12 +230,16 @@ fn own_name_takes_our_defaults() {
     // Becomes a subreaper when not PID 1 (catatonit), quiet, 127/126 (tini).
     let scratch = Scratch::new("own");
     let ours = scratch.init_as("cradle-init");
-    let out = run(
-        command(&ours).args(["sh", "-c", "(sh -c 'sleep 0.1; echo parent=$PPID' &); sleep 0.3"]),
-        LIMIT,
-    );
+    let script =
+        "(sh -c 'sleep 0.3; set -- $(cat /proc/$$/stat); echo $4' &); echo $PPID; sleep 0.8";
+    let out = run(command(&ours).args(["sh", "-c", script]), LIMIT);
     assert_eq!(out.stderr, "");
-    assert!(out.stdout.contains("parent="), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert_eq!(
+        lines[0], lines[1],
+        "the orphan's new parent is the init: {out:?}"
+    );
     let (code, out, err) = outcome(&ours, &["--version"]);
     assert_eq!(
         (code, out.as_str(), err.as_str()),
