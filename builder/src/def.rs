@@ -31,6 +31,9 @@ pub struct RootfsDef {
     /// With `source = "host"`: the host programs to copy, with their libraries.
     #[serde(default)]
     pub programs: Vec<String>,
+    /// With `source = "host"`: programs copied when this machine has them.
+    #[serde(default)]
+    pub optional_programs: Vec<String>,
 }
 
 /// `[config]`: the container configuration.
@@ -55,8 +58,9 @@ pub struct ConfigDef {
 /// Where the rootfs comes from, once the definition is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// Programs copied from this machine, with their shared libraries.
-    Host(Vec<String>),
+    /// Programs copied from this machine, with their shared libraries: the
+    /// required ones, then those skipped when missing.
+    Host(Vec<String>, Vec<String>),
     /// An `http://` or `https://` URL.
     Url(String),
     /// A local file (`file://` URL or path).
@@ -86,10 +90,10 @@ impl ImageDef {
             what: what.to_string(),
         };
         match (def.source(), &def.rootfs.sha256) {
-            (Source::Host(programs), _) if programs.is_empty() => {
+            (Source::Host(programs, _), _) if programs.is_empty() => {
                 return Err(invalid("`rootfs.programs` is empty"));
             }
-            (Source::Host(_), _) => {}
+            (Source::Host(..), _) => {}
             (_, None) => return Err(invalid("`rootfs.sha256` is missing")),
             (_, Some(digest)) => check_digest(digest)?,
         }
@@ -103,7 +107,10 @@ impl ImageDef {
     pub fn source(&self) -> Source {
         let source = self.rootfs.source.as_str();
         if source == "host" {
-            Source::Host(self.rootfs.programs.clone())
+            Source::Host(
+                self.rootfs.programs.clone(),
+                self.rootfs.optional_programs.clone(),
+            )
         } else if source.starts_with("http://") || source.starts_with("https://") {
             Source::Url(source.to_string())
         } else if let Some(path) = source.strip_prefix("file://") {
@@ -167,7 +174,7 @@ mod tests {
             assert_eq!(def.source(), want);
         }
         let def = parse("tag = \"t\"\n[rootfs]\nsource = \"host\"\nprograms = [\"sh\"]\n").unwrap();
-        assert_eq!(def.source(), Source::Host(vec!["sh".into()]));
+        assert_eq!(def.source(), Source::Host(vec!["sh".into()], vec![]));
     }
 
     #[test]

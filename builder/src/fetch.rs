@@ -95,7 +95,7 @@ pub fn download(source: &Source, expected: &str, opts: &Options) -> Result<Fetch
                 from_cache: false,
             })
         }
-        Source::Host(_) => Err(Error::UnsupportedSource {
+        Source::Host(..) => Err(Error::UnsupportedSource {
             source_name: "host".into(),
         }),
     }

@@ -18,9 +18,10 @@ const SEARCH: [&str; 6] = [
 ];
 
 /// Copies `programs` (names, or absolute paths) into `<rootfs>/bin`, with
-/// their libraries.
-pub fn copy_programs(programs: &[String], rootfs: &Path) -> Result<()> {
-    for name in programs {
+/// their libraries, and those of `optional` that this machine has.
+pub fn copy_programs(programs: &[String], optional: &[String], rootfs: &Path) -> Result<()> {
+    let present = optional.iter().filter(|name| find_program(name).is_ok());
+    for name in programs.iter().chain(present) {
         let program = find_program(name)?;
         let file_name = program.file_name().unwrap_or(program.as_os_str());
         let base = Path::new(name).file_name().unwrap_or(file_name);

@@ -52,7 +52,7 @@ pub fn build(def: &ImageDef, opts: &Options) -> Result<Built> {
     let work = WorkDir::beside(&opts.output)?;
     let rootfs = work.path().join("rootfs");
     match def.source() {
-        Source::Host(programs) => host::copy_programs(&programs, &rootfs)?,
+        Source::Host(programs, optional) => host::copy_programs(&programs, &optional, &rootfs)?,
         source => {
             let expected = def.rootfs.sha256.as_deref().unwrap_or_default();
             let tarball = fetch::download(&source, expected, &opts.fetch)?;

@@ -104,7 +104,7 @@ fn config_json(def: &ImageDef, layers: &[LayerBlob], epoch: u64) -> Result<Vec<u
         .map_err(|e| builder_error("config")(e.to_string()))?;
     let created = rfc3339(epoch);
     let rootfs_from = match def.source() {
-        Source::Host(programs) => format!("host programs: {}", programs.join(" ")),
+        Source::Host(..) => "host programs".to_string(),
         // The content, not where it was found: a mirror gives the same image.
         _ => format!(
             "sha256:{}",
