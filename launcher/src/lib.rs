@@ -163,8 +163,28 @@ pub fn run(opts: &Options, sys: &impl Sys) -> Result<i32> {
     let layers = cache.unpack_layers(&image)?;
     let container = cache.create_container(opts.name.as_deref(), opts.keep)?;
     let plan = spawn::plan(opts, &image, &layers, &container)?;
+    let signals = supervise::catch_signals()?;
     let child = spawn::container(sys, &plan)?;
-    let status = supervise::until_exit(child, opts)?;
+    let status = supervise::until_exit(child, signals, opts)?;
     container.remove();
     Ok(status)
+}
+
+/// `launcher export IMAGE DIR`: the image's layers flattened into `dir`
+/// (whiteouts applied), e.g. as the rootfs of an OCI bundle for crun or runc.
+pub fn export(image: &std::path::Path, dir: &std::path::Path) -> Result<()> {
+    let image = image::read(image)?;
+    let opts = builder::unpack::Options {
+        whiteouts: true,
+        ..Default::default()
+    };
+    for layer in &image.layers {
+        let wrap = |source| Error::Unpack {
+            digest: layer.digest.clone(),
+            source: Box::new(source),
+        };
+        let blob = image.archive.verified_layer(layer).map_err(wrap)?;
+        builder::unpack::extract(blob, dir, &opts).map_err(wrap)?;
+    }
+    Ok(())
 }

@@ -19,7 +19,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run IMAGE.tar (ours, an OCI image layout archive, or `docker save`).
-    Run(Run),
+    Run(Box<Run>),
+    /// Unpack IMAGE.tar's layers, flattened, into DIR (an OCI bundle's rootfs).
+    Export { image: PathBuf, dir: PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -84,7 +86,16 @@ struct Run {
 
 fn main() {
     let cli = Cli::parse();
-    let Command::Run(run) = cli.command;
+    let run = match cli.command {
+        Command::Run(run) => run,
+        Command::Export { image, dir } => {
+            if let Err(err) = launcher::export(&image, &dir) {
+                eprintln!("launcher: {:#}", anyhow::Error::from(err));
+                std::process::exit(1);
+            }
+            return;
+        }
+    };
     let opts = Options {
         image: run.image,
         command: run.command,

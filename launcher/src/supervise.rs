@@ -32,13 +32,23 @@ pub fn forwarded_signals() -> Vec<i32> {
         .collect()
 }
 
-/// Waits for the container to exit, forwarding signals and the terminal.
-pub fn until_exit(child: Child, opts: &Options) -> Result<i32> {
+/// The launcher's signals, caught from before the clone on, so that none
+/// sent while the container starts is lost (or kills the launcher).
+pub struct Signals(SignalDelivery<UnixStream, SignalOnly>);
+
+/// Starts catching [`forwarded_signals`].
+pub fn catch_signals() -> Result<Signals> {
     let (read, write) = UnixStream::pair().map_err(Error::io("creating", "the signal pipe"))?;
     read.set_nonblocking(true)
         .map_err(Error::io("configuring", "the signal pipe"))?;
-    let mut signals = SignalDelivery::with_pipe(read, write, SignalOnly, forwarded_signals())
-        .map_err(Error::io("registering signal handlers", "signal-hook"))?;
+    SignalDelivery::with_pipe(read, write, SignalOnly, forwarded_signals())
+        .map(Signals)
+        .map_err(Error::io("registering signal handlers", "signal-hook"))
+}
+
+/// Waits for the container to exit, forwarding signals and the terminal.
+pub fn until_exit(child: Child, signals: Signals, opts: &Options) -> Result<i32> {
+    let mut signals = signals.0;
     let stdin = std::io::stdin();
     let tty_in = opts.tty && termios::tcgetattr(stdin.as_fd()).is_ok();
     let _raw = match tty_in {

@@ -3,6 +3,7 @@
 
 mod build;
 mod init;
+mod run;
 mod unpack;
 
 use anyhow::{Result, bail};
@@ -13,6 +14,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("unpack") => unpack::run(rest),
         Some("build") => build::run(rest),
         Some("init") => init::run(rest),
+        Some("run") => run::run(rest),
         Some(what) => bail!("benchmark `{what}` is not implemented yet"),
         None => bail!("usage: cargo xtask bench init|unpack|build|run"),
     }

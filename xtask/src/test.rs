@@ -1,7 +1,21 @@
-//! `cargo xtask test`.
+//! `cargo xtask test [ARGS…]`: builds every artifact the tests need (the
+//! static init, the probe, the default image, the launcher), then runs
+//! `cargo test --workspace ARGS…`, failing when any step fails.
 
-use anyhow::{Result, bail};
+use crate::util;
+use anyhow::{Context, Result};
 
-pub fn run(_args: &[String]) -> Result<()> {
-    bail!("`test` is not implemented yet")
+pub fn run(args: &[String]) -> Result<()> {
+    let init = crate::build_init::build().context("building the static init")?;
+    let probe = crate::build_probe::run(&[]).context("building the probe")?;
+    let image = crate::build_image::run(&[]).context("building the default image")?;
+    util::run_cmd(util::cargo().args(["build", "--package", "launcher"]))
+        .context("building the launcher")?;
+    eprintln!(
+        "xtask: testing with {}, {}, {}",
+        init.display(),
+        probe.display(),
+        image.display()
+    );
+    util::run_cmd(util::cargo().args(["test", "--workspace"]).args(args))
 }
