@@ -42,6 +42,7 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
     // wait of its own.
     let mut reap_due = true;
     let mut none_left = false;
+    let mut rest_termed = false;
     loop {
         if reap_due {
             let reaped = reap::reap_all(sys, init, child.pid);
@@ -54,7 +55,7 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
             match init.grace {
                 None => return finish(sys, init, child, status),
                 Some(_) if none_left => return finish(sys, init, child, status),
-                Some(grace) if phase == Phase::Running => {
+                Some(grace) if !rest_termed => {
                     log!(
                         sys,
                         init,
@@ -62,9 +63,14 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
                         "workload ended; stopping the rest within {grace:?}"
                     );
                     stop_all(sys, init, libc::SIGTERM);
-                    phase = Phase::Terminating {
-                        deadline: sys.now() + grace,
-                    };
+                    rest_termed = true;
+                    // A stop already asked for keeps its deadline, so the
+                    // whole stop takes at most one grace period.
+                    if phase == Phase::Running {
+                        phase = Phase::Terminating {
+                            deadline: sys.now() + grace,
+                        };
+                    }
                 }
                 Some(_) => {}
             }
@@ -291,6 +297,39 @@ mod tests {
                 Call::Kill(-1, libc::SIGKILL),
                 Call::Reap,
                 Call::ReadSignals(Some(RESCAN)),
+                Call::Reap,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stop_signal_keeps_its_deadline_and_the_rest_still_gets_sigterm() {
+        let fake = Fake::new()
+            .pid(1)
+            .reaps([None, Some((7, Status::Exited(0))), None])
+            .signals([got(libc::SIGTERM), got(libc::SIGCHLD), got(libc::SIGCHLD)]);
+        let init = Init::new(["x"]).grace(Duration::from_secs(2));
+        let code = until_exit(
+            &fake,
+            3,
+            Child {
+                pid: 7,
+                exec_error: None,
+            },
+            &init,
+        );
+        assert_eq!(code, ExitCode(0));
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::Reap,
+                Call::ReadSignals(None),
+                Call::Kill(7, libc::SIGTERM),
+                Call::ReadSignals(Some(Duration::from_secs(2))),
+                Call::Reap,
+                Call::Reap,
+                Call::Kill(-1, libc::SIGTERM),
+                Call::ReadSignals(Some(Duration::from_secs(2))),
                 Call::Reap,
             ]
         );
