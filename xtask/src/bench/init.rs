@@ -43,10 +43,28 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let ours = build_init::build()?;
     let candidates = candidates(ours);
+    let only = std::env::var("CRADLE_BENCH").unwrap_or_default();
+    let walls: Vec<Option<f64>> = if only.is_empty() || only.split(',').any(|k| k == "wall") {
+        eprintln!("bench init: wall time, {WALL_RUNS} rounds of every init in turn");
+        let walls = wall_ms_all(&candidates);
+        candidates
+            .iter()
+            .zip(walls)
+            .map(|(c, wall)| {
+                wall.map_err(|err| eprintln!("bench init: {}: wall time: {err:#}", c.name))
+                    .ok()
+            })
+            .collect()
+    } else {
+        candidates.iter().map(|_| None).collect()
+    };
     let mut rows = Vec::new();
-    for c in &candidates {
+    for (c, wall_ms) in candidates.iter().zip(walls) {
         eprintln!("bench init: measuring {} ({})", c.name, c.path.display());
-        rows.push(measure(c));
+        rows.push(Row {
+            wall_ms,
+            ..measure(c)
+        });
     }
     print_table(&candidates, &rows);
     Ok(())
@@ -101,7 +119,7 @@ fn measure(c: &Candidate) -> Row {
         rss_kib: want("rss")
             .then(|| ok("resident memory", rss_kib(c)))
             .flatten(),
-        wall_ms: want("wall").then(|| ok("wall time", wall_ms(c))).flatten(),
+        wall_ms: None,
         instructions: want("instructions")
             .then(|| ok("instructions", instructions(c)))
             .flatten(),
@@ -163,50 +181,53 @@ fn rss_kib(c: &Candidate) -> Result<f64> {
         .context("no VmRSS for the init")
 }
 
-/// Mean wall time of `unshare -fp --mount-proc INIT -- /bin/true`, with
-/// hyperfine when installed, else a loop of our own.
-fn wall_ms(c: &Candidate) -> Result<f64> {
-    let line = format!("unshare -fp --mount-proc {} -- /bin/true", c.path.display());
-    if which("hyperfine").is_some() {
-        let json = std::env::temp_dir().join(format!("cradle-bench-{}.json", std::process::id()));
-        let out = Command::new("hyperfine")
-            .args(["-N", "--style", "none", "--warmup", "20", "--runs"])
-            .arg(WALL_RUNS.to_string())
-            .arg("--export-json")
-            .arg(&json)
-            .arg(&line)
-            .stdout(Stdio::null())
-            .status()
-            .context("running hyperfine")?;
-        if !out.success() {
-            bail!("hyperfine failed: {out}");
+/// Median wall time of `unshare -fp --mount-proc INIT -- /bin/true` for
+/// every candidate, run in turns (one of each per round) rather than one
+/// after the other as hyperfine would: on a shared machine the load drifts
+/// within seconds, and turns expose every init to the same drift.
+fn wall_ms_all(candidates: &[Candidate]) -> Vec<Result<f64>> {
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(WALL_RUNS); candidates.len()];
+    let mut failed: Vec<Option<anyhow::Error>> = candidates.iter().map(|_| None).collect();
+    for round in 0..WALL_RUNS + 10 {
+        for (i, c) in candidates.iter().enumerate() {
+            if failed[i].is_some() {
+                continue;
+            }
+            let started = Instant::now();
+            let status = Command::new("unshare")
+                .args(["-fp", "--mount-proc"])
+                .arg(&c.path)
+                .args(["--", "/bin/true"])
+                .status();
+            let took = started.elapsed().as_secs_f64() * 1000.0;
+            match status {
+                // The first ten rounds warm the caches.
+                Ok(s) if s.success() => {
+                    if round >= 10 {
+                        times[i].push(took);
+                    }
+                }
+                Ok(s) => {
+                    failed[i] = Some(anyhow::anyhow!(
+                        "`{} -- /bin/true` failed: {s}",
+                        c.path.display()
+                    ))
+                }
+                Err(e) => failed[i] = Some(anyhow::Error::from(e).context("running unshare")),
+            }
         }
-        let text = std::fs::read_to_string(&json)?;
-        let _ = std::fs::remove_file(&json);
-        let mean = json_number(&text, "\"mean\"").context("no mean in hyperfine's JSON")?;
-        return Ok(mean * 1000.0);
     }
-    let started = Instant::now();
-    for _ in 0..WALL_RUNS {
-        let status = Command::new("unshare")
-            .args(["-fp", "--mount-proc"])
-            .arg(&c.path)
-            .args(["--", "/bin/true"])
-            .status()?;
-        if !status.success() {
-            bail!("`{line}` failed: {status}");
-        }
-    }
-    Ok(started.elapsed().as_secs_f64() * 1000.0 / WALL_RUNS as f64)
-}
-
-/// The number after `key:` in a JSON text (enough for hyperfine's export).
-fn json_number(text: &str, key: &str) -> Option<f64> {
-    let after = &text[text.find(key)? + key.len()..];
-    let after = after.trim_start().strip_prefix(':')?.trim_start();
-    let end =
-        after.find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))?;
-    after[..end].parse().ok()
+    times
+        .into_iter()
+        .zip(failed)
+        .map(|(mut t, failed)| match failed {
+            Some(err) => Err(err),
+            None => {
+                t.sort_by(f64::total_cmp);
+                Ok(t[t.len() / 2])
+            }
+        })
+        .collect()
 }
 
 /// Instructions the init itself executes for `-- /bin/true`: callgrind
@@ -326,7 +347,7 @@ fn print_table(candidates: &[Candidate], rows: &[Row]) {
         ("binary size (bytes)", |r| r.size, 0),
         ("RSS of PID 1, workload sleeping (KiB)", |r| r.rss_kib, 0),
         (
-            "wall, unshare -fp --mount-proc INIT -- /bin/true (ms)",
+            "wall, unshare -fp --mount-proc INIT -- /bin/true (ms, median)",
             |r| r.wall_ms,
             2,
         ),
