@@ -364,13 +364,13 @@ fn print_table(candidates: &[Candidate], rows: &[Row]) {
         ),
     ];
     let width = 14;
-    print!("{:<56}", "");
+    print!("{:<62}", "");
     for c in candidates {
         print!("{:>width$}", c.name);
     }
     println!();
     for (label, get, decimals) in metrics {
-        print!("{label:<56}");
+        print!("{label:<62}");
         for row in rows {
             match get(row) {
                 Some(v) => print!("{:>width$.decimals$}", v),
@@ -379,7 +379,7 @@ fn print_table(candidates: &[Candidate], rows: &[Row]) {
         }
         println!();
         if let Some(t) = tini.and_then(|t| get(&rows[t])) {
-            print!("{:<56}", "  ratio to tini");
+            print!("{:<62}", "  ratio to tini");
             for row in rows {
                 match get(row) {
                     Some(v) if t > 0.0 => print!("{:>width$.2}", v / t),
