@@ -101,13 +101,13 @@ pub fn extract_file(archive: &Path, target: &Path, opts: &Options) -> Result<Sta
         archive: archive.to_path_buf(),
         source,
     })?;
-    extract_named(file, archive, target, opts)
+    extract_named(file, archive, target, opts, true)
 }
 
 /// Extracts a tar stream (compression detected from its magic bytes) into
 /// `target`, which is created when missing.
 pub fn extract(reader: impl Read, target: &Path, opts: &Options) -> Result<Stats> {
-    extract_named(reader, Path::new("<stream>"), target, opts)
+    extract_named(reader, Path::new("<stream>"), target, opts, true)
 }
 
 /// Size of the decompressed chunks handed from the reading thread to the
@@ -115,7 +115,14 @@ pub fn extract(reader: impl Read, target: &Path, opts: &Options) -> Result<Stats
 const CHUNK: usize = 256 * 1024;
 const IN_FLIGHT: usize = 16;
 
-fn extract_named(reader: impl Read, name: &Path, target: &Path, opts: &Options) -> Result<Stats> {
+/// `openat2`: false to test the `O_NOFOLLOW` walk that older kernels get.
+fn extract_named(
+    reader: impl Read,
+    name: &Path,
+    target: &Path,
+    opts: &Options,
+    openat2: bool,
+) -> Result<Stats> {
     let archive_error = |source| Error::Archive {
         archive: name.to_path_buf(),
         source,
@@ -123,7 +130,8 @@ fn extract_named(reader: impl Read, name: &Path, target: &Path, opts: &Options) 
     let mut input = BufReader::with_capacity(1 << 20, reader);
     let kind = Compression::detect(input.fill_buf().map_err(archive_error)?);
     let mut stream = decoder(input, kind).map_err(archive_error)?;
-    let unpacker = Unpacker::open(target, name, opts)?;
+    let mut unpacker = Unpacker::open(target, name, opts)?;
+    unpacker.openat2 = openat2;
     let (chunks_tx, chunks_rx) = sync_channel(IN_FLIGHT);
     let (spare_tx, spare_rx) = sync_channel(IN_FLIGHT + 2);
     std::thread::scope(|scope| {
@@ -967,6 +975,66 @@ mod tests {
             let got = sanitize(Path::new(name));
             assert_eq!(got, want.clone().map(PathBuf::from), "{name}");
         }
+    }
+
+    /// A tar of `(name, kind, link)` entries; regular files contain "x".
+    fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, kind, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_mode(0o755);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            let data: &[u8] = if *kind == tar::EntryType::Regular {
+                b"x"
+            } else {
+                b""
+            };
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    #[test]
+    fn walk_without_openat2_refuses_symlink_parents_too() {
+        use tar::EntryType as T;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let target = dir.path().join("target");
+        let opts = Options::default();
+        let good = tar_of(&[
+            ("a/b/c/file", T::Regular, ""),
+            ("a/b/link", T::Symlink, "c/file"),
+        ]);
+        extract_named(good.as_slice(), Path::new("good"), &target, &opts, false).unwrap();
+        assert_eq!(std::fs::read(target.join("a/b/link")).unwrap(), b"x");
+        let evil = tar_of(&[
+            ("l", T::Symlink, "../outside"),
+            ("l/new/evil", T::Regular, ""),
+        ]);
+        let err =
+            extract_named(evil.as_slice(), Path::new("evil"), &target, &opts, false).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Refused {
+                    reason: Refusal::SymlinkParent,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 
     #[test]

@@ -318,3 +318,22 @@ fn unpack_command_names_the_refused_entry() {
     std::fs::remove_file(&file).unwrap();
     scene.assert_outside_untouched();
 }
+
+#[cfg(all(feature = "xz", feature = "zstd"))]
+#[test]
+fn unpacks_xz_and_zstd() {
+    use std::io::Write;
+    let tar = Tar::new().file("etc/hello", b"hello").bytes();
+    let mut xz = xz2::write::XzEncoder::new(Vec::new(), 6);
+    xz.write_all(&tar).unwrap();
+    let xz = xz.finish().unwrap();
+    let zst = zstd::encode_all(tar.as_slice(), 3).unwrap();
+    for compressed in [xz, zst] {
+        let dir = tempfile::tempdir().unwrap();
+        unpack::extract(compressed.as_slice(), dir.path(), &Options::default()).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("etc/hello")).unwrap(),
+            b"hello"
+        );
+    }
+}
