@@ -84,8 +84,23 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
         return Ok(());
     }
     if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(Error::io("creating", parent))?;
+        make_dirs(parent)?;
     }
     std::fs::copy(from, to).map_err(Error::io("copying", from))?;
     Ok(())
+}
+
+/// `create_dir_all` with mode 0755 whatever the umask: the image must not
+/// depend on who built it.
+fn make_dirs(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        make_dirs(parent)?;
+    }
+    std::fs::create_dir(dir).map_err(Error::io("creating", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(Error::io("setting the mode of", dir))
 }

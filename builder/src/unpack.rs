@@ -471,8 +471,15 @@ impl<'o> Unpacker<'o> {
                 // SAFETY: name is NUL-terminated; fd is open.
                 let made = cvt(unsafe { libc::mkdirat(fd.as_raw_fd(), name.as_ptr(), 0o755) });
                 match made {
+                    // A directory the archive implies but does not list:
+                    // 0755 whatever our umask, so that the rootfs (and the
+                    // image made from it) does not depend on who unpacked it.
+                    // SAFETY: as above; just created, so not a symlink.
+                    Ok(()) => {
+                        cvt(unsafe { libc::fchmodat(fd.as_raw_fd(), name.as_ptr(), 0o755, 0) })?
+                    }
                     Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
-                    _ => {}
+                    Err(_) => {}
                 }
             }
             fd = openat(

@@ -242,3 +242,55 @@ fn every_definition_in_images_parses() {
     names.sort();
     assert!(names.len() >= 2, "{names:?}");
 }
+
+#[test]
+fn umask_does_not_change_the_image() {
+    let ws = Workspace::new();
+    let body = crate::support::Tar::new()
+        .file("implied/dir/file", b"x")
+        .gzip();
+    std::fs::write(ws.dir.path().join("rootfs.tar.gz"), &body).unwrap();
+    let toml = ws.dir.path().join("image.toml");
+    let text = format!(
+        "tag = \"localhost/cradle-test/umask:latest\"\n[rootfs]\nsource = \"rootfs.tar.gz\"\nsha256 = \"{}\"\n[config]\ncmd = [\"/bin/x\"]\n",
+        sha256_hex(&body)
+    );
+    std::fs::write(&toml, text).unwrap();
+    let host_toml = ws.dir.path().join("host.toml");
+    std::fs::write(
+        &host_toml,
+        "tag = \"t\"\n[rootfs]\nsource = \"host\"\nprograms = [\"sh\"]\n",
+    )
+    .unwrap();
+    let digest = |umask: &str, toml: &Path| {
+        // The child gets the umask; this process keeps its own.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask}; exec \"$@\""))
+            .arg("sh")
+            .arg(builder_bin())
+            .arg("build")
+            .arg(toml)
+            .arg("-o")
+            .arg(ws.out().join(format!("{umask}.tar")))
+            .arg("--init")
+            .arg(ws.dir.path().join("init"))
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for toml in [&toml, &host_toml] {
+        assert_eq!(
+            digest("022", toml),
+            digest("077", toml),
+            "{}",
+            toml.display()
+        );
+    }
+}
