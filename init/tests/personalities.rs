@@ -246,3 +246,60 @@ fn own_name_takes_our_defaults() {
         (Some(0), "cradle-init (cradle) 0.1.0\n", "")
     );
 }
+
+/// The state letter of `pid` (`S`, `T`, `Z`…) from /proc.
+fn state_of(pid: i32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn wait_for_state(pid: i32, want: &str) {
+    let deadline = std::time::Instant::now() + LIMIT;
+    while state_of(pid) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} never reached state {want}: {}",
+            state_of(pid)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn dumb_init_stops_with_its_session_on_sigtstp_and_resumes_on_sigcont() {
+    // dumb-init's job control outside a container: SIGTSTP becomes SIGSTOP
+    // for the workload's session, and the init stops itself, so the shell
+    // that started it gets the terminal back; SIGCONT resumes both.
+    let scratch = Scratch::new("dumb-init-tstp");
+    let ours = scratch.init_as("dumb-init");
+    let mut running =
+        Running::start(command(&ours).args(["sh", "-c", "echo $$; while :; do sleep 0.02; done"]));
+    let init = running.init_pid(false);
+    running.expect_line_matching(
+        |l| l.parse::<i32>().is_ok(),
+        std::time::Instant::now() + LIMIT,
+    );
+    let workload: i32 = running.seen.iter().find_map(|l| l.parse().ok()).unwrap();
+    kill(init, libc::SIGTSTP);
+    wait_for_state(init, "T");
+    wait_for_state(workload, "T");
+    kill(init, libc::SIGCONT);
+    wait_for_state(init, "S");
+    let deadline = std::time::Instant::now() + LIMIT;
+    while state_of(workload) == "T" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workload stayed stopped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(init, libc::SIGTERM);
+    let (status, _) = running.finish(LIMIT);
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+}

@@ -153,6 +153,17 @@ impl Running {
         }
     }
 
+    /// Waits for a line that `matches`, failing at `deadline`.
+    pub fn expect_line_matching(&mut self, matches: impl Fn(&str) -> bool, deadline: Instant) {
+        while !self.seen.iter().any(|l| matches(l)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no matching line in time; saw {:?}", self.seen),
+            }
+        }
+    }
+
     /// The pid of the init itself: the child of `unshare`, or the process
     /// started when there is no `unshare` in front.
     pub fn init_pid(&self, through_unshare: bool) -> i32 {
