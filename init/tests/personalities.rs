@@ -278,8 +278,7 @@ fn dumb_init_stops_with_its_session_on_sigtstp_and_resumes_on_sigcont() {
     // that started it gets the terminal back; SIGCONT resumes both.
     let scratch = Scratch::new("dumb-init-tstp");
     let ours = scratch.init_as("dumb-init");
-    let mut running =
-        Running::start(command(&ours).args(["sh", "-c", "echo $$; while :; do sleep 0.02; done"]));
+    let mut running = Running::start(command(&ours).args(["sh", "-c", "echo $$; exec sleep 60"]));
     let init = running.init_pid(false);
     running.expect_line_matching(
         |l| l.parse::<i32>().is_ok(),
