@@ -24,6 +24,10 @@
 //! few diagnostics go through [`Sys::log`], filtered by
 //! [`Init::verbosity`]. Until the workload is spawned, `run` returns errors;
 //! after that it only returns an [`ExitCode`].
+//!
+//! The crate is `no_std` (it needs `alloc` and the C library), so that the
+//! static binary links no std at all: 84 KB instead of 460 KB, most of that
+//! std's panic and backtrace machinery.
 
 #![no_std]
 
