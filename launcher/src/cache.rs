@@ -6,7 +6,8 @@
 //! <root>/layers/sha256/<hex>.lock  held (flock) while it is being unpacked
 //! <root>/tmp/<layer>-<pid>/        an unpack in progress, renamed into place when done
 //! <root>/containers/<id>/lock      held (flock) by the launcher running <id>; pid + start time
-//! <root>/containers/<id>/{upper,work,rootfs,etc}
+//! <root>/containers/<id>/{upper,work,rootfs,etc}   made by the child, in a tmpfs of its
+//!                                  mount namespace (on disk with `--keep`)
 //! ```
 //!
 //! `<root>` is `$CRADLE_ROOT`, else `/var/lib/cradle` as root, else
@@ -43,6 +44,10 @@ pub fn rootless() -> bool {
     !nix::unistd::geteuid().is_root()
 }
 
+/// Marks a state directory kept with `--keep`, which is never reclaimed
+/// (only replaced by a later run with the same `--name`).
+const KEPT: &str = "kept";
+
 #[derive(Debug)]
 pub struct Cache {
     root: PathBuf,
@@ -71,9 +76,11 @@ impl Container {
     /// Removes the state directory (unless `--keep`). Idempotent.
     pub fn remove(&self) {
         if self.keep {
-            // The writable layer stays; only the mount point and work dir go.
+            // The writable layer stays; only the mount point and work dir
+            // go. The marker keeps the next runs from reclaiming it.
             let _ = fs::remove_dir(self.rootfs());
             let _ = remove_tree(&self.work());
+            let _ = fs::write(self.dir.join(KEPT), "");
             return;
         }
         let _ = remove_tree(&self.dir);
@@ -113,7 +120,7 @@ impl Cache {
             };
             for entry in dir.flatten() {
                 let path = entry.path();
-                if path.extension().is_some_and(|e| e == "lock") {
+                if path.extension().is_some_and(|e| e == "lock") || path.join(KEPT).exists() {
                     continue;
                 }
                 let lock = match sub {
@@ -230,10 +237,6 @@ impl Cache {
             })
             .unwrap_or_default();
         let _ = writeln!(lock, "{} {start}", std::process::id());
-        for sub in ["upper", "work", "rootfs", "etc"] {
-            let p = dir.join(sub);
-            fs::create_dir(&p).map_err(Error::io("creating", &p))?;
-        }
         Ok(Container {
             id,
             dir,

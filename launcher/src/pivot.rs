@@ -49,6 +49,8 @@ mod tests {
     fn root_is_a_slave_and_bound_before_the_pivot() {
         let fake = Fake::default();
         let plan = rootfs::Plan {
+            state: "/c".into(),
+            in_memory: false,
             root: "/c/rootfs".into(),
             overlay: rootfs::Overlay {
                 lower: vec!["/l".into()],
@@ -79,7 +81,7 @@ mod tests {
             }
         );
         assert_eq!(
-            calls[2],
+            calls[6],
             Call::Mount {
                 src: Some("/c/rootfs".into()),
                 dst: "/c/rootfs".into(),

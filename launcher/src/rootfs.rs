@@ -69,14 +69,22 @@ pub struct Overlay {
 /// Everything the child mounts, decided by the parent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Where the root is assembled (the container's state directory).
+    /// The container's state directory: upper, work, etc, rootfs.
+    pub state: PathBuf,
+    /// The state lives in a tmpfs mounted on `state` in the container's own
+    /// mount namespace: it vanishes with the container, costs no disk
+    /// writes, and nothing of it can outlive a killed launcher. Without it
+    /// (`--keep`) the upper directory is on disk and stays.
+    pub in_memory: bool,
+    /// Where the root is assembled (`state/rootfs`).
     pub root: PathBuf,
     pub overlay: Overlay,
     pub volumes: Vec<Volume>,
     /// Our static init, bound read-only at /sbin/cradle-init.
     pub init: Option<(PathBuf, MsFlags)>,
-    /// Host files bound over /etc/hostname, /etc/hosts, /etc/resolv.conf.
-    pub etc: Vec<(PathBuf, PathBuf)>,
+    /// The contents of /etc/hostname, /etc/hosts, /etc/resolv.conf, written
+    /// to `state/etc/` and bound over the image's, as docker does.
+    pub etc: Vec<(&'static str, String)>,
     pub read_only: bool,
     /// A new network namespace: a fresh sysfs can be mounted.
     pub fresh_sysfs: bool,
@@ -94,6 +102,7 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
 /// Assembles the container's root at `plan.root`.
 pub fn prepare(sys: &impl Sys, plan: &Plan) -> Result<()> {
     make_root_slave(sys)?;
+    make_state(sys, plan)?;
     mount_overlay(sys, plan)?;
     bind_on_itself(sys, &plan.root)?;
     make_workdir(sys, plan)?;
@@ -120,6 +129,38 @@ fn make_root_slave(sys: &impl Sys) -> Result<()> {
         None,
     )
     .map_err(Error::sys("making `/` a recursive slave"))
+}
+
+fn make_state(sys: &impl Sys, plan: &Plan) -> Result<()> {
+    if plan.in_memory {
+        sys.mount(
+            Some(Path::new("tmpfs")),
+            &plan.state,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=700"),
+        )
+        .map_err(Error::sys(format!(
+            "mounting a tmpfs on `{}`",
+            plan.state.display()
+        )))?;
+    }
+    for dir in ["upper", "work", "rootfs", "etc"] {
+        sys.mkdir_in(&plan.state, Path::new(dir))
+            .map_err(Error::sys(format!(
+                "making `{}/{dir}`",
+                plan.state.display()
+            )))?;
+    }
+    for (name, contents) in &plan.etc {
+        let path = Path::new("etc").join(name);
+        sys.write_in(&plan.state, &path, contents.as_bytes())
+            .map_err(Error::sys(format!(
+                "writing `{}`",
+                plan.state.join(&path).display()
+            )))?;
+    }
+    Ok(())
 }
 
 pub fn overlay_options(o: &Overlay) -> String {
@@ -420,12 +461,14 @@ fn mount_sys(sys: &impl Sys, root: &Path, fresh: bool) -> Result<()> {
 }
 
 fn mount_etc_files(sys: &impl Sys, plan: &Plan) -> Result<()> {
-    for (host, target) in &plan.etc {
+    for (name, _) in &plan.etc {
+        let host = plan.state.join("etc").join(name);
+        let target = Path::new("/etc").join(name);
         sys.mount_in(
             &plan.root,
-            target,
+            &target,
             Node::File,
-            Some(host),
+            Some(&host),
             None,
             MsFlags::MS_BIND,
             None,
@@ -442,6 +485,8 @@ mod tests {
 
     fn plan() -> Plan {
         Plan {
+            state: "/c".into(),
+            in_memory: true,
             root: "/c/rootfs".into(),
             overlay: Overlay {
                 lower: vec!["/l/a".into(), "/l/b".into()],
@@ -451,7 +496,7 @@ mod tests {
             },
             volumes: vec![],
             init: None,
-            etc: vec![("/c/etc/hostname".into(), "/etc/hostname".into())],
+            etc: vec![("hostname", "box\n".into())],
             read_only: false,
             fresh_sysfs: true,
             tty_gid: Some(5),
@@ -490,9 +535,21 @@ mod tests {
         prepare(&fake, &plan()).unwrap();
         let calls = fake.calls();
         assert_eq!(
-            calls[..3],
+            calls[..9],
             [
                 mount(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None),
+                mount(
+                    Some("tmpfs"),
+                    "/c",
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some("mode=700")
+                ),
+                Call::Mkdir("/c/upper".into()),
+                Call::Mkdir("/c/work".into()),
+                Call::Mkdir("/c/rootfs".into()),
+                Call::Mkdir("/c/etc".into()),
+                Call::Write("/c/etc/hostname".into(), "box\n".into()),
                 mount(
                     Some("overlay"),
                     "/c/rootfs",

@@ -68,7 +68,7 @@ pub fn plan(
         argv.splice(0..0, [image::INIT_IN_IMAGE.to_string(), "--".to_string()]);
     }
     let env = image::env(image, opts, &hostname)?;
-    let etc = write_etc_files(&container.dir.join("etc"), &hostname, opts.network)?;
+    let etc = etc_files(&hostname, opts.network);
     let volumes = opts
         .volumes
         .iter()
@@ -88,6 +88,8 @@ pub fn plan(
         hostname,
         new_net,
         rootfs: rootfs::Plan {
+            state: container.dir.clone(),
+            in_memory: !opts.keep,
             root: container.rootfs(),
             overlay: Overlay {
                 lower,
@@ -209,13 +211,8 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
     })
 }
 
-/// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container, written
-/// into its state directory and bound over the image's (as docker does).
-fn write_etc_files(
-    dir: &Path,
-    hostname: &str,
-    network: Network,
-) -> Result<Vec<(PathBuf, PathBuf)>> {
+/// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container.
+fn etc_files(hostname: &str, network: Network) -> Vec<(&'static str, String)> {
     let hosts = match network {
         Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
         Network::None => format!(
@@ -223,19 +220,11 @@ fn write_etc_files(
         ),
     };
     let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let files = [
+    vec![
         ("hostname", format!("{hostname}\n")),
         ("hosts", hosts),
         ("resolv.conf", resolv),
-    ];
-    files
-        .into_iter()
-        .map(|(name, text)| {
-            let host = dir.join(name);
-            std::fs::write(&host, text).map_err(Error::io("writing", &host))?;
-            Ok((host, Path::new("/etc").join(name)))
-        })
-        .collect()
+    ]
 }
 
 /// Clones the child into its namespaces and runs the handshake; returns once

@@ -45,6 +45,8 @@ pub trait Sys {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), Errno>;
+    /// Writes `contents` to the new or truncated file `path` inside `root`.
+    fn write_in(&self, root: &Path, path: &Path, contents: &[u8]) -> Result<(), Errno>;
     /// mkdir -p of `path` inside `root`, resolved inside it.
     fn mkdir_in(&self, root: &Path, path: &Path) -> Result<(), Errno>;
     /// What `path` inside `root` is, if it exists (resolved inside root).
@@ -249,6 +251,20 @@ impl Sys for Linux {
         let rootfd = open_dir(root)?;
         let fd = ensure_in_root(&rootfd, target, node)?;
         nix::mount::mount(src, fd_path(&fd).as_str(), fstype, flags, data)
+    }
+
+    fn write_in(&self, root: &Path, path: &Path, contents: &[u8]) -> Result<(), Errno> {
+        use std::io::Write;
+        let rootfd = open_dir(root)?;
+        ensure_in_root(&rootfd, path, Node::File)?;
+        let fd = open_in_root(
+            rootfd.as_raw_fd(),
+            relative(path),
+            libc::O_WRONLY | libc::O_TRUNC,
+        )?;
+        std::fs::File::from(fd)
+            .write_all(contents)
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
     }
 
     fn mkdir_in(&self, root: &Path, path: &Path) -> Result<(), Errno> {
@@ -458,6 +474,7 @@ pub mod fake {
             link: PathBuf,
         },
         Mkdir(PathBuf),
+        Write(PathBuf, String),
         Umount2(PathBuf, MntFlags),
         PivotRoot(PathBuf, PathBuf),
         Chdir(PathBuf),
@@ -527,6 +544,12 @@ pub mod fake {
             data: Option<&str>,
         ) -> Result<(), Errno> {
             self.mount(src, &root.join(relative(target)), fstype, flags, data)
+        }
+        fn write_in(&self, root: &Path, path: &Path, contents: &[u8]) -> Result<(), Errno> {
+            self.push(Call::Write(
+                root.join(relative(path)),
+                String::from_utf8_lossy(contents).into_owned(),
+            ))
         }
         fn mkdir_in(&self, root: &Path, path: &Path) -> Result<(), Errno> {
             self.push(Call::Mkdir(root.join(relative(path))))

@@ -462,3 +462,33 @@ fn nothing_is_left_behind_after_200_runs_some_killed() {
         assert!(left.is_empty(), "left in {sub}: {left:?}");
     }
 }
+
+#[test]
+fn keep_leaves_the_writable_layer_and_nothing_else() {
+    let Some(kit) = Kit::new() else { return };
+    let out = kit
+        .cmd(&["--keep", "--name", "kept"])
+        .arg(&kit.image)
+        .args(["sh", "-c", "echo data > /written"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let dir = kit.root.path().join("containers/kept");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("upper/written")).unwrap(),
+        "data\n"
+    );
+    assert!(!dir.join("rootfs").exists() && !dir.join("work").exists());
+    // Another run does not reclaim it; running the name again replaces it.
+    let out = kit.cmd(&[]).arg(&kit.image).arg("true").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.join("upper/written").exists());
+    let out = kit
+        .cmd(&["--name", "kept"])
+        .arg(&kit.image)
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!dir.exists());
+}

@@ -3,12 +3,14 @@
 //! build, warm cache), against `crun run` and `runc run` on a bundle of the
 //! same rootfs, `bwrap` and `unshare -fpmuin chroot` of that rootfs; then the
 //! cold start (empty cache) against unpacking the same layers with GNU tar.
-//! Everything is measured in the same invocation and printed with ratios.
+//! Everything is measured in the same invocation, interleaved (one run of
+//! each in turn, so a busy machine slows all alike), and printed with ratios.
 //!
 //! crun refuses this machine's hybrid cgroup layout (v1 controllers plus a
 //! cgroup2 mount holding only hugetlb); it runs in a private mount namespace
-//! with `/sys/fs/cgroup/unified` unmounted, so its runs are timed by this
-//! binary re-run as `bench run --helper` under `unshare -m`.
+//! with `/sys/fs/cgroup/unified` unmounted. So the measurements run in this
+//! binary re-executed under `unshare -m --propagation private`, for every
+//! candidate alike.
 
 use crate::util::{cargo, run_cmd, target_dir};
 use anyhow::{Context, Result, bail};
@@ -20,8 +22,8 @@ const WARM_RUNS: usize = 100;
 const COLD_RUNS: usize = 10;
 
 pub fn run(args: &[String]) -> Result<()> {
-    if args.first().map(String::as_str) == Some("--helper") {
-        return helper(&args[1..]);
+    if args.first().map(String::as_str) == Some("--inner") {
+        return inner(&args[1..]);
     }
     let mut image = None;
     let mut runs = WARM_RUNS;
@@ -40,6 +42,29 @@ pub fn run(args: &[String]) -> Result<()> {
         None => crate::build_image::run(&[])?,
     };
     let launcher = build_launcher()?;
+    run_cmd(
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private"])
+            .arg(std::env::current_exe()?)
+            .args(["bench", "run", "--inner"])
+            .arg(&launcher)
+            .arg(&image)
+            .arg(runs.to_string()),
+    )
+}
+
+/// Inside the private mount namespace: prepare, measure, print.
+fn inner(args: &[String]) -> Result<()> {
+    let [launcher, image, runs] = args else {
+        bail!("usage: bench run --inner LAUNCHER IMAGE RUNS");
+    };
+    let (launcher, image) = (PathBuf::from(launcher), PathBuf::from(image));
+    let runs: usize = runs.parse()?;
+    if Path::new("/sys/fs/cgroup/unified").exists() {
+        let _ = Command::new("umount")
+            .arg("/sys/fs/cgroup/unified")
+            .status();
+    }
     let work = target_dir().join("bench-run");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -51,58 +76,142 @@ pub fn run(args: &[String]) -> Result<()> {
             .arg(&image)
             .arg(&rootfs),
     )?;
-
-    let mut rows: Vec<(String, Option<Stats>)> = Vec::new();
     let cache = work.join("cache");
-    let ours = || {
-        let mut c = Command::new(&launcher);
-        c.env("CRADLE_ROOT", &cache)
-            .arg("run")
-            .arg(&image)
-            .arg("/bin/true");
-        c
+    let ours = {
+        let (launcher, image, cache) = (launcher.clone(), image.clone(), cache.clone());
+        move || {
+            let mut c = Command::new(&launcher);
+            c.env("CRADLE_ROOT", &cache)
+                .arg("run")
+                .arg(&image)
+                .arg("/bin/true");
+            c
+        }
     };
     run_cmd(&mut ours()).context("warming the cache")?;
-    rows.push(("cradle launcher (warm)".into(), Some(time(runs, ours)?)));
-    rows.push(("crun run".into(), crun(&bundle, runs).ok().flatten()));
-    rows.push((
-        "runc run".into(),
-        oci_runtime("runc", &bundle, runs).ok().flatten(),
-    ));
-    rows.push(("bwrap".into(), bwrap(&rootfs, runs).ok().flatten()));
-    rows.push((
-        "unshare -fpmuin chroot".into(),
-        unshare(&rootfs, runs).ok().flatten(),
-    ));
 
-    let cold = time_with_setup(
-        COLD_RUNS,
-        || {
-            let _ = std::fs::remove_dir_all(&cache);
-        },
-        ours,
-    )?;
+    let mut candidates: Vec<(String, Box<dyn Fn() -> Command>)> =
+        vec![("cradle launcher (warm)".into(), Box::new(ours.clone()))];
+    for runtime in ["crun", "runc"] {
+        if installed(runtime) && write_spec(runtime, &bundle).is_ok() {
+            let bundle = bundle.clone();
+            let n = std::cell::Cell::new(0u64);
+            candidates.push((
+                format!("{runtime} run"),
+                Box::new(move || {
+                    n.set(n.get() + 1);
+                    let mut c = Command::new(runtime);
+                    c.args(["run", "-b"]).arg(&bundle).arg(format!(
+                        "cradle-bench-{}-{}",
+                        std::process::id(),
+                        n.get()
+                    ));
+                    c
+                }),
+            ));
+        } else {
+            eprintln!("bench run: `{runtime}` is not installed, skipped");
+        }
+    }
+    if installed("bwrap") {
+        let rootfs = rootfs.clone();
+        candidates.push((
+            "bwrap".into(),
+            Box::new(move || {
+                let mut c = Command::new("bwrap");
+                c.args(["--unshare-all", "--die-with-parent", "--bind"])
+                    .arg(&rootfs)
+                    .args(["/", "--proc", "/proc", "--dev", "/dev", "/bin/true"]);
+                c
+            }),
+        ));
+    }
+    {
+        let rootfs = rootfs.clone();
+        candidates.push((
+            "unshare -fpmuin chroot".into(),
+            Box::new(move || {
+                let mut c = Command::new("unshare");
+                c.args(["-fpmuin", "chroot"]).arg(&rootfs).arg("/bin/true");
+                c
+            }),
+        ));
+    }
+    let warm = interleaved(runs, &candidates, &|| {});
+
     let blobs = layer_blobs(&image, &work.join("blobs"))?;
     let out = work.join("tar-out");
-    let tar = time_with_setup(
-        COLD_RUNS,
-        || {
-            let _ = std::fs::remove_dir_all(&out);
-            let _ = std::fs::create_dir_all(&out);
-        },
-        || {
-            let mut c = Command::new("sh");
+    let tar_cmd = {
+        let out = out.clone();
+        move || {
             let script: Vec<String> = blobs
                 .iter()
                 .map(|b| format!("tar -xzf '{}' -C '{}'", b.display(), out.display()))
                 .collect();
+            let mut c = Command::new("sh");
             c.arg("-c").arg(script.join(" && "));
             c
-        },
-    )?;
-    print_table(&rows, &cold, &tar, runs);
+        }
+    };
+    let cold_candidates: Vec<(String, Box<dyn Fn() -> Command>)> = vec![
+        ("cradle launcher (cold)".into(), Box::new(ours)),
+        ("GNU tar -xzf (layers)".into(), Box::new(tar_cmd)),
+    ];
+    let cold = interleaved(COLD_RUNS, &cold_candidates, &|| {
+        let _ = std::fs::remove_dir_all(&cache);
+        let _ = std::fs::remove_dir_all(&out);
+        let _ = std::fs::create_dir_all(&out);
+    });
+    print_table(&candidates, &warm, &cold, runs);
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// One run of each candidate in turn, `runs` rounds, `setup` (untimed)
+/// before each run. A candidate that fails once is dropped (None).
+fn interleaved(runs: usize, candidates: &Candidates, setup: &dyn Fn()) -> Vec<Option<Stats>> {
+    let mut times: Vec<Option<Vec<Duration>>> =
+        candidates.iter().map(|_| Some(Vec::new())).collect();
+    for _ in 0..runs {
+        for ((name, cmd), slot) in candidates.iter().zip(times.iter_mut()) {
+            let Some(list) = slot else { continue };
+            setup();
+            match time_one(cmd()) {
+                Ok(d) => list.push(d),
+                Err(e) => {
+                    eprintln!("bench run: {name} failed: {e:#}");
+                    *slot = None;
+                }
+            }
+        }
+    }
+    times.into_iter().map(|t| t.map(stats)).collect()
+}
+
+fn time_one(mut c: Command) -> Result<Duration> {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let out = c.output().with_context(|| format!("starting {c:?}"))?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{c:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(took)
+}
+
+fn stats(mut times: Vec<Duration>) -> Stats {
+    times.sort();
+    let mean = times.iter().sum::<Duration>() / times.len().max(1) as u32;
+    Stats {
+        mean,
+        median: times.get(times.len() / 2).copied().unwrap_or_default(),
+    }
 }
 
 fn build_launcher() -> Result<PathBuf> {
@@ -114,39 +223,6 @@ fn build_launcher() -> Result<PathBuf> {
 struct Stats {
     mean: Duration,
     median: Duration,
-}
-
-fn time(runs: usize, cmd: impl Fn() -> Command) -> Result<Stats> {
-    time_with_setup(runs, || {}, cmd)
-}
-
-/// Runs `cmd` `runs` times, `setup` (untimed) before each, and returns the
-/// mean and median wall time. Fails when a run fails.
-fn time_with_setup(runs: usize, setup: impl Fn(), cmd: impl Fn() -> Command) -> Result<Stats> {
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        setup();
-        let mut c = cmd();
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let start = Instant::now();
-        let out = c.output().with_context(|| format!("starting {c:?}"))?;
-        times.push(start.elapsed());
-        if !out.status.success() {
-            bail!(
-                "{c:?} failed: {}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-    times.sort();
-    let mean = times.iter().sum::<Duration>() / runs.max(1) as u32;
-    Ok(Stats {
-        mean,
-        median: times[times.len() / 2],
-    })
 }
 
 fn installed(program: &str) -> bool {
@@ -172,126 +248,6 @@ fn write_spec(runtime: &str, bundle: &Path) -> Result<()> {
     Ok(())
 }
 
-fn oci_runtime(runtime: &str, bundle: &Path, runs: usize) -> Result<Option<Stats>> {
-    if !installed(runtime) {
-        eprintln!("bench run: `{runtime}` is not installed, skipped");
-        return Ok(None);
-    }
-    write_spec(runtime, bundle)?;
-    let n = std::cell::Cell::new(0);
-    let stats = time(runs, || {
-        n.set(n.get() + 1);
-        let mut c = Command::new(runtime);
-        c.args(["run", "-b"]).arg(bundle).arg(format!(
-            "cradle-bench-{}-{}",
-            std::process::id(),
-            n.get()
-        ));
-        c
-    });
-    report(runtime, stats)
-}
-
-fn report(what: &str, stats: Result<Stats>) -> Result<Option<Stats>> {
-    match stats {
-        Ok(s) => Ok(Some(s)),
-        Err(e) => {
-            eprintln!("bench run: {what} failed: {e:#}");
-            Ok(None)
-        }
-    }
-}
-
-/// crun, timed by this binary re-run in a private mount namespace without
-/// the hybrid cgroup2 mount.
-fn crun(bundle: &Path, runs: usize) -> Result<Option<Stats>> {
-    if !installed("crun") {
-        eprintln!("bench run: `crun` is not installed, skipped");
-        return Ok(None);
-    }
-    write_spec("crun", bundle)?;
-    let me = std::env::current_exe()?;
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private"])
-        .arg(me)
-        .args(["bench", "run", "--helper", "crun"])
-        .arg(bundle)
-        .arg(runs.to_string())
-        .output()?;
-    if !out.status.success() {
-        eprintln!(
-            "bench run: crun failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return Ok(None);
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut nums = text
-        .split_whitespace()
-        .filter_map(|n| n.parse::<u64>().ok());
-    match (nums.next(), nums.next()) {
-        (Some(mean), Some(median)) => Ok(Some(Stats {
-            mean: Duration::from_nanos(mean),
-            median: Duration::from_nanos(median),
-        })),
-        _ => Ok(None),
-    }
-}
-
-/// `--helper crun BUNDLE RUNS`, inside `unshare -m`: prints mean and median
-/// nanoseconds.
-fn helper(args: &[String]) -> Result<()> {
-    let [what, bundle, runs] = args else {
-        bail!("usage: bench run --helper crun BUNDLE RUNS");
-    };
-    if what != "crun" {
-        bail!("unknown helper `{what}`");
-    }
-    if Path::new("/sys/fs/cgroup/unified").exists() {
-        let _ = Command::new("umount")
-            .arg("/sys/fs/cgroup/unified")
-            .status();
-    }
-    let runs: usize = runs.parse()?;
-    let n = std::cell::Cell::new(0);
-    let stats = time(runs, || {
-        n.set(n.get() + 1);
-        let mut c = Command::new("crun");
-        c.args(["run", "-b", bundle]).arg(format!(
-            "cradle-bench-{}-{}",
-            std::process::id(),
-            n.get()
-        ));
-        c
-    })?;
-    println!("{} {}", stats.mean.as_nanos(), stats.median.as_nanos());
-    Ok(())
-}
-
-fn bwrap(rootfs: &Path, runs: usize) -> Result<Option<Stats>> {
-    if !installed("bwrap") {
-        eprintln!("bench run: `bwrap` is not installed, skipped");
-        return Ok(None);
-    }
-    let stats = time(runs, || {
-        let mut c = Command::new("bwrap");
-        c.args(["--unshare-all", "--die-with-parent", "--bind"])
-            .arg(rootfs)
-            .args(["/", "--proc", "/proc", "--dev", "/dev", "/bin/true"]);
-        c
-    });
-    report("bwrap", stats)
-}
-
-fn unshare(rootfs: &Path, runs: usize) -> Result<Option<Stats>> {
-    let stats = time(runs, || {
-        let mut c = Command::new("unshare");
-        c.args(["-fpmuin", "chroot"]).arg(rootfs).arg("/bin/true");
-        c
-    });
-    report("unshare", stats)
-}
-
 /// The gzip layer blobs of `image`, extracted (untimed) for GNU tar.
 fn layer_blobs(image: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
@@ -313,17 +269,26 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn print_table(rows: &[(String, Option<Stats>)], cold: &Stats, tar: &Stats, runs: usize) {
+type Candidates = [(String, Box<dyn Fn() -> Command>)];
+
+fn print_table(
+    candidates: &Candidates,
+    warm: &[Option<Stats>],
+    cold: &[Option<Stats>],
+    runs: usize,
+) {
+    let rows: Vec<(&String, &Option<Stats>)> =
+        candidates.iter().map(|(n, _)| n).zip(warm).collect();
     let crun = rows
         .iter()
-        .find(|(n, _)| n == "crun run")
-        .and_then(|(_, s)| *s);
+        .find(|(n, _)| *n == "crun run")
+        .and_then(|(_, s)| **s);
     println!("bench run: /bin/true, {runs} runs each (warm), {COLD_RUNS} cold");
     println!(
         "{:<26} {:>10} {:>10} {:>10}",
         "", "mean ms", "median ms", "vs crun"
     );
-    for (name, stats) in rows {
+    for (name, stats) in &rows {
         match stats {
             Some(s) => {
                 let ratio = crun.map_or("-".into(), |c| format!("{:.2}x", ms(s.mean) / ms(c.mean)));
@@ -336,12 +301,16 @@ fn print_table(rows: &[(String, Option<Stats>)], cold: &Stats, tar: &Stats, runs
             None => println!("{name:<26} {:>10} {:>10} {:>10}", "-", "-", "-"),
         }
     }
+    let (Some(ours), Some(tar)) = (cold[0], cold[1]) else {
+        println!("cold start: not measured (see the errors above)");
+        return;
+    };
     println!(
         "{:<26} {:>10.2} {:>10.2} {:>9.2}x GNU tar",
         "cradle launcher (cold)",
-        ms(cold.mean),
-        ms(cold.median),
-        ms(cold.mean) / ms(tar.mean)
+        ms(ours.mean),
+        ms(ours.median),
+        ms(ours.mean) / ms(tar.mean)
     );
     println!(
         "{:<26} {:>10.2} {:>10.2}",
