@@ -492,3 +492,49 @@ fn keep_leaves_the_writable_layer_and_nothing_else() {
     assert!(out.status.success(), "{out:?}");
     assert!(!dir.exists());
 }
+
+#[test]
+fn concurrent_cold_runs_share_one_cache() {
+    let Some(kit) = Kit::new() else { return };
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            kit.cmd(&[])
+                .arg(&kit.image)
+                .arg("true")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let layers: Vec<_> = std::fs::read_dir(kit.root.path().join("layers/sha256"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .collect();
+    let expected = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&kit.image)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("blobs/sha256/"))
+                .count()
+        })
+        .unwrap_or(0);
+    // One directory per layer digest (config and manifest are blobs too).
+    assert!(
+        !layers.is_empty() && layers.len() <= expected.saturating_sub(2),
+        "{layers:?}"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(kit.root.path().join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
