@@ -33,6 +33,7 @@ pub enum Call {
     SetCtty(Fd),
     Exec(Vec<String>),
     Reap,
+    Stopped(Pid),
     Kill(Pid, i32),
     Log(String),
 }
@@ -44,6 +45,7 @@ pub struct Fake {
     tty: bool,
     fork: Option<Pid>,
     pipe_bytes: Vec<u8>,
+    stop_signal: RefCell<Option<i32>>,
     reaps: RefCell<VecDeque<Option<(Pid, Status)>>>,
     signals: RefCell<VecDeque<Vec<Received>>>,
     calls: RefCell<Vec<Call>>,
@@ -70,6 +72,11 @@ impl Fake {
     }
     pub fn fork_parent(mut self, child: Pid) -> Fake {
         self.fork = Some(child);
+        self
+    }
+    /// What `stopped` answers, once.
+    pub fn stopped_by(self, sig: i32) -> Fake {
+        *self.stop_signal.borrow_mut() = Some(sig);
         self
     }
     pub fn pipe_bytes(mut self, bytes: Vec<u8>) -> Fake {
@@ -198,6 +205,13 @@ impl Sys for Fake {
     fn reap_one(&self) -> Result<Option<(Pid, Status)>, Errno> {
         self.record(Call::Reap);
         self.reaps.borrow_mut().pop_front().ok_or(Errno::ECHILD)
+    }
+    fn stopped(&self, pid: Pid) -> Option<i32> {
+        self.record(Call::Stopped(pid));
+        self.stop_signal.borrow_mut().take()
+    }
+    fn getpgrp(&self) -> Pid {
+        self.pid
     }
     fn kill(&self, pid: Pid, sig: i32) -> Result<(), Errno> {
         self.record(Call::Kill(pid, sig));

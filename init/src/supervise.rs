@@ -16,6 +16,8 @@ use core::time::Duration;
 const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT];
 /// The job-control signals dumb-init suspends itself on.
 const TTY_STOP_SIGNALS: [i32; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+/// The terminal the workload may be given.
+const STDIN: i32 = 0;
 /// How often to look again for stragglers once SIGKILL went out.
 const RESCAN: Duration = Duration::from_millis(50);
 
@@ -42,6 +44,10 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
     // wait of its own.
     let mut reap_due = true;
     let mut none_left = false;
+    let job_control = init.personality == Personality::Cradle
+        && init.own_group
+        && sys.getpid() != 1
+        && sys.isatty(STDIN);
     let mut rest_termed = false;
     loop {
         if reap_due {
@@ -50,6 +56,13 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
                 status = reaped.workload;
             }
             none_left = reaped.none_left;
+            if job_control
+                && status.is_none()
+                && let Some(sig) = sys.stopped(child.pid)
+                && TTY_STOP_SIGNALS.contains(&sig)
+            {
+                suspend_with_workload(sys, init, child);
+            }
         }
         if let Some(status) = status {
             match init.grace {
@@ -187,6 +200,21 @@ fn stop_all(sys: &impl Sys, init: &Init, sig: i32) {
     for pid in sys.descendants() {
         let _ = sys.kill(pid, sig);
     }
+}
+
+/// Our job control outside a container (started from an interactive
+/// shell): the workload stopped on a terminal signal (Ctrl-Z), so take the
+/// terminal back for our own group and stop too, so that the shell sees its
+/// job stopped and gets the terminal; once continued (`fg`), give the
+/// terminal back to the workload and continue it. SIGTTOU is blocked, so
+/// the init may set the foreground group from the background.
+fn suspend_with_workload(sys: &impl Sys, init: &Init, child: Child) {
+    log!(sys, init, Debug, "workload stopped; stopping with it");
+    let _ = sys.tcsetpgrp(STDIN, sys.getpgrp());
+    // Stops before kill returns; runs on from here after SIGCONT.
+    let _ = sys.kill(sys.getpid(), libc::SIGSTOP);
+    let _ = sys.tcsetpgrp(STDIN, child.pid);
+    let _ = sys.kill(-child.pid, libc::SIGCONT);
 }
 
 /// dumb-init's job control outside a container: after passing SIGTSTP &
@@ -330,6 +358,41 @@ mod tests {
                 Call::Reap,
                 Call::Kill(-1, libc::SIGTERM),
                 Call::ReadSignals(Some(Duration::from_secs(2))),
+                Call::Reap,
+            ]
+        );
+    }
+
+    #[test]
+    fn stops_with_a_workload_stopped_from_the_terminal_then_hands_it_back() {
+        let fake = Fake::new()
+            .pid(5)
+            .tty(true)
+            .stopped_by(libc::SIGTSTP)
+            .reaps([None, Some((7, Status::Exited(0)))])
+            .signals([got(libc::SIGCHLD)]);
+        let code = until_exit(
+            &fake,
+            3,
+            Child {
+                pid: 7,
+                exec_error: None,
+            },
+            &Init::new(["x"]),
+        );
+        assert_eq!(code, ExitCode(0));
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::Isatty(0),
+                Call::Reap,
+                Call::Stopped(7),
+                Call::Tcsetpgrp(0, 5),
+                Call::Kill(5, libc::SIGSTOP),
+                Call::Tcsetpgrp(0, 7),
+                Call::Kill(-7, libc::SIGCONT),
+                Call::ReadSignals(None),
+                Call::Reap,
                 Call::Reap,
             ]
         );

@@ -99,6 +99,10 @@ pub trait Sys {
     fn exit_child(&self, code: i32) -> !;
     /// Reaps one ended child without waiting; None when none has ended.
     fn reap_one(&self) -> Result<Option<(Pid, Status)>, Errno>;
+    /// The signal that stopped child `pid`, if it stopped since last asked;
+    /// never reaps it.
+    fn stopped(&self, pid: Pid) -> Option<i32>;
+    fn getpgrp(&self) -> Pid;
     fn kill(&self, pid: Pid, sig: i32) -> Result<(), Errno>;
     /// Every process below the caller, for signalling them when `kill(-1)`
     /// would reach too far (the init is not PID 1).
@@ -376,6 +380,30 @@ impl Sys for Linux {
             pid if libc::WIFSIGNALED(raw) => Ok(Some((pid, Status::Signaled(libc::WTERMSIG(raw))))),
             pid => Ok(Some((pid, Status::Exited(libc::WEXITSTATUS(raw))))),
         }
+    }
+
+    fn stopped(&self, pid: Pid) -> Option<i32> {
+        // SAFETY: siginfo_t is plain data; all zeroes is valid.
+        let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
+        // WSTOPPED without WEXITED: reports a stop, never an exit, so this
+        // reaps nothing.
+        // SAFETY: a live siginfo_t.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WSTOPPED | libc::WNOHANG,
+            )
+        };
+        // SAFETY: waitid filled the fields of a CLD_STOPPED record, or left
+        // si_pid zero when nothing stopped.
+        (rc == 0 && unsafe { info.si_pid() } != 0).then(|| unsafe { info.si_status() })
+    }
+
+    fn getpgrp(&self) -> Pid {
+        // SAFETY: no preconditions.
+        unsafe { libc::getpgrp() }
     }
 
     fn kill(&self, pid: Pid, sig: i32) -> Result<(), Errno> {

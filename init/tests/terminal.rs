@@ -62,9 +62,13 @@ fn lines_of(mut master: std::fs::File) -> Receiver<String> {
     rx
 }
 
+/// Waits for a line `want`, maybe after an interactive shell's `$ ` prompt.
 fn expect(rx: &Receiver<String>, want: &str, seen: &mut Vec<String>) {
     let deadline = Instant::now() + LIMIT;
-    while !seen.iter().any(|l| l == want) {
+    while !seen
+        .iter()
+        .any(|l| l.strip_prefix("$ ").unwrap_or(l) == want)
+    {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => seen.push(line),
             Err(_) => panic!("the terminal never showed `{want}`; it showed {seen:?}"),
@@ -99,6 +103,7 @@ fn workload_owns_the_terminal_and_job_control_reaches_it() {
         });
     }
     let mut child = cmd.spawn().unwrap();
+    let _guard = SessionGuard(child.id() as i32);
     drop(cmd);
     let rx = lines_of(master);
     let mut seen = Vec::new();
@@ -117,4 +122,51 @@ fn workload_owns_the_terminal_and_job_control_reaches_it() {
     expect(&rx, "int", &mut seen);
     let status = wait_limit(&mut child, LIMIT);
     assert_eq!(status.code(), Some(9), "{seen:?}");
+}
+
+#[test]
+fn ctrl_z_from_an_interactive_shell_stops_the_init_with_its_workload_and_fg_resumes_both() {
+    // Outside a container: an interactive shell runs the init as a job.
+    // Ctrl-Z stops the workload (it has the terminal); the init must stop
+    // too, or the shell would wait for it for ever. `fg` resumes both.
+    let (master, slave) = openpty();
+    let mut writer = master.try_clone().unwrap();
+    let mut cmd = command("sh");
+    cmd.args(["-i", "-m"])
+        .env("PS1", "$ ")
+        .env("ENV", "/dev/null");
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut shell = cmd.spawn().unwrap();
+    let _guard = SessionGuard(shell.id() as i32);
+    drop(cmd);
+    let rx = lines_of(master);
+    let mut seen = Vec::new();
+    let line = format!(
+        "{} -- sh -c 'echo started; sleep 30'\n",
+        init_bin().display()
+    );
+    writer.write_all(line.as_bytes()).unwrap();
+    expect(&rx, "started", &mut seen);
+    writer.write_all(b"\x1a").unwrap(); // Ctrl-Z
+    writer.write_all(b"echo back-in-shell\n").unwrap();
+    expect(&rx, "back-in-shell", &mut seen);
+    writer.write_all(b"fg\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    writer.write_all(b"\x03").unwrap(); // Ctrl-C: only a resumed workload can die of it
+    writer.write_all(b"echo status=$?\n").unwrap();
+    expect(&rx, "status=130", &mut seen);
+    writer.write_all(b"exit\n").unwrap();
+    let status = wait_limit(&mut shell, LIMIT);
+    assert!(status.success(), "{seen:?}");
 }

@@ -274,3 +274,30 @@ pub fn without_pids(text: &str) -> String {
     }
     out
 }
+
+/// Kills every process of session `sid` when dropped, so that a test that
+/// fails midway leaves nothing behind, stopped processes included.
+pub struct SessionGuard(pub i32);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // Fields after the command: state, ppid, pgrp, session.
+            let session = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(3));
+            if session == Some(&self.0.to_string()) {
+                // SAFETY: no pointers; a process of the test's own session.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
