@@ -11,7 +11,7 @@ pub enum Refusal {
     Absolute,
     /// The name has a `..` component.
     DotDot,
-    /// A parent directory of the entry is a symlink (or not a directory).
+    /// A parent of the entry is a symlink, or not a directory.
     SymlinkParent,
     /// A hardlink whose target is absolute, has `..`, or goes through a symlink.
     LinkOutside(PathBuf),
@@ -26,7 +26,7 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::Absolute => f.write_str("absolute name"),
             Refusal::DotDot => f.write_str("`..` in the name"),
-            Refusal::SymlinkParent => f.write_str("a parent directory is a symlink"),
+            Refusal::SymlinkParent => f.write_str("a parent is a symlink or not a directory"),
             Refusal::LinkOutside(to) => {
                 write!(f, "hardlink to `{}` outside the target", to.display())
             }

@@ -353,9 +353,15 @@ impl<'o> Unpacker<'o> {
         let file_name = file_name.map_err(failed)?;
         let parent = rel.parent().unwrap_or(Path::new(""));
         let pfd = self.parent_fd(parent, &name)?;
-        if (self.opts.whiteouts || self.opts.overlay_whiteouts)
-            && self.whiteout(pfd, parent, &file_name).map_err(failed)?
-        {
+        let whiteouts = self.opts.whiteouts || self.opts.overlay_whiteouts;
+        if whiteouts && matches!(file_name.as_bytes(), b".wh." | b".wh.." | b".wh...") {
+            // `.wh..` would whiteout `..`: the parent of this directory.
+            return Err(Error::Refused {
+                entry: name,
+                reason: Refusal::DotDot,
+            });
+        }
+        if whiteouts && self.whiteout(pfd, parent, &file_name).map_err(failed)? {
             self.stats.whiteouts += 1;
             return Ok(());
         }

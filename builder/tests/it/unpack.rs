@@ -337,3 +337,25 @@ fn unpacks_xz_and_zstd() {
         );
     }
 }
+
+#[test]
+fn refuses_whiteouts_of_dot_and_dotdot() {
+    let scene = Scene::new();
+    for overlay in [false, true] {
+        let opts = Options {
+            whiteouts: true,
+            overlay_whiteouts: overlay,
+            ..Options::default()
+        };
+        for name in [".wh..", ".wh...", "etc/.wh..", "etc/.wh..."] {
+            let archive = Tar::new().file("etc/kept", b"x").file(name, b"").bytes();
+            let (entry, reason) = refused(scene.extract(&archive, &opts));
+            assert_eq!(
+                (entry.as_path(), reason),
+                (Path::new(name), Refusal::DotDot)
+            );
+            assert!(scene.target().join("etc/kept").exists());
+            scene.assert_outside_untouched();
+        }
+    }
+}
