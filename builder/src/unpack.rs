@@ -564,9 +564,15 @@ impl<'o> Unpacker<'o> {
         if let Some(extensions) = entry.pax_extensions()? {
             for ext in extensions {
                 let ext = ext?;
-                if let Some(key) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                    found.push((cstring(key)?, ext.value_bytes().to_vec()));
+                let Some(key) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+                    continue;
+                };
+                // overlayfs reads its own attributes (redirects, metacopy,
+                // opaque) from layers; only we may write those.
+                if key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.") {
+                    continue;
                 }
+                found.push((cstring(key)?, ext.value_bytes().to_vec()));
             }
         }
         Ok(found)

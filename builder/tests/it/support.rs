@@ -64,6 +64,29 @@ impl Tar {
         self.push(h, data)
     }
 
+    /// A PAX extended header for the next entry, with `records` (key, value).
+    pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Tar {
+        let mut data = Vec::new();
+        for (key, value) in records {
+            let body = key.len() + value.len() + 3;
+            let mut len = body + body.to_string().len();
+            if len.to_string().len() != body.to_string().len() {
+                len += 1;
+            }
+            data.extend_from_slice(format!("{len} {key}=").as_bytes());
+            data.extend_from_slice(value);
+            data.push(b'\n');
+        }
+        let h = self.header(
+            "pax",
+            tar::EntryType::XHeader,
+            0o644,
+            data.len() as u64,
+            None,
+        );
+        self.push(h, &data)
+    }
+
     pub fn dir(&mut self, name: &str, mode: u32) -> &mut Tar {
         let h = self.header(name, tar::EntryType::Directory, mode, 0, None);
         self.push(h, &[])

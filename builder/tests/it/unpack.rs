@@ -359,3 +359,39 @@ fn refuses_whiteouts_of_dot_and_dotdot() {
         }
     }
 }
+
+#[test]
+fn keeps_xattrs_but_not_overlay_ones() {
+    let scene = Scene::new();
+    let archive = Tar::new()
+        .pax(&[
+            ("SCHILY.xattr.user.cradle", b"kept"),
+            ("SCHILY.xattr.trusted.overlay.redirect", b"/etc"),
+        ])
+        .file("f", b"x")
+        .bytes();
+    scene.extract(&archive, &Options::default()).unwrap();
+    let path = std::ffi::CString::new(scene.target().join("f").to_str().unwrap()).unwrap();
+    let get = |name: &std::ffi::CStr| {
+        let mut buf = [0u8; 64];
+        // SAFETY: both strings are NUL-terminated; buf is a live buffer.
+        let n = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        (n >= 0).then(|| buf[..n as usize].to_vec())
+    };
+    let user = get(c"user.cradle");
+    if !testkit::require(
+        user.is_some(),
+        "the filesystem of the temporary directory has no user xattrs",
+    ) {
+        return;
+    }
+    assert_eq!(user.as_deref(), Some(b"kept".as_slice()));
+    assert_eq!(get(c"trusted.overlay.redirect"), None);
+}
