@@ -395,3 +395,89 @@ fn keeps_xattrs_but_not_overlay_ones() {
     assert_eq!(user.as_deref(), Some(b"kept".as_slice()));
     assert_eq!(get(c"trusted.overlay.redirect"), None);
 }
+
+/// Everything `ls -lR` would show, plus contents and hardlink groups: name
+/// → (type, mode, uid, gid, mtime, contents or link target, link group).
+fn snapshot(root: &Path) -> Vec<String> {
+    let mut inodes = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for rel in tree(root) {
+        let path = root.join(rel.trim_end_matches('/'));
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let body = if meta.file_type().is_symlink() {
+            format!("-> {}", std::fs::read_link(&path).unwrap().display())
+        } else if meta.is_file() {
+            crate::support::sha256_hex(&std::fs::read(&path).unwrap())
+        } else {
+            String::new()
+        };
+        let next = inodes.len();
+        let group = if meta.is_file() && meta.nlink() > 1 {
+            *inodes.entry(meta.ino()).or_insert(next)
+        } else {
+            usize::MAX
+        };
+        let mtime = meta.mtime();
+        out.push(format!(
+            "{rel} {:o} {}:{} {mtime} {body} {group}",
+            meta.mode(),
+            meta.uid(),
+            meta.gid()
+        ));
+    }
+    out
+}
+
+#[test]
+fn matches_gnu_tar_on_a_gnu_tar_archive() {
+    let Some(tar) = testkit::require_tool("tar") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let deep = src.join("a".repeat(60)).join("b".repeat(60));
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("long-name-file"), "deep").unwrap();
+    std::fs::create_dir(src.join("bin")).unwrap();
+    std::fs::write(src.join("bin/tool"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        src.join("bin/tool"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    std::fs::hard_link(src.join("bin/tool"), src.join("bin/tool-again")).unwrap();
+    std::os::unix::fs::symlink("tool", src.join("bin/sh")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", src.join("dangling")).unwrap();
+    std::fs::create_dir(src.join("tmp")).unwrap();
+    std::fs::set_permissions(src.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::create_dir(src.join("ro")).unwrap();
+    std::fs::write(src.join("ro/file"), "ro").unwrap();
+    std::fs::set_permissions(src.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::write(src.join("empty"), "").unwrap();
+    let archive = dir.path().join("src.tar.gz");
+    let status = std::process::Command::new(&tar)
+        .args(["--numeric-owner", "-czf"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    let status = std::process::Command::new(&tar)
+        .args(["--numeric-owner", "--same-permissions", "-xzf"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ours = dir.path().join("ours");
+    unpack::extract_file(&archive, &ours, &Options::default()).unwrap();
+    assert_eq!(snapshot(&ours), snapshot(&theirs));
+    for d in [&src, &ours, &theirs] {
+        std::fs::set_permissions(d.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
