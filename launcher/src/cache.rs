@@ -95,13 +95,25 @@ impl Drop for Container {
 
 impl Cache {
     pub fn open(root: PathBuf) -> Result<Self> {
+        // As root, the path to the layers and state directories must be
+        // searchable (not listable) by a `--userns=auto` container's root,
+        // which is an unprivileged id on the host.
+        let mode = if rootless() { 0o700 } else { 0o711 };
         for sub in ["layers/sha256", "tmp", "containers"] {
             let dir = root.join(sub);
             fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o700)
+                .mode(mode)
                 .create(&dir)
                 .map_err(Error::io("creating cache directory", &dir))?;
+        }
+        for dir in [
+            root.clone(),
+            root.join("layers"),
+            root.join("layers/sha256"),
+            root.join("containers"),
+        ] {
+            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(mode));
         }
         Ok(Self { root })
     }

@@ -136,6 +136,108 @@ fn run_map_tool(program: &str, pid: i32, id: u32, (start, count): (u32, u32)) ->
     }
 }
 
+const OPEN_TREE_CLONE: u32 = 1;
+const AT_RECURSIVE: u32 = 0x8000;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// struct mount_attr (mount_setattr(2)).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `--userns=auto`: the cached layers belong to the host's root, which the
+/// container's user namespace does not map. Each layer directory is cloned
+/// as a detached mount idmapped to the child's user namespace (which needs
+/// CAP_SYS_ADMIN over the layer's filesystem, so the parent does it), then
+/// attached at `targets` inside the child's mount namespace, which the
+/// parent enters for that and leaves again (setns(2); the launcher is
+/// single-threaded, and every path it uses afterwards is absolute).
+pub fn attach_idmapped_layers(
+    pid: i32,
+    layers: &[std::path::PathBuf],
+    targets: &[std::path::PathBuf],
+) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let open = |what: String| std::fs::File::open(&what).map_err(Error::io("opening", what));
+    let userns = open(format!("/proc/{pid}/ns/user"))?;
+    let their_mnt = open(format!("/proc/{pid}/ns/mnt"))?;
+    let our_mnt = open("/proc/self/ns/mnt".into())?;
+    let cwd = open(".".into())?;
+    let mut trees = Vec::new();
+    for layer in layers {
+        let step = || format!("idmapping layer `{}`", layer.display());
+        let c = std::ffi::CString::new(layer.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::sys(step())(nix::errno::Errno::EINVAL))?;
+        // SAFETY: open_tree with a valid path; the fd is owned below.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as u32,
+            )
+        };
+        if fd < 0 {
+            return Err(Error::sys(step())(nix::errno::Errno::last()));
+        }
+        // SAFETY: the kernel just gave us this fd.
+        let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        };
+        // SAFETY: mount_setattr on our detached tree with a valid attr.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | AT_RECURSIVE as i32,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if rc < 0 {
+            return Err(Error::sys(step())(nix::errno::Errno::last()));
+        }
+        trees.push(tree);
+    }
+    nix::sched::setns(&their_mnt, nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(Error::sys("entering the container's mount namespace"))?;
+    let attached = trees.iter().zip(targets).try_for_each(|(tree, target)| {
+        let to = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+            .map_err(|_| nix::errno::Errno::EINVAL)?;
+        // SAFETY: move_mount of our detached tree onto a path.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if rc < 0 {
+            Err(nix::errno::Errno::last())
+        } else {
+            Ok(())
+        }
+    });
+    let back = nix::sched::setns(&our_mnt, nix::sched::CloneFlags::CLONE_NEWNS)
+        .and_then(|()| nix::unistd::fchdir(&cwd));
+    attached.map_err(Error::sys("attaching the idmapped layers"))?;
+    back.map_err(Error::sys("returning to the launcher's mount namespace"))
+}
+
+const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+
 /// The first range for `uid` (by name or number) in a subid file.
 fn subordinate(file: &str, uid: u32, name: Option<&str>) -> Option<(u32, u32)> {
     let text = std::fs::read_to_string(file).ok()?;

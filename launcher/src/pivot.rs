@@ -65,6 +65,7 @@ mod tests {
             fresh_sysfs: true,
             tty_gid: None,
             workdir: None,
+            idmapped_layers: None,
         };
         rootfs::prepare(&fake, &plan).unwrap();
         into(&fake, &plan.root).unwrap();

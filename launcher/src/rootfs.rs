@@ -92,6 +92,10 @@ pub struct Plan {
     pub tty_gid: Option<u32>,
     /// The working directory, made when missing (before a read-only root).
     pub workdir: Option<PathBuf>,
+    /// `--userns=auto`: the layers are idmapped by the parent and attached
+    /// at `state/lower/N` (see [`crate::namespaces::attach_idmapped_layers`]);
+    /// this is the socket to tell it the mount points are ready and wait.
+    pub idmapped_layers: Option<std::os::fd::RawFd>,
 }
 
 const NONE: Option<&Path> = None;
@@ -152,6 +156,14 @@ fn make_state(sys: &impl Sys, plan: &Plan) -> Result<()> {
                 plan.state.display()
             )))?;
     }
+    if let Some(socket) = plan.idmapped_layers {
+        for i in 0..plan.overlay.lower.len() {
+            sys.mkdir_in(&plan.state, &Path::new("lower").join(i.to_string()))
+                .map_err(Error::sys("making the layer mount points"))?;
+        }
+        sys.handshake(socket)
+            .map_err(Error::sys("waiting for the idmapped layers"))?;
+    }
     for (name, contents) in &plan.etc {
         let path = Path::new("etc").join(name);
         sys.write_in(&plan.state, &path, contents.as_bytes())
@@ -161,6 +173,13 @@ fn make_state(sys: &impl Sys, plan: &Plan) -> Result<()> {
             )))?;
     }
     Ok(())
+}
+
+/// Where `--userns=auto` attaches the idmapped layers, bottom first.
+pub fn idmapped_targets(state: &Path, count: usize) -> Vec<PathBuf> {
+    (0..count)
+        .map(|i| state.join("lower").join(i.to_string()))
+        .collect()
 }
 
 pub fn overlay_options(o: &Overlay) -> String {
@@ -184,7 +203,11 @@ pub fn overlay_options(o: &Overlay) -> String {
 }
 
 fn mount_overlay(sys: &impl Sys, plan: &Plan) -> Result<()> {
-    let data = overlay_options(&plan.overlay);
+    let mut overlay = plan.overlay.clone();
+    if plan.idmapped_layers.is_some() {
+        overlay.lower = idmapped_targets(&plan.state, overlay.lower.len());
+    }
+    let data = overlay_options(&overlay);
     sys.mount(
         Some(Path::new("overlay")),
         &plan.root,
@@ -501,6 +524,7 @@ mod tests {
             fresh_sysfs: true,
             tty_gid: Some(5),
             workdir: None,
+            idmapped_layers: None,
         }
     }
 

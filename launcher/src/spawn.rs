@@ -95,7 +95,7 @@ pub fn plan(
                 lower,
                 upper: container.upper(),
                 work: container.work(),
-                userxattr: rootless,
+                userxattr: rootless || matches!(mapping, IdMapping::Range { .. }),
             },
             volumes,
             init,
@@ -105,6 +105,7 @@ pub fn plan(
             // A single-id map has no gid 5 to give devpts.
             tty_gid: (!matches!(mapping, IdMapping::Single { .. })).then_some(5),
             workdir: cwd.clone().map(PathBuf::from),
+            idmapped_layers: None,
         },
         mapping,
         process: Process {
@@ -240,6 +241,20 @@ pub fn container(sys: &impl Sys, plan: &Plan) -> Result<Child> {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("creating the sync pipe"))?;
     let (report_read, report_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("creating the report pipe"))?;
+    // `--userns=auto`: the child says over this socket when the layer mount
+    // points exist; the parent attaches the idmapped layers and answers.
+    let layers_socket = match plan.mapping {
+        IdMapping::Range { .. } => Some(
+            nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::SeqPacket,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(Error::sys("creating the layer socket"))?,
+        ),
+        _ => None,
+    };
     let flags = namespaces::clone_flags(plan.new_net, &plan.mapping);
     // A fork-like clone (no new stack): the child gets a copy of this
     // single-threaded process, already inside the new namespaces.
@@ -261,19 +276,26 @@ pub fn container(sys: &impl Sys, plan: &Plan) -> Result<Child> {
     if pid == 0 {
         drop((go_write, report_read));
         let tty = pty.as_ref().map(|p| p.slave.as_raw_fd());
-        let err = child_side(sys, plan, go_read.as_raw_fd(), tty).unwrap_err();
+        let layers = layers_socket.as_ref().map(|(_, child)| child.as_raw_fd());
+        let err = child_side(sys, plan, go_read.as_raw_fd(), tty, layers).unwrap_err();
         report_error(report_write.as_raw_fd(), &err);
         // SAFETY: ends the child without running the parent's destructors.
         unsafe { libc::_exit(crate::EXIT_LAUNCHER_FAILED) };
     }
     let pid = Pid::from_raw(pid as i32);
     drop((go_read, report_write));
+    let layers_socket = layers_socket.map(|(parent, _child)| parent);
     let master = pty.map(|p| p.master);
     let mut go = std::fs::File::from(go_write);
-    let released = namespaces::write_id_maps(pid.as_raw(), &plan.mapping).and_then(|()| {
-        go.write_all(b"g")
-            .map_err(Error::io("releasing the child", "go pipe"))
-    });
+    let released = namespaces::write_id_maps(pid.as_raw(), &plan.mapping)
+        .and_then(|()| {
+            go.write_all(b"g")
+                .map_err(Error::io("releasing the child", "go pipe"))
+        })
+        .and_then(|()| match &layers_socket {
+            Some(parent) => idmap_layers(pid.as_raw(), plan, parent),
+            None => Ok(()),
+        });
     if let Err(e) = released {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
@@ -290,13 +312,43 @@ pub fn container(sys: &impl Sys, plan: &Plan) -> Result<Child> {
     })
 }
 
+/// Waits for the child's "mount points ready", attaches the idmapped layers
+/// in its mount namespace, answers. A child that failed before closes the
+/// socket (its error then comes over the report pipe).
+fn idmap_layers(pid: i32, plan: &Plan, socket: &OwnedFd) -> Result<()> {
+    let mut byte = [0u8; 1];
+    // SAFETY: one-byte read and write on our socket.
+    if unsafe { libc::read(socket.as_raw_fd(), byte.as_mut_ptr().cast(), 1) } != 1 {
+        return Ok(());
+    }
+    let lower = &plan.rootfs.overlay.lower;
+    let targets = rootfs::idmapped_targets(&plan.rootfs.state, lower.len());
+    namespaces::attach_idmapped_layers(pid, lower, &targets)?;
+    // SAFETY: as above.
+    unsafe { libc::write(socket.as_raw_fd(), b"d".as_ptr().cast(), 1) };
+    Ok(())
+}
+
 /// The child, between clone and exec. Returns only on failure.
-fn child_side(sys: &impl Sys, plan: &Plan, go: RawFd, tty: Option<RawFd>) -> Result<Infallible> {
+fn child_side(
+    sys: &impl Sys,
+    plan: &Plan,
+    go: RawFd,
+    tty: Option<RawFd>,
+    layers: Option<RawFd>,
+) -> Result<Infallible> {
     wait_for_parent(go)?;
     reset_signals();
     redirect_stdin(plan)?;
+    let mut rootfs = plan.rootfs.clone();
+    if layers.is_some() {
+        // Root of the new user namespace, so that what it creates is mapped.
+        sys.set_ids(0, 0, &[])
+            .map_err(Error::sys("becoming root of the user namespace"))?;
+        rootfs.idmapped_layers = layers;
+    }
     namespaces::set_identity(sys, &plan.hostname, plan.new_net)?;
-    rootfs::prepare(sys, &plan.rootfs)?;
+    rootfs::prepare(sys, &rootfs)?;
     crate::pivot::into(sys, &plan.rootfs.root)?;
     let mut process = plan.process.clone();
     process.tty = tty;

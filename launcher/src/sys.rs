@@ -45,6 +45,9 @@ pub trait Sys {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), Errno>;
+    /// Writes one byte to `fd` and waits for one back (a step the parent
+    /// does while the child waits).
+    fn handshake(&self, fd: RawFd) -> Result<(), Errno>;
     /// Writes `contents` to the new or truncated file `path` inside `root`.
     fn write_in(&self, root: &Path, path: &Path, contents: &[u8]) -> Result<(), Errno>;
     /// mkdir -p of `path` inside `root`, resolved inside it.
@@ -251,6 +254,21 @@ impl Sys for Linux {
         let rootfd = open_dir(root)?;
         let fd = ensure_in_root(&rootfd, target, node)?;
         nix::mount::mount(src, fd_path(&fd).as_str(), fstype, flags, data)
+    }
+
+    fn handshake(&self, fd: RawFd) -> Result<(), Errno> {
+        let mut byte = [b'r'];
+        // SAFETY: one-byte reads and writes on a socket we own.
+        unsafe {
+            if libc::write(fd, byte.as_ptr().cast(), 1) != 1 {
+                return Err(Errno::last());
+            }
+            match libc::read(fd, byte.as_mut_ptr().cast(), 1) {
+                1 => Ok(()),
+                0 => Err(Errno::EPIPE),
+                _ => Err(Errno::last()),
+            }
+        }
     }
 
     fn write_in(&self, root: &Path, path: &Path, contents: &[u8]) -> Result<(), Errno> {
@@ -475,6 +493,7 @@ pub mod fake {
         },
         Mkdir(PathBuf),
         Write(PathBuf, String),
+        Handshake(RawFd),
         Umount2(PathBuf, MntFlags),
         PivotRoot(PathBuf, PathBuf),
         Chdir(PathBuf),
@@ -544,6 +563,9 @@ pub mod fake {
             data: Option<&str>,
         ) -> Result<(), Errno> {
             self.mount(src, &root.join(relative(target)), fstype, flags, data)
+        }
+        fn handshake(&self, fd: RawFd) -> Result<(), Errno> {
+            self.push(Call::Handshake(fd))
         }
         fn write_in(&self, root: &Path, path: &Path, contents: &[u8]) -> Result<(), Errno> {
             self.push(Call::Write(

@@ -538,3 +538,27 @@ fn concurrent_cold_runs_share_one_cache() {
         .collect();
     assert!(tmp.is_empty(), "{tmp:?}");
 }
+
+#[test]
+fn userns_auto_maps_root_to_an_unused_range_with_idmapped_layers() {
+    let Some(kit) = Kit::new() else { return };
+    let out = kit.probe_run(&["--userns", "auto"], &["report"]);
+    assert!(out.status.success(), "{out:?}");
+    let r = report(&out);
+    let map = value(&r, "uid_map");
+    let fields: Vec<&str> = map.split(' ').collect();
+    assert_eq!((fields[0], fields[2]), ("0", "65536"), "{map}");
+    assert_ne!(fields[1], "0", "container root must not be host root");
+    assert_eq!(value(&r, "uid"), "0");
+    assert_eq!(value(&r, "CapEff"), "00000000a80425fb");
+    // The layers show their real owners (idmapped), and root may write.
+    let out = kit
+        .cmd(&["--userns", "auto"])
+        .arg(&kit.image)
+        .args(["sh", "-c", "echo x > /etc/written && ls -ln /bin/sh"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ls = String::from_utf8_lossy(&out.stdout);
+    assert!(ls.split_whitespace().nth(2) == Some("0"), "{ls}");
+}
