@@ -48,6 +48,9 @@ pub fn rootless() -> bool {
 /// (only replaced by a later run with the same `--name`).
 const KEPT: &str = "kept";
 
+/// Records the first host id of a `--userns=auto` container's range.
+const USERNS: &str = "userns";
+
 #[derive(Debug)]
 pub struct Cache {
     root: PathBuf,
@@ -208,6 +211,38 @@ impl Cache {
         let _ = fs::remove_file(tmp.with_extension("lock"));
         drop(tmp_lock);
         Ok(())
+    }
+
+    /// Runs `choose` with the `--userns=auto` ranges of the live containers
+    /// and records the one it picks for this container, under a lock, so
+    /// two launchers never pick the same range.
+    pub fn claim_userns_range(
+        &self,
+        container: &Container,
+        choose: impl FnOnce(&[u32]) -> Option<u32>,
+    ) -> Result<Option<u32>> {
+        let _guard = lock(&self.root.join("containers/.userns.lock"))?;
+        let mut taken = Vec::new();
+        if let Ok(dir) = fs::read_dir(self.root.join("containers")) {
+            for entry in dir.flatten() {
+                let path = entry.path();
+                if path == container.dir || try_lock(&path.join("lock")).is_some() {
+                    continue; // ours, or no launcher is running it
+                }
+                if let Some(start) = fs::read_to_string(path.join(USERNS))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                {
+                    taken.push(start);
+                }
+            }
+        }
+        let chosen = choose(&taken);
+        if let Some(start) = chosen {
+            let path = container.dir.join(USERNS);
+            fs::write(&path, start.to_string()).map_err(Error::io("writing", path))?;
+        }
+        Ok(chosen)
     }
 
     /// Makes and locks a fresh state directory for one container.

@@ -162,7 +162,7 @@ pub fn run(opts: &Options, sys: &impl Sys) -> Result<i32> {
     cache.reclaim_stale();
     let layers = cache.unpack_layers(&image)?;
     let container = cache.create_container(opts.name.as_deref(), opts.keep)?;
-    let plan = spawn::plan(opts, &image, &layers, &container)?;
+    let plan = spawn::plan(opts, &image, &layers, &cache, &container)?;
     let signals = supervise::catch_signals()?;
     let child = spawn::container(sys, &plan)?;
     let status = supervise::until_exit(child, signals, opts)?;

@@ -51,10 +51,21 @@ pub fn plan(
     opts: &Options,
     image: &Image,
     layers: &[PathBuf],
+    cache: &cache::Cache,
     container: &Container,
 ) -> Result<Plan> {
     let rootless = cache::rootless();
-    let mapping = namespaces::choose_mapping(rootless, opts.userns == Userns::Auto, &[]);
+    let auto = opts.userns == Userns::Auto && !rootless;
+    let mut mapping = namespaces::choose_mapping(rootless, false, &[]);
+    if auto {
+        cache.claim_userns_range(container, |taken| {
+            mapping = namespaces::choose_mapping(false, true, taken);
+            match mapping {
+                IdMapping::Range { start, .. } => Some(start),
+                _ => None,
+            }
+        })?;
+    }
     let new_net = opts.network == Network::None;
     let hostname = opts
         .hostname

@@ -562,3 +562,25 @@ fn userns_auto_maps_root_to_an_unused_range_with_idmapped_layers() {
     let ls = String::from_utf8_lossy(&out.stdout);
     assert!(ls.split_whitespace().nth(2) == Some("0"), "{ls}");
 }
+
+#[test]
+fn concurrent_userns_auto_containers_get_distinct_ranges() {
+    let Some(kit) = Kit::new() else { return };
+    let mut cmd = kit.cmd(&["--userns", "auto"]);
+    cmd.arg(&kit.image)
+        .args(["sh", "-c", "cat /proc/self/uid_map; echo ready; sleep 5"]);
+    let mut first = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(first.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let second = kit.probe_run(&["--userns", "auto"], &["report"]);
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let _ = first.wait();
+    let a = line.split_whitespace().nth(1).unwrap().to_string();
+    let b = value(&report(&second), "uid_map")
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert_ne!(a, b, "both containers got the range at {a}");
+}
