@@ -116,3 +116,27 @@ fn reads_file_urls_and_paths() {
         "local files are not cached"
     );
 }
+
+#[test]
+fn times_out_on_a_silent_server() {
+    let body = rootfs_tar_gz();
+    let server = Server::start(body.clone());
+    let ws = Workspace::new();
+    let url = server.url("/hang");
+    let mut opts = ws.options("image.tar");
+    opts.fetch.timeout = std::time::Duration::from_millis(300);
+    opts.fetch.attempts = 2;
+    let start = std::time::Instant::now();
+    let err = builder::build(&ws.def(&url, &sha256_hex(&body)), &opts).unwrap_err();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(&err, Error::Fetch { source, .. } if source.is_timeout()),
+        "{err:?}"
+    );
+    assert!(ws.files_in(&ws.cache()).is_empty());
+    assert!(ws.files_in(&ws.out()).is_empty());
+}

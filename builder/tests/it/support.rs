@@ -152,7 +152,8 @@ pub fn builder_bin() -> PathBuf {
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 for fetch tests, counting requests
 /// per path. Routes: `/rootfs.tar.gz` (the body), `/redirect` (302 to it),
-/// `/drop` (announces the body, sends half, hangs up), anything else 404.
+/// `/drop` (announces the body, sends half, hangs up), `/hang` (answers
+/// nothing for 3 s), anything else 404.
 pub struct Server {
     pub base: String,
     hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
@@ -192,6 +193,10 @@ impl Server {
                         .and_then(|()| stream.write_all(&body)),
                     "/redirect" => stream
                         .write_all(head("302 Found", "Location: /rootfs.tar.gz\r\n", 0).as_bytes()),
+                    "/hang" => {
+                        std::thread::sleep(std::time::Duration::from_secs(3));
+                        Ok(())
+                    }
                     "/drop" => stream
                         .write_all(head("200 OK", "", body.len()).as_bytes())
                         .and_then(|()| stream.write_all(&body[..body.len() / 2])),
