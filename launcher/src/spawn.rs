@@ -288,7 +288,7 @@ pub fn container(sys: &impl Sys, plan: &Plan) -> Result<Child> {
         drop((go_write, report_read));
         let tty = pty.as_ref().map(|p| p.slave.as_raw_fd());
         let layers = layers_socket.as_ref().map(|(_, child)| child.as_raw_fd());
-        let err = child_side(sys, plan, go_read.as_raw_fd(), tty, layers).unwrap_err();
+        let Err(err) = child_side(sys, plan, go_read.as_raw_fd(), tty, layers);
         report_error(report_write.as_raw_fd(), &err);
         // SAFETY: ends the child without running the parent's destructors.
         unsafe { libc::_exit(crate::EXIT_LAUNCHER_FAILED) };

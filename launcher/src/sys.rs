@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 /// What to create at a mount target that does not exist yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,16 +144,83 @@ fn relative(target: &Path) -> &Path {
     target.strip_prefix("/").unwrap_or(target)
 }
 
+/// `target` inside `root` with every symlink replaced by what it points to,
+/// each resolved as if `root` were `/` (`..` stops at the root): the path a
+/// missing mount target must be created at, so that a dangling symlink in
+/// the image (`/etc/hostname -> /../../tmp/x`) leads to a file inside the
+/// root rather than to an error or outside. (The "SecureJoin" of runc; the
+/// opens that follow use RESOLVE_IN_ROOT anyway, so a race cannot escape.)
+fn secure_join(root: &OwnedFd, target: &Path) -> Result<PathBuf, Errno> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    let mut todo: VecDeque<OsString> = VecDeque::new();
+    let push_front = |todo: &mut VecDeque<OsString>, path: &Path| {
+        for c in path.components().rev() {
+            match c {
+                Component::Normal(n) => todo.push_front(n.to_os_string()),
+                Component::ParentDir => todo.push_front("..".into()),
+                _ => {}
+            }
+        }
+    };
+    push_front(&mut todo, target);
+    let mut done = PathBuf::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop_front() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        let parent = match open_in_root(root.as_raw_fd(), &done, libc::O_PATH | libc::O_DIRECTORY) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                done.push(&c);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let name = CString::new(c.as_bytes()).map_err(|_| Errno::EINVAL)?;
+        let mut buf = vec![0u8; libc::PATH_MAX as usize];
+        // SAFETY: readlinkat into a buffer of the given size.
+        let n = unsafe {
+            libc::readlinkat(
+                parent.as_raw_fd(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            match Errno::last() {
+                Errno::EINVAL | Errno::ENOENT => done.push(&c),
+                e => return Err(e),
+            }
+            continue;
+        }
+        links += 1;
+        if links > 40 {
+            return Err(Errno::ELOOP);
+        }
+        buf.truncate(n as usize);
+        let link = PathBuf::from(std::ffi::OsStr::from_bytes(&buf));
+        if link.is_absolute() {
+            done = PathBuf::new();
+        }
+        push_front(&mut todo, &link);
+    }
+    Ok(done)
+}
+
 /// Opens `target` inside `root`, creating missing components: directories
 /// for the parents, `node` for the last one. Each step is resolved inside
 /// the root, so a symlink planted in the image cannot redirect a mount.
 fn ensure_in_root(root: &OwnedFd, target: &Path, node: Node) -> Result<OwnedFd, Errno> {
-    let rel = relative(target);
-    match open_in_root(root.as_raw_fd(), rel, libc::O_PATH) {
+    match open_in_root(root.as_raw_fd(), relative(target), libc::O_PATH) {
         Err(Errno::ENOENT) => {}
         other => return other,
     }
-    let mut sofar = std::path::PathBuf::new();
+    let rel = secure_join(root, target)?;
+    let mut sofar = PathBuf::new();
     let parts: Vec<_> = rel.components().collect();
     for (i, part) in parts.iter().enumerate() {
         let Component::Normal(name) = part else {
@@ -188,7 +255,7 @@ fn ensure_in_root(root: &OwnedFd, target: &Path, node: Node) -> Result<OwnedFd, 
             return Err(Errno::last());
         }
     }
-    open_in_root(root.as_raw_fd(), rel, libc::O_PATH)
+    open_in_root(root.as_raw_fd(), &rel, libc::O_PATH)
 }
 
 fn fd_path(fd: &OwnedFd) -> String {

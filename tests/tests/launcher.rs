@@ -584,3 +584,39 @@ fn concurrent_userns_auto_containers_get_distinct_ranges() {
         .to_string();
     assert_ne!(a, b, "both containers got the range at {a}");
 }
+
+#[test]
+fn mount_targets_cannot_escape_through_image_symlinks() {
+    use common::Layer;
+    let Some(kit) = Kit::new() else { return };
+    let Some(init) = common::init() else { return };
+    let busybox = testkit::which("busybox").expect("busybox");
+    // /etc/hostname and /proc point out of the root; mounting onto them must
+    // stay inside it.
+    let escape = kit.root.path().join("escaped");
+    let mut evil = Layer::default();
+    evil.symlink(
+        "etc/hostname",
+        &format!("../../../../../../..{}", escape.display()),
+    )
+    .file("sbin/cradle-init", &std::fs::read(init).unwrap(), 0o755);
+    let image = kit.root.path().join("evil.tar");
+    common::write_image(
+        &image,
+        &[common::busybox_layer(&busybox), evil],
+        &["/sbin/cradle-init", "--"],
+        &["/bin/sh"],
+    );
+    let out = kit
+        .cmd(&["--hostname", "inside"])
+        .arg(&image)
+        .args(["cat", "/etc/hostname"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "inside\n");
+    assert!(
+        !escape.exists(),
+        "a mount target was created outside the root"
+    );
+}

@@ -81,9 +81,10 @@ fn interactive_shell_types_interrupts_and_exits_with_its_status() {
     std::fs::write(
         &script,
         format!(
-            "stty -a > {d}/before\nenv -u RUST_BACKTRACE CRADLE_ROOT={d} {l} run -it --hostname tty {i} /bin/sh\necho $? > {d}/status\nstty -a > {d}/after\nsleep 60\n",
+            "stty -a > {d}/before\nenv -u RUST_BACKTRACE CRADLE_ROOT={d} {l} run -it --hostname tty -v {p}:/probe:ro {i} /bin/sh\necho $? > {d}/status\nstty -a > {d}/after\nsleep 60\n",
             d = dir.display(),
             l = kit.launcher.display(),
+            p = kit.probe.display(),
             i = kit.image.display(),
         ),
     )
@@ -112,6 +113,18 @@ fn interactive_shell_types_interrupts_and_exits_with_its_status() {
     tmux.wait_for("#", 10);
     tmux.send(&["read h < /etc/hostname; echo typed-$((6*7)) $h", "Enter"]);
     tmux.wait_for("typed-42 tty", 5);
+    // The pty has the terminal's size, and follows it (SIGWINCH).
+    tmux.send(&["/probe winsize", "Enter"]);
+    tmux.wait_for("winsize 30x100", 5);
+    let ok = tmux
+        .cmd()
+        .args(["resize-window", "-t", "t", "-x", "90", "-y", "20"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.send(&["clear; /probe winsize", "Enter"]);
+    tmux.wait_for("winsize 20x90", 5);
     tmux.send(&["sleep 100", "Enter"]);
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
@@ -126,5 +139,11 @@ fn interactive_shell_types_interrupts_and_exits_with_its_status() {
     assert_eq!(wait_file(&dir.join("status"), 10).trim(), "5");
     let after = wait_file(&dir.join("after"), 5);
     let before = std::fs::read_to_string(dir.join("before")).unwrap();
-    assert_eq!(before, after, "terminal settings not restored");
+    // The size changed with the resize above; every mode must be back.
+    let modes = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        modes(&before),
+        modes(&after),
+        "terminal settings not restored"
+    );
 }

@@ -13,6 +13,7 @@
 //! probe read PATH         print `read PATH ok N` or `read PATH err ERRNO`
 //! probe write PATH        print `write PATH ok` or `write PATH err ERRNO`
 //! probe sleep MS          sleep
+//! probe winsize           print `winsize ROWSxCOLS` of stdin
 //! ```
 
 use std::io::Write;
@@ -31,6 +32,7 @@ fn main() {
         "alloc" => alloc(num(1) as usize),
         "read" => try_read(arg(1)),
         "write" => try_write(arg(1)),
+        "winsize" => winsize(),
         "sleep" => std::thread::sleep(std::time::Duration::from_millis(num(1) as u64)),
         other => {
             eprintln!("probe: unknown command `{other}`");
@@ -184,6 +186,17 @@ fn alloc(mib: usize) {
         "alloc={}",
         v.iter().step_by(4096).filter(|b| **b == 1).count() / 256
     );
+}
+
+fn winsize() {
+    // SAFETY: TIOCGWINSZ fills the winsize we pass.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
+    if rc != 0 {
+        println!("winsize none");
+    } else {
+        println!("winsize {}x{}", ws.ws_row, ws.ws_col);
+    }
 }
 
 fn try_read(path: &str) {
