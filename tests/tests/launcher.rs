@@ -620,3 +620,98 @@ fn mount_targets_cannot_escape_through_image_symlinks() {
         "a mount target was created outside the root"
     );
 }
+
+/// A temporary user with a subordinate id range, removed on drop.
+struct TempUser {
+    name: String,
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel")
+            .arg(&self.name)
+            .status();
+    }
+}
+
+#[test]
+fn rootless_with_subordinate_ids_maps_a_range_with_newuidmap() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(kit) = Kit::new() else { return };
+    let (Some(_), Some(_), Some(setpriv), Some(_)) = (
+        testkit::require_tool("useradd"),
+        testkit::require_tool("newuidmap"),
+        testkit::require_tool("setpriv"),
+        testkit::require_tool("usermod"),
+    ) else {
+        return;
+    };
+    let name = format!("cradle-t{}", std::process::id() % 100000);
+    let ok = std::process::Command::new("useradd")
+        .args(["-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", &name])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "useradd failed");
+    let user = TempUser { name };
+    // useradd gives a new user a range when /etc/login.defs says so; else
+    // add one.
+    let range = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{}:", user.name))
+                    .map(|r| r.replace(':', " "))
+            })
+    };
+    if range("/etc/subuid").is_none() || range("/etc/subgid").is_none() {
+        let ok = std::process::Command::new("usermod")
+            .args([
+                "--add-subuids",
+                "400000-465535",
+                "--add-subgids",
+                "400000-465535",
+                &user.name,
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "usermod failed");
+    }
+    let subuid = range("/etc/subuid").unwrap();
+    let id = |flag: &str| {
+        let out = std::process::Command::new("id")
+            .arg(flag)
+            .arg(&user.name)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let top = tempfile::Builder::new()
+        .prefix("cradle-subid-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = top.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, uid.parse().ok(), gid.parse().ok()).unwrap();
+    let image = top.path().join("image.tar");
+    std::fs::copy(&kit.image, &image).unwrap();
+    std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(setpriv)
+        .args(["--reuid", &uid, "--regid", &gid, "--clear-groups"])
+        .arg(&kit.launcher)
+        .env("CRADLE_ROOT", &cache)
+        .env_remove("RUST_BACKTRACE")
+        .args(["run", "-u", "1000:1000", "-v"])
+        .arg(format!("{}:/probe:ro", kit.probe.display()))
+        .arg(&image)
+        .args(["/probe", "report"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r = report(&out);
+    assert_eq!(value(&r, "uid_map"), format!("0 {uid} 1,1 {subuid}"));
+    assert_eq!(value(&r, "uid"), "1000");
+}
