@@ -715,3 +715,37 @@ fn rootless_with_subordinate_ids_maps_a_range_with_newuidmap() {
     assert_eq!(value(&r, "uid_map"), format!("0 {uid} 1,1 {subuid}"));
     assert_eq!(value(&r, "uid"), "1000");
 }
+
+#[test]
+fn interactive_passes_stdin_and_env_file_sets_variables() {
+    use std::io::Write;
+    let Some(kit) = Kit::new() else { return };
+    let env_file = kit.root.path().join("env");
+    std::fs::write(&env_file, "# comment\nFROM_FILE=yes\nSHARED=file\n").unwrap();
+    let mut child = kit
+        .cmd(&[
+            "-i",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "-e",
+            "SHARED=flag",
+        ])
+        .arg(&kit.image)
+        .args(["sh", "-c", "read line; echo got $line $FROM_FILE $SHARED"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got hello yes flag\n");
+    // Without -i the container reads /dev/null.
+    let out = kit
+        .cmd(&[])
+        .arg(&kit.image)
+        .args(["sh", "-c", "read line || echo eof"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "eof\n", "{out:?}");
+}
