@@ -242,10 +242,12 @@ fn etc_files(hostname: &str, network: Network) -> Vec<(&'static str, String)> {
 /// Clones the child into its namespaces and runs the handshake; returns once
 /// the child has exec'd the workload.
 pub fn container(sys: &impl Sys, plan: &Plan) -> Result<Child> {
-    let pty = match plan.tty {
-        true => {
-            Some(nix::pty::openpty(None, None).map_err(Error::sys("opening a pseudo-terminal"))?)
-        }
+    // With `-t`, the child opens a pty in the container's own devpts (so
+    // `tty` and ttyname(3) inside name a device that exists there, as with
+    // docker) and sends the master over this socket, as runc's console
+    // socket does.
+    let console = match plan.tty {
+        true => Some(seqpacket_pair().map_err(Error::sys("creating the console socket"))?),
         false => None,
     };
     let (go_read, go_write) =
@@ -255,15 +257,9 @@ pub fn container(sys: &impl Sys, plan: &Plan) -> Result<Child> {
     // `--userns=auto`: the child says over this socket when the layer mount
     // points exist; the parent attaches the idmapped layers and answers.
     let layers_socket = match plan.mapping {
-        IdMapping::Range { .. } => Some(
-            nix::sys::socket::socketpair(
-                nix::sys::socket::AddressFamily::Unix,
-                nix::sys::socket::SockType::SeqPacket,
-                None,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            )
-            .map_err(Error::sys("creating the layer socket"))?,
-        ),
+        IdMapping::Range { .. } => {
+            Some(seqpacket_pair().map_err(Error::sys("creating the layer socket"))?)
+        }
         _ => None,
     };
     let flags = namespaces::clone_flags(plan.new_net, &plan.mapping);
@@ -286,7 +282,7 @@ pub fn container(sys: &impl Sys, plan: &Plan) -> Result<Child> {
     }
     if pid == 0 {
         drop((go_write, report_read));
-        let tty = pty.as_ref().map(|p| p.slave.as_raw_fd());
+        let tty = console.as_ref().map(|(_, child)| child.as_raw_fd());
         let layers = layers_socket.as_ref().map(|(_, child)| child.as_raw_fd());
         let Err(err) = child_side(sys, plan, go_read.as_raw_fd(), tty, layers);
         report_error(report_write.as_raw_fd(), &err);
@@ -296,7 +292,7 @@ pub fn container(sys: &impl Sys, plan: &Plan) -> Result<Child> {
     let pid = Pid::from_raw(pid as i32);
     drop((go_read, report_write));
     let layers_socket = layers_socket.map(|(parent, _child)| parent);
-    let master = pty.map(|p| p.master);
+    let console = console.map(|(parent, _child)| parent);
     let mut go = std::fs::File::from(go_write);
     let released = namespaces::write_id_maps(pid.as_raw(), &plan.mapping)
         .and_then(|()| {
@@ -312,15 +308,56 @@ pub fn container(sys: &impl Sys, plan: &Plan) -> Result<Child> {
         let _ = nix::sys::wait::waitpid(pid, None);
         return Err(e);
     }
+    // A child that fails before sending the master closes the socket; its
+    // error then comes over the report pipe.
+    let master = console.as_ref().and_then(receive_fd);
     if let Some(err) = read_report(report_read) {
         let _ = nix::sys::wait::waitpid(pid, None);
         return Err(err);
+    }
+    if console.is_some() && master.is_none() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return Err(Error::sys("receiving the container's terminal")(
+            Errno::EPROTO,
+        ));
     }
     Ok(Child {
         pid,
         pty: master,
         _alive: go.into(),
     })
+}
+
+fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+}
+
+/// One fd sent with SCM_RIGHTS, or None at EOF.
+fn receive_fd(socket: &OwnedFd) -> Option<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    let fd = msg.cmsgs().ok()?.find_map(|c| match c {
+        ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+        _ => None,
+    })?;
+    // SAFETY: the fd was just received and is ours.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Waits for the child's "mount points ready", attaches the idmapped layers
@@ -361,9 +398,24 @@ fn child_side(
     namespaces::set_identity(sys, &plan.hostname, plan.new_net)?;
     rootfs::prepare(sys, &rootfs)?;
     crate::pivot::into(sys, &plan.rootfs.root)?;
+    let slave = match tty {
+        Some(console) => Some(open_terminal(sys, console)?),
+        None => None,
+    };
     let mut process = plan.process.clone();
-    process.tty = tty;
+    process.tty = slave.as_ref().map(|s| s.as_raw_fd());
     crate::exec::into_workload(sys, &process, go)
+}
+
+/// Opens a pty in the container's devpts, sends the master to the parent,
+/// keeps the slave for the workload.
+fn open_terminal(sys: &impl Sys, console: RawFd) -> Result<OwnedFd> {
+    let (master, slave) = sys
+        .open_pty()
+        .map_err(Error::sys("opening a terminal in the container"))?;
+    sys.send_fd(console, master.as_raw_fd())
+        .map_err(Error::sys("sending the terminal to the launcher"))?;
+    Ok(slave)
 }
 
 /// Blocks until the parent has written the id maps (one byte), or fails when

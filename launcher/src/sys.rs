@@ -64,6 +64,11 @@ pub trait Sys {
     /// Sets the `lo` interface up (SIOCSIFFLAGS), without `ip`.
     fn loopback_up(&self) -> Result<(), Errno>;
     fn setsid(&self) -> Result<(), Errno>;
+    /// A new pty from the container's own devpts (`/dev/ptmx` after the
+    /// pivot): (master, slave).
+    fn open_pty(&self) -> Result<(OwnedFd, OwnedFd), Errno>;
+    /// Sends `fd` over the unix socket `socket` (SCM_RIGHTS).
+    fn send_fd(&self, socket: RawFd, fd: RawFd) -> Result<(), Errno>;
     /// Makes `fd` the controlling terminal and stdin/stdout/stderr.
     fn set_ctty(&self, fd: RawFd) -> Result<(), Errno>;
     /// Drops every capability but `keep` from the bounding set.
@@ -424,6 +429,50 @@ impl Sys for Linux {
         nix::unistd::setsid().map(drop)
     }
 
+    fn open_pty(&self) -> Result<(OwnedFd, OwnedFd), Errno> {
+        // SAFETY: opening a fixed path; the fd is owned below.
+        let fd = unsafe {
+            libc::open(
+                c"/dev/ptmx".as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: the kernel just gave us this fd.
+        let master = unsafe { OwnedFd::from_raw_fd(fd) };
+        let unlock: libc::c_int = 0;
+        // SAFETY: TIOCSPTLCK reads an int; TIOCGPTPEER opens the slave of
+        // this very master, without a path lookup (Linux 4.13).
+        unsafe {
+            check(libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock))?;
+            let slave = libc::ioctl(
+                master.as_raw_fd(),
+                libc::TIOCGPTPEER,
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            );
+            if slave < 0 {
+                return Err(Errno::last());
+            }
+            Ok((master, OwnedFd::from_raw_fd(slave)))
+        }
+    }
+
+    fn send_fd(&self, socket: RawFd, fd: RawFd) -> Result<(), Errno> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let fds = [fd];
+        let iov = [std::io::IoSlice::new(b"t")];
+        sendmsg::<()>(
+            socket,
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map(drop)
+    }
+
     fn set_ctty(&self, fd: RawFd) -> Result<(), Errno> {
         // SAFETY: plain syscalls on an fd we own.
         unsafe {
@@ -561,6 +610,7 @@ pub mod fake {
         Mkdir(PathBuf),
         Write(PathBuf, String),
         Handshake(RawFd),
+        OpenPty,
         Umount2(PathBuf, MntFlags),
         PivotRoot(PathBuf, PathBuf),
         Chdir(PathBuf),
@@ -680,6 +730,13 @@ pub mod fake {
         }
         fn set_ctty(&self, fd: RawFd) -> Result<(), Errno> {
             self.push(Call::SetCtty(fd))
+        }
+        fn open_pty(&self) -> Result<(OwnedFd, OwnedFd), Errno> {
+            self.push(Call::OpenPty)?;
+            Err(Errno::ENOTTY)
+        }
+        fn send_fd(&self, _socket: RawFd, _fd: RawFd) -> Result<(), Errno> {
+            Ok(())
         }
         fn drop_bounding(&self, keep: &[Cap]) -> Result<(), Errno> {
             self.push(Call::DropBounding(keep.to_vec()))

@@ -113,6 +113,9 @@ fn interactive_shell_types_interrupts_and_exits_with_its_status() {
     tmux.wait_for("#", 10);
     tmux.send(&["read h < /etc/hostname; echo typed-$((6*7)) $h", "Enter"]);
     tmux.wait_for("typed-42 tty", 5);
+    // The terminal is a pty of the container's own devpts.
+    tmux.send(&["ls -l /proc/self/fd/0 && ls /dev/pts", "Enter"]);
+    tmux.wait_for("-> /dev/pts/0", 5);
     // The pty has the terminal's size, and follows it (SIGWINCH).
     tmux.send(&["/probe winsize", "Enter"]);
     tmux.wait_for("winsize 30x100", 5);
