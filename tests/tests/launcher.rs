@@ -749,3 +749,48 @@ fn interactive_passes_stdin_and_env_file_sets_variables() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "eof\n", "{out:?}");
 }
+
+#[test]
+fn network_host_shares_the_hosts_interfaces() {
+    let Some(kit) = Kit::new() else { return };
+    let out = kit.probe_run(&["--network", "host"], &["report"]);
+    assert!(out.status.success(), "{out:?}");
+    let r = report(&out);
+    let host_net = std::fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .display()
+        .to_string();
+    assert_eq!(value(&r, "ns.net"), host_net);
+    assert_ne!(
+        value(&r, "ns.uts"),
+        std::fs::read_link("/proc/self/ns/uts")
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    let sys = values(&r, "mount")
+        .into_iter()
+        .find(|m| m.starts_with("/sys "))
+        .expect("/sys mounted");
+    assert!(
+        sys.split(' ').nth(2).unwrap().split(',').any(|o| o == "ro"),
+        "{sys}"
+    );
+}
+
+#[test]
+fn every_catchable_signal_is_forwarded() {
+    use std::io::Read;
+    let Some(kit) = Kit::new() else { return };
+    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGINT] {
+        let mut cmd = kit.cmd(&[]);
+        cmd.arg(&kit.image).args(["/probe", "wait-signal"]);
+        let (mut child, mut out) = spawn_until_ready(cmd);
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest.trim(), format!("got {sig}"));
+        assert_eq!(status.code(), Some(0));
+    }
+}
