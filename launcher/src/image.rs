@@ -20,6 +20,9 @@ pub struct Image {
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
+    /// The image's StopSignal, what a SIGTERM to the launcher becomes (as
+    /// `docker stop` sends it).
+    pub stop_signal: Option<String>,
 }
 
 /// Opens and verifies `path`. `path` may end in `:NAME` to pick a tagged
@@ -40,6 +43,7 @@ pub fn read(path: &Path) -> Result<Image> {
         env: config.env().clone().unwrap_or_default(),
         workdir: config.working_dir().clone().filter(|w| !w.is_empty()),
         user: config.user().clone().filter(|u| !u.is_empty()),
+        stop_signal: config.stop_signal().clone().filter(|s| !s.is_empty()),
         archive,
     })
 }
@@ -114,6 +118,19 @@ pub fn env(image: &Image, opts: &Options, hostname: &str) -> Result<Vec<String>>
     Ok(vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
 
+/// The signal number of `SIGQUIT`, `QUIT` or `3` (the image's StopSignal).
+pub fn signal_number(name: &str) -> Option<i32> {
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let name = name.to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    let full = format!("SIG{name}");
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[cfg(test)]
@@ -137,6 +154,7 @@ mod tests {
             env: vec!["PATH=/bin".into(), "A=1".into()],
             workdir: None,
             user: None,
+            stop_signal: None,
         }
     }
 
@@ -164,6 +182,14 @@ mod tests {
         );
         opts.command.clear();
         assert_eq!(argv(&img, &opts).unwrap(), strings(&["/bin/env"]));
+    }
+
+    #[test]
+    fn names_stop_signals() {
+        assert_eq!(signal_number("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(signal_number("usr1"), Some(libc::SIGUSR1));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGNOPE"), None);
     }
 
     #[test]

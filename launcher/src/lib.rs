@@ -165,7 +165,8 @@ pub fn run(opts: &Options, sys: &impl Sys) -> Result<i32> {
     let plan = spawn::plan(opts, &image, &layers, &cache, &container)?;
     let signals = supervise::catch_signals()?;
     let child = spawn::container(sys, &plan)?;
-    let status = supervise::until_exit(child, signals, opts)?;
+    let stop_signal = image.stop_signal.as_deref().and_then(image::signal_number);
+    let status = supervise::until_exit(child, signals, stop_signal.unwrap_or(libc::SIGTERM), opts)?;
     container.remove();
     Ok(status)
 }

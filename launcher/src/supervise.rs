@@ -46,8 +46,9 @@ pub fn catch_signals() -> Result<Signals> {
         .map_err(Error::io("registering signal handlers", "signal-hook"))
 }
 
-/// Waits for the container to exit, forwarding signals and the terminal.
-pub fn until_exit(child: Child, signals: Signals, opts: &Options) -> Result<i32> {
+/// Waits for the container to exit, forwarding signals and the terminal. A
+/// SIGTERM is forwarded as `stop_signal` (the image's StopSignal).
+pub fn until_exit(child: Child, signals: Signals, stop_signal: i32, opts: &Options) -> Result<i32> {
     let mut signals = signals.0;
     let stdin = std::io::stdin();
     let tty_in = opts.tty && termios::tcgetattr(stdin.as_fd()).is_ok();
@@ -106,13 +107,14 @@ pub fn until_exit(child: Child, signals: Signals, opts: &Options) -> Result<i32>
                     }
                 }
                 s => {
+                    let s = if s == libc::SIGTERM { stop_signal } else { s };
                     if let Ok(s) = Signal::try_from(s) {
                         let _ = kill(child.pid, s);
                     } else {
                         // SAFETY: kill with a real-time signal number.
                         unsafe { libc::kill(child.pid.as_raw(), s) };
                     }
-                    if STOPPING.contains(&s) && deadline.is_none() {
+                    if (STOPPING.contains(&s) || s == stop_signal) && deadline.is_none() {
                         deadline = Some(Instant::now() + grace);
                     }
                 }
