@@ -152,6 +152,13 @@ fn sigterm_to_the_launcher_reaches_the_workload() {
     assert_eq!(rest.trim(), format!("got {}", libc::SIGTERM));
     assert_eq!(status.code(), Some(0));
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    // It cleaned up before exiting.
+    let left: Vec<_> = std::fs::read_dir(kit.root.path().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
