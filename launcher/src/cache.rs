@@ -98,6 +98,8 @@ impl Drop for Container {
 
 impl Cache {
     pub fn open(root: PathBuf) -> Result<Self> {
+        // Absolute: the child and `--userns=auto`'s setns change directory.
+        let root = std::path::absolute(&root).map_err(Error::io("resolving", &root))?;
         // As root, the path to the layers and state directories must be
         // searchable (not listable) by a `--userns=auto` container's root,
         // which is an unprivileged id on the host.

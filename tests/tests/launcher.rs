@@ -801,3 +801,25 @@ fn every_catchable_signal_is_forwarded() {
         assert_eq!(status.code(), Some(0));
     }
 }
+
+#[test]
+fn sigterm_becomes_the_images_stop_signal() {
+    use std::io::Read;
+    let Some(kit) = Kit::new() else { return };
+    let Some(init) = common::init() else { return };
+    let busybox = testkit::which("busybox").expect("busybox");
+    let mut top = common::Layer::default();
+    top.file("sbin/cradle-init", &std::fs::read(init).unwrap(), 0o755);
+    let image = kit.root.path().join("stopsignal.tar");
+    let config = serde_json::json!({"Entrypoint": ["/sbin/cradle-init", "--"], "Cmd": ["/bin/sh"], "StopSignal": "SIGUSR1"});
+    common::write_image_with(&image, &[common::busybox_layer(&busybox), top], config);
+    let mut cmd = kit.cmd(&[]);
+    cmd.arg(&image).args(["/probe", "wait-signal"]);
+    let (mut child, mut out) = spawn_until_ready(cmd);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest.trim(), format!("got {}", libc::SIGUSR1));
+    assert_eq!(status.code(), Some(0));
+}

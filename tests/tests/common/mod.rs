@@ -216,6 +216,12 @@ fn sha(data: &[u8]) -> String {
 /// Writes an OCI image layout archive with uncompressed `layers` (bottom
 /// first) to `out`, atomically.
 pub fn write_image(out: &Path, layers: &[Layer], entrypoint: &[&str], cmd: &[&str]) {
+    let config = serde_json::json!({"Entrypoint": entrypoint, "Cmd": cmd, "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]});
+    write_image_with(out, layers, config);
+}
+
+/// [`write_image`] with the image config's `config` object given whole.
+pub fn write_image_with(out: &Path, layers: &[Layer], config: serde_json::Value) {
     let layers: Vec<Vec<u8>> = layers
         .iter()
         .map(|l| {
@@ -240,7 +246,7 @@ pub fn write_image(out: &Path, layers: &[Layer], entrypoint: &[&str], cmd: &[&st
     }
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": entrypoint, "Cmd": cmd, "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }))
     .unwrap();
