@@ -15,6 +15,8 @@ pub struct Inspection {
     pub tag: Option<String>,
     /// `sha256:…` of the manifest (OCI) or of the config (`docker save`).
     pub id: String,
+    /// `sha256:…` of the config: the image id podman and docker show.
+    pub config_digest: Option<String>,
     pub config: ImageConfiguration,
     /// Bottom first; each was read and checked against its digest.
     pub layers: Vec<Layer>,
@@ -27,16 +29,45 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     for layer in &image.layers {
         archive.verified_layer(layer)?;
     }
+    let names = names_of(path)?;
     Ok(Inspection {
-        tag: tag_of(path)?,
+        tag: names.0,
+        config_digest: names.1,
         id: image.id,
         config: image.config,
         layers: image.layers,
     })
 }
 
-/// The tag in `index.json` (OCI) or `manifest.json` (`docker save`).
-fn tag_of(path: &Path) -> Result<Option<String>> {
+/// The tag and the config digest, from `index.json` and the manifest it
+/// names (OCI) or from `manifest.json` (`docker save`).
+fn names_of(path: &Path) -> Result<(Option<String>, Option<String>)> {
+    if let Some(index) = json_entry(path, "index.json")? {
+        let first = &index["manifests"][0];
+        let tag = first["annotations"][crate::oci::REF_NAME]
+            .as_str()
+            .map(str::to_string);
+        let manifest = match first["digest"]
+            .as_str()
+            .and_then(|d| d.strip_prefix("sha256:"))
+        {
+            Some(hex) => json_entry(path, &format!("blobs/sha256/{hex}"))?,
+            None => None,
+        };
+        let config = manifest.and_then(|m| m["config"]["digest"].as_str().map(str::to_string));
+        return Ok((tag, config));
+    }
+    let docker = json_entry(path, "manifest.json")?.unwrap_or_default();
+    let tag = docker[0]["RepoTags"][0].as_str().map(str::to_string);
+    let config = docker[0]["Config"]
+        .as_str()
+        .and_then(|c| c.strip_prefix("blobs/sha256/").or(c.strip_suffix(".json")))
+        .map(|hex| format!("sha256:{hex}"));
+    Ok((tag, config))
+}
+
+/// The entry `wanted` of the tar at `path` (`./` prefixes ignored), as JSON.
+fn json_entry(path: &Path, wanted: &str) -> Result<Option<serde_json::Value>> {
     let archive_error = |source| Error::Archive {
         archive: path.to_path_buf(),
         source,
@@ -46,24 +77,17 @@ fn tag_of(path: &Path) -> Result<Option<String>> {
     for entry in tar.entries_with_seek().map_err(archive_error)? {
         let mut entry = entry.map_err(archive_error)?;
         let name = entry.path().map_err(archive_error)?.display().to_string();
-        let name = name.trim_start_matches("./");
-        if name != "index.json" && name != "manifest.json" {
+        if name.trim_start_matches("./") != wanted {
             continue;
         }
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).map_err(archive_error)?;
-        let json: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|source| Error::JsonRead {
-                what: "the index",
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let tag = if name == "index.json" {
-            json["manifests"][0]["annotations"][crate::oci::REF_NAME].as_str()
-        } else {
-            json[0]["RepoTags"][0].as_str()
-        };
-        return Ok(tag.map(str::to_string));
+        let json = serde_json::from_slice(&bytes).map_err(|source| Error::JsonRead {
+            what: "an index or manifest",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        return Ok(Some(json));
     }
     Ok(None)
 }
