@@ -376,31 +376,32 @@ mod unpack {
     /// Unpacks a layer with the builder's safe unpacking into `dest`, its
     /// OCI whiteouts in overlayfs form: `.wh.NAME` becomes a 0/0 character
     /// device `NAME`, `.wh..wh..opq` an `overlay.opaque` xattr on its
-    /// directory. As root the builder writes `trusted.overlay.opaque`;
-    /// rootless, overlayfs reads `user.overlay.opaque` (mount option
-    /// `userxattr`), so the markers are unpacked as files and converted here.
+    /// directory. overlayfs reads `trusted.overlay.opaque` when mounted by
+    /// root on the host, `user.overlay.opaque` in a user namespace (mount
+    /// option `userxattr`: rootless and `--userns=auto`), so root writes
+    /// both: the markers are unpacked as files and converted here.
     pub fn layer(blob: impl Read, dest: &Path) -> Result<(), builder::Error> {
         let root = !rootless();
         let opts = builder::unpack::Options {
-            overlay_whiteouts: root,
             keep_owners: root,
             allow_devices: root,
             ..Default::default()
         };
         builder::unpack::extract(blob, dest, &opts)?;
-        if !root {
-            convert_markers(dest).map_err(|source| builder::Error::Io {
-                op: "converting whiteouts in",
-                path: dest.to_path_buf(),
-                source,
-            })?;
-        }
-        Ok(())
+        let xattrs: &[&str] = match root {
+            true => &["trusted.overlay.opaque", "user.overlay.opaque"],
+            false => &["user.overlay.opaque"],
+        };
+        convert_markers(dest, xattrs).map_err(|source| builder::Error::Io {
+            op: "converting whiteouts in",
+            path: dest.to_path_buf(),
+            source,
+        })
     }
 
-    /// Rootless: turns whiteout marker files under `dir` into overlayfs
-    /// whiteouts (never following symlinks: `read_dir` entries' own types).
-    fn convert_markers(dir: &Path) -> io::Result<()> {
+    /// Turns whiteout marker files under `dir` into overlayfs whiteouts
+    /// (never following symlinks: `read_dir` entries' own types).
+    fn convert_markers(dir: &Path, xattrs: &[&str]) -> io::Result<()> {
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -409,14 +410,16 @@ mod unpack {
             let kind = entry.file_type()?;
             if name == OPAQUE {
                 fs::remove_file(&path)?;
-                set_xattr(dir, "user.overlay.opaque", b"y")?;
+                for xattr in xattrs {
+                    set_xattr(dir, xattr, b"y")?;
+                }
             } else if let Some(hidden) = name.strip_prefix(WHITEOUT) {
                 fs::remove_file(&path)?;
                 let target = dir.join(hidden);
                 let _ = remove_tree(&target);
                 make_whiteout(&target)?;
             } else if kind.is_dir() {
-                convert_markers(&path)?;
+                convert_markers(&path, xattrs)?;
             }
         }
         Ok(())

@@ -336,12 +336,12 @@ fn multi_layer_image_with_whiteouts_and_opaque_dir_runs() {
     if common::init().is_none() {
         return;
     }
-    for docker_save in [false, true] {
+    for (docker_save, userns) in [(false, "host"), (true, "host"), (false, "auto")] {
         let image = layered_image(&kit, docker_save);
         for _ in 0..2 {
             // cold, then warm
             let out = kit
-                .cmd(&[])
+                .cmd(&["--userns", userns])
                 .arg(&image)
                 .args([
                     "sh",
@@ -822,4 +822,46 @@ fn sigterm_becomes_the_images_stop_signal() {
     out.read_to_string(&mut rest).unwrap();
     assert_eq!(rest.trim(), format!("got {}", libc::SIGUSR1));
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn rootless_multi_layer_image_with_whiteouts_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(kit) = Kit::new() else { return };
+    let Some(setpriv) = testkit::require_tool("setpriv") else {
+        return;
+    };
+    if common::init().is_none() {
+        return;
+    }
+    let top = tempfile::Builder::new()
+        .prefix("cradle-rootless-layers-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = top.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+    let image = top.path().join("layered.tar");
+    std::fs::copy(layered_image(&kit, false), &image).unwrap();
+    std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for _ in 0..2 {
+        let out = std::process::Command::new(&setpriv)
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(&kit.launcher)
+            .env("CRADLE_ROOT", &cache)
+            .env_remove("RUST_BACKTRACE")
+            .arg("run")
+            .arg(&image)
+            .args([
+                "sh",
+                "-c",
+                "ls /etc/gone 2>/dev/null; cat /etc/kept; echo; ls /data",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "k\nnew\n");
+    }
 }
