@@ -865,3 +865,23 @@ fn rootless_multi_layer_image_with_whiteouts_runs() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "k\nnew\n");
     }
 }
+
+#[test]
+fn user_by_name_comes_from_the_images_passwd_and_group() {
+    let Some(kit) = Kit::new() else { return };
+    if common::init().is_none() {
+        return;
+    }
+    let image = layered_image(&kit, false);
+    let out = kit
+        .cmd(&["-u", "bob"])
+        .arg(&image)
+        .args(["sh", "-c", "id -u; id -g; id -G; echo $HOME"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1000\n1000\n1000 10\n/home/bob\n"
+    );
+}
