@@ -49,6 +49,7 @@ pub struct Built {
 
 /// Builds the image `def` into `opts.output`.
 pub fn build(def: &ImageDef, opts: &Options) -> Result<Built> {
+    std::fs::metadata(&opts.init).map_err(Error::io("reading the init", &opts.init))?;
     let work = WorkDir::beside(&opts.output)?;
     let rootfs = work.path().join("rootfs");
     match def.source() {
