@@ -128,6 +128,9 @@ pub fn until_exit(child: Child, signals: Signals, stop_signal: i32, opts: &Optio
                 if let Some(m) = master
                     && !copy(0, m)
                 {
+                    // End of our stdin: the terminal's end-of-file
+                    // character (^D in the default modes) tells the reader.
+                    write_all(m, &[4]);
                     stdin_open = false;
                 }
             } else if !copy(fd.fd, 1) {

@@ -885,3 +885,25 @@ fn user_by_name_comes_from_the_images_passwd_and_group() {
         "1000\n1000\n1000 10\n/home/bob\n"
     );
 }
+
+#[test]
+fn tty_with_piped_stdin_reaches_end_of_file() {
+    use std::io::Write;
+    let Some(kit) = Kit::new() else { return };
+    let mut child = kit
+        .cmd(&["-i", "-t"])
+        .arg(&kit.image)
+        .args(["sh", "-c", "while read l; do echo got-$l; done; echo done"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a\nb\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(
+        text.contains("got-a\n") && text.contains("got-b\n") && text.ends_with("done\n"),
+        "{text}"
+    );
+}
