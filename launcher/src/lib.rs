@@ -165,8 +165,7 @@ pub fn run(opts: &Options, sys: &impl Sys) -> Result<i32> {
     let plan = spawn::plan(opts, &image, &layers, &cache, &container)?;
     let signals = supervise::catch_signals()?;
     let child = spawn::container(sys, &plan)?;
-    let stop_signal = image.stop_signal.as_deref().and_then(image::signal_number);
-    let status = supervise::until_exit(child, signals, stop_signal.unwrap_or(libc::SIGTERM), opts)?;
+    let status = supervise::until_exit(child, signals, plan.stop_signal, opts)?;
     container.remove();
     Ok(status)
 }

@@ -33,6 +33,9 @@ pub struct Plan {
     pub process: Process,
     pub tty: bool,
     pub interactive: bool,
+    /// What a SIGTERM to the launcher is forwarded as: the image's
+    /// StopSignal, else SIGTERM.
+    pub stop_signal: i32,
 }
 
 /// The running container, as the parent sees it.
@@ -129,6 +132,11 @@ pub fn plan(
         },
         tty: opts.tty,
         interactive: opts.interactive,
+        stop_signal: image
+            .stop_signal
+            .as_deref()
+            .and_then(image::signal_number)
+            .unwrap_or(libc::SIGTERM),
     })
 }
 
