@@ -2,6 +2,7 @@
 //! Prints one error chain and exits 125 when the launcher itself fails.
 
 use clap::{Parser, Subcommand};
+
 use launcher::{Linux, Network, Options, Userns};
 use std::path::PathBuf;
 
@@ -85,7 +86,15 @@ struct Run {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // docker exits 125 for a usage error too; --help and --version exit 0.
+    let cli = Cli::try_parse().unwrap_or_else(|err| {
+        let _ = err.print();
+        std::process::exit(if err.use_stderr() {
+            launcher::EXIT_LAUNCHER_FAILED
+        } else {
+            0
+        })
+    });
     let run = match cli.command {
         Command::Run(run) => run,
         Command::Export { image, dir } => {

@@ -118,6 +118,12 @@ fn launcher_failure_exits_125_naming_the_step() {
         String::from_utf8_lossy(&out.stderr).contains("reading image `/nonexistent/image.tar`"),
         "{out:?}"
     );
+    let out = kit
+        .cmd(&["--no-such-flag"])
+        .arg(&kit.image)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
     let out = kit.probe_run(&["--no-init", "--entrypoint", "/no/such/program"], &[]);
     assert_eq!(out.status.code(), Some(127), "{out:?}");
 }
