@@ -9,6 +9,7 @@
 //! [`pivot`], [`exec`] (user, capabilities, seccomp, execve); then
 //! [`supervise`] forwards signals and the terminal until the container ends.
 
+pub mod bundle;
 pub mod cache;
 pub mod exec;
 pub mod image;

@@ -20,6 +20,32 @@ struct Cli {
 enum Command {
     /// Run IMAGE.tar (ours, an OCI image layout archive, or `docker save`).
     Run(Run),
+    /// Write an OCI runtime bundle (config.json and rootfs/) of IMAGE.tar
+    /// into DIR, for `crun run` or `runc run`, with `run`'s defaults.
+    Bundle(Bundle),
+}
+
+#[derive(clap::Args)]
+struct Bundle {
+    /// Set an environment variable (NAME=VALUE).
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// UID[:GID], or a name from the image's /etc/passwd.
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// The container's hostname.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// The static init to bind-mount into images without one (its path on this machine).
+    #[arg(long = "init-path", env = "CRADLE_INIT_PATH")]
+    init_path: Option<PathBuf>,
+    /// The image archive.
+    image: PathBuf,
+    /// The bundle directory (created; must be empty).
+    dir: PathBuf,
+    /// Command and arguments (replace the image's Cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -84,7 +110,10 @@ struct Run {
 
 fn main() {
     let cli = Cli::parse();
-    let Command::Run(run) = cli.command;
+    let run = match cli.command {
+        Command::Run(run) => run,
+        Command::Bundle(b) => bundle(b),
+    };
     let opts = Options {
         image: run.image,
         command: run.command,
@@ -123,4 +152,27 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// `launcher bundle`: exits 0 with the path of config.json, or 125.
+fn bundle(b: Bundle) -> ! {
+    let opts = Options {
+        image: b.image,
+        command: b.command,
+        env: b.env,
+        user: b.user,
+        hostname: b.hostname,
+        init_path: b.init_path,
+        ..Default::default()
+    };
+    match launcher::bundle::write(&opts, &b.dir) {
+        Ok(config) => {
+            println!("{}", config.display());
+            std::process::exit(0)
+        }
+        Err(err) => {
+            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            std::process::exit(launcher::EXIT_LAUNCHER_FAILED)
+        }
+    }
 }

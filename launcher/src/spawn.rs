@@ -147,7 +147,7 @@ pub fn init_candidates(flag: Option<&Path>) -> Vec<PathBuf> {
     out
 }
 
-fn find_init(flag: Option<&Path>) -> Result<PathBuf> {
+pub fn find_init(flag: Option<&Path>) -> Result<PathBuf> {
     let candidates = init_candidates(flag);
     candidates
         .iter()
