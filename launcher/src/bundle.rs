@@ -16,9 +16,8 @@
 
 use crate::{Error, Options, Result, exec, image, rootfs, spawn};
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -94,7 +93,10 @@ pub fn runtime_spec(opts: &Options, image: &image::Image, root: &Path) -> Result
         argv.splice(0..0, [image::INIT_IN_IMAGE.to_string(), "--".to_string()]);
     }
     let mut env = image::env(image, opts, &hostname)?;
-    let user = exec::resolve_user(&root.join("etc"), opts.user.as_deref().or(image.user.as_deref()))?;
+    let user = exec::resolve_user(
+        &root.join("etc"),
+        opts.user.as_deref().or(image.user.as_deref()),
+    )?;
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
     }
@@ -105,7 +107,11 @@ pub fn runtime_spec(opts: &Options, image: &image::Image, root: &Path) -> Result
         .collect();
     // Non-root users get no effective or permitted capabilities, as in
     // docker (exec.rs drops them on the uid change).
-    let own = if user.uid == 0 { caps.clone() } else { HashSet::new() };
+    let own = if user.uid == 0 {
+        caps.clone()
+    } else {
+        HashSet::new()
+    };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps)
         .effective(own.clone())
@@ -118,7 +124,12 @@ pub fn runtime_spec(opts: &Options, image: &image::Image, root: &Path) -> Result
         .terminal(opts.tty)
         .args(argv)
         .env(env)
-        .cwd(opts.workdir.clone().or_else(|| image.workdir.clone()).unwrap_or_else(|| "/".into()))
+        .cwd(
+            opts.workdir
+                .clone()
+                .or_else(|| image.workdir.clone())
+                .unwrap_or_else(|| "/".into()),
+        )
         .user(
             UserBuilder::default()
                 .uid(user.uid)
@@ -179,12 +190,24 @@ fn default_mounts() -> Result<Vec<Mount>> {
     let nosuid_noexec_nodev = ["nosuid", "noexec", "nodev"];
     let table: [(&str, &str, &str, Vec<&str>); 6] = [
         ("/proc", "proc", "proc", nosuid_noexec_nodev.to_vec()),
-        ("/dev", "tmpfs", "tmpfs", vec!["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        (
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            vec!["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
         (
             "/dev/pts",
             "devpts",
             "devpts",
-            vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            vec![
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         ),
         (
             "/dev/shm",
@@ -192,8 +215,18 @@ fn default_mounts() -> Result<Vec<Mount>> {
             "shm",
             vec!["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         ),
-        ("/dev/mqueue", "mqueue", "mqueue", nosuid_noexec_nodev.to_vec()),
-        ("/sys", "sysfs", "sysfs", vec!["nosuid", "noexec", "nodev", "ro"]),
+        (
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            nosuid_noexec_nodev.to_vec(),
+        ),
+        (
+            "/sys",
+            "sysfs",
+            "sysfs",
+            vec!["nosuid", "noexec", "nodev", "ro"],
+        ),
     ];
     table
         .into_iter()
@@ -287,7 +320,11 @@ mod tests {
             .iter()
             .map(|&n| {
                 let cap = Capability::from_str(CAP_NAMES[n as usize]).unwrap();
-                serde_json::to_value(cap).unwrap().as_str().unwrap().to_string()
+                serde_json::to_value(cap)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
             })
             .collect();
         assert_eq!(names.len(), 14);
@@ -303,6 +340,16 @@ mod tests {
             .iter()
             .map(|m| m.destination().display().to_string())
             .collect();
-        assert_eq!(dests, ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"]);
+        assert_eq!(
+            dests,
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/sys"
+            ]
+        );
     }
 }

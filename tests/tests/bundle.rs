@@ -113,7 +113,11 @@ fn runs_our_image_with_init_as_pid_1(runtime: Runtime) {
     let out = s.run(runtime, &bundle);
     assert!(out.status.success(), "{out:?}");
     let r = report(&out);
-    assert_eq!(value(&r, "pid1"), "/sbin/cradle-init -- /probe report", "{r:?}");
+    assert_eq!(
+        value(&r, "pid1"),
+        "/sbin/cradle-init -- /probe report",
+        "{r:?}"
+    );
     assert_eq!(value(&r, "ppid"), "1");
     assert_eq!(value(&r, "CapEff"), "00000000a80425fb");
     assert_eq!(value(&r, "CapBnd"), "00000000a80425fb");
@@ -147,7 +151,11 @@ fn runs_foreign_image_with_bound_init(runtime: Runtime) {
     let out = s.run(runtime, &bundle);
     assert!(out.status.success(), "{out:?}");
     let r = report(&out);
-    assert_eq!(value(&r, "pid1"), "/sbin/cradle-init -- /probe report", "{r:?}");
+    assert_eq!(
+        value(&r, "pid1"),
+        "/sbin/cradle-init -- /probe report",
+        "{r:?}"
+    );
 }
 
 #[test]

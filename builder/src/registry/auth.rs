@@ -78,7 +78,11 @@ fn keys_for(reference: &Reference) -> Vec<String> {
         keys.push(format!("{}/{}", reference.registry, parts[..n].join("/")));
     }
     let host = &reference.registry;
-    keys.extend([host.clone(), format!("https://{host}"), format!("http://{host}")]);
+    keys.extend([
+        host.clone(),
+        format!("https://{host}"),
+        format!("http://{host}"),
+    ]);
     if *host == DOCKER_HUB {
         keys.extend([
             "https://index.docker.io/v1/".to_string(),
@@ -195,7 +199,10 @@ mod tests {
                 scope: Some("repository:a/b:pull,push".into()),
             })
         );
-        assert_eq!(parse_challenge(r#"Basic realm="r""#), Some(Challenge::Basic));
+        assert_eq!(
+            parse_challenge(r#"Basic realm="r""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(parse_challenge("Negotiate"), None);
     }
 
@@ -232,7 +239,11 @@ mod tests {
         std::fs::write(&file, r#"{"auths":{"r.example":{"auth":"!!"}}}"#).unwrap();
         let r = Reference::parse("r.example/a").unwrap();
         let err = find_credentials(&[file], &r).unwrap_err();
-        assert!(err.to_string().contains("auths.r.example/a.auth") || err.to_string().contains("auths.r.example.auth"), "{err}");
+        assert!(
+            err.to_string().contains("auths.r.example/a.auth")
+                || err.to_string().contains("auths.r.example.auth"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -246,7 +246,10 @@ mod tests {
 
     #[test]
     fn encodes_query_values() {
-        assert_eq!(encode("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+        assert_eq!(
+            encode("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
         assert_eq!(encode("sha256:ab"), "sha256%3Aab");
     }
 }

@@ -54,7 +54,11 @@ impl Default for Options {
 impl Options {
     pub(crate) fn progress_bar(&self, digest: &str, size: u64) -> Option<indicatif::ProgressBar> {
         use std::io::IsTerminal;
-        let name: String = digest.trim_start_matches("sha256:").chars().take(12).collect();
+        let name: String = digest
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect();
         (self.progress && std::io::stderr().is_terminal())
             .then(|| crate::fetch::progress_bar(&name, Some(size)))
     }
@@ -89,7 +93,12 @@ impl Memo {
         }
     }
 
-    pub(crate) fn other_repository(&self, registry: &str, digest: &str, not: &str) -> Option<String> {
+    pub(crate) fn other_repository(
+        &self,
+        registry: &str,
+        digest: &str,
+        not: &str,
+    ) -> Option<String> {
         self.known
             .get(registry)?
             .get(digest)?
@@ -147,7 +156,10 @@ mod tests {
         memo.record("r:5000", "sha256:a", "one");
         memo.save();
         let memo = Memo::load(Some(&path));
-        assert_eq!(memo.other_repository("r:5000", "sha256:a", "two"), Some("one".into()));
+        assert_eq!(
+            memo.other_repository("r:5000", "sha256:a", "two"),
+            Some("one".into())
+        );
         assert_eq!(memo.other_repository("r:5000", "sha256:a", "one"), None);
         assert_eq!(memo.other_repository("other", "sha256:a", "two"), None);
     }

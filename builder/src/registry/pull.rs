@@ -40,11 +40,12 @@ pub fn pull(reference: &Reference, output: &Path, opts: &Options) -> Result<Pull
         (media_type, bytes, digest) = get_manifest(&session, &chosen)?;
     }
     blobs.add(&bytes)?;
-    let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|source| Error::JsonRead {
-        what: "image manifest",
-        path: reference.to_string().into(),
-        source,
-    })?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&bytes).map_err(|source| Error::JsonRead {
+            what: "image manifest",
+            path: reference.to_string().into(),
+            source,
+        })?;
     let mut memo = Memo::load(opts.memo.as_deref());
     for desc in std::iter::once(manifest.config()).chain(manifest.layers()) {
         let blob = desc.digest().to_string();
@@ -126,9 +127,9 @@ fn pick_platform(session: &Session, bytes: &[u8]) -> Result<String> {
     let all = index.manifests();
     all.iter()
         .find(|d| {
-            d.platform()
-                .as_ref()
-                .is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
+            d.platform().as_ref().is_some_and(|p| {
+                p.os().to_string() == "linux" && p.architecture().to_string() == arch
+            })
         })
         .or(all.first())
         .map(|d| d.digest().to_string())
@@ -139,7 +140,13 @@ fn pick_platform(session: &Session, bytes: &[u8]) -> Result<String> {
 
 /// Streams blob `digest` into a temporary file among `blobs`, hashing it,
 /// and moves it to its name only when size and digest are right.
-fn get_blob(session: &Session, blobs: &Blobs, digest: &str, size: u64, opts: &Options) -> Result<()> {
+fn get_blob(
+    session: &Session,
+    blobs: &Blobs,
+    digest: &str,
+    size: u64,
+    opts: &Options,
+) -> Result<()> {
     let url = session.url(&format!("blobs/{digest}"));
     let mut response = session.send(Method::GET, &url, &Ok)?;
     if response.status().as_u16() != 200 {

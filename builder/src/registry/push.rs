@@ -41,7 +41,15 @@ pub fn push(archive: &Path, reference: &Reference, opts: &Options) -> Result<Pus
     let session = Session::open(reference, Access::Push, opts)?;
     let mut memo = Memo::load(opts.memo.as_deref());
     let mut pushed = Pushed::default();
-    let digest = push_tree(&session, &archive, &top, reference.target(), &mut memo, &mut pushed, opts)?;
+    let digest = push_tree(
+        &session,
+        &archive,
+        &top,
+        reference.target(),
+        &mut memo,
+        &mut pushed,
+        opts,
+    )?;
     memo.save();
     pushed.digest = digest;
     Ok(pushed)
@@ -161,11 +169,20 @@ fn start_upload(session: &Session) -> Result<String> {
     let response = session.send(Method::POST, &url, &|r| Ok(r.header(CONTENT_LENGTH, 0)))?;
     match response.status().as_u16() {
         202 => location(session, &url, &response),
-        status => Err(status_error("starting an upload at", &url, status, response)),
+        status => Err(status_error(
+            "starting an upload at",
+            &url,
+            status,
+            response,
+        )),
     }
 }
 
-fn location(session: &Session, url: &str, response: &reqwest::blocking::Response) -> Result<String> {
+fn location(
+    session: &Session,
+    url: &str,
+    response: &reqwest::blocking::Response,
+) -> Result<String> {
     response
         .headers()
         .get(LOCATION)
@@ -238,7 +255,14 @@ fn upload_chunked(
         })?;
         match response.status().as_u16() {
             202 => location = self::location(session, &location, &response)?,
-            status => return Err(status_error("uploading a chunk of blob", &location, status, response)),
+            status => {
+                return Err(status_error(
+                    "uploading a chunk of blob",
+                    &location,
+                    status,
+                    response,
+                ));
+            }
         }
         sent = end + 1;
         if let Some(bar) = &bar {
@@ -252,7 +276,12 @@ fn upload_chunked(
     let response = session.send(Method::PUT, &url, &|r| Ok(r.header(CONTENT_LENGTH, 0)))?;
     match response.status().as_u16() {
         201 => Ok(()),
-        status => Err(status_error("closing the upload of blob", &url, status, response)),
+        status => Err(status_error(
+            "closing the upload of blob",
+            &url,
+            status,
+            response,
+        )),
     }
 }
 

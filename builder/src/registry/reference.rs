@@ -130,8 +130,14 @@ fn is_repository(repo: &str) -> bool {
                 && part.bytes().all(|b| {
                     b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
                 })
-                && part.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-                && part.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+                && part
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphanumeric())
+                && part
+                    .bytes()
+                    .last()
+                    .is_some_and(|b| b.is_ascii_alphanumeric())
         })
 }
 
@@ -168,7 +174,12 @@ mod tests {
         );
         assert_eq!(
             parse("127.0.0.1:5000/cradle/default"),
-            (s("127.0.0.1:5000"), s("cradle/default"), Some(s("latest")), None)
+            (
+                s("127.0.0.1:5000"),
+                s("cradle/default"),
+                Some(s("latest")),
+                None
+            )
         );
         assert_eq!(
             parse("localhost/x:t"),
@@ -179,10 +190,7 @@ mod tests {
             parse(&format!("quay.io/a/b@{digest}")),
             (s("quay.io"), s("a/b"), None, Some(digest.clone()))
         );
-        assert_eq!(
-            parse(&format!("quay.io/a/b:v1@{digest}")).2,
-            Some(s("v1"))
-        );
+        assert_eq!(parse(&format!("quay.io/a/b:v1@{digest}")).2, Some(s("v1")));
     }
 
     #[test]

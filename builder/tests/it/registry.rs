@@ -25,7 +25,10 @@ impl Registry {
     /// None (after [`testkit::require_tool`]) when docker-registry is missing.
     fn start(htpasswd: Option<(&str, &str)>) -> Option<Registry> {
         let program = testkit::require_tool("docker-registry")?;
-        let dir = tempfile::Builder::new().prefix("cradle-registry-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("cradle-registry-")
+            .tempdir()
+            .unwrap();
         let port = free_port();
         let mut config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
@@ -154,17 +157,26 @@ fn push_then_pull_by_tag_and_by_digest_gives_the_same_manifest() {
     };
     let home = tempfile::tempdir().unwrap();
     let reference = format!("{}/cradle/default:v1", registry.host());
-    let pushed = ok(&builder(home.path(), &["push", image.to_str().unwrap(), &reference]));
+    let pushed = ok(&builder(
+        home.path(),
+        &["push", image.to_str().unwrap(), &reference],
+    ));
     assert_eq!(pushed, archive_digest(&image));
 
     let by_tag = home.path().join("by-tag.tar");
-    let pulled = ok(&builder(home.path(), &["pull", &reference, "-o", by_tag.to_str().unwrap()]));
+    let pulled = ok(&builder(
+        home.path(),
+        &["pull", &reference, "-o", by_tag.to_str().unwrap()],
+    ));
     assert_eq!(pulled, pushed);
     assert_eq!(archive_digest(&by_tag), pushed);
 
     let by_digest = home.path().join("by-digest.tar");
     let reference = format!("{}/cradle/default@{pushed}", registry.host());
-    let pulled = ok(&builder(home.path(), &["pull", &reference, "-o", by_digest.to_str().unwrap()]));
+    let pulled = ok(&builder(
+        home.path(),
+        &["pull", &reference, "-o", by_digest.to_str().unwrap()],
+    ));
     assert_eq!(pulled, pushed);
     assert_eq!(archive_digest(&by_digest), pushed);
 }
@@ -184,8 +196,15 @@ fn second_push_uploads_no_blob_and_another_repository_mounts_them() {
     };
     // Chunks of 1 MiB: the 3.7 MB rootfs layer goes up in PATCHes.
     let first = format!("{}/cradle/a:v1", registry.host());
-    ok(&builder(home.path(), &["push", "--chunk-mib", "1", image, &first]));
-    let patches = registry.requests().iter().filter(|r| r.starts_with("PATCH ")).count();
+    ok(&builder(
+        home.path(),
+        &["push", "--chunk-mib", "1", image, &first],
+    ));
+    let patches = registry
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("PATCH "))
+        .count();
     assert!(patches >= 4, "{:#?}", registry.requests());
     let before = uploads(&registry);
     assert!(before > 0);
@@ -193,36 +212,54 @@ fn second_push_uploads_no_blob_and_another_repository_mounts_them() {
     let out = builder(home.path(), &["push", image, &first]);
     ok(&out);
     assert_eq!(uploads(&registry), before, "{:#?}", registry.requests());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("0 blobs uploaded, 0 mounted, 3 already there"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("0 blobs uploaded, 0 mounted, 3 already there")
+    );
 
     let second = format!("{}/cradle/b:v1", registry.host());
     let out = builder(home.path(), &["push", image, &second]);
     ok(&out);
     assert_eq!(uploads(&registry), before, "{:#?}", registry.requests());
-    let mounts = registry.requests().iter().filter(|r| r.contains("mount=")).count();
+    let mounts = registry
+        .requests()
+        .iter()
+        .filter(|r| r.contains("mount="))
+        .count();
     assert_eq!(mounts, 3, "{:#?}", registry.requests());
 }
 
 #[test]
 fn skopeo_copies_what_was_pushed_with_the_same_digest() {
-    let (Some(image), Some(skopeo), Some(registry)) =
-        (image(), testkit::require_tool("skopeo"), Registry::start(None))
-    else {
+    let (Some(image), Some(skopeo), Some(registry)) = (
+        image(),
+        testkit::require_tool("skopeo"),
+        Registry::start(None),
+    ) else {
         return;
     };
     let home = tempfile::tempdir().unwrap();
     let reference = format!("{}/cradle/default:v1", registry.host());
-    let pushed = ok(&builder(home.path(), &["push", image.to_str().unwrap(), &reference]));
+    let pushed = ok(&builder(
+        home.path(),
+        &["push", image.to_str().unwrap(), &reference],
+    ));
     let digest_file = home.path().join("digest");
     let out = Command::new(skopeo)
         .args(["copy", "--src-tls-verify=false", "--digestfile"])
         .arg(&digest_file)
         .arg(format!("docker://{reference}"))
-        .arg(format!("oci-archive:{}", home.path().join("copy.tar").display()))
+        .arg(format!(
+            "oci-archive:{}",
+            home.path().join("copy.tar").display()
+        ))
         .output()
         .unwrap();
     ok(&out);
-    assert_eq!(std::fs::read_to_string(&digest_file).unwrap().trim(), pushed);
+    assert_eq!(
+        std::fs::read_to_string(&digest_file).unwrap().trim(),
+        pushed
+    );
 }
 
 #[test]
@@ -232,13 +269,19 @@ fn corrupted_blob_is_refused_naming_it_and_nothing_is_left() {
     };
     let home = tempfile::tempdir().unwrap();
     let reference = format!("{}/cradle/default:v1", registry.host());
-    ok(&builder(home.path(), &["push", image.to_str().unwrap(), &reference]));
+    ok(&builder(
+        home.path(),
+        &["push", image.to_str().unwrap(), &reference],
+    ));
     let proxy = Proxy::start(registry.port, Mode::FlipBlobByte);
     let out_dir = home.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
     let output = out_dir.join("pulled.tar");
     let via_proxy = format!("127.0.0.1:{}/cradle/default:v1", proxy.port);
-    let out = builder(home.path(), &["pull", &via_proxy, "-o", output.to_str().unwrap()]);
+    let out = builder(
+        home.path(),
+        &["pull", &via_proxy, "-o", output.to_str().unwrap()],
+    );
     let stderr = failed_with(&out, "refusing blob `sha256:");
     assert!(stderr.contains(&via_proxy), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
@@ -255,16 +298,25 @@ fn basic_auth_with_right_and_wrong_credentials() {
     let image = image.to_str().unwrap();
     let reference = format!("{}/cradle/default:v1", registry.host());
     let out = builder(home.path(), &["push", image, &reference]);
-    failed_with(&out, &format!("refused access to `{reference}` anonymously"));
+    failed_with(
+        &out,
+        &format!("refused access to `{reference}` anonymously"),
+    );
 
     write_auth(home.path(), &registry.host(), "alice", "wrong");
     let out = builder(home.path(), &["push", image, &reference]);
-    failed_with(&out, &format!("refused access to `{reference}` as user `alice`"));
+    failed_with(
+        &out,
+        &format!("refused access to `{reference}` as user `alice`"),
+    );
 
     write_auth(home.path(), &registry.host(), "alice", "s3cret");
     let pushed = ok(&builder(home.path(), &["push", image, &reference]));
     let output = home.path().join("pulled.tar");
-    let pulled = ok(&builder(home.path(), &["pull", &reference, "-o", output.to_str().unwrap()]));
+    let pulled = ok(&builder(
+        home.path(),
+        &["pull", &reference, "-o", output.to_str().unwrap()],
+    ));
     assert_eq!(pulled, pushed);
 }
 
@@ -280,16 +332,30 @@ fn bearer_token_from_the_challenge_realm() {
     let reference = format!("{host}/cradle/default:v1");
     write_auth(home.path(), &host, "bob", "wrong");
     let out = builder(home.path(), &["push", image, &reference]);
-    failed_with(&out, &format!("refused access to `{reference}` as user `bob`"));
+    failed_with(
+        &out,
+        &format!("refused access to `{reference}` as user `bob`"),
+    );
 
     write_auth(home.path(), &host, "bob", "hunter2");
     let pushed = ok(&builder(home.path(), &["push", image, &reference]));
     let output = home.path().join("pulled.tar");
-    let pulled = ok(&builder(home.path(), &["pull", &reference, "-o", output.to_str().unwrap()]));
+    let pulled = ok(&builder(
+        home.path(),
+        &["pull", &reference, "-o", output.to_str().unwrap()],
+    ));
     assert_eq!(pulled, pushed);
     let tokens = proxy.token_requests();
-    assert!(tokens.iter().all(|q| q.contains("service=cradle-test")), "{tokens:?}");
-    assert!(tokens.iter().any(|q| q.contains("scope=repository%3Acradle%2Fdefault%3Apull%2Cpush")), "{tokens:?}");
+    assert!(
+        tokens.iter().all(|q| q.contains("service=cradle-test")),
+        "{tokens:?}"
+    );
+    assert!(
+        tokens
+            .iter()
+            .any(|q| q.contains("scope=repository%3Acradle%2Fdefault%3Apull%2Cpush")),
+        "{tokens:?}"
+    );
 }
 
 #[test]
@@ -300,13 +366,22 @@ fn missing_tag_and_unreachable_registry_give_one_clear_message() {
     let home = tempfile::tempdir().unwrap();
     let output = home.path().join("x.tar");
     let missing = format!("{}/cradle/nothing:here", registry.host());
-    let out = builder(home.path(), &["pull", &missing, "-o", output.to_str().unwrap()]);
+    let out = builder(
+        home.path(),
+        &["pull", &missing, "-o", output.to_str().unwrap()],
+    );
     failed_with(&out, &format!("no image `{missing}` in the registry"));
 
     let unreachable = format!("127.0.0.1:{}/cradle/default:v1", free_port());
-    let out = builder(home.path(), &["pull", &unreachable, "-o", output.to_str().unwrap()]);
-    let stderr = failed_with(&out, &format!("reaching registry `127.0.0.1:"));
-    assert!(stderr.contains(&unreachable) && stderr.contains("Connection refused"), "{stderr}");
+    let out = builder(
+        home.path(),
+        &["pull", &unreachable, "-o", output.to_str().unwrap()],
+    );
+    let stderr = failed_with(&out, "reaching registry `127.0.0.1:");
+    assert!(
+        stderr.contains(&unreachable) && stderr.contains("Connection refused"),
+        "{stderr}"
+    );
     assert!(!output.exists());
 }
 
@@ -326,14 +401,24 @@ fn podman_runs_the_pushed_image_with_our_init_as_pid_1() {
         return;
     };
     let home = tempfile::tempdir().unwrap();
-    let reference = format!("{}/cradle/podman-{}:v1", registry.host(), std::process::id());
-    ok(&builder(home.path(), &["push", image.to_str().unwrap(), &reference]));
+    let reference = format!(
+        "{}/cradle/podman-{}:v1",
+        registry.host(),
+        std::process::id()
+    );
+    ok(&builder(
+        home.path(),
+        &["push", image.to_str().unwrap(), &reference],
+    ));
     let conf = home.path().join("containers.conf");
     std::fs::write(&conf, CONTAINERS_CONF).unwrap();
     let registries = home.path().join("registries.conf");
     std::fs::write(
         &registries,
-        format!("[[registry]]\nlocation = \"{}\"\ninsecure = true\n", registry.host()),
+        format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+            registry.host()
+        ),
     )
     .unwrap();
     let run = |args: &[&str]| {
@@ -352,7 +437,10 @@ fn podman_runs_the_pushed_image_with_our_init_as_pid_1() {
             .unwrap()
     };
     let report = ok(&run(&["/probe", "report"]));
-    assert!(report.contains("\npid1=/sbin/cradle-init -- /probe report\n"), "{report}");
+    assert!(
+        report.contains("\npid1=/sbin/cradle-init -- /probe report\n"),
+        "{report}"
+    );
     assert!(report.contains("\nppid=1\n"), "{report}");
     assert_eq!(run(&["/probe", "exit", "7"]).status.code(), Some(7));
     let _ = Command::new(&podman)
@@ -409,10 +497,17 @@ fn serve(
 ) -> std::io::Result<()> {
     let (head, body) = read_request(&mut conn)?;
     let request_line = head.lines().next().unwrap_or_default().to_string();
-    let path = request_line.split(' ').nth(1).unwrap_or_default().to_string();
+    let path = request_line
+        .split(' ')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     let header = |name: &str| {
         head.lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            })
             .map(|(_, v)| v.trim().to_string())
     };
     if mode == Mode::Bearer {
@@ -425,9 +520,13 @@ fn serve(
             );
             let answer = if header("authorization").as_deref() == Some(good.as_str()) {
                 let body = format!(r#"{{"token":"{TOKEN}"}}"#);
-                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
             } else {
-                "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
             };
             return conn.write_all(answer.as_bytes());
         }
@@ -455,10 +554,12 @@ fn serve(
     let mut response = Vec::new();
     up.read_to_end(&mut response)?;
     let is_blob_get = request_line.starts_with("GET ") && path.contains("/blobs/sha256:");
-    if mode == Mode::FlipBlobByte && is_blob_get && response.starts_with(b"HTTP/1.1 200") {
-        if let Some(last) = response.last_mut() {
-            *last ^= 0x01;
-        }
+    if mode == Mode::FlipBlobByte
+        && is_blob_get
+        && response.starts_with(b"HTTP/1.1 200")
+        && let Some(last) = response.last_mut()
+    {
+        *last ^= 0x01;
     }
     conn.write_all(&response)
 }
@@ -480,7 +581,10 @@ fn read_request(conn: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     let head = String::from_utf8_lossy(&data[..end]).to_string();
     let length: usize = head
         .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        })
         .and_then(|(_, v)| v.trim().parse().ok())
         .unwrap_or(0);
     let mut body = data[end + 4..].to_vec();
