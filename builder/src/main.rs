@@ -38,6 +38,7 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    #[cfg(feature = "fetch")]
     /// Push an image archive to a registry (`[REGISTRY/]REPO[:TAG]`).
     Push {
         archive: PathBuf,
@@ -45,6 +46,7 @@ enum Command {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    #[cfg(feature = "fetch")]
     /// Pull an image from a registry into an OCI image archive.
     Pull {
         reference: String,
@@ -65,6 +67,7 @@ enum Command {
 }
 
 /// Options of `push` and `pull`.
+#[cfg(feature = "fetch")]
 #[derive(clap::Args)]
 struct RegistryArgs {
     /// Speak plain http to a registry that is not on this machine.
@@ -101,11 +104,13 @@ fn run(cli: Cli) -> Result<()> {
             cache,
         } => build(image_toml, output, init, cache),
         Command::Inspect { archive } => inspect(archive),
+        #[cfg(feature = "fetch")]
         Command::Push {
             archive,
             reference,
             registry,
         } => push(archive, reference, registry),
+        #[cfg(feature = "fetch")]
         Command::Pull {
             reference,
             output,
@@ -184,6 +189,7 @@ fn inspect(archive: PathBuf) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "fetch")]
 fn registry_options(args: RegistryArgs) -> builder::registry::Options {
     let cache = args.cache.unwrap_or_else(default_cache);
     builder::registry::Options {
@@ -197,6 +203,7 @@ fn registry_options(args: RegistryArgs) -> builder::registry::Options {
     }
 }
 
+#[cfg(feature = "fetch")]
 fn push(archive: PathBuf, reference: String, args: RegistryArgs) -> Result<()> {
     let reference = builder::registry::Reference::parse(&reference)?;
     let pushed = builder::registry::push(&archive, &reference, &registry_options(args))?;
@@ -208,6 +215,7 @@ fn push(archive: PathBuf, reference: String, args: RegistryArgs) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "fetch")]
 fn pull(reference: String, output: PathBuf, args: RegistryArgs) -> Result<()> {
     let reference = builder::registry::Reference::parse(&reference)?;
     let pulled = builder::registry::pull(&reference, &output, &registry_options(args))?;
