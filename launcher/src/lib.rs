@@ -15,6 +15,7 @@ pub mod exec;
 pub mod image;
 pub mod namespaces;
 pub mod pivot;
+pub mod pull;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spawn;
@@ -79,6 +80,12 @@ pub enum Error {
     #[error("reading image `{}`", path.display())]
     Image {
         path: PathBuf,
+        #[source]
+        source: Box<builder::Error>,
+    },
+    #[error("pulling `{reference}`")]
+    Pull {
+        reference: String,
         #[source]
         source: Box<builder::Error>,
     },
@@ -158,7 +165,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// `launcher run`: reads the image, prepares its root, runs it, and returns
 /// the exit status to exit with (the workload's, or 128+N for a signal).
 pub fn run(opts: &Options, sys: &impl Sys) -> Result<i32> {
-    let image = image::read(&opts.image)?;
+    let archive = pull::resolve(&opts.image, &cache::default_root())?;
+    let image = image::read(&archive)?;
     let cache = cache::Cache::open(cache::default_root())?;
     cache.reclaim_stale();
     let layers = cache.unpack_layers(&image)?;

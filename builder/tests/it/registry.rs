@@ -421,12 +421,13 @@ fn podman_runs_the_pushed_image_with_our_init_as_pid_1() {
         ),
     )
     .unwrap();
-    let run = |args: &[&str]| {
+    let run = |podman_args: &[&str], args: &[&str]| {
         Command::new(&podman)
             .arg("run")
             .arg("--rm")
             .arg("-v")
             .arg(format!("{}:/probe:ro", probe.display()))
+            .args(podman_args)
             .arg(&reference)
             .args(args)
             .env("CONTAINERS_CONF", &conf)
@@ -436,13 +437,26 @@ fn podman_runs_the_pushed_image_with_our_init_as_pid_1() {
             .output()
             .unwrap()
     };
-    let report = ok(&run(&["/probe", "report"]));
+    let report = ok(&run(&[], &["/probe", "report"]));
     assert!(
         report.contains("\npid1=/sbin/cradle-init -- /probe report\n"),
         "{report}"
     );
     assert!(report.contains("\nppid=1\n"), "{report}");
-    assert_eq!(run(&["/probe", "exit", "7"]).status.code(), Some(7));
+    assert_eq!(run(&[], &["/probe", "exit", "7"]).status.code(), Some(7));
+
+    // Our init as podman's own (catatonit's command line): podman binds it
+    // at /run/podman-init and starts `/run/podman-init -- CMD`.
+    let init = testkit::require_artifact("static/cradle-init", "cargo xtask build-init");
+    let Some(init) = init else { return };
+    let init = init.to_str().unwrap();
+    let with_init = ["--init", "--init-path", init, "--entrypoint", "/probe"];
+    let report = ok(&run(&with_init, &["report"]));
+    assert!(
+        report.contains("\npid1=/run/podman-init -- /probe report\n"),
+        "{report}"
+    );
+    assert_eq!(run(&with_init, &["exit", "9"]).status.code(), Some(9));
     let _ = Command::new(&podman)
         .args(["rmi", "--force", &reference])
         .env("CONTAINERS_CONF", &conf)
@@ -596,4 +610,49 @@ fn read_request(conn: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
         body.extend_from_slice(&buf[..n]);
     }
     Ok((head, body))
+}
+
+#[test]
+fn launcher_runs_a_registry_reference_pulled_once_into_its_cache() {
+    if !testkit::require(testkit::is_root(), "the launcher test runs as root here") {
+        return;
+    }
+    let (Some(image), Some(launcher), Some(probe)) = (
+        image(),
+        testkit::require_artifact("debug/launcher", "cargo build -p launcher"),
+        testkit::require_artifact("static/probe", "cargo xtask build-probe"),
+    ) else {
+        return;
+    };
+    let Some(registry) = Registry::start(None) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let reference = format!("{}/cradle/default:v1", registry.host());
+    ok(&builder(
+        home.path(),
+        &["push", image.to_str().unwrap(), &reference],
+    ));
+    let run = |args: &[&str]| {
+        Command::new(&launcher)
+            .arg("run")
+            .arg("-v")
+            .arg(format!("{}:/probe:ro", probe.display()))
+            .arg(&reference)
+            .args(args)
+            .env("CRADLE_ROOT", home.path().join("root"))
+            .env("REGISTRY_AUTH_FILE", home.path().join("auth.json"))
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let report = ok(&run(&["/probe", "report"]));
+    assert!(
+        report.contains("\npid1=/sbin/cradle-init -- /probe report\n"),
+        "{report}"
+    );
+    drop(registry);
+    // The registry is gone: the second run uses the cached pull.
+    assert_eq!(run(&["/probe", "exit", "3"]).status.code(), Some(3));
 }
