@@ -10,9 +10,11 @@
 //! unpacking, whiteouts applied. Our images start `/sbin/cradle-init`; for
 //! another image the static init is bind-mounted read-only at that path by
 //! a mount entry (as `launcher run` does), so the bundle names the init's
-//! path on this machine. Not carried over: the seccomp profile (the
-//! runtime's own default applies only if one is written in), the
-//! `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` files, and volumes.
+//! path on this machine. `/etc/hostname`, `/etc/hosts` and
+//! `/etc/resolv.conf` are written to `DIR/etc/` and bound read-only, and
+//! `-v` volumes become bind mounts, as in `launcher run`. Not carried over:
+//! the seccomp profile (docker's, which `launcher run` installs), as the
+//! bundle has no `linux.seccomp` section yet.
 
 use crate::{Error, Options, Result, exec, image, rootfs, spawn};
 use oci_spec::runtime::{
@@ -92,6 +94,8 @@ pub fn runtime_spec(opts: &Options, image: &image::Image, root: &Path) -> Result
         mounts.push(init_mount(&init)?);
         argv.splice(0..0, [image::INIT_IN_IMAGE.to_string(), "--".to_string()]);
     }
+    mounts.extend(etc_mounts(&hostname, root)?);
+    mounts.extend(volume_mounts(opts)?);
     let mut env = image::env(image, opts, &hostname)?;
     let user = exec::resolve_user(
         &root.join("etc"),
@@ -240,6 +244,52 @@ fn default_mounts() -> Result<Vec<Mount>> {
                 .map_err(spec_error("mount"))
         })
         .collect()
+}
+
+/// /etc/hostname, /etc/hosts and /etc/resolv.conf, written beside the
+/// rootfs (`DIR/etc/`) as `launcher run` writes them, and bound over the
+/// image's.
+fn etc_mounts(hostname: &str, root: &Path) -> Result<Vec<Mount>> {
+    let dir = root.with_file_name("etc");
+    std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+    let files = spawn::write_etc_files(&dir, hostname, crate::Network::None)?;
+    files
+        .into_iter()
+        .map(|(host, target)| {
+            let host = std::fs::canonicalize(&host).map_err(Error::io("finding", &host))?;
+            bind_mount(
+                &host,
+                &target,
+                &["rbind", "ro", "nosuid", "nodev", "noexec"],
+            )
+        })
+        .collect()
+}
+
+/// `-v HOST:CTR[:ro]`, parsed as `launcher run` parses them.
+fn volume_mounts(opts: &Options) -> Result<Vec<Mount>> {
+    opts.volumes
+        .iter()
+        .map(|spec| {
+            let v = spawn::parse_volume(spec)?;
+            let options: &[&str] = if v.read_only {
+                &["rbind", "ro"]
+            } else {
+                &["rbind", "rw"]
+            };
+            bind_mount(&v.host, &v.target, options)
+        })
+        .collect()
+}
+
+fn bind_mount(host: &Path, target: &Path, options: &[&str]) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(target)
+        .typ("bind")
+        .source(host)
+        .options(strings(options))
+        .build()
+        .map_err(spec_error("bind mount"))
 }
 
 /// The host's static init, bound read-only over /sbin/cradle-init.

@@ -36,6 +36,9 @@ struct Bundle {
     /// The container's hostname.
     #[arg(long)]
     hostname: Option<String>,
+    /// Bind mount HOST:CONTAINER[:ro].
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
     /// The static init to bind-mount into images without one (its path on this machine).
     #[arg(long = "init-path", env = "CRADLE_INIT_PATH")]
     init_path: Option<PathBuf>,
@@ -163,6 +166,7 @@ fn bundle(b: Bundle) -> ! {
         user: b.user,
         hostname: b.hostname,
         init_path: b.init_path,
+        volumes: b.volume,
         ..Default::default()
     };
     match launcher::bundle::write(&opts, &b.dir) {

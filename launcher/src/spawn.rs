@@ -211,7 +211,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
 
 /// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container, written
 /// into its state directory and bound over the image's (as docker does).
-fn write_etc_files(
+pub fn write_etc_files(
     dir: &Path,
     hostname: &str,
     network: Network,

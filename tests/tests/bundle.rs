@@ -75,13 +75,15 @@ fn setup(runtime: Runtime) -> Option<Setup> {
 }
 
 impl Setup {
-    /// `launcher bundle IMAGE DIR ARGS…`, then the probe copied to /probe.
+    /// `launcher bundle -v PROBE:/probe:ro IMAGE DIR ARGS…`.
     fn bundle(&self, image: &Path, name: &str, args: &[&str]) -> PathBuf {
         let dir = self.dir.path().join(name);
         let out = Command::new(&self.launcher)
             .arg("bundle")
             .arg("--init-path")
             .arg(&self.init)
+            .arg("-v")
+            .arg(format!("{}:/probe:ro", self.probe.display()))
             .arg(image)
             .arg(&dir)
             .args(args)
@@ -89,7 +91,6 @@ impl Setup {
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        std::fs::copy(&self.probe, dir.join("rootfs/probe")).unwrap();
         dir
     }
 
@@ -156,6 +157,9 @@ fn runs_foreign_image_with_bound_init(runtime: Runtime) {
         "/sbin/cradle-init -- /probe report",
         "{r:?}"
     );
+    let mounts = String::from_utf8_lossy(&out.stdout);
+    assert!(mounts.contains("mount=/sbin/cradle-init "), "{mounts}");
+    assert!(mounts.contains("mount=/etc/hosts "), "{mounts}");
 }
 
 #[test]
