@@ -40,11 +40,6 @@ impl Session {
     pub fn open(reference: &Reference, access: Access, opts: &Options) -> Result<Session> {
         let files = auth::credential_files(opts.auth_file.as_deref());
         let creds = auth::find_credentials(&files, reference)?;
-        let scheme = if opts.insecure || reference.is_loopback() {
-            "http"
-        } else {
-            "https"
-        };
         let mut builder = crate::fetch::client_builder(opts.timeout);
         if let Some(path) = &opts.ca_cert {
             let pem = std::fs::read(path).map_err(Error::io("reading", path))?;
@@ -58,6 +53,11 @@ impl Session {
             url: reference.to_string(),
             source,
         })?;
+        let scheme = match (opts.insecure, reference.is_loopback()) {
+            (true, _) => "http",
+            (false, true) => loopback_scheme(&client, reference)?,
+            (false, false) => "https",
+        };
         Ok(Session {
             client,
             base: format!("{scheme}://{}/v2/", reference.api_host()),
@@ -202,6 +202,38 @@ impl Session {
             who,
         }
     }
+}
+
+/// A registry on this machine is spoken to in https when it answers in
+/// https, else in plain http (docker's rule for its default insecure
+/// registries, 127.0.0.0/8). A certificate we do not trust is an error,
+/// not a reason to drop TLS.
+fn loopback_scheme(client: &Client, reference: &Reference) -> Result<&'static str> {
+    let url = format!("https://{}/v2/", reference.api_host());
+    // A server that is not TLS answers a ClientHello at once (Go's with a
+    // 400); one that waits for more is not TLS either.
+    match client.get(&url).timeout(PROBE_TIMEOUT).send() {
+        Ok(_) => Ok("https"),
+        Err(err) if mentions_certificate(&err) => Err(Error::Unreachable {
+            registry: reference.registry.clone(),
+            reference: reference.to_string(),
+            source: err,
+        }),
+        Err(_) => Ok("http"),
+    }
+}
+
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn mentions_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.to_string().to_ascii_lowercase().contains("certificate") {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// An error for an unexpected status, with the registry's error code and

@@ -78,8 +78,9 @@ impl Reference {
         }
     }
 
-    /// True for registries on this machine, which are spoken to in plain
-    /// http without being asked (as docker and podman do for localhost).
+    /// True for registries on this machine, which may be spoken to in plain
+    /// http without being asked when they do not answer https (docker's
+    /// default insecure registries).
     pub fn is_loopback(&self) -> bool {
         let host = match self.registry.rsplit_once(':') {
             Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,

@@ -23,7 +23,9 @@ struct Registry {
 
 impl Registry {
     /// None (after [`testkit::require_tool`]) when docker-registry is missing.
-    fn start(htpasswd: Option<(&str, &str)>) -> Option<Registry> {
+    /// With `tls`, it serves https with a certificate for 127.0.0.1 signed
+    /// by a CA made here ([`Registry::ca`]).
+    fn start(htpasswd: Option<(&str, &str)>, tls: bool) -> Option<Registry> {
         let program = testkit::require_tool("docker-registry")?;
         let dir = tempfile::Builder::new()
             .prefix("cradle-registry-")
@@ -34,6 +36,14 @@ impl Registry {
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
         );
+        if tls {
+            let (cert, key) = make_certificates(dir.path());
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         if let Some((user, password)) = htpasswd {
             let hash = bcrypt::hash(password, 5).unwrap();
             let file = dir.path().join("htpasswd");
@@ -59,6 +69,11 @@ impl Registry {
         Some(registry)
     }
 
+    /// The CA that signed a TLS registry's certificate (PEM).
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -78,6 +93,27 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA (`DIR/ca.pem`) and a server certificate for 127.0.0.1 it signed;
+/// returns the server's certificate and key files.
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&cert_file, server.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (cert_file, key_file)
 }
 
 fn free_port() -> u16 {
@@ -152,7 +188,7 @@ fn archive_digest(path: &Path) -> String {
 
 #[test]
 fn push_then_pull_by_tag_and_by_digest_gives_the_same_manifest() {
-    let (Some(image), Some(registry)) = (image(), Registry::start(None)) else {
+    let (Some(image), Some(registry)) = (image(), Registry::start(None, false)) else {
         return;
     };
     let home = tempfile::tempdir().unwrap();
@@ -183,7 +219,7 @@ fn push_then_pull_by_tag_and_by_digest_gives_the_same_manifest() {
 
 #[test]
 fn second_push_uploads_no_blob_and_another_repository_mounts_them() {
-    let (Some(image), Some(registry)) = (image(), Registry::start(None)) else {
+    let (Some(image), Some(registry)) = (image(), Registry::start(None, false)) else {
         return;
     };
     let home = tempfile::tempdir().unwrap();
@@ -234,7 +270,7 @@ fn skopeo_copies_what_was_pushed_with_the_same_digest() {
     let (Some(image), Some(skopeo), Some(registry)) = (
         image(),
         testkit::require_tool("skopeo"),
-        Registry::start(None),
+        Registry::start(None, false),
     ) else {
         return;
     };
@@ -264,7 +300,7 @@ fn skopeo_copies_what_was_pushed_with_the_same_digest() {
 
 #[test]
 fn corrupted_blob_is_refused_naming_it_and_nothing_is_left() {
-    let (Some(image), Some(registry)) = (image(), Registry::start(None)) else {
+    let (Some(image), Some(registry)) = (image(), Registry::start(None, false)) else {
         return;
     };
     let home = tempfile::tempdir().unwrap();
@@ -290,7 +326,8 @@ fn corrupted_blob_is_refused_naming_it_and_nothing_is_left() {
 
 #[test]
 fn basic_auth_with_right_and_wrong_credentials() {
-    let (Some(image), Some(registry)) = (image(), Registry::start(Some(("alice", "s3cret"))))
+    let (Some(image), Some(registry)) =
+        (image(), Registry::start(Some(("alice", "s3cret")), false))
     else {
         return;
     };
@@ -321,8 +358,45 @@ fn basic_auth_with_right_and_wrong_credentials() {
 }
 
 #[test]
+fn https_with_basic_auth_trusts_the_given_ca_only() {
+    let (Some(image), Some(registry)) = (image(), Registry::start(Some(("alice", "s3cret")), true))
+    else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let image = image.to_str().unwrap();
+    let ca = registry.ca();
+    let ca = ca.to_str().unwrap();
+    write_auth(home.path(), &registry.host(), "alice", "s3cret");
+    let reference = format!("{}/cradle/default:v1", registry.host());
+    let out = builder(home.path(), &["push", image, &reference]);
+    let stderr = failed_with(&out, &format!("reaching registry `{}`", registry.host()));
+    assert!(stderr.contains("certificate"), "{stderr}");
+
+    let pushed = ok(&builder(
+        home.path(),
+        &["push", "--ca-cert", ca, image, &reference],
+    ));
+    let output = home.path().join("pulled.tar");
+    let output = output.to_str().unwrap();
+    let pulled = ok(&builder(
+        home.path(),
+        &["pull", "--ca-cert", ca, &reference, "-o", output],
+    ));
+    assert_eq!(pulled, pushed);
+    assert!(
+        registry
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("PUT /v2/cradle/default/manifests/v1")),
+        "{:#?}",
+        registry.requests()
+    );
+}
+
+#[test]
 fn bearer_token_from_the_challenge_realm() {
-    let (Some(image), Some(registry)) = (image(), Registry::start(None)) else {
+    let (Some(image), Some(registry)) = (image(), Registry::start(None, false)) else {
         return;
     };
     let proxy = Proxy::start(registry.port, Mode::Bearer);
@@ -360,7 +434,7 @@ fn bearer_token_from_the_challenge_realm() {
 
 #[test]
 fn missing_tag_and_unreachable_registry_give_one_clear_message() {
-    let Some(registry) = Registry::start(None) else {
+    let Some(registry) = Registry::start(None, false) else {
         return;
     };
     let home = tempfile::tempdir().unwrap();
@@ -396,7 +470,7 @@ fn podman_runs_the_pushed_image_with_our_init_as_pid_1() {
     let (Some(image), Some(probe), Some(registry)) = (
         image(),
         testkit::require_artifact("static/probe", "cargo xtask build-probe"),
-        Registry::start(None),
+        Registry::start(None, false),
     ) else {
         return;
     };
@@ -587,7 +661,9 @@ fn read_request(conn: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
             break i;
         }
         let n = conn.read(&mut buf)?;
-        if n == 0 {
+        // 0x16: a TLS handshake (the client checking for https); hang up,
+        // as a plain-http server does.
+        if n == 0 || (data.is_empty() && buf[0] == 0x16) {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         data.extend_from_slice(&buf[..n]);
@@ -624,7 +700,7 @@ fn launcher_runs_a_registry_reference_pulled_once_into_its_cache() {
     ) else {
         return;
     };
-    let Some(registry) = Registry::start(None) else {
+    let Some(registry) = Registry::start(None, false) else {
         return;
     };
     let home = tempfile::tempdir().unwrap();
