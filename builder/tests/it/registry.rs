@@ -732,3 +732,75 @@ fn launcher_runs_a_registry_reference_pulled_once_into_its_cache() {
     // The registry is gone: the second run uses the cached pull.
     assert_eq!(run(&["/probe", "exit", "3"]).status.code(), Some(3));
 }
+
+/// `image` rewritten so that its index.json points at an image index
+/// (multi-platform style) that holds its manifest, for this platform.
+fn nested_index_archive(image: &Path, out: &Path) -> String {
+    use sha2::Digest as _;
+    let mut inner = tar::Archive::new(std::fs::File::open(image).unwrap());
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in inner.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path().unwrap().to_string_lossy().to_string();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        files.push((name, data));
+    }
+    let (_, index) = files.iter().find(|(n, _)| n == "index.json").unwrap();
+    let top: serde_json::Value = serde_json::from_slice(index).unwrap();
+    let nested = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": top["manifests"],
+    }))
+    .unwrap();
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&nested)));
+    let outer = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": digest,
+            "size": nested.len(),
+        }],
+    }))
+    .unwrap();
+    files.retain(|(n, _)| n != "index.json");
+    files.push((format!("blobs/sha256/{}", &digest[7..]), nested));
+    files.push(("index.json".into(), outer));
+    let mut tar = tar::Builder::new(std::fs::File::create(out).unwrap());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    tar.finish().unwrap();
+    digest
+}
+
+#[test]
+fn index_is_pushed_with_its_manifests_and_pulled_for_this_platform() {
+    let (Some(image), Some(registry)) = (image(), Registry::start(None, false)) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let multi = home.path().join("multi.tar");
+    let index_digest = nested_index_archive(&image, &multi);
+    let reference = format!("{}/cradle/multi:v1", registry.host());
+    let pushed = ok(&builder(
+        home.path(),
+        &["push", multi.to_str().unwrap(), &reference],
+    ));
+    assert_eq!(pushed, index_digest);
+    let output = home.path().join("pulled.tar");
+    let pulled = ok(&builder(
+        home.path(),
+        &["pull", &reference, "-o", output.to_str().unwrap()],
+    ));
+    assert_eq!(pulled, archive_digest(&image));
+    assert_eq!(archive_digest(&output), pulled);
+}
