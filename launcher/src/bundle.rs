@@ -309,10 +309,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 fn spec_error(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> Error {
-    move |e| Error::Invalid {
-        what: "runtime spec part",
-        value: format!("{what}: {e}"),
-    }
+    move |source| Error::Spec { what, source }
 }
 
 /// Capability names by number (linux/capability.h), as oci-spec parses them.

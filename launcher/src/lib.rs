@@ -89,6 +89,12 @@ pub enum Error {
         #[source]
         source: Box<builder::Error>,
     },
+    #[error("building the runtime spec's {what}")]
+    Spec {
+        what: &'static str,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
     #[error("image `{}` has nothing to run (no Entrypoint or Cmd, and no command given)", path.display())]
     NoCommand { path: PathBuf },
     #[error("invalid {what} `{value}`")]
