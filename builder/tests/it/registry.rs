@@ -728,6 +728,15 @@ fn launcher_runs_a_registry_reference_pulled_once_into_its_cache() {
         report.contains("\npid1=/sbin/cradle-init -- /probe report\n"),
         "{report}"
     );
+    let missing = Command::new(&launcher)
+        .arg("run")
+        .arg(format!("{}/cradle/none:x", registry.host()))
+        .env("CRADLE_ROOT", home.path().join("root"))
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(125));
+    failed_with(&missing, "in the registry (manifest unknown)");
     drop(registry);
     // The registry is gone: the second run uses the cached pull.
     assert_eq!(run(&["/probe", "exit", "3"]).status.code(), Some(3));
