@@ -86,6 +86,12 @@ fn get_manifest(session: &Session, target: &str) -> Result<(String, Vec<u8>, Str
         }
         status => return Err(status_error("getting manifest", &url, status, response)),
     }
+    // By tag, the digest the registry announces is the one to match.
+    let announced = response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let media_type = response
         .headers()
         .get(CONTENT_TYPE)
@@ -101,9 +107,13 @@ fn get_manifest(session: &Session, target: &str) -> Result<(String, Vec<u8>, Str
             source,
         })?;
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    if target.starts_with("sha256:") && target != digest {
+    let expected = match target.starts_with("sha256:") {
+        true => Some(target.to_string()),
+        false => announced.filter(|a| a.starts_with("sha256:")),
+    };
+    if let Some(expected) = expected.filter(|e| *e != digest) {
         return Err(Error::BlobMismatch {
-            digest: target.to_string(),
+            digest: expected,
             reference: session.reference.to_string(),
             actual: digest,
         });
