@@ -12,14 +12,15 @@
 //! a mount entry (as `launcher run` does), so the bundle names the init's
 //! path on this machine. `/etc/hostname`, `/etc/hosts` and
 //! `/etc/resolv.conf` are written to `DIR/etc/` and bound read-only, and
-//! `-v` volumes become bind mounts, as in `launcher run`. Not carried over:
-//! the seccomp profile (docker's, which `launcher run` installs), as the
-//! bundle has no `linux.seccomp` section yet.
+//! `-v` volumes become bind mounts, as in `launcher run`. The seccomp
+//! profile is [`seccomp`]'s, written as `linux.seccomp` for libseccomp.
 
-use crate::{Error, Options, Result, exec, image, rootfs, spawn};
+use crate::{Error, Options, Result, exec, image, rootfs, seccomp, spawn};
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
+    LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -169,6 +170,7 @@ pub fn runtime_spec(opts: &Options, image: &image::Image, root: &Path) -> Result
         .namespaces(namespaces)
         .masked_paths(strings(rootfs::MASKED))
         .readonly_paths(strings(rootfs::READ_ONLY))
+        .seccomp(seccomp_profile()?)
         .build()
         .map_err(spec_error("linux"))?;
     SpecBuilder::default()
@@ -186,6 +188,86 @@ pub fn runtime_spec(opts: &Options, image: &image::Image, root: &Path) -> Result
         .linux(linux)
         .build()
         .map_err(spec_error("spec"))
+}
+
+/// The rules of [`seccomp::default_profile`] in the runtime spec's terms:
+/// the allowlist, `socket` unless AF_VSOCK, `personality` for moby's
+/// personas, `clone` without namespace flags, `clone3` failing with ENOSYS
+/// (so that libcs fall back to `clone`), anything else EPERM.
+fn seccomp_profile() -> Result<LinuxSeccomp> {
+    let allow = |names: Vec<String>, args: Vec<(u64, Option<u64>, LinuxSeccompOperator)>| {
+        let args = args
+            .into_iter()
+            .map(|(value, two, op)| {
+                let mut arg = LinuxSeccompArgBuilder::default()
+                    .index(0usize)
+                    .value(value)
+                    .op(op);
+                if let Some(two) = two {
+                    arg = arg.value_two(two);
+                }
+                arg.build().map_err(spec_error("seccomp argument"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut rule = LinuxSyscallBuilder::default()
+            .names(names)
+            .action(LinuxSeccompAction::ScmpActAllow);
+        if !args.is_empty() {
+            rule = rule.args(args);
+        }
+        rule.build().map_err(spec_error("seccomp rule"))
+    };
+    let mut rules: Vec<LinuxSyscall> = vec![allow(syscall_names(seccomp::ALLOWED), vec![])?];
+    rules.push(allow(
+        syscall_names(&[libc::SYS_socket]),
+        vec![(seccomp::AF_VSOCK, None, LinuxSeccompOperator::ScmpCmpNe)],
+    )?);
+    // Arguments of one rule must all match; the personas are one rule each.
+    for &persona in seccomp::PERSONAS {
+        rules.push(allow(
+            syscall_names(&[libc::SYS_personality]),
+            vec![(persona, None, LinuxSeccompOperator::ScmpCmpEq)],
+        )?);
+    }
+    rules.push(allow(
+        syscall_names(&[libc::SYS_clone]),
+        vec![(
+            seccomp::CLONE_NAMESPACES,
+            Some(0),
+            LinuxSeccompOperator::ScmpCmpMaskedEq,
+        )],
+    )?);
+    rules.push(
+        LinuxSyscallBuilder::default()
+            .names(syscall_names(&[libc::SYS_clone3]))
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(libc::ENOSYS as u32)
+            .build()
+            .map_err(spec_error("seccomp rule"))?,
+    );
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActErrno)
+        .default_errno_ret(libc::EPERM as u32)
+        .architectures(vec![seccomp_arch()])
+        .syscalls(rules)
+        .build()
+        .map_err(spec_error("seccomp"))
+}
+
+/// The names libseccomp knows the syscalls of this architecture by.
+fn syscall_names(numbers: &[i64]) -> Vec<String> {
+    numbers
+        .iter()
+        .filter_map(|&nr| syscalls::Sysno::new(usize::try_from(nr).ok()?))
+        .map(|sysno| sysno.name().to_string())
+        .collect()
+}
+
+fn seccomp_arch() -> Arch {
+    #[cfg(target_arch = "aarch64")]
+    return Arch::ScmpArchAarch64;
+    #[cfg(not(target_arch = "aarch64"))]
+    Arch::ScmpArchX86_64
 }
 
 /// /proc, /dev (tmpfs, devpts of its own, shm, mqueue) and /sys read-only,
@@ -378,6 +460,24 @@ mod tests {
         assert!(names.contains(&"CAP_NET_BIND_SERVICE".to_string()));
         assert!(names.contains(&"CAP_SETFCAP".to_string()));
         assert!(names.contains(&"CAP_AUDIT_WRITE".to_string()));
+    }
+
+    #[test]
+    fn seccomp_names_every_allowed_syscall() {
+        assert_eq!(
+            syscall_names(seccomp::ALLOWED).len(),
+            seccomp::ALLOWED.len()
+        );
+        let profile = seccomp_profile().unwrap();
+        let json = serde_json::to_value(&profile).unwrap();
+        assert_eq!(json["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(json["defaultErrnoRet"], libc::EPERM);
+        let names = json["syscalls"][0]["names"].as_array().unwrap();
+        assert!(names.iter().any(|n| n == "execve"));
+        assert!(!names.iter().any(|n| n == "mount"));
+        let clone3 = json["syscalls"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(clone3["names"][0], "clone3");
+        assert_eq!(clone3["errnoRet"], libc::ENOSYS);
     }
 
     #[test]

@@ -123,6 +123,8 @@ fn runs_our_image_with_init_as_pid_1(runtime: Runtime) {
     assert_eq!(value(&r, "CapEff"), "00000000a80425fb");
     assert_eq!(value(&r, "CapBnd"), "00000000a80425fb");
     assert_eq!(value(&r, "NoNewPrivs"), "1");
+    // Filter mode: the launcher's profile, written as linux.seccomp.
+    assert_eq!(value(&r, "Seccomp"), "2");
     assert_eq!(value(&r, "hostname"), "cradle");
     assert_eq!(value(&r, "netdevs"), "lo");
     let mounts = String::from_utf8_lossy(&out.stdout);
