@@ -166,6 +166,12 @@ pub enum Error {
         reference: String,
         actual: String,
     },
+    #[error("the registry stored the manifest of `{reference}` as {stored}, not {digest}")]
+    StoredDigest {
+        reference: String,
+        digest: String,
+        stored: String,
+    },
     #[error("reading registry credentials from `{}`: {what}", path.display())]
     Credentials { path: PathBuf, what: String },
     #[error("{what} of `{reference}` is {media_type}, which cannot be pushed or pulled")]

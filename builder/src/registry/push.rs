@@ -90,7 +90,7 @@ fn push_tree(
             push_blob(session, archive, blob, memo, pushed, opts)?;
         }
     }
-    put_manifest(session, target, &media_type, bytes)?;
+    put_manifest(session, target, &digest, &media_type, bytes)?;
     Ok(digest)
 }
 
@@ -285,14 +285,34 @@ fn upload_chunked(
     }
 }
 
-fn put_manifest(session: &Session, target: &str, media_type: &str, bytes: Vec<u8>) -> Result<()> {
+/// PUTs a manifest; the digest the registry says it stored must be ours
+/// (a registry that rewrote it would serve another image under the tag).
+fn put_manifest(
+    session: &Session,
+    target: &str,
+    digest: &str,
+    media_type: &str,
+    bytes: Vec<u8>,
+) -> Result<()> {
     let url = session.url(&format!("manifests/{target}"));
     let response = session.send(Method::PUT, &url, &|r| {
         Ok(r.header(CONTENT_TYPE, media_type).body(bytes.clone()))
     })?;
     match response.status().as_u16() {
-        200 | 201 => Ok(()),
-        status => Err(status_error("putting manifest", &url, status, response)),
+        200 | 201 => {}
+        status => return Err(status_error("putting manifest", &url, status, response)),
+    }
+    let stored = response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok());
+    match stored {
+        Some(stored) if stored != digest => Err(Error::StoredDigest {
+            reference: session.reference.to_string(),
+            digest: digest.to_string(),
+            stored: stored.to_string(),
+        }),
+        _ => Ok(()),
     }
 }
 

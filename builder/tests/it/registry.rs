@@ -322,6 +322,29 @@ fn corrupted_blob_is_refused_naming_it_and_nothing_is_left() {
     assert!(stderr.contains(&via_proxy), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+
+    // `launcher run REF` pulls into its cache: refused the same way, and
+    // nothing is left in the cache's images.
+    let Some(launcher) = testkit::require_artifact("debug/launcher", "cargo build -p launcher")
+    else {
+        return;
+    };
+    let root = home.path().join("root");
+    let out = Command::new(launcher)
+        .arg("run")
+        .arg(&via_proxy)
+        .env("CRADLE_ROOT", &root)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    failed_with(&out, "refusing blob `sha256:");
+    let images = root.join("images");
+    let left: Vec<_> = std::fs::read_dir(&images)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", images.display());
 }
 
 #[test]
