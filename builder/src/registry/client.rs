@@ -99,11 +99,11 @@ impl Session {
             let response = prepare(request)?
                 .send()
                 .map_err(|source| self.unreachable(source))?;
-            if response.status() != reqwest::StatusCode::UNAUTHORIZED || attempt == 1 {
-                if response.status() == reqwest::StatusCode::UNAUTHORIZED {
-                    return Err(self.denied());
-                }
+            if response.status() != reqwest::StatusCode::UNAUTHORIZED {
                 return Ok(response);
+            }
+            if attempt == 1 {
+                return Err(self.denied());
             }
             let challenge = response
                 .headers()
