@@ -836,3 +836,39 @@ fn index_is_pushed_with_its_manifests_and_pulled_for_this_platform() {
     assert_eq!(pulled, archive_digest(&image));
     assert_eq!(archive_digest(&output), pulled);
 }
+
+#[test]
+fn refused_mount_falls_back_to_an_upload() {
+    let (Some(image), Some(registry)) = (image(), Registry::start(None, false)) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    // The memo claims another repository has the layers; it does not, so
+    // the registry answers each mount with 202 and an upload session.
+    let layers = builder::archive::ImageArchive::open(&image)
+        .unwrap()
+        .image(None)
+        .unwrap()
+        .layers;
+    let known: serde_json::Map<String, serde_json::Value> = layers
+        .iter()
+        .map(|l| (l.digest.clone(), serde_json::json!(["ghost/repo"])))
+        .collect();
+    std::fs::create_dir_all(home.path().join("cache")).unwrap();
+    std::fs::write(
+        home.path().join("cache/registry-blobs.json"),
+        serde_json::to_vec(&serde_json::json!({ registry.host(): known })).unwrap(),
+    )
+    .unwrap();
+    let reference = format!("{}/cradle/fresh:v1", registry.host());
+    let out = builder(home.path(), &["push", image.to_str().unwrap(), &reference]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("3 blobs uploaded, 0 mounted"), "{stderr}");
+    let mounts = registry
+        .requests()
+        .iter()
+        .filter(|r| r.contains("mount=") && r.contains("from=ghost%2Frepo"))
+        .count();
+    assert_eq!(mounts, 2, "{:#?}", registry.requests());
+}
