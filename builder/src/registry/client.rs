@@ -34,6 +34,8 @@ pub struct Session {
     creds: Option<Credentials>,
     /// The `Authorization` header to send, once a challenge asked for one.
     authorization: RefCell<Option<String>>,
+    attempts: u32,
+    backoff: std::time::Duration,
 }
 
 impl Session {
@@ -65,6 +67,8 @@ impl Session {
             access,
             creds,
             authorization: RefCell::new(None),
+            attempts: opts.attempts.max(1),
+            backoff: opts.backoff,
         })
     }
 
@@ -82,10 +86,38 @@ impl Session {
         format!("{root}/{}", location.trim_start_matches('/'))
     }
 
+    /// [`Session::send_once`], tried again after a transient failure
+    /// (connecting, a timeout, 429, 502, 503, 504) when the request is
+    /// idempotent (GET, HEAD), with exponential back-off.
+    pub fn send(
+        &self,
+        method: Method,
+        url: &str,
+        prepare: &dyn Fn(RequestBuilder) -> Result<RequestBuilder>,
+    ) -> Result<Response> {
+        let idempotent = method == Method::GET || method == Method::HEAD;
+        let mut attempt = 1;
+        loop {
+            let result = self.send_once(method.clone(), url, prepare);
+            let transient = match &result {
+                Ok(r) => matches!(r.status().as_u16(), 429 | 502 | 503 | 504),
+                Err(Error::Unreachable { source, .. }) => {
+                    source.is_connect() || source.is_timeout()
+                }
+                Err(_) => false,
+            };
+            if !(idempotent && transient && attempt < self.attempts) {
+                return result;
+            }
+            std::thread::sleep(self.backoff * 2u32.pow(attempt - 1));
+            attempt += 1;
+        }
+    }
+
     /// Sends a request made by `prepare`, authenticating and sending it
     /// once more when the registry answers `401`; a second `401` means the
     /// credentials (or their absence) are refused.
-    pub fn send(
+    fn send_once(
         &self,
         method: Method,
         url: &str,

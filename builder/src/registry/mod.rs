@@ -35,6 +35,10 @@ pub struct Options {
     pub memo: Option<PathBuf>,
     /// Connect timeout, and timeout of each request.
     pub timeout: Duration,
+    /// Attempts per GET or HEAD, for transient failures.
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled for each one after.
+    pub backoff: Duration,
 }
 
 impl Default for Options {
@@ -47,6 +51,8 @@ impl Default for Options {
             auth_file: None,
             memo: None,
             timeout: Duration::from_secs(300),
+            attempts: 3,
+            backoff: Duration::from_millis(250),
         }
     }
 }

@@ -442,7 +442,7 @@ fn bearer_token_from_the_challenge_realm() {
         &["pull", &reference, "-o", output.to_str().unwrap()],
     ));
     assert_eq!(pulled, pushed);
-    let tokens = proxy.token_requests();
+    let tokens = proxy.noted();
     assert!(
         tokens.iter().all(|q| q.contains("service=cradle-test")),
         "{tokens:?}"
@@ -567,22 +567,25 @@ enum Mode {
     /// Wants `Authorization: Bearer <TOKEN>`, and hands out TOKEN at
     /// `/token` for bob:hunter2, as a registry's token server does.
     Bearer,
+    /// Answers the first GET of each path with 503.
+    Flaky,
 }
 
 const TOKEN: &str = "cradle-test-token";
 
 /// An HTTP/1.1 proxy in front of the registry, one request per connection.
+/// `noted`: the token queries (Bearer) or the paths failed once (Flaky).
 struct Proxy {
     port: u16,
-    tokens: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    noted: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Proxy {
     fn start(upstream: u16, mode: Mode) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = tokens.clone();
+        let noted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = noted.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let seen = seen.clone();
@@ -591,11 +594,11 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, tokens }
+        Proxy { port, noted }
     }
 
-    fn token_requests(&self) -> Vec<String> {
-        self.tokens.lock().unwrap().clone()
+    fn noted(&self) -> Vec<String> {
+        self.noted.lock().unwrap().clone()
     }
 }
 
@@ -604,7 +607,7 @@ fn serve(
     upstream: u16,
     port: u16,
     mode: Mode,
-    tokens: &std::sync::Mutex<Vec<String>>,
+    noted: &std::sync::Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let (head, body) = read_request(&mut conn)?;
     let request_line = head.lines().next().unwrap_or_default().to_string();
@@ -621,9 +624,17 @@ fn serve(
             })
             .map(|(_, v)| v.trim().to_string())
     };
+    if mode == Mode::Flaky && request_line.starts_with("GET ") {
+        let mut seen = noted.lock().unwrap();
+        if !seen.contains(&path) {
+            seen.push(path.clone());
+            let answer = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            return conn.write_all(answer.as_bytes());
+        }
+    }
     if mode == Mode::Bearer {
         if let Some(query) = path.strip_prefix("/token?") {
-            tokens.lock().unwrap().push(query.to_string());
+            noted.lock().unwrap().push(query.to_string());
             use base64::Engine as _;
             let good = format!(
                 "Basic {}",
@@ -871,4 +882,27 @@ fn refused_mount_falls_back_to_an_upload() {
         .filter(|r| r.contains("mount=") && r.contains("from=ghost%2Frepo"))
         .count();
     assert_eq!(mounts, 2, "{:#?}", registry.requests());
+}
+
+#[test]
+fn transient_failures_of_gets_are_tried_again() {
+    let (Some(image), Some(registry)) = (image(), Registry::start(None, false)) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let reference = format!("{}/cradle/default:v1", registry.host());
+    let pushed = ok(&builder(
+        home.path(),
+        &["push", image.to_str().unwrap(), &reference],
+    ));
+    let proxy = Proxy::start(registry.port, Mode::Flaky);
+    let via_proxy = format!("127.0.0.1:{}/cradle/default:v1", proxy.port);
+    let output = home.path().join("pulled.tar");
+    let pulled = ok(&builder(
+        home.path(),
+        &["pull", &via_proxy, "-o", output.to_str().unwrap()],
+    ));
+    assert_eq!(pulled, pushed);
+    // The manifest and the three blobs each failed once.
+    assert_eq!(proxy.noted().len(), 4, "{:?}", proxy.noted());
 }
