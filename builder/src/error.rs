@@ -174,12 +174,6 @@ pub enum Error {
     },
     #[error("reading registry credentials from `{}`: {what}", path.display())]
     Credentials { path: PathBuf, what: String },
-    #[error("{what} of `{reference}` is {media_type}, which cannot be pushed or pulled")]
-    UnsupportedMedia {
-        what: &'static str,
-        reference: String,
-        media_type: String,
-    },
 
     /// Any other filesystem operation: `op` says which ("creating", "reading" …).
     #[error("{op} `{}`", path.display())]
