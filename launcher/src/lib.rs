@@ -9,11 +9,13 @@
 //! [`pivot`], [`exec`] (user, capabilities, seccomp, execve); then
 //! [`supervise`] forwards signals and the terminal until the container ends.
 
+pub mod bundle;
 pub mod cache;
 pub mod exec;
 pub mod image;
 pub mod namespaces;
 pub mod pivot;
+pub mod pull;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spawn;
@@ -80,6 +82,18 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: Box<builder::Error>,
+    },
+    #[error("pulling `{reference}`")]
+    Pull {
+        reference: String,
+        #[source]
+        source: Box<builder::Error>,
+    },
+    #[error("building the runtime spec's {what}")]
+    Spec {
+        what: &'static str,
+        #[source]
+        source: oci_spec::OciSpecError,
     },
     #[error("image `{}` has nothing to run (no Entrypoint or Cmd, and no command given)", path.display())]
     NoCommand { path: PathBuf },
@@ -157,7 +171,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// `launcher run`: reads the image, prepares its root, runs it, and returns
 /// the exit status to exit with (the workload's, or 128+N for a signal).
 pub fn run(opts: &Options, sys: &impl Sys) -> Result<i32> {
-    let image = image::read(&opts.image)?;
+    let archive = pull::resolve(&opts.image, &cache::default_root())?;
+    let image = image::read(&archive)?;
     let cache = cache::Cache::open(cache::default_root())?;
     cache.reclaim_stale();
     let layers = cache.unpack_layers(&image)?;

@@ -169,7 +169,7 @@ pub fn init_candidates(flag: Option<&Path>) -> Vec<PathBuf> {
     out
 }
 
-fn find_init(flag: Option<&Path>) -> Result<PathBuf> {
+pub fn find_init(flag: Option<&Path>) -> Result<PathBuf> {
     let candidates = init_candidates(flag);
     candidates
         .iter()
@@ -232,7 +232,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
 }
 
 /// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container.
-fn etc_files(hostname: &str, network: Network) -> Vec<(&'static str, String)> {
+pub fn etc_files(hostname: &str, network: Network) -> Vec<(&'static str, String)> {
     let hosts = match network {
         Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
         Network::None => format!(
