@@ -36,6 +36,23 @@ fn openpty() -> (std::fs::File, OwnedFd) {
     }
 }
 
+/// Runs `cmd` as a session leader with `slave` as its controlling terminal
+/// and standard streams, as a container runtime does with `-t`.
+fn on_terminal(cmd: &mut std::process::Command, slave: OwnedFd) {
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Lines the terminal shows, `\r` stripped.
 fn lines_of(mut master: std::fs::File) -> Receiver<String> {
     let (tx, rx) = channel();
@@ -90,18 +107,7 @@ fn workload_owns_the_terminal_and_job_control_reaches_it() {
     // The session leader with the terminal as its controlling one, as a
     // container runtime makes it with `-t`; the init runs as PID 1 below it.
     let mut cmd = as_pid1(&["--", "sh", "-c", script]);
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    on_terminal(&mut cmd, slave);
     let mut child = cmd.spawn().unwrap();
     let _guard = SessionGuard(child.id() as i32);
     drop(cmd);
@@ -135,18 +141,7 @@ fn ctrl_z_from_an_interactive_shell_stops_the_init_with_its_workload_and_fg_resu
     cmd.args(["-i", "-m"])
         .env("PS1", "$ ")
         .env("ENV", "/dev/null");
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    on_terminal(&mut cmd, slave);
     let mut shell = cmd.spawn().unwrap();
     let _guard = SessionGuard(shell.id() as i32);
     drop(cmd);
