@@ -237,34 +237,16 @@ fn flags_set_user_env_workdir_and_read_only_root() {
 
 #[test]
 fn rootless_run_as_an_ordinary_user() {
-    use std::os::unix::fs::PermissionsExt;
     let Some(kit) = Kit::new() else { return };
     let Some(setpriv) = testkit::require_tool("setpriv") else {
         return;
     };
-    // A cache the user (nobody) can write, inside a directory it can reach.
-    let top = tempfile::Builder::new()
-        .prefix("cradle-rootless-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cache = top.path().join("cache");
-    std::fs::create_dir(&cache).unwrap();
-    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
-    // The image and probe must be readable by the user.
-    let image = top.path().join("image.tar");
-    std::fs::copy(&kit.image, &image).unwrap();
-    std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (launcher, probe) = reachable_copies(&kit, top.path());
-    let out = std::process::Command::new(setpriv)
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-        .arg(&launcher)
-        .env("CRADLE_ROOT", &cache)
-        .env_remove("RUST_BACKTRACE")
-        .arg("run")
+    let sandbox = Sandbox::new(&kit, &kit.image, 65534, 65534);
+    let out = sandbox
+        .run_as(&setpriv)
         .arg("-v")
-        .arg(format!("{}:/probe:ro", probe.display()))
-        .arg(&image)
+        .arg(format!("{}:/probe:ro", sandbox.probe.display()))
+        .arg(&sandbox.image)
         .args(["/probe", "report"])
         .stdin(std::process::Stdio::null())
         .output()
@@ -286,7 +268,9 @@ fn rootless_run_as_an_ordinary_user() {
     );
     // Its state is gone; only the layer cache stays.
     assert_eq!(
-        std::fs::read_dir(cache.join("containers")).unwrap().count(),
+        std::fs::read_dir(sandbox.cache.join("containers"))
+            .unwrap()
+            .count(),
         0
     );
 }
@@ -635,14 +619,58 @@ fn mount_targets_cannot_escape_through_image_symlinks() {
     );
 }
 
-/// Copies of the launcher and the probe in `dir` (mode 0755), which an
-/// unprivileged user can reach wherever the checkout is.
-fn reachable_copies(kit: &Kit, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let launcher = dir.join("launcher");
-    let probe = dir.join("probe");
-    std::fs::copy(&kit.launcher, &launcher).unwrap();
-    std::fs::copy(&kit.probe, &probe).unwrap();
-    (launcher, probe)
+/// A directory an unprivileged user can reach wherever the checkout is: a
+/// cache it owns, and copies of the image, the launcher and the probe.
+struct Sandbox {
+    _top: tempfile::TempDir,
+    uid: u32,
+    gid: u32,
+    cache: std::path::PathBuf,
+    image: std::path::PathBuf,
+    launcher: std::path::PathBuf,
+    probe: std::path::PathBuf,
+}
+
+impl Sandbox {
+    fn new(kit: &Kit, image: &std::path::Path, uid: u32, gid: u32) -> Sandbox {
+        use std::os::unix::fs::PermissionsExt;
+        let top = tempfile::Builder::new()
+            .prefix("cradle-rootless-")
+            .tempdir()
+            .unwrap();
+        let dir = top.path();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cache = dir.join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        std::os::unix::fs::chown(&cache, Some(uid), Some(gid)).unwrap();
+        let copy = |from: &std::path::Path, name: &str, mode: u32| {
+            let to = dir.join(name);
+            std::fs::copy(from, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+            to
+        };
+        Sandbox {
+            uid,
+            gid,
+            cache: cache.clone(),
+            image: copy(image, "image.tar", 0o644),
+            launcher: copy(&kit.launcher, "launcher", 0o755),
+            probe: copy(&kit.probe, "probe", 0o755),
+            _top: top,
+        }
+    }
+
+    /// `launcher run` as the sandbox's user, with its cache.
+    fn run_as(&self, setpriv: &std::path::Path) -> std::process::Command {
+        let mut cmd = std::process::Command::new(setpriv);
+        cmd.args(["--reuid", &self.uid.to_string()])
+            .args(["--regid", &self.gid.to_string(), "--clear-groups"])
+            .arg(&self.launcher)
+            .env("CRADLE_ROOT", &self.cache)
+            .env_remove("RUST_BACKTRACE")
+            .arg("run");
+        cmd
+    }
 }
 
 /// A temporary user with a subordinate id range, removed on drop.
@@ -660,7 +688,6 @@ impl Drop for TempUser {
 
 #[test]
 fn rootless_with_subordinate_ids_maps_a_range_with_newuidmap() {
-    use std::os::unix::fs::PermissionsExt;
     let Some(kit) = Kit::new() else { return };
     let (Some(_), Some(_), Some(setpriv), Some(_)) = (
         testkit::require_tool("useradd"),
@@ -711,26 +738,12 @@ fn rootless_with_subordinate_ids_maps_a_range_with_newuidmap() {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let (uid, gid) = (id("-u"), id("-g"));
-    let top = tempfile::Builder::new()
-        .prefix("cradle-subid-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cache = top.path().join("cache");
-    std::fs::create_dir(&cache).unwrap();
-    std::os::unix::fs::chown(&cache, uid.parse().ok(), gid.parse().ok()).unwrap();
-    let image = top.path().join("image.tar");
-    std::fs::copy(&kit.image, &image).unwrap();
-    std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (launcher, probe) = reachable_copies(&kit, top.path());
-    let out = std::process::Command::new(setpriv)
-        .args(["--reuid", &uid, "--regid", &gid, "--clear-groups"])
-        .arg(&launcher)
-        .env("CRADLE_ROOT", &cache)
-        .env_remove("RUST_BACKTRACE")
-        .args(["run", "-u", "1000:1000", "-v"])
-        .arg(format!("{}:/probe:ro", probe.display()))
-        .arg(&image)
+    let sandbox = Sandbox::new(&kit, &kit.image, uid.parse().unwrap(), gid.parse().unwrap());
+    let out = sandbox
+        .run_as(&setpriv)
+        .args(["-u", "1000:1000", "-v"])
+        .arg(format!("{}:/probe:ro", sandbox.probe.display()))
+        .arg(&sandbox.image)
         .args(["/probe", "report"])
         .stdin(std::process::Stdio::null())
         .output()
@@ -844,7 +857,6 @@ fn sigterm_becomes_the_images_stop_signal() {
 
 #[test]
 fn rootless_multi_layer_image_with_whiteouts_runs() {
-    use std::os::unix::fs::PermissionsExt;
     let Some(kit) = Kit::new() else { return };
     let Some(setpriv) = testkit::require_tool("setpriv") else {
         return;
@@ -852,26 +864,11 @@ fn rootless_multi_layer_image_with_whiteouts_runs() {
     if common::init().is_none() {
         return;
     }
-    let top = tempfile::Builder::new()
-        .prefix("cradle-rootless-layers-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cache = top.path().join("cache");
-    std::fs::create_dir(&cache).unwrap();
-    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
-    let image = top.path().join("layered.tar");
-    std::fs::copy(layered_image(&kit, false), &image).unwrap();
-    std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (launcher, _) = reachable_copies(&kit, top.path());
+    let sandbox = Sandbox::new(&kit, &layered_image(&kit, false), 65534, 65534);
     for _ in 0..2 {
-        let out = std::process::Command::new(&setpriv)
-            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-            .arg(&launcher)
-            .env("CRADLE_ROOT", &cache)
-            .env_remove("RUST_BACKTRACE")
-            .arg("run")
-            .arg(&image)
+        let out = sandbox
+            .run_as(&setpriv)
+            .arg(&sandbox.image)
             .args([
                 "sh",
                 "-c",
