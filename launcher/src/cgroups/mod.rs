@@ -276,7 +276,11 @@ fn create_legacy(
     for (ctrl, h) in map {
         let dir = h.resolve(parent).join(name);
         if !cg.dirs.values().any(|d| d == &dir) {
-            make_dir(dir.parent().unwrap_or(&h.mount), true)?;
+            let parent_dir = dir.parent().unwrap_or(&h.mount);
+            std::fs::create_dir_all(parent_dir).map_err(|source| Error::Create {
+                path: parent_dir.to_path_buf(),
+                source,
+            })?;
             make_dir(&dir, false)?;
         }
         cg.dirs.insert(ctrl.clone(), dir);

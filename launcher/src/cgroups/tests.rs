@@ -450,3 +450,45 @@ fn v1_reclaim_removes_a_dead_launchers_cgroup() {
     assert!(!reaper.join().unwrap().unwrap().success());
     live.remove().unwrap();
 }
+
+#[test]
+fn v1_a_hundred_parallel_cgroups_leave_nothing_behind() {
+    let Some(root) = real_v1() else { return };
+    let guard = ParentGuard::new(root.clone());
+    let limits = Limits {
+        memory: Some(64 * M),
+        pids: Some(16),
+        cpus: Some(1.0),
+        ..Default::default()
+    };
+    for batch in 0..10 {
+        std::thread::scope(|s| {
+            for i in 0..10 {
+                let (root, limits, parent) = (&root, &limits, &guard.name);
+                s.spawn(move || {
+                    let cg = Cgroup::create(
+                        root,
+                        Some(&format!("{parent}/nested")),
+                        &format!("c{batch}-{i}"),
+                        limits,
+                    )
+                    .unwrap();
+                    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+                    cg.add_process(child.id()).unwrap();
+                    let reaper = std::thread::spawn(move || child.wait());
+                    cg.remove().unwrap();
+                    assert!(!reaper.join().unwrap().unwrap().success());
+                });
+            }
+        });
+    }
+    for dir in guard.dirs() {
+        let left: Vec<_> = std::fs::read_dir(dir.join("nested"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        remove_dir(&dir.join("nested")).unwrap();
+    }
+}

@@ -367,7 +367,7 @@ fn ensure_bridge(config: &Config) -> Result<()> {
     {
         Some(index) => index,
         None => {
-            match nl.add_bridge(&config.bridge) {
+            match nl.add_bridge(&config.bridge, random_mac()) {
                 Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
                     return Err(Error::Netlink {
                         op: "create bridge",
@@ -392,6 +392,19 @@ fn ensure_bridge(config: &Config) -> Result<()> {
     set_route_localnet(&config.bridge)?;
     firewall::ensure_base()?;
     firewall::ensure_masquerade(&config.bridge, config.subnet)
+}
+
+/// A random locally administered unicast MAC address (02:…).
+fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    // SAFETY: getrandom fills the buffer it is given, of the length given.
+    let n = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+    if n != mac.len() as isize {
+        // Without entropy, still a valid address, unique enough per host.
+        mac[2..6].copy_from_slice(&std::process::id().to_be_bytes());
+    }
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    mac
 }
 
 /// A lease's record: the veth is named after the address (unique while the

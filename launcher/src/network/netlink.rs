@@ -71,10 +71,14 @@ impl Netlink {
             .collect())
     }
 
-    /// `ip link add NAME type bridge`.
-    pub fn add_bridge(&mut self, name: &str) -> io::Result<()> {
+    /// `ip link add NAME address MAC type bridge`. A bridge without an
+    /// address of its own takes the lowest of its ports' and changes it as
+    /// containers come and go, which leaves stale gateway entries in the
+    /// other containers' ARP caches; podman and docker set one for that reason.
+    pub fn add_bridge(&mut self, name: &str, mac: [u8; 6]) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.into()));
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         msg.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,

@@ -150,6 +150,20 @@ fn links() -> Vec<String> {
     names
 }
 
+/// What `ip -o link` and `nft list ruleset` say, to cross-check the
+/// library's own counts with the tools people use.
+fn tool_counts() -> (usize, usize) {
+    let run = |prog: &str, args: &[&str]| {
+        String::from_utf8(Command::new(prog).args(args).output().unwrap().stdout).unwrap()
+    };
+    let links = run("ip", &["-o", "link"]).lines().count();
+    let rules = run("nft", &["list", "ruleset"])
+        .lines()
+        .filter(|l| l.contains("comment \"cradle:"))
+        .count();
+    (links, rules)
+}
+
 fn lease_files(config: &Config) -> usize {
     let Ok(pools) = std::fs::read_dir(config.state_dir.join("leases")) else {
         return 0;
@@ -339,6 +353,7 @@ fn a_hundred_parallel_attach_detach_cycles_leave_nothing_behind() {
             .teardown()
             .unwrap();
         let before = (links(), count_port_rules(), lease_files(&config));
+        let tools_before = tool_counts();
         for batch in 0..10u16 {
             std::thread::scope(|s| {
                 for i in 0..10u16 {
@@ -362,5 +377,7 @@ fn a_hundred_parallel_attach_detach_cycles_leave_nothing_behind() {
         let after = (links(), count_port_rules(), lease_files(&config));
         assert_eq!(before, after);
         assert_eq!((after.1, after.2), (0, 0));
+        assert_eq!(tool_counts(), tools_before);
+        assert_eq!(tools_before.1, 0);
     });
 }
