@@ -79,6 +79,9 @@ pub struct Cgroup {
     /// Controller (`""` in v2) → directory; comounted v1 controllers repeat a directory.
     dirs: BTreeMap<String, PathBuf>,
     removed: bool,
+    /// The process that made it: a forked child that drops a copy (the
+    /// container's own process before exec) must not remove it.
+    owner: u32,
 }
 
 impl Cgroup {
@@ -203,6 +206,9 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
+        if std::process::id() != self.owner {
+            return;
+        }
         let _ = self.remove_dirs();
     }
 }
@@ -236,6 +242,7 @@ fn create_unified(h: &Hierarchy, parent: &str, name: &str, needed: &[&str]) -> R
         unified: true,
         dirs: BTreeMap::from([(String::new(), dir)]),
         removed: false,
+        owner: std::process::id(),
     })
 }
 
@@ -272,6 +279,7 @@ fn create_legacy(
         unified: false,
         dirs: BTreeMap::new(),
         removed: false,
+        owner: std::process::id(),
     };
     for (ctrl, h) in map {
         let dir = h.resolve(parent).join(name);

@@ -82,6 +82,7 @@ pub struct Lease {
     state_dir: PathBuf,
     file: Option<File>,
     pub record: Record,
+    owner: u32,
 }
 
 /// Takes the first free address among `candidates` in the pool directory
@@ -132,6 +133,7 @@ pub fn acquire(
             state_dir: state_dir.into(),
             file: Some(file),
             record,
+            owner: std::process::id(),
         });
     }
     Err(Error::PoolExhausted { pool: pool.into() })
@@ -214,6 +216,10 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        // Not in a forked child: the lease is its parent's.
+        if std::process::id() != self.owner {
+            return;
+        }
         let _ = self.release_file();
     }
 }

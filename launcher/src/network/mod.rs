@@ -45,7 +45,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("network state `{}`", path.display())]
+    #[error("update network state `{}`", path.display())]
     State {
         path: PathBuf,
         #[source]
@@ -149,6 +149,9 @@ pub struct Network {
     gateway: Option<(Ipv4Addr, u8)>,
     rules: bool,
     torn_down: bool,
+    /// The process that made it: a forked child that drops a copy must not
+    /// tear down its parent's network.
+    owner: u32,
 }
 
 impl Network {
@@ -164,6 +167,7 @@ impl Network {
             gateway: None,
             rules: false,
             torn_down: false,
+            owner: std::process::id(),
         };
         match mode {
             Mode::None | Mode::Host if !ports.is_empty() => {
@@ -173,9 +177,6 @@ impl Network {
             Mode::Bridge => {
                 let _lock = StateLock::take(&config.state_dir)?;
                 ensure_bridge(config)?;
-                if !ports.is_empty() {
-                    firewall::ensure_base()?;
-                }
                 let subnet = config.subnet;
                 // .0 is the network, .1 the bridge, the last the broadcast.
                 let candidates =
@@ -336,6 +337,9 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
+        if std::process::id() != self.owner {
+            return;
+        }
         let _ = self.undo_all();
     }
 }

@@ -114,6 +114,40 @@ impl Container {
     }
 }
 
+impl Container {
+    /// Like [`Container::serve`], answering with the address the
+    /// connection came from.
+    fn serve_peer_address(&self, port: u16) {
+        let ns = self.netns().open().unwrap();
+        let listener = listen_in(&ns, port);
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(16) {
+                let Ok(mut conn) = conn else { break };
+                let peer = conn
+                    .peer_addr()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default();
+                let _ = conn.write_all(format!("{peer}\n").as_bytes());
+            }
+        });
+    }
+
+    /// Connects from inside the container and reads the answer.
+    fn fetch_from_inside(&self, addr: Ipv4Addr, port: u16) -> std::io::Result<String> {
+        let ns = self.netns().open().unwrap();
+        let fd = ns.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: this thread only, which ends right after.
+                assert_eq!(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }, 0);
+                fetch(addr, port)
+            })
+            .join()
+            .unwrap()
+        })
+    }
+}
+
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -380,4 +414,53 @@ fn a_hundred_parallel_attach_detach_cycles_leave_nothing_behind() {
         assert_eq!(tool_counts(), tools_before);
         assert_eq!(tools_before.1, 0);
     });
+}
+
+#[test]
+fn outbound_traffic_leaves_with_the_hosts_address() {
+    if !tools_present() {
+        return;
+    }
+    in_new_host(|config| {
+        // "The world": a namespace of the test's own, behind the host on a
+        // veth pair, that tells each client the address it came from.
+        let world = Container::start();
+        let mut world_net = Network::prepare(Mode::Veth, &config, &[]).unwrap();
+        world_net.attach(&world.netns()).unwrap();
+        world.serve_peer_address(9000);
+        let ctr = Container::start();
+        let mut net = Network::prepare(Mode::Bridge, &config, &[]).unwrap();
+        net.attach(&ctr.netns()).unwrap();
+        let seen = ctr
+            .fetch_from_inside(world_net.address().unwrap(), 9000)
+            .unwrap();
+        // Masqueraded: the host's address on the way out, not the container's.
+        assert_eq!(seen.trim(), world_net.gateway().unwrap().to_string());
+        net.teardown().unwrap();
+        world_net.teardown().unwrap();
+    });
+}
+
+#[test]
+fn attach_to_a_missing_namespace_names_it() {
+    let mut net = Network::prepare(Mode::None, &Config::default(), &[]).unwrap();
+    let err = net
+        .attach(&Netns::Path("/nonexistent/netns".into()))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "open network namespace `/nonexistent/netns`"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[test]
+fn modes_parse_from_their_names() {
+    for mode in [Mode::None, Mode::Host, Mode::Veth, Mode::Bridge] {
+        assert_eq!(mode.as_str().parse::<Mode>().unwrap(), mode);
+    }
+    assert_eq!(
+        "slirp".parse::<Mode>().unwrap_err().to_string(),
+        "network mode `slirp` is not one of none, host, veth, bridge"
+    );
 }
