@@ -1,5 +1,19 @@
 //! Resource limits: one cgroup per container, made before the container's
 //! first process runs, joined by it, watched for OOM kills, and removed at exit.
+//!
+//! In `launcher run`:
+//!
+//! ```text
+//! let root = CgroupRoot::detect()?;
+//! cgroups::reclaim_stale(&root, parent, "cradle-")?;   // cgroups of dead launchers
+//! let name = format!("cradle-{}-{id}", cgroups::owner_tag());
+//! let cg = Cgroup::create(&root, parent, &name, &limits)?;   // before clone
+//! // clone without CLONE_NEWCGROUP: the child waits on the sync pipe
+//! cg.add_process(child)?;               // then the child unshares CLONE_NEWCGROUP
+//! // release the child; wait for it
+//! let oom = cg.oom_killed()?;           // before remove: exit 137, "out of memory"
+//! cg.remove()?;                         // also on Drop, best effort
+//! ```
 
 mod hierarchy;
 mod limits;

@@ -1,6 +1,19 @@
 //! Networking of one container: `none`, `host`, `veth` (the seed's
 //! point-to-point pair) or `bridge` (a host bridge with NAT and published
 //! ports), set up over netlink around the clone and undone at exit.
+//!
+//! In `launcher run`:
+//!
+//! ```text
+//! network::reclaim_stale(&config)?;                    // what SIGKILLed launchers left
+//! let ports = specs.iter().map(|s| s.parse()).collect::<Result<Vec<PortMapping>, _>>()?;
+//! let mut net = Network::prepare(mode, &config, &ports)?;   // before clone: lease, bridge
+//! // write net.resolv_conf() and net.hosts(hostname) into the rootfs
+//! // clone(CLONE_NEWNET | …): the child waits on the sync pipe
+//! net.attach(&Netns::Pid(child))?;                     // veth, eth0, route, DNAT
+//! // release the child; wait for it
+//! net.teardown()?;                                     // also on Drop, best effort
+//! ```
 
 mod dns;
 mod firewall;

@@ -188,7 +188,11 @@ impl Netlink {
         self.socket.send(&buf, 0)?;
         let mut replies = Vec::new();
         loop {
-            let (data, _) = self.socket.recv_from_full()?;
+            let data = match self.socket.recv_from_full() {
+                Ok((data, _)) => data,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             let mut offset = 0;
             while offset < data.len() {
                 let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])

@@ -9,7 +9,7 @@
 //! 127.0.0.1 or to addresses inside these namespaces.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -463,4 +463,69 @@ fn modes_parse_from_their_names() {
         "slirp".parse::<Mode>().unwrap_err().to_string(),
         "network mode `slirp` is not one of none, host, veth, bridge"
     );
+}
+
+#[test]
+fn bring_up_loopback_works_inside_a_fresh_namespace() {
+    if !tools_present() {
+        return;
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: this thread only, which ends with the test.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            // A fresh namespace's lo is down: 127.0.0.1 is unreachable.
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let at = listener.local_addr().unwrap();
+            assert!(TcpStream::connect_timeout(&at, Duration::from_secs(1)).is_err());
+            bring_up_loopback().unwrap();
+            TcpStream::connect_timeout(&at, Duration::from_secs(1)).unwrap();
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+#[test]
+fn published_udp_port_answers_from_127_0_0_1() {
+    if !tools_present() {
+        return;
+    }
+    in_new_host(|config| {
+        let ctr = Container::start();
+        let ns = ctr.netns().open().unwrap();
+        let fd = ns.as_raw_fd();
+        let server = std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: this thread only, which ends right after.
+                assert_eq!(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }, 0);
+                UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 5353)).unwrap()
+            })
+            .join()
+            .unwrap()
+        });
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            server
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            if let Ok((n, from)) = server.recv_from(&mut buf) {
+                let _ = server.send_to(&buf[..n], from);
+            }
+        });
+        let port: PortMapping = "15353:5353/udp".parse().unwrap();
+        let mut net = Network::prepare(Mode::Bridge, &config, &[port]).unwrap();
+        net.attach(&ctr.netns()).unwrap();
+        let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        client
+            .send_to(b"ping", (Ipv4Addr::LOCALHOST, 15353))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        net.teardown().unwrap();
+    });
 }
