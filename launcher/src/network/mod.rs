@@ -277,8 +277,20 @@ impl Network {
         };
         let record = lease.record.clone();
         let mut host = Netlink::open().map_err(nl_err("open netlink", "host"))?;
-        host.add_veth(&record.host_if, CONTAINER_IF, &ns_fd)
-            .map_err(nl_err("create veth pair", &record.host_if))?;
+        if let Err(e) = host.add_veth(&record.host_if, CONTAINER_IF, &ns_fd) {
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(Error::Netlink {
+                    op: "create veth pair",
+                    operand: record.host_if,
+                    source: e,
+                });
+            }
+            // The name comes from our leased address, so a link by that name
+            // is a leftover whose lease is gone (its state dir wiped, say).
+            delete_link_if_present(&record.host_if)?;
+            host.add_veth(&record.host_if, CONTAINER_IF, &ns_fd)
+                .map_err(nl_err("create veth pair", &record.host_if))?;
+        }
         let index = link_index(&mut host, &record.host_if)?;
         if self.mode == Mode::Bridge {
             let bridge = link_index(&mut host, &self.config.bridge)?;

@@ -533,3 +533,34 @@ fn published_udp_port_answers_from_127_0_0_1() {
         net.teardown().unwrap();
     });
 }
+
+#[test]
+fn a_leftover_veth_with_the_leased_name_is_replaced() {
+    if !tools_present() {
+        return;
+    }
+    in_new_host(|config| {
+        let ctr = Container::start();
+        let mut net = Network::prepare(Mode::Bridge, &config, &[]).unwrap();
+        let name = net.host_interface().unwrap().to_string();
+        let made = Command::new("ip")
+            .args([
+                "link",
+                "add",
+                &name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "leftover0",
+            ])
+            .status()
+            .unwrap();
+        assert!(made.success());
+        net.attach(&ctr.netns()).unwrap();
+        assert!(ctr.ping(config.subnet.gateway()));
+        assert!(!links().contains(&"leftover0".to_string()));
+        net.teardown().unwrap();
+        assert!(!links().contains(&name));
+    });
+}
