@@ -381,6 +381,22 @@ pub fn reclaim_stale(config: &Config) -> Result<Vec<LeaseRecord>> {
     Ok(out)
 }
 
+/// Removes the bridge and its NAT rule, after reclaiming stale leases, when
+/// no container uses it any more. Returns false (and changes nothing) while
+/// one does. Containers make the bridge again on first use.
+pub fn remove_bridge(config: &Config) -> Result<bool> {
+    let _lock = StateLock::take(&config.state_dir)?;
+    lease::reclaim_stale(&config.state_dir, &config.bridge, undo)?;
+    let pool = config.state_dir.join("leases").join(&config.bridge);
+    let in_use = std::fs::read_dir(&pool).map_or(0, |d| d.count());
+    if in_use > 0 {
+        return Ok(false);
+    }
+    firewall::delete_tagged(&firewall::nat_tag(&config.bridge))?;
+    delete_link_if_present(&config.bridge)?;
+    Ok(true)
+}
+
 /// The number of firewall rules of the containers (not the bridges' NAT)
 /// in this network namespace: zero when every container is gone.
 pub fn count_port_rules() -> usize {

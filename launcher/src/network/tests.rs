@@ -202,6 +202,18 @@ fn tool_counts() -> (usize, usize) {
     (links, rules)
 }
 
+/// Lines of `nft list ruleset` whose tag starts with `prefix`.
+fn tool_counts_tagged(prefix: &str) -> usize {
+    let out = Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .filter(|l| l.contains(&format!("comment \"{prefix}")))
+        .count()
+}
+
 fn lease_files(config: &Config) -> usize {
     let Ok(pools) = std::fs::read_dir(config.state_dir.join("leases")) else {
         return 0;
@@ -277,6 +289,16 @@ fn bridge_containers_reach_the_host_and_each_other() {
         assert_eq!(lease_files(&config), 0);
         // The bridge stays for the next container; its NAT rule too.
         assert!(links().contains(&config.bridge));
+        assert_eq!(tool_counts_tagged("cradle-nat-"), 1);
+        // Until it is removed, which waits for the last container.
+        let mut again = Network::prepare(Mode::Bridge, &config, &[]).unwrap();
+        again.attach(&a.netns()).unwrap(); // its old eth0 went with the old pair
+        assert!(a.ping(gateway));
+        assert!(!remove_bridge(&config).unwrap());
+        again.teardown().unwrap();
+        assert!(remove_bridge(&config).unwrap());
+        assert!(!links().contains(&config.bridge));
+        assert_eq!(tool_counts_tagged("cradle-nat-"), 0);
     });
 }
 
