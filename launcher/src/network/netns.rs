@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
+use super::Error;
 use super::netlink::Netlink;
 
 /// A network namespace: a process's (`/proc/PID/ns/net`) or a bind-mounted one.
@@ -52,10 +53,16 @@ pub fn open_netlink_in(netns: &OwnedFd) -> io::Result<Netlink> {
 
 /// Brings `lo` up in the calling thread's namespace: for `--network none`,
 /// called by the container's child after it has its own namespace.
-pub fn bring_up_loopback() -> io::Result<()> {
-    let mut nl = Netlink::open()?;
+pub fn bring_up_loopback() -> Result<(), Error> {
+    let fail = |source| Error::Netlink {
+        op: "bring up",
+        operand: "lo".into(),
+        source,
+    };
+    let mut nl = Netlink::open().map_err(fail)?;
     let index = nl
-        .link_index("lo")?
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
-    nl.set_up(index)
+        .link_index("lo")
+        .map_err(fail)?
+        .ok_or_else(|| fail(io::Error::from_raw_os_error(libc::ENODEV)))?;
+    nl.set_up(index).map_err(fail)
 }
