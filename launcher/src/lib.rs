@@ -10,9 +10,11 @@
 //! [`supervise`] forwards signals and the terminal until the container ends.
 
 pub mod cache;
+pub mod cgroups;
 pub mod exec;
 pub mod image;
 pub mod namespaces;
+pub mod network;
 pub mod pivot;
 pub mod rootfs;
 pub mod seccomp;
