@@ -318,6 +318,33 @@ impl ImageArchive {
     }
 }
 
+/// Raw access for copying an OCI layout elsewhere (a registry push): the
+/// index, and any blob by digest, each verified before it is handed out.
+impl ImageArchive {
+    /// The archive's `index.json` (OCI layouts only).
+    pub fn index(&self) -> Result<ImageIndex> {
+        if !self.entries.contains_key("index.json") {
+            return Err(self.not_an_image("it has no `index.json` (a `docker save` archive?)"));
+        }
+        self.json("index.json", &self.read_entry("index.json")?)
+    }
+
+    /// The small blob `digest` (a manifest, index or config), whole, after
+    /// checking its size and digest.
+    pub fn read_blob(&self, digest: &str, size: u64) -> Result<Vec<u8>> {
+        self.read_verified(&blob_entry(digest)?, digest, Some(size))
+    }
+
+    /// The blob `digest`, after checking its size and digest.
+    pub fn verified_blob(&self, digest: &str, size: u64) -> Result<Blob<'_>> {
+        self.verified_layer(&Layer {
+            digest: digest.to_string(),
+            size,
+            entry: blob_entry(digest)?,
+        })
+    }
+}
+
 /// index.json, manifests and configs are small; refuse absurd ones rather
 /// than read gigabytes into memory.
 const MAX_METADATA: u64 = 16 << 20;

@@ -133,6 +133,48 @@ pub enum Error {
     #[error("`{}` is not an OCI image archive: {what}", path.display())]
     NotAnImage { path: PathBuf, what: String },
 
+    #[error("`{value}` is not an image reference ([REGISTRY/]REPOSITORY[:TAG][@DIGEST])")]
+    BadReference { value: String },
+    #[cfg(feature = "fetch")]
+    #[error("reaching registry `{registry}` for `{reference}`")]
+    Unreachable {
+        registry: String,
+        reference: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("registry `{registry}` refused access to `{reference}` {who}")]
+    Denied {
+        registry: String,
+        reference: String,
+        /// `as user `u``, or `anonymously (…)`.
+        who: String,
+    },
+    #[error("no image `{reference}` in the registry (manifest unknown)")]
+    ManifestUnknown { reference: String },
+    #[error("{op} `{url}`: the registry answered {status}{detail}")]
+    RegistryStatus {
+        op: &'static str,
+        url: String,
+        status: u16,
+        /// The registry's own error code and message, if it gave one.
+        detail: String,
+    },
+    #[error("refusing blob `{digest}` of `{reference}`: its content hashes to {actual}")]
+    BlobMismatch {
+        digest: String,
+        reference: String,
+        actual: String,
+    },
+    #[error("the registry stored the manifest of `{reference}` as {stored}, not {digest}")]
+    StoredDigest {
+        reference: String,
+        digest: String,
+        stored: String,
+    },
+    #[error("reading registry credentials from `{}`: {what}", path.display())]
+    Credentials { path: PathBuf, what: String },
+
     /// Any other filesystem operation: `op` says which ("creating", "reading" …).
     #[error("{op} `{}`", path.display())]
     Io {

@@ -130,14 +130,7 @@ fn http_get(url: &str, _dest: &mut File, _opts: &Options) -> Result<String> {
 /// body cut short, 408/429/5xx) are retried with exponential back-off.
 #[cfg(feature = "fetch")]
 fn http_get(url: &str, dest: &mut File, opts: &Options) -> Result<String> {
-    // rustls is built with ring only (aws-lc-rs takes minutes to build);
-    // installing fails harmlessly when the embedding program already did.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::blocking::Client::builder()
-        .connect_timeout(opts.timeout)
-        .timeout(opts.timeout)
-        .redirect(reqwest::redirect::Policy::limited(10))
-        .user_agent(concat!("cradle-builder/", env!("CARGO_PKG_VERSION")))
+    let client = client_builder(opts.timeout)
         .build()
         .map_err(|source| Error::Fetch {
             url: url.to_string(),
@@ -154,6 +147,20 @@ fn http_get(url: &str, dest: &mut File, opts: &Options) -> Result<String> {
             Err((err, _)) => return Err(err),
         }
     }
+}
+
+/// The HTTP client settings of every download and registry request: rustls,
+/// redirects followed, our user agent, `timeout` to connect and per request.
+#[cfg(feature = "fetch")]
+pub(crate) fn client_builder(timeout: Duration) -> reqwest::blocking::ClientBuilder {
+    // rustls is built with ring only (aws-lc-rs takes minutes to build);
+    // installing fails harmlessly when the embedding program already did.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .user_agent(concat!("cradle-builder/", env!("CARGO_PKG_VERSION")))
 }
 
 /// One attempt; the error says whether trying again may help.
@@ -233,7 +240,7 @@ fn attempt_get(
 }
 
 #[cfg(feature = "fetch")]
-fn progress_bar(url: &str, length: Option<u64>) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(url: &str, length: Option<u64>) -> indicatif::ProgressBar {
     let name = url.rsplit('/').next().unwrap_or(url).to_string();
     let bar = match length {
         Some(length) => indicatif::ProgressBar::new(length).with_style(

@@ -12,6 +12,8 @@ pub mod inspect;
 pub mod layout;
 pub mod oci;
 pub mod pack;
+#[cfg(feature = "fetch")]
+pub mod registry;
 pub mod unpack;
 pub mod verify;
 

@@ -38,6 +38,23 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    #[cfg(feature = "fetch")]
+    /// Push an image archive to a registry (`[REGISTRY/]REPO[:TAG]`).
+    Push {
+        archive: PathBuf,
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    #[cfg(feature = "fetch")]
+    /// Pull an image from a registry into an OCI image archive.
+    Pull {
+        reference: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
     /// Unpack a tar archive (plain, gzip, xz, zstd) into DIR, refusing
     /// entries that would land outside it.
     Unpack {
@@ -47,6 +64,28 @@ enum Command {
         #[arg(long)]
         whiteouts: bool,
     },
+}
+
+/// Options of `push` and `pull`.
+#[cfg(feature = "fetch")]
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// Speak plain http to a registry that is not on this machine.
+    #[arg(long)]
+    insecure: bool,
+    /// Trust this PEM certificate too (a private registry's CA).
+    #[arg(long = "ca-cert")]
+    ca_cert: Option<PathBuf>,
+    /// Read credentials from this file only (docker/podman auth.json format).
+    #[arg(long = "authfile")]
+    auth_file: Option<PathBuf>,
+    /// Blobs larger than this many MiB are uploaded in chunks of that size.
+    #[arg(long = "chunk-mib", default_value_t = 32)]
+    chunk_mib: u64,
+    /// Where the blob memo (for cross-repository mounts) is kept
+    /// [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
+    #[arg(long, env = "CRADLE_CACHE_DIR")]
+    cache: Option<PathBuf>,
 }
 
 fn main() {
@@ -65,6 +104,18 @@ fn run(cli: Cli) -> Result<()> {
             cache,
         } => build(image_toml, output, init, cache),
         Command::Inspect { archive } => inspect(archive),
+        #[cfg(feature = "fetch")]
+        Command::Push {
+            archive,
+            reference,
+            registry,
+        } => push(archive, reference, registry),
+        #[cfg(feature = "fetch")]
+        Command::Pull {
+            reference,
+            output,
+            registry,
+        } => pull(reference, output, registry),
         Command::Pack { dir, output } => {
             let stamp = builder::pack::Stamp {
                 epoch: builder::source_date_epoch(),
@@ -139,5 +190,44 @@ fn inspect(archive: PathBuf) -> Result<()> {
         println!("  {} {:>12} bytes", layer.digest, layer.size);
     }
     println!("{}", serde_json::to_string_pretty(&image.config)?);
+    Ok(())
+}
+
+#[cfg(feature = "fetch")]
+fn registry_options(args: RegistryArgs) -> builder::registry::Options {
+    let cache = args.cache.unwrap_or_else(default_cache);
+    builder::registry::Options {
+        insecure: args.insecure,
+        progress: true,
+        chunk_size: args.chunk_mib.max(1) << 20,
+        ca_cert: args.ca_cert,
+        auth_file: args.auth_file,
+        memo: Some(cache.join("registry-blobs.json")),
+        ..Default::default()
+    }
+}
+
+#[cfg(feature = "fetch")]
+fn push(archive: PathBuf, reference: String, args: RegistryArgs) -> Result<()> {
+    let reference = builder::registry::Reference::parse(&reference)?;
+    let pushed = builder::registry::push(&archive, &reference, &registry_options(args))?;
+    eprintln!(
+        "builder: pushed `{reference}`: {} blobs uploaded, {} mounted, {} already there",
+        pushed.uploaded, pushed.mounted, pushed.skipped
+    );
+    println!("{}", pushed.digest);
+    Ok(())
+}
+
+#[cfg(feature = "fetch")]
+fn pull(reference: String, output: PathBuf, args: RegistryArgs) -> Result<()> {
+    let reference = builder::registry::Reference::parse(&reference)?;
+    let pulled = builder::registry::pull(&reference, &output, &registry_options(args))?;
+    eprintln!(
+        "builder: wrote `{}` ({} bytes) from `{reference}`",
+        output.display(),
+        pulled.size
+    );
+    println!("{}", pulled.digest);
     Ok(())
 }

@@ -152,8 +152,13 @@ fn ctrl_z_from_an_interactive_shell_stops_the_init_with_its_workload_and_fg_resu
     drop(cmd);
     let rx = lines_of(master);
     let mut seen = Vec::new();
+    // The workload says when it runs again, so Ctrl-C is not typed before
+    // `fg` has given it the terminal back (a fixed sleep was flaky under
+    // load). It loops without forking: dash vforks its commands, and a
+    // parent waiting on a vfork child that Ctrl-Z stopped before its exec
+    // does not stop itself, so the init would see nothing to follow.
     let line = format!(
-        "{} -- sh -c 'echo started; sleep 30'\n",
+        "{} -- sh -c 'trap \"echo resumed\" CONT; echo started; while :; do :; done'\n",
         init_bin().display()
     );
     writer.write_all(line.as_bytes()).unwrap();
@@ -162,7 +167,7 @@ fn ctrl_z_from_an_interactive_shell_stops_the_init_with_its_workload_and_fg_resu
     writer.write_all(b"echo back-in-shell\n").unwrap();
     expect(&rx, "back-in-shell", &mut seen);
     writer.write_all(b"fg\n").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    expect(&rx, "resumed", &mut seen);
     writer.write_all(b"\x03").unwrap(); // Ctrl-C: only a resumed workload can die of it
     writer.write_all(b"echo status=$?\n").unwrap();
     expect(&rx, "status=130", &mut seen);

@@ -11,6 +11,7 @@
 //! Around the clone, [`resources`] makes the container's cgroup
 //! ([`cgroups`]) and network ([`network`]) and undoes them at exit.
 
+pub mod bundle;
 pub mod cache;
 pub mod cgroups;
 pub mod exec;
@@ -18,6 +19,7 @@ pub mod image;
 pub mod namespaces;
 pub mod network;
 pub mod pivot;
+pub mod pull;
 pub mod resources;
 pub mod rootfs;
 pub mod seccomp;
@@ -97,6 +99,18 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: Box<builder::Error>,
+    },
+    #[error("pulling `{reference}`")]
+    Pull {
+        reference: String,
+        #[source]
+        source: Box<builder::Error>,
+    },
+    #[error("building the runtime spec's {what}")]
+    Spec {
+        what: &'static str,
+        #[source]
+        source: oci_spec::OciSpecError,
     },
     #[error("image `{}` has nothing to run (no Entrypoint or Cmd, and no command given)", path.display())]
     NoCommand { path: PathBuf },
@@ -185,7 +199,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// `launcher run`: reads the image, prepares its root, runs it, and returns
 /// the exit status to exit with (the workload's, or 128+N for a signal).
 pub fn run(opts: &Options, sys: &impl Sys) -> Result<i32> {
-    let image = image::read(&opts.image)?;
+    let archive = pull::resolve(&opts.image, &cache::default_root())?;
+    let image = image::read(&archive)?;
     let cache = cache::Cache::open(cache::default_root())?;
     cache.reclaim_stale();
     let layers = cache.unpack_layers(&image)?;
@@ -195,8 +210,7 @@ pub fn run(opts: &Options, sys: &impl Sys) -> Result<i32> {
     let mut resources = resources::prepare(opts, &container.id)?;
     resources.write_etc(&plan.hostname, &mut plan.rootfs.etc);
     let child = spawn::container(sys, &plan, |pid| resources.join(pid))?;
-    let stop_signal = image.stop_signal.as_deref().and_then(image::signal_number);
-    let status = supervise::until_exit(child, signals, stop_signal.unwrap_or(libc::SIGTERM), opts)?;
+    let status = supervise::until_exit(child, signals, plan.stop_signal, opts)?;
     container.remove();
     resources.release(status)
 }

@@ -23,6 +23,35 @@ enum Command {
     Run(Box<Run>),
     /// Unpack IMAGE.tar's layers, flattened, into DIR (an OCI bundle's rootfs).
     Export { image: PathBuf, dir: PathBuf },
+    /// Write an OCI runtime bundle (config.json and rootfs/) of IMAGE.tar
+    /// into DIR, for `crun run` or `runc run`, with `run`'s defaults.
+    Bundle(Bundle),
+}
+
+#[derive(clap::Args)]
+struct Bundle {
+    /// Set an environment variable (NAME=VALUE).
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// UID[:GID], or a name from the image's /etc/passwd.
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// The container's hostname.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Bind mount HOST:CONTAINER[:ro].
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    /// The static init to bind-mount into images without one (its path on this machine).
+    #[arg(long = "init-path", env = "CRADLE_INIT_PATH")]
+    init_path: Option<PathBuf>,
+    /// The image archive.
+    image: PathBuf,
+    /// The bundle directory (created; must be empty).
+    dir: PathBuf,
+    /// Command and arguments (replace the image's Cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -138,9 +167,18 @@ fn net_config(
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // docker exits 125 for a usage error too; --help and --version exit 0.
+    let cli = Cli::try_parse().unwrap_or_else(|err| {
+        let _ = err.print();
+        std::process::exit(if err.use_stderr() {
+            launcher::EXIT_LAUNCHER_FAILED
+        } else {
+            0
+        })
+    });
     let run = match cli.command {
         Command::Run(run) => run,
+        Command::Bundle(b) => bundle(b),
         Command::Export { image, dir } => {
             if let Err(err) = launcher::export(&image, &dir) {
                 eprintln!("launcher: {:#}", anyhow::Error::from(err));
@@ -203,4 +241,28 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// `launcher bundle`: exits 0 with the path of config.json, or 125.
+fn bundle(b: Bundle) -> ! {
+    let opts = Options {
+        image: b.image,
+        command: b.command,
+        env: b.env,
+        user: b.user,
+        hostname: b.hostname,
+        init_path: b.init_path,
+        volumes: b.volume,
+        ..Default::default()
+    };
+    match launcher::bundle::write(&opts, &b.dir) {
+        Ok(config) => {
+            println!("{}", config.display());
+            std::process::exit(0)
+        }
+        Err(err) => {
+            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            std::process::exit(launcher::EXIT_LAUNCHER_FAILED)
+        }
+    }
 }

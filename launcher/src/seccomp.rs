@@ -24,7 +24,7 @@ use seccompiler::{
 use std::collections::BTreeMap;
 
 /// Syscalls allowed whatever their arguments.
-const ALLOWED: &[i64] = &[
+pub const ALLOWED: &[i64] = &[
     libc::SYS_accept,
     libc::SYS_accept4,
     libc::SYS_access,
@@ -323,12 +323,12 @@ const ALLOWED: &[i64] = &[
 
 /// moby: `personality` with these arguments only (PER_LINUX, PER_LINUX32,
 /// UNAME26, UNAME26|PER_LINUX32, and 0xffffffff to query).
-const PERSONAS: &[u64] = &[0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+pub const PERSONAS: &[u64] = &[0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 
-const AF_VSOCK: u64 = 40;
+pub const AF_VSOCK: u64 = 40;
 
 /// CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET.
-const CLONE_NAMESPACES: u64 = 0x7E02_0000;
+pub const CLONE_NAMESPACES: u64 = 0x7E02_0000;
 
 fn arch() -> TargetArch {
     #[cfg(target_arch = "aarch64")]

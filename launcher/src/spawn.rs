@@ -35,6 +35,9 @@ pub struct Plan {
     pub process: Process,
     pub tty: bool,
     pub interactive: bool,
+    /// What a SIGTERM to the launcher is forwarded as: the image's
+    /// StopSignal, else SIGTERM.
+    pub stop_signal: i32,
 }
 
 /// The running container, as the parent sees it.
@@ -131,6 +134,11 @@ pub fn plan(
         },
         tty: opts.tty,
         interactive: opts.interactive,
+        stop_signal: image
+            .stop_signal
+            .as_deref()
+            .and_then(image::signal_number)
+            .unwrap_or(libc::SIGTERM),
     })
 }
 
@@ -163,7 +171,7 @@ pub fn init_candidates(flag: Option<&Path>) -> Vec<PathBuf> {
     out
 }
 
-fn find_init(flag: Option<&Path>) -> Result<PathBuf> {
+pub fn find_init(flag: Option<&Path>) -> Result<PathBuf> {
     let candidates = init_candidates(flag);
     candidates
         .iter()
@@ -226,7 +234,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
 }
 
 /// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container.
-fn etc_files(hostname: &str, network: Network) -> Vec<(&'static str, String)> {
+pub fn etc_files(hostname: &str, network: Network) -> Vec<(&'static str, String)> {
     let hosts = match network {
         Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
         Network::None | Network::Veth | Network::Bridge => format!(
@@ -249,31 +257,54 @@ pub fn container(
     plan: &Plan,
     join: impl FnOnce(Pid) -> Result<()>,
 ) -> Result<Child> {
-    // With `-t`, the child opens a pty in the container's own devpts (so
-    // `tty` and ttyname(3) inside name a device that exists there, as with
-    // docker) and sends the master over this socket, as runc's console
-    // socket does.
-    let console = match plan.tty {
-        true => Some(seqpacket_pair().map_err(Error::sys("creating the console socket"))?),
-        false => None,
-    };
-    let (go_read, go_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("creating the sync pipe"))?;
-    let (report_read, report_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("creating the report pipe"))?;
-    // `--userns=auto`: the child says over this socket when the layer mount
-    // points exist; the parent attaches the idmapped layers and answers.
-    let layers_socket = match plan.mapping {
-        IdMapping::Range { .. } => {
-            Some(seqpacket_pair().map_err(Error::sys("creating the layer socket"))?)
-        }
-        _ => None,
-    };
-    let flags = namespaces::clone_flags(plan.new_net, &plan.mapping);
-    // A fork-like clone (no new stack): the child gets a copy of this
-    // single-threaded process, already inside the new namespaces.
-    // SAFETY: raw clone without CLONE_VM; the child only runs child_side and
-    // then _exits or execs.
+    let channels = Channels::open(plan)?;
+    match clone_into(namespaces::clone_flags(plan.new_net, &plan.mapping))? {
+        None => child_main(sys, plan, channels),
+        Some(pid) => parent_side(plan, pid, channels, join),
+    }
+}
+
+/// Both ends of every channel between the launcher and its child.
+struct Channels {
+    /// Parent → child: "id maps written, go"; EOF when the launcher died.
+    go: (OwnedFd, OwnedFd),
+    /// Child → parent: the failed step; EOF (close-on-exec) on success.
+    report: (OwnedFd, OwnedFd),
+    /// With `-t`, the child opens a pty in the container's own devpts (so
+    /// `tty` and ttyname(3) inside name a device that exists there, as with
+    /// docker) and sends the master here, as runc's console socket does.
+    console: Option<(OwnedFd, OwnedFd)>,
+    /// `--userns=auto`: the child says when the layer mount points exist;
+    /// the parent attaches the idmapped layers and answers.
+    layers: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl Channels {
+    fn open(plan: &Plan) -> Result<Self> {
+        let pipe = |what: &str| {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC)
+                .map_err(Error::sys(format!("creating the {what} pipe")))
+        };
+        let socket = |what: &str| {
+            seqpacket_pair().map_err(Error::sys(format!("creating the {what} socket")))
+        };
+        Ok(Channels {
+            go: pipe("sync")?,
+            report: pipe("report")?,
+            console: plan.tty.then(|| socket("console")).transpose()?,
+            layers: matches!(plan.mapping, IdMapping::Range { .. })
+                .then(|| socket("layer"))
+                .transpose()?,
+        })
+    }
+}
+
+/// A fork-like clone (no new stack): the child gets a copy of this
+/// single-threaded process, already inside the new namespaces. None in the
+/// child, the child's pid in the parent.
+fn clone_into(flags: nix::sched::CloneFlags) -> Result<Option<Pid>> {
+    // SAFETY: raw clone without CLONE_VM; the child only runs child_main,
+    // which execs or _exits.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -284,50 +315,81 @@ pub fn container(
             0,
         )
     };
-    if pid < 0 {
-        return Err(Error::sys("cloning into new namespaces")(Errno::last()));
+    match pid {
+        p if p < 0 => Err(Error::sys("cloning into new namespaces")(Errno::last())),
+        0 => Ok(None),
+        p => Ok(Some(Pid::from_raw(p as i32))),
     }
-    if pid == 0 {
-        drop((go_write, report_read));
-        let tty = console.as_ref().map(|(_, child)| child.as_raw_fd());
-        let layers = layers_socket.as_ref().map(|(_, child)| child.as_raw_fd());
-        let Err(err) = child_side(sys, plan, go_read.as_raw_fd(), tty, layers);
-        report_error(report_write.as_raw_fd(), &err);
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(crate::EXIT_LAUNCHER_FAILED) };
-    }
-    let pid = Pid::from_raw(pid as i32);
-    drop((go_read, report_write));
-    let layers_socket = layers_socket.map(|(parent, _child)| parent);
-    let console = console.map(|(parent, _child)| parent);
-    let mut go = std::fs::File::from(go_write);
+}
+
+/// The child: sets itself up and execs, or reports the failed step to the
+/// parent and exits.
+fn child_main(sys: &impl Sys, plan: &Plan, channels: Channels) -> ! {
+    let Channels {
+        go,
+        report,
+        console,
+        layers,
+    } = channels;
+    drop((go.1, report.0));
+    // Only the child's ends stay open here, so that each side sees EOF
+    // when the other is gone.
+    let console = console.map(|(_parent, child)| child);
+    let layers = layers.map(|(_parent, child)| child);
+    let (console, layers) = (
+        console.as_ref().map(|c| c.as_raw_fd()),
+        layers.as_ref().map(|l| l.as_raw_fd()),
+    );
+    let Err(err) = child_side(sys, plan, go.0.as_raw_fd(), console, layers);
+    report_error(report.1.as_raw_fd(), &err);
+    // SAFETY: ends the child without running the parent's destructors.
+    unsafe { libc::_exit(crate::EXIT_LAUNCHER_FAILED) }
+}
+
+/// The parent: writes the id maps, releases the child, serves its requests,
+/// and waits for its exec (or its error).
+fn parent_side(
+    plan: &Plan,
+    pid: Pid,
+    channels: Channels,
+    join: impl FnOnce(Pid) -> Result<()>,
+) -> Result<Child> {
+    let Channels {
+        go,
+        report,
+        console,
+        layers,
+    } = channels;
+    drop((go.0, report.1));
+    let (console, layers) = (
+        console.map(|(parent, _)| parent),
+        layers.map(|(parent, _)| parent),
+    );
+    let mut go = std::fs::File::from(go.1);
     let released = namespaces::write_id_maps(pid.as_raw(), &plan.mapping)
         .and_then(|()| join(pid))
         .and_then(|()| {
             go.write_all(b"g")
                 .map_err(Error::io("releasing the child", "go pipe"))
         })
-        .and_then(|()| match &layers_socket {
-            Some(parent) => idmap_layers(pid.as_raw(), plan, parent),
+        .and_then(|()| match &layers {
+            Some(socket) => idmap_layers(pid.as_raw(), plan, socket),
             None => Ok(()),
         });
     if let Err(e) = released {
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, None);
-        return Err(e);
+        return Err(kill_child(pid, e));
     }
     // A child that fails before sending the master closes the socket; its
     // error then comes over the report pipe.
     let master = console.as_ref().and_then(receive_fd);
-    if let Some(err) = read_report(report_read) {
+    if let Some(err) = read_report(report.0) {
         let _ = nix::sys::wait::waitpid(pid, None);
         return Err(err);
     }
     if console.is_some() && master.is_none() {
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, None);
-        return Err(Error::sys("receiving the container's terminal")(
-            Errno::EPROTO,
+        return Err(kill_child(
+            pid,
+            Error::sys("receiving the container's terminal")(Errno::EPROTO),
         ));
     }
     Ok(Child {
@@ -335,6 +397,12 @@ pub fn container(
         pty: master,
         _alive: go.into(),
     })
+}
+
+fn kill_child(pid: Pid, err: Error) -> Error {
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
+    err
 }
 
 fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {

@@ -118,6 +118,12 @@ fn launcher_failure_exits_125_naming_the_step() {
         String::from_utf8_lossy(&out.stderr).contains("reading image `/nonexistent/image.tar`"),
         "{out:?}"
     );
+    let out = kit
+        .cmd(&["--no-such-flag"])
+        .arg(&kit.image)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
     let out = kit.probe_run(&["--no-init", "--entrypoint", "/no/such/program"], &[]);
     assert_eq!(out.status.code(), Some(127), "{out:?}");
 }
@@ -249,14 +255,15 @@ fn rootless_run_as_an_ordinary_user() {
     let image = top.path().join("image.tar");
     std::fs::copy(&kit.image, &image).unwrap();
     std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (launcher, probe) = reachable_copies(&kit, top.path());
     let out = std::process::Command::new(setpriv)
         .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-        .arg(&kit.launcher)
+        .arg(&launcher)
         .env("CRADLE_ROOT", &cache)
         .env_remove("RUST_BACKTRACE")
         .arg("run")
         .arg("-v")
-        .arg(format!("{}:/probe:ro", kit.probe.display()))
+        .arg(format!("{}:/probe:ro", probe.display()))
         .arg(&image)
         .args(["/probe", "report"])
         .stdin(std::process::Stdio::null())
@@ -628,6 +635,16 @@ fn mount_targets_cannot_escape_through_image_symlinks() {
     );
 }
 
+/// Copies of the launcher and the probe in `dir` (mode 0755), which an
+/// unprivileged user can reach wherever the checkout is.
+fn reachable_copies(kit: &Kit, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let launcher = dir.join("launcher");
+    let probe = dir.join("probe");
+    std::fs::copy(&kit.launcher, &launcher).unwrap();
+    std::fs::copy(&kit.probe, &probe).unwrap();
+    (launcher, probe)
+}
+
 /// A temporary user with a subordinate id range, removed on drop.
 struct TempUser {
     name: String,
@@ -705,13 +722,14 @@ fn rootless_with_subordinate_ids_maps_a_range_with_newuidmap() {
     let image = top.path().join("image.tar");
     std::fs::copy(&kit.image, &image).unwrap();
     std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (launcher, probe) = reachable_copies(&kit, top.path());
     let out = std::process::Command::new(setpriv)
         .args(["--reuid", &uid, "--regid", &gid, "--clear-groups"])
-        .arg(&kit.launcher)
+        .arg(&launcher)
         .env("CRADLE_ROOT", &cache)
         .env_remove("RUST_BACKTRACE")
         .args(["run", "-u", "1000:1000", "-v"])
-        .arg(format!("{}:/probe:ro", kit.probe.display()))
+        .arg(format!("{}:/probe:ro", probe.display()))
         .arg(&image)
         .args(["/probe", "report"])
         .stdin(std::process::Stdio::null())
@@ -845,10 +863,11 @@ fn rootless_multi_layer_image_with_whiteouts_runs() {
     let image = top.path().join("layered.tar");
     std::fs::copy(layered_image(&kit, false), &image).unwrap();
     std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (launcher, _) = reachable_copies(&kit, top.path());
     for _ in 0..2 {
         let out = std::process::Command::new(&setpriv)
             .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-            .arg(&kit.launcher)
+            .arg(&launcher)
             .env("CRADLE_ROOT", &cache)
             .env_remove("RUST_BACKTRACE")
             .arg("run")

@@ -33,9 +33,7 @@ pub fn cargo() -> Command {
 
 /// Runs `cmd`, failing with its command line when it does not exit 0.
 pub fn run_cmd(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -48,7 +46,13 @@ pub fn ensure_musl_target() -> Result<()> {
         .args(["target", "list", "--installed"])
         .output();
     match installed {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l == MUSL_TARGET) => Ok(()),
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l == MUSL_TARGET) =>
+        {
+            Ok(())
+        }
         Ok(_) => run_cmd(Command::new("rustup").args(["target", "add", MUSL_TARGET])),
         // Without rustup, let cargo report a missing target itself.
         Err(_) => Ok(()),

@@ -6,6 +6,8 @@ mod build;
 #[cfg(feature = "fetch")]
 mod fetch;
 mod interop;
+#[cfg(feature = "fetch")]
+mod registry;
 #[cfg_attr(not(feature = "fetch"), allow(dead_code))]
 mod support;
 mod unpack;

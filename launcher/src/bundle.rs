@@ -1,0 +1,503 @@
+//! Bundle: an OCI runtime bundle for crun or runc (`config.json` and
+//! `rootfs/`) from an image archive, with the defaults of `launcher run`:
+//! its argv and env rules ([`image::argv`], [`image::env`]), the user from
+//! the image's /etc/passwd ([`exec::resolve_user`]), docker's 14
+//! capabilities ([`exec::DEFAULT_CAPS`]), masked and read-only paths
+//! ([`rootfs::MASKED`], [`rootfs::READ_ONLY`]), the same namespaces and the
+//! same /proc, /dev and /sys mounts, no_new_privs.
+//!
+//! The layers are unpacked in order into `rootfs/` with the builder's safe
+//! unpacking, whiteouts applied. Our images start `/sbin/cradle-init`; for
+//! another image the static init is bind-mounted read-only at that path by
+//! a mount entry (as `launcher run` does), so the bundle names the init's
+//! path on this machine. `/etc/hostname`, `/etc/hosts` and
+//! `/etc/resolv.conf` are written to `DIR/etc/` and bound read-only, and
+//! `-v` volumes become bind mounts, as in `launcher run`. The seccomp
+//! profile is [`seccomp`]'s, written as `linux.seccomp` for libseccomp.
+
+use crate::{Error, Options, Result, exec, image, rootfs, seccomp, spawn};
+use oci_spec::runtime::{
+    Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
+    LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The hostname when none is given.
+pub const DEFAULT_HOSTNAME: &str = "cradle";
+
+/// Writes the bundle for `opts.image` into `dir` (created; must be empty or
+/// absent). Returns the path of `config.json`.
+pub fn write(opts: &Options, dir: &Path) -> Result<PathBuf> {
+    let image = image::read(&opts.image)?;
+    let root = dir.join("rootfs");
+    make_empty_dir(dir)?;
+    std::fs::create_dir(&root).map_err(Error::io("creating", &root))?;
+    unpack_layers(&image, &root)?;
+    let spec = runtime_spec(opts, &image, &root)?;
+    let config = dir.join("config.json");
+    let json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Io {
+        op: "writing",
+        path: config.clone(),
+        source: e.into(),
+    })?;
+    std::fs::write(&config, json).map_err(Error::io("writing", &config))?;
+    Ok(config)
+}
+
+fn make_empty_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+    let mut entries = std::fs::read_dir(dir).map_err(Error::io("listing", dir))?;
+    if entries.next().is_some() {
+        return Err(Error::Invalid {
+            what: "bundle directory (it must be empty)",
+            value: dir.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Unpacks every layer, bottom first, each verified before it is read.
+fn unpack_layers(image: &image::Image, root: &Path) -> Result<()> {
+    let opts = builder::unpack::Options {
+        whiteouts: true,
+        ..Default::default()
+    };
+    for layer in &image.layers {
+        let blob = image
+            .archive
+            .verified_layer(layer)
+            .map_err(|source| Error::Image {
+                path: image.archive.path().to_path_buf(),
+                source: Box::new(source),
+            })?;
+        builder::unpack::extract(blob, root, &opts).map_err(|source| Error::Unpack {
+            digest: layer.digest.clone(),
+            source: Box::new(source),
+        })?;
+    }
+    Ok(())
+}
+
+/// `config.json`: the process, the root, the mounts and the Linux section.
+pub fn runtime_spec(opts: &Options, image: &image::Image, root: &Path) -> Result<Spec> {
+    let hostname = opts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| DEFAULT_HOSTNAME.to_string());
+    let mut argv = image::argv(image, opts)?;
+    let mut mounts = default_mounts()?;
+    if !opts.no_init && !image::starts_with_init(&argv) {
+        let init = spawn::find_init(opts.init_path.as_deref())?;
+        mounts.push(init_mount(&init)?);
+        argv.splice(0..0, [image::INIT_IN_IMAGE.to_string(), "--".to_string()]);
+    }
+    mounts.extend(etc_mounts(&hostname, root)?);
+    mounts.extend(volume_mounts(opts)?);
+    let mut env = image::env(image, opts, &hostname)?;
+    let user = exec::resolve_user(
+        &root.join("etc"),
+        opts.user.as_deref().or(image.user.as_deref()),
+    )?;
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let caps: HashSet<Capability> = exec::DEFAULT_CAPS
+        .iter()
+        .filter_map(|&n| CAP_NAMES.get(n as usize))
+        .filter_map(|name| Capability::from_str(name).ok())
+        .collect();
+    // Non-root users get no effective or permitted capabilities, as in
+    // docker (exec.rs drops them on the uid change).
+    let own = if user.uid == 0 {
+        caps.clone()
+    } else {
+        HashSet::new()
+    };
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps)
+        .effective(own.clone())
+        .permitted(own)
+        .inheritable(HashSet::new())
+        .ambient(HashSet::new())
+        .build()
+        .map_err(spec_error("capabilities"))?;
+    let process = ProcessBuilder::default()
+        .terminal(opts.tty)
+        .args(argv)
+        .env(env)
+        .cwd(
+            opts.workdir
+                .clone()
+                .or_else(|| image.workdir.clone())
+                .unwrap_or_else(|| "/".into()),
+        )
+        .user(
+            UserBuilder::default()
+                .uid(user.uid)
+                .gid(user.gid)
+                .additional_gids(user.groups.clone())
+                .build()
+                .map_err(spec_error("user"))?,
+        )
+        .capabilities(capabilities)
+        .no_new_privileges(true)
+        // None: the runtime's own limits are inherited (crun refuses limits
+        // above the current ones).
+        .rlimits(vec![])
+        .build()
+        .map_err(spec_error("process"))?;
+    let namespaces = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+    ]
+    .into_iter()
+    .map(|typ| {
+        LinuxNamespaceBuilder::default()
+            .typ(typ)
+            .build()
+            .map_err(spec_error("namespace"))
+    })
+    .collect::<Result<Vec<_>>>()?;
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .masked_paths(strings(rootfs::MASKED))
+        .readonly_paths(strings(rootfs::READ_ONLY))
+        .seccomp(seccomp_profile()?)
+        .build()
+        .map_err(spec_error("linux"))?;
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(opts.read_only)
+                .build()
+                .map_err(spec_error("root"))?,
+        )
+        .hostname(hostname)
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .map_err(spec_error("spec"))
+}
+
+/// The rules of [`seccomp::default_profile`] in the runtime spec's terms:
+/// the allowlist, `socket` unless AF_VSOCK, `personality` for moby's
+/// personas, `clone` without namespace flags, `clone3` failing with ENOSYS
+/// (so that libcs fall back to `clone`), anything else EPERM.
+fn seccomp_profile() -> Result<LinuxSeccomp> {
+    let allow = |names: Vec<String>, args: Vec<(u64, Option<u64>, LinuxSeccompOperator)>| {
+        let args = args
+            .into_iter()
+            .map(|(value, two, op)| {
+                let mut arg = LinuxSeccompArgBuilder::default()
+                    .index(0usize)
+                    .value(value)
+                    .op(op);
+                if let Some(two) = two {
+                    arg = arg.value_two(two);
+                }
+                arg.build().map_err(spec_error("seccomp argument"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut rule = LinuxSyscallBuilder::default()
+            .names(names)
+            .action(LinuxSeccompAction::ScmpActAllow);
+        if !args.is_empty() {
+            rule = rule.args(args);
+        }
+        rule.build().map_err(spec_error("seccomp rule"))
+    };
+    let mut rules: Vec<LinuxSyscall> = vec![allow(syscall_names(seccomp::ALLOWED), vec![])?];
+    rules.push(allow(
+        syscall_names(&[libc::SYS_socket]),
+        vec![(seccomp::AF_VSOCK, None, LinuxSeccompOperator::ScmpCmpNe)],
+    )?);
+    // Arguments of one rule must all match; the personas are one rule each.
+    for &persona in seccomp::PERSONAS {
+        rules.push(allow(
+            syscall_names(&[libc::SYS_personality]),
+            vec![(persona, None, LinuxSeccompOperator::ScmpCmpEq)],
+        )?);
+    }
+    rules.push(allow(
+        syscall_names(&[libc::SYS_clone]),
+        vec![(
+            seccomp::CLONE_NAMESPACES,
+            Some(0),
+            LinuxSeccompOperator::ScmpCmpMaskedEq,
+        )],
+    )?);
+    rules.push(
+        LinuxSyscallBuilder::default()
+            .names(syscall_names(&[libc::SYS_clone3]))
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(libc::ENOSYS as u32)
+            .build()
+            .map_err(spec_error("seccomp rule"))?,
+    );
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActErrno)
+        .default_errno_ret(libc::EPERM as u32)
+        .architectures(vec![seccomp_arch()])
+        .syscalls(rules)
+        .build()
+        .map_err(spec_error("seccomp"))
+}
+
+/// The names libseccomp knows the syscalls of this architecture by.
+fn syscall_names(numbers: &[i64]) -> Vec<String> {
+    numbers
+        .iter()
+        .filter_map(|&nr| syscalls::Sysno::new(usize::try_from(nr).ok()?))
+        .map(|sysno| sysno.name().to_string())
+        .collect()
+}
+
+fn seccomp_arch() -> Arch {
+    #[cfg(target_arch = "aarch64")]
+    return Arch::ScmpArchAarch64;
+    #[cfg(not(target_arch = "aarch64"))]
+    Arch::ScmpArchX86_64
+}
+
+/// /proc, /dev (tmpfs, devpts of its own, shm, mqueue) and /sys read-only,
+/// with the options `launcher run` mounts them with (rootfs.rs).
+fn default_mounts() -> Result<Vec<Mount>> {
+    let nosuid_noexec_nodev = ["nosuid", "noexec", "nodev"];
+    let table: [(&str, &str, &str, Vec<&str>); 6] = [
+        ("/proc", "proc", "proc", nosuid_noexec_nodev.to_vec()),
+        (
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            vec!["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        (
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            vec![
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        (
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            vec!["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        (
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            nosuid_noexec_nodev.to_vec(),
+        ),
+        (
+            "/sys",
+            "sysfs",
+            "sysfs",
+            vec!["nosuid", "noexec", "nodev", "ro"],
+        ),
+    ];
+    table
+        .into_iter()
+        .map(|(destination, typ, source, options)| {
+            MountBuilder::default()
+                .destination(destination)
+                .typ(typ)
+                .source(source)
+                .options(strings(&options))
+                .build()
+                .map_err(spec_error("mount"))
+        })
+        .collect()
+}
+
+/// /etc/hostname, /etc/hosts and /etc/resolv.conf, written beside the
+/// rootfs (`DIR/etc/`) as `launcher run` writes them, and bound over the
+/// image's.
+fn etc_mounts(hostname: &str, root: &Path) -> Result<Vec<Mount>> {
+    let dir = root.with_file_name("etc");
+    std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+    spawn::etc_files(hostname, crate::Network::None)
+        .into_iter()
+        .map(|(name, content)| {
+            let host = dir.join(name);
+            std::fs::write(&host, content).map_err(Error::io("writing", &host))?;
+            let host = std::fs::canonicalize(&host).map_err(Error::io("finding", &host))?;
+            bind_mount(
+                &host,
+                &Path::new("/etc").join(name),
+                &["rbind", "ro", "nosuid", "nodev", "noexec"],
+            )
+        })
+        .collect()
+}
+
+/// `-v HOST:CTR[:ro]`, parsed as `launcher run` parses them.
+fn volume_mounts(opts: &Options) -> Result<Vec<Mount>> {
+    opts.volumes
+        .iter()
+        .map(|spec| {
+            let v = spawn::parse_volume(spec)?;
+            let options: &[&str] = if v.read_only {
+                &["rbind", "ro"]
+            } else {
+                &["rbind", "rw"]
+            };
+            bind_mount(&v.host, &v.target, options)
+        })
+        .collect()
+}
+
+fn bind_mount(host: &Path, target: &Path, options: &[&str]) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(target)
+        .typ("bind")
+        .source(host)
+        .options(strings(options))
+        .build()
+        .map_err(spec_error("bind mount"))
+}
+
+/// The host's static init, bound read-only over /sbin/cradle-init.
+fn init_mount(init: &Path) -> Result<Mount> {
+    let init = std::fs::canonicalize(init).map_err(Error::io("finding the init", init))?;
+    MountBuilder::default()
+        .destination(image::INIT_IN_IMAGE)
+        .typ("bind")
+        .source(init)
+        .options(strings(&["bind", "ro", "nosuid", "nodev"]))
+        .build()
+        .map_err(spec_error("init mount"))
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn spec_error(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> Error {
+    move |source| Error::Spec { what, source }
+}
+
+/// Capability names by number (linux/capability.h), as oci-spec parses them.
+const CAP_NAMES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_caps_have_names_oci_spec_knows() {
+        let names: Vec<String> = exec::DEFAULT_CAPS
+            .iter()
+            .map(|&n| {
+                let cap = Capability::from_str(CAP_NAMES[n as usize]).unwrap();
+                serde_json::to_value(cap)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names.len(), 14);
+        assert!(names.contains(&"CAP_NET_BIND_SERVICE".to_string()));
+        assert!(names.contains(&"CAP_SETFCAP".to_string()));
+        assert!(names.contains(&"CAP_AUDIT_WRITE".to_string()));
+    }
+
+    #[test]
+    fn seccomp_names_every_allowed_syscall() {
+        assert_eq!(
+            syscall_names(seccomp::ALLOWED).len(),
+            seccomp::ALLOWED.len()
+        );
+        let profile = seccomp_profile().unwrap();
+        let json = serde_json::to_value(&profile).unwrap();
+        assert_eq!(json["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(json["defaultErrnoRet"], libc::EPERM);
+        let names = json["syscalls"][0]["names"].as_array().unwrap();
+        assert!(names.iter().any(|n| n == "execve"));
+        assert!(!names.iter().any(|n| n == "mount"));
+        let clone3 = json["syscalls"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(clone3["names"][0], "clone3");
+        assert_eq!(clone3["errnoRet"], libc::ENOSYS);
+    }
+
+    #[test]
+    fn mounts_match_the_launchers() {
+        let mounts = default_mounts().unwrap();
+        let dests: Vec<String> = mounts
+            .iter()
+            .map(|m| m.destination().display().to_string())
+            .collect();
+        assert_eq!(
+            dests,
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/sys"
+            ]
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! Step 0, pull: `launcher run REGISTRY/REPO[:TAG]` brings the image from
+//! its registry into the cache as an image archive
+//! (`<root>/images/<sha256 of the reference>.tar`), with the builder's
+//! verified pull, once; later runs of the same reference use that archive
+//! without asking the registry again (as `docker run` does). A path that
+//! exists, or that looks like one, is left alone.
+
+use crate::{Error, Result};
+use builder::registry::{self, Reference};
+use sha2::{Digest as _, Sha256};
+use std::path::{Path, PathBuf};
+
+/// The image archive to run for `image`: the file itself, or the cached
+/// pull of the reference.
+pub fn resolve(image: &Path, cache_root: &Path) -> Result<PathBuf> {
+    if !is_reference(image) {
+        return Ok(image.to_path_buf());
+    }
+    let text = image.to_string_lossy();
+    let reference = Reference::parse(&text).map_err(|source| Error::Pull {
+        reference: text.to_string(),
+        source: Box::new(source),
+    })?;
+    let hex = hex::encode(Sha256::digest(reference.to_string().as_bytes()));
+    let archive = cache_root.join("images").join(format!("{hex}.tar"));
+    if archive.is_file() {
+        return Ok(archive);
+    }
+    let opts = registry::Options {
+        progress: true,
+        ..Default::default()
+    };
+    registry::pull(&reference, &archive, &opts).map_err(|source| Error::Pull {
+        reference: reference.to_string(),
+        source: Box::new(source),
+    })?;
+    Ok(archive)
+}
+
+/// A registry reference, not a file: it does not exist, does not end in
+/// `.tar` (or `.tar:NAME`), and is not written as a path (`/…`, `./…`).
+pub fn is_reference(image: &Path) -> bool {
+    let text = image.to_string_lossy();
+    let file_like = text.starts_with('/')
+        || text.starts_with("./")
+        || text.starts_with("../")
+        || text.ends_with(".tar")
+        || text
+            .rsplit_once(':')
+            .is_some_and(|(f, _)| f.ends_with(".tar"));
+    !file_like && !image.exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_references_from_files() {
+        assert!(is_reference(Path::new("127.0.0.1:5000/cradle/default:v1")));
+        assert!(is_reference(Path::new("quay.io/a/b")));
+        assert!(!is_reference(Path::new("missing.tar")));
+        assert!(!is_reference(Path::new("images.tar:alpine")));
+        assert!(!is_reference(Path::new("/abs/image")));
+        assert!(!is_reference(Path::new("./image")));
+    }
+}
