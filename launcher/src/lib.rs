@@ -8,14 +8,19 @@
 //! (hostname, loopback, id maps), [`rootfs`] (overlay, /proc, /dev, /sys …),
 //! [`pivot`], [`exec`] (user, capabilities, seccomp, execve); then
 //! [`supervise`] forwards signals and the terminal until the container ends.
+//! Around the clone, [`resources`] makes the container's cgroup
+//! ([`cgroups`]) and network ([`network`]) and undoes them at exit.
 
 pub mod bundle;
 pub mod cache;
+pub mod cgroups;
 pub mod exec;
 pub mod image;
 pub mod namespaces;
+pub mod network;
 pub mod pivot;
 pub mod pull;
+pub mod resources;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spawn;
@@ -38,6 +43,10 @@ pub enum Network {
     None,
     /// The host's network namespace.
     Host,
+    /// A veth pair with a /30 of its own (root only).
+    Veth,
+    /// A veth pair on the host bridge, NAT out, published ports in (root only).
+    Bridge,
 }
 
 /// `--userns`.
@@ -73,6 +82,14 @@ pub struct Options {
     pub userns: Userns,
     /// Seconds between forwarding SIGTERM/SIGINT and sending SIGKILL.
     pub stop_timeout: u64,
+    /// `-p/--publish` specs, as given.
+    pub publish: Vec<String>,
+    /// `--memory`, `--memory-swap`, `--pids-limit`, `--cpus`, `--cpu-shares`.
+    pub limits: cgroups::Limits,
+    /// `--cgroup-parent`.
+    pub cgroup_parent: Option<String>,
+    /// The bridge, subnets and state directory of `veth` and `bridge` modes.
+    pub net_config: network::Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +155,15 @@ pub enum Error {
         #[source]
         source: Errno,
     },
+    #[error(transparent)]
+    Cgroup(#[from] cgroups::Error),
+    #[error(transparent)]
+    Network(#[from] network::Error),
+    #[error("network `{mode}` needs root; a rootless container can have none or host")]
+    NetworkNeedsRoot { mode: &'static str },
+    /// The kernel's OOM killer killed a process of the container.
+    #[error("container killed: out of memory{}", resources::limit_note(*memory))]
+    OutOfMemory { memory: Option<u64> },
 }
 
 impl Error {
@@ -145,6 +171,8 @@ impl Error {
     /// found) and 126 (not executable) when the exec itself failed, else 125.
     pub fn exit_code(&self) -> i32 {
         match self {
+            // As docker: 128 + SIGKILL.
+            Error::OutOfMemory { .. } => 137,
             Error::Child { step, source } if step.starts_with("executing ") => match source {
                 Errno::ENOENT => 127,
                 Errno::EACCES | Errno::ENOEXEC => 126,
@@ -177,12 +205,14 @@ pub fn run(opts: &Options, sys: &impl Sys) -> Result<i32> {
     cache.reclaim_stale();
     let layers = cache.unpack_layers(&image)?;
     let container = cache.create_container(opts.name.as_deref(), opts.keep)?;
-    let plan = spawn::plan(opts, &image, &layers, &cache, &container)?;
+    let mut plan = spawn::plan(opts, &image, &layers, &cache, &container)?;
     let signals = supervise::catch_signals()?;
-    let child = spawn::container(sys, &plan)?;
+    let mut resources = resources::prepare(opts, &container.id)?;
+    resources.write_etc(&plan.hostname, &mut plan.rootfs.etc);
+    let child = spawn::container(sys, &plan, |pid| resources.join(pid))?;
     let status = supervise::until_exit(child, signals, plan.stop_signal, opts)?;
     container.remove();
-    Ok(status)
+    resources.release(status)
 }
 
 /// `launcher export IMAGE DIR`: the image's layers flattened into `dir`

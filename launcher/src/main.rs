@@ -2,7 +2,7 @@
 //! Prints one error chain and exits 125 when the launcher itself fails.
 
 use clap::{Parser, Subcommand};
-
+use launcher::network::Subnet;
 use launcher::{Linux, Network, Options, Userns};
 use std::path::PathBuf;
 
@@ -86,9 +86,43 @@ struct Run {
     /// Keep stdin open and pass it to the container.
     #[arg(short = 'i', long = "interactive")]
     interactive: bool,
-    /// none (a new network namespace with `lo`) or host.
-    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    /// none (a new network namespace with `lo`), host, bridge (a veth on
+    /// the host bridge, NAT out; root) or veth (a point-to-point /30; root).
+    #[arg(long, default_value = "none", value_parser = ["none", "host", "bridge", "veth"])]
     network: String,
+    /// Publish a container port: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] (bridge, veth).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    publish: Vec<String>,
+    /// Memory limit (b, k, m, g: `32m`); the container is killed past it.
+    #[arg(long, value_parser = launcher::resources::parse_bytes)]
+    memory: Option<u64>,
+    /// Memory plus swap (-1: unlimited swap; default: twice --memory).
+    #[arg(long = "memory-swap", value_parser = launcher::resources::parse_memory_swap, allow_hyphen_values = true)]
+    memory_swap: Option<i64>,
+    /// Most processes and threads at once (0 or -1: unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// CPU time per wall time (`0.5`: half a core).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Relative CPU weight (2..=262144, default 1024).
+    #[arg(long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    /// Parent cgroup: absolute from the hierarchy's root, or relative to the launcher's.
+    #[arg(long = "cgroup-parent")]
+    cgroup_parent: Option<String>,
+    /// The bridge of `--network bridge` (default cradle0).
+    #[arg(long = "bridge-name", env = "CRADLE_BRIDGE", hide = true)]
+    bridge_name: Option<String>,
+    /// The bridge's subnet (default 10.89.0.0/16).
+    #[arg(long, env = "CRADLE_SUBNET", hide = true)]
+    subnet: Option<Subnet>,
+    /// The range `--network veth` cuts into /30s (default 169.254.1.0/24).
+    #[arg(long = "veth-subnet", env = "CRADLE_VETH_SUBNET", hide = true)]
+    veth_subnet: Option<Subnet>,
+    /// Address leases and their lock (default /run/cradle/network).
+    #[arg(long = "network-state", env = "CRADLE_NETWORK_STATE", hide = true)]
+    network_state: Option<PathBuf>,
     /// Name of the container (its state directory).
     #[arg(long)]
     name: Option<String>,
@@ -112,6 +146,24 @@ struct Run {
     /// Command and arguments (replace the image's Cmd).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// The network configuration, the defaults but for what the hidden flags
+/// (or their `CRADLE_…` variables) set; tests use them for bridges and
+/// subnets of their own.
+fn net_config(
+    bridge: Option<String>,
+    subnet: Option<Subnet>,
+    veth_range: Option<Subnet>,
+    state_dir: Option<PathBuf>,
+) -> launcher::network::Config {
+    let default = launcher::network::Config::default();
+    launcher::network::Config {
+        state_dir: state_dir.unwrap_or(default.state_dir),
+        bridge: bridge.unwrap_or(default.bridge),
+        subnet: subnet.unwrap_or(default.subnet),
+        veth_range: veth_range.unwrap_or(default.veth_range),
+    }
 }
 
 fn main() {
@@ -148,10 +200,11 @@ fn main() {
         read_only: run.read_only,
         tty: run.tty,
         interactive: run.interactive,
-        network: if run.network == "host" {
-            Network::Host
-        } else {
-            Network::None
+        network: match run.network.as_str() {
+            "host" => Network::Host,
+            "bridge" => Network::Bridge,
+            "veth" => Network::Veth,
+            _ => Network::None,
         },
         name: run.name,
         keep: run.keep,
@@ -163,6 +216,21 @@ fn main() {
             Userns::Host
         },
         stop_timeout: run.stop_timeout,
+        publish: run.publish,
+        limits: launcher::cgroups::Limits {
+            memory: run.memory,
+            memory_swap: run.memory_swap,
+            pids: run.pids_limit,
+            cpus: run.cpus,
+            cpu_shares: run.cpu_shares,
+        },
+        cgroup_parent: run.cgroup_parent,
+        net_config: net_config(
+            run.bridge_name,
+            run.subnet,
+            run.veth_subnet,
+            run.network_state,
+        ),
     };
     let code = match launcher::run(&opts, &Linux) {
         Ok(code) => code,

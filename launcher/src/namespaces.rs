@@ -27,13 +27,13 @@ pub enum IdMapping {
     Range { start: u32, count: u32 },
 }
 
-/// The namespaces to clone into.
+/// The namespaces to clone into. Not the cgroup namespace: the child
+/// unshares it once released ([`enter_cgroup_namespace`]).
 pub fn clone_flags(new_net: bool, mapping: &IdMapping) -> CloneFlags {
     let mut flags = CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWCGROUP;
+        | CloneFlags::CLONE_NEWNS;
     if new_net {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -264,6 +264,17 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The child's first step once released: a cgroup namespace of its own. A
+/// cgroup namespace's root is the cgroup its creator is in at that moment
+/// (cgroup_namespaces(7)), and the parent moves the child into the
+/// container's cgroup only after the clone, while it waits; so unsharing
+/// here, not cloning with CLONE_NEWCGROUP, makes the container see its own
+/// cgroup as `/`.
+pub fn enter_cgroup_namespace(sys: &impl Sys) -> Result<()> {
+    sys.unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(Error::sys("unsharing the cgroup namespace"))
+}
+
 /// The child's first steps: its hostname and, in a new network namespace,
 /// `lo` up.
 pub fn set_identity(sys: &impl Sys, hostname: &str, new_net: bool) -> Result<()> {
@@ -292,7 +303,9 @@ mod tests {
         );
         let host = clone_flags(false, &IdMapping::Host);
         assert!(!host.intersects(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET));
-        assert!(host.contains(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP));
+        assert!(host.contains(CloneFlags::CLONE_NEWPID));
+        // The child unshares it after joining the container's cgroup.
+        assert!(!host.contains(CloneFlags::CLONE_NEWCGROUP));
     }
 
     #[test]
@@ -305,6 +318,13 @@ mod tests {
                 count: 65536
             }
         );
+    }
+
+    #[test]
+    fn cgroup_namespace_is_unshared_by_the_child() {
+        let fake = Fake::default();
+        enter_cgroup_namespace(&fake).unwrap();
+        assert_eq!(fake.calls(), [Call::Unshare(CloneFlags::CLONE_NEWCGROUP)]);
     }
 
     #[test]

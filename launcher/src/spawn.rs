@@ -1,7 +1,9 @@
 //! Step 3, spawn: decides everything the child will do ([`plan`]), then
 //! clones it into the new namespaces and runs the handshake ([`container`]):
 //!
-//! 1. the child waits on the `go` pipe while the parent writes its id maps;
+//! 1. the child waits on the `go` pipe while the parent writes its id maps
+//!    and joins it to its cgroup and network (the `join` step), then
+//!    unshares its cgroup namespace;
 //! 2. the child sets itself up (namespaces → rootfs → pivot → exec);
 //! 3. an error before `execve` is written to the `report` pipe, which is
 //!    close-on-exec: the parent reads EOF when the exec succeeded, or the
@@ -69,7 +71,7 @@ pub fn plan(
             }
         })?;
     }
-    let new_net = opts.network == Network::None;
+    let new_net = opts.network != Network::Host;
     let hostname = opts
         .hostname
         .clone()
@@ -235,7 +237,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
 pub fn etc_files(hostname: &str, network: Network) -> Vec<(&'static str, String)> {
     let hosts = match network {
         Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
-        Network::None => format!(
+        Network::None | Network::Veth | Network::Bridge => format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
         ),
     };
@@ -248,12 +250,17 @@ pub fn etc_files(hostname: &str, network: Network) -> Vec<(&'static str, String)
 }
 
 /// Clones the child into its namespaces and runs the handshake; returns once
-/// the child has exec'd the workload.
-pub fn container(sys: &impl Sys, plan: &Plan) -> Result<Child> {
+/// the child has exec'd the workload. `join` runs while the child waits,
+/// after its id maps are written.
+pub fn container(
+    sys: &impl Sys,
+    plan: &Plan,
+    join: impl FnOnce(Pid) -> Result<()>,
+) -> Result<Child> {
     let channels = Channels::open(plan)?;
     match clone_into(namespaces::clone_flags(plan.new_net, &plan.mapping))? {
         None => child_main(sys, plan, channels),
-        Some(pid) => parent_side(plan, pid, channels),
+        Some(pid) => parent_side(plan, pid, channels, join),
     }
 }
 
@@ -341,7 +348,12 @@ fn child_main(sys: &impl Sys, plan: &Plan, channels: Channels) -> ! {
 
 /// The parent: writes the id maps, releases the child, serves its requests,
 /// and waits for its exec (or its error).
-fn parent_side(plan: &Plan, pid: Pid, channels: Channels) -> Result<Child> {
+fn parent_side(
+    plan: &Plan,
+    pid: Pid,
+    channels: Channels,
+    join: impl FnOnce(Pid) -> Result<()>,
+) -> Result<Child> {
     let Channels {
         go,
         report,
@@ -355,6 +367,7 @@ fn parent_side(plan: &Plan, pid: Pid, channels: Channels) -> Result<Child> {
     );
     let mut go = std::fs::File::from(go.1);
     let released = namespaces::write_id_maps(pid.as_raw(), &plan.mapping)
+        .and_then(|()| join(pid))
         .and_then(|()| {
             go.write_all(b"g")
                 .map_err(Error::io("releasing the child", "go pipe"))
@@ -449,6 +462,7 @@ fn child_side(
     layers: Option<RawFd>,
 ) -> Result<Infallible> {
     wait_for_parent(go)?;
+    namespaces::enter_cgroup_namespace(sys)?;
     reset_signals();
     redirect_stdin(plan)?;
     let mut rootfs = plan.rootfs.clone();

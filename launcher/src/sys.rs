@@ -61,6 +61,8 @@ pub trait Sys {
     fn chdir(&self, path: &Path) -> Result<(), Errno>;
     fn getcwd(&self) -> Result<std::path::PathBuf, Errno>;
     fn sethostname(&self, name: &str) -> Result<(), Errno>;
+    /// unshare(2): new namespaces for the calling process.
+    fn unshare(&self, flags: nix::sched::CloneFlags) -> Result<(), Errno>;
     /// Sets the `lo` interface up (SIOCSIFFLAGS), without `ip`.
     fn loopback_up(&self) -> Result<(), Errno>;
     fn setsid(&self) -> Result<(), Errno>;
@@ -405,6 +407,10 @@ impl Sys for Linux {
         nix::unistd::sethostname(name)
     }
 
+    fn unshare(&self, flags: nix::sched::CloneFlags) -> Result<(), Errno> {
+        nix::sched::unshare(flags)
+    }
+
     fn loopback_up(&self) -> Result<(), Errno> {
         // SAFETY: a plain datagram socket, closed by OwnedFd.
         let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -615,6 +621,7 @@ pub mod fake {
         PivotRoot(PathBuf, PathBuf),
         Chdir(PathBuf),
         Sethostname(String),
+        Unshare(nix::sched::CloneFlags),
         LoopbackUp,
         Setsid,
         SetCtty(RawFd),
@@ -721,6 +728,9 @@ pub mod fake {
         }
         fn sethostname(&self, name: &str) -> Result<(), Errno> {
             self.push(Call::Sethostname(name.into()))
+        }
+        fn unshare(&self, flags: nix::sched::CloneFlags) -> Result<(), Errno> {
+            self.push(Call::Unshare(flags))
         }
         fn loopback_up(&self) -> Result<(), Errno> {
             self.push(Call::LoopbackUp)

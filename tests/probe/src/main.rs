@@ -14,6 +14,9 @@
 //! probe write PATH        print `write PATH ok` or `write PATH err ERRNO`
 //! probe sleep MS          sleep
 //! probe winsize           print `winsize ROWSxCOLS` of stdin
+//! probe serve PORT [N]    listen on TCP PORT, print `ready`, answer N (1) connections with `hello from HOSTNAME`
+//! probe connect ADDR PORT print the line a TCP server at ADDR:PORT sends (retrying 10s), or `connect err ERRNO`
+//! probe fork N            fork up to N sleeping children, print `forked=K` and `fork_errno=E`, kill them
 //! ```
 
 use std::io::Write;
@@ -33,6 +36,9 @@ fn main() {
         "read" => try_read(arg(1)),
         "write" => try_write(arg(1)),
         "winsize" => winsize(),
+        "serve" => serve(num(1) as u16, num(2).max(1) as usize),
+        "connect" => connect(arg(1), num(2) as u16),
+        "fork" => fork_children(num(1)),
         "sleep" => std::thread::sleep(std::time::Duration::from_millis(num(1) as u64)),
         other => {
             eprintln!("probe: unknown command `{other}`");
@@ -215,5 +221,69 @@ fn try_write(path: &str) {
     {
         Ok(_) => println!("write {path} ok"),
         Err(e) => println!("write {path} err {}", e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+fn serve(port: u16, connections: usize) {
+    let listener = match std::net::TcpListener::bind(("0.0.0.0", port)) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("serve err {}", e.raw_os_error().unwrap_or(0));
+            std::process::exit(1);
+        }
+    };
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let hostname = read("/proc/sys/kernel/hostname");
+    for mut conn in listener.incoming().flatten().take(connections) {
+        let _ = conn.write_all(format!("hello from {}\n", hostname.trim()).as_bytes());
+    }
+}
+
+fn connect(addr: &str, port: u16) {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut last = 0;
+    while std::time::Instant::now() < deadline {
+        match std::net::TcpStream::connect((addr, port)) {
+            Ok(mut conn) => {
+                let mut text = String::new();
+                let _ = conn.read_to_string(&mut text);
+                println!("got {}", text.trim());
+                return;
+            }
+            Err(e) => last = e.raw_os_error().unwrap_or(0),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!("connect err {last}");
+    std::process::exit(1);
+}
+
+fn fork_children(n: i64) {
+    let mut children = Vec::new();
+    let mut errno = 0;
+    for _ in 0..n {
+        // SAFETY: the child only sleeps and exits.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                libc::sleep(30);
+                libc::_exit(0);
+            },
+            pid if pid > 0 => children.push(pid),
+            _ => {
+                errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                break;
+            }
+        }
+    }
+    println!("forked={}", children.len());
+    println!("fork_errno={errno}");
+    for pid in children {
+        // SAFETY: killing and reaping our own children.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
     }
 }

@@ -343,3 +343,111 @@ pub fn write_docker_save(out: &Path, layers: &[Layer], entrypoint: &[&str], cmd:
     add("manifest.json", &manifest);
     std::fs::write(out, t.into_inner().unwrap()).unwrap();
 }
+
+/// A `--cgroup-parent` of a test's own, absolute (so the same in v1 and
+/// v2), where the launcher makes its containers' cgroups; removed with
+/// whatever is left in it when dropped.
+pub struct CgroupParent {
+    /// The flag's value: `/cradle-e2e-PID-N`.
+    pub name: String,
+    /// Controller (`""` in v2) → the parent's directory in its hierarchy.
+    pub dirs: Vec<(String, PathBuf)>,
+}
+
+impl CgroupParent {
+    /// The hierarchies as the launcher picks them: the v1 trees of memory,
+    /// pids, cpu and cpuacct when mounted (hybrid layouts too), else cgroup2.
+    pub fn new() -> CgroupParent {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("/cradle-e2e-{}-{n}", std::process::id());
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut v1 = Vec::new();
+        let mut v2 = None;
+        for line in info.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let point = pre.split(' ').nth(4).unwrap_or("");
+            let post: Vec<&str> = post.split(' ').collect();
+            match post[..] {
+                ["cgroup", _, options, ..] => {
+                    for c in options.split(',') {
+                        if ["memory", "pids", "cpu", "cpuacct"].contains(&c) {
+                            v1.push((c.to_string(), Path::new(point).join(&name[1..])));
+                        }
+                    }
+                }
+                ["cgroup2", ..] if v2.is_none() || point == "/sys/fs/cgroup" => {
+                    v2 = Some(Path::new(point).join(&name[1..]));
+                }
+                _ => {}
+            }
+        }
+        let dirs = match (v1.is_empty(), v2) {
+            (false, _) => v1,
+            (true, Some(dir)) => vec![(String::new(), dir)],
+            (true, None) => Vec::new(),
+        };
+        CgroupParent { name, dirs }
+    }
+
+    /// The containers' cgroups in it, by name (one per container, whatever
+    /// the number of hierarchies).
+    pub fn containers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .dirs
+            .iter()
+            .filter_map(|(_, d)| std::fs::read_dir(d).ok())
+            .flat_map(|entries| entries.flatten())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("cradle-"))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The directory of the only container cgroup for `controller` (its v1
+    /// tree, or the v2 one), when there is exactly one.
+    pub fn container_dir(&self, controller: &str) -> Option<PathBuf> {
+        let [name] = &self.containers()[..] else {
+            return None;
+        };
+        let (_, dir) = self
+            .dirs
+            .iter()
+            .find(|(c, _)| c == controller || c.is_empty())?;
+        Some(dir.join(name))
+    }
+}
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        let mut dirs: Vec<PathBuf> = self.dirs.iter().map(|(_, d)| d.clone()).collect();
+        dirs.dedup();
+        for dir in dirs {
+            let children = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+            for child in children.filter(|e| e.path().is_dir()) {
+                remove_cgroup(&child.path());
+            }
+            remove_cgroup(&dir);
+        }
+    }
+}
+
+/// Kills what is in the cgroup, then removes it, retrying while it drains.
+fn remove_cgroup(dir: &Path) {
+    for _ in 0..100 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) of a process left in the test's own cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

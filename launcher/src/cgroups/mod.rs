@@ -1,0 +1,483 @@
+//! Resource limits: one cgroup per container, made before the container's
+//! first process runs, joined by it, watched for OOM kills, and removed at exit.
+//!
+//! In `launcher run`:
+//!
+//! ```text
+//! let root = CgroupRoot::detect()?;
+//! cgroups::reclaim_stale(&root, parent, "cradle-")?;   // cgroups of dead launchers
+//! let name = format!("cradle-{}-{id}", cgroups::owner_tag());
+//! let cg = Cgroup::create(&root, parent, &name, &limits)?;   // before clone
+//! // clone without CLONE_NEWCGROUP: the child waits on the sync pipe
+//! cg.add_process(child)?;               // then the child unshares CLONE_NEWCGROUP
+//! // release the child; wait for it
+//! let oom = cg.oom_killed()?;           // before remove: exit 137, "out of memory"
+//! cg.remove()?;                         // also on Drop, best effort
+//! ```
+
+mod hierarchy;
+mod limits;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use hierarchy::{CONTROLLERS, CgroupRoot, Hierarchy};
+pub use limits::{CPU_PERIOD_US, Limits, Setting, shares_to_weight};
+
+/// The parent used without `--cgroup-parent`. v2: absolute, at the root of
+/// the tree, because a v2 cgroup with processes cannot hand controllers to
+/// children (the "no internal processes" rule) and the launcher's own cgroup
+/// has one: the launcher. v1 has no such rule, so there the containers nest
+/// below the launcher's own cgroup and stay under whatever limits its caller set.
+pub fn default_parent(root: &CgroupRoot) -> &'static str {
+    if root.is_unified() {
+        "/cradle"
+    } else {
+        "cradle"
+    }
+}
+
+/// How long [`Cgroup::remove`] waits for killed processes to leave.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("read `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("find a cgroup hierarchy: neither cgroup v1 controllers nor cgroup2 are mounted")]
+    NoHierarchy,
+    #[error("cgroup controller `{controller}` is not available in `{}`", path.display())]
+    ControllerMissing { controller: String, path: PathBuf },
+    #[error("create cgroup `{}`", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("write `{value}` to `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("limit `--{name}` {value} is invalid: {why}")]
+    InvalidLimit {
+        name: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("empty cgroup `{}`: processes still there after {:?}", path.display(), DRAIN_TIMEOUT)]
+    Busy { path: PathBuf },
+    #[error("remove cgroup `{}`", path.display())]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A container's cgroup: one directory in v2, one per controller tree in v1.
+/// Removed by [`Cgroup::remove`], or best-effort when dropped.
+#[derive(Debug)]
+pub struct Cgroup {
+    unified: bool,
+    /// Controller (`""` in v2) → directory; comounted v1 controllers repeat a directory.
+    dirs: BTreeMap<String, PathBuf>,
+    removed: bool,
+    /// The process that made it: a forked child that drops a copy (the
+    /// container's own process before exec) must not remove it.
+    owner: u32,
+}
+
+impl Cgroup {
+    /// Makes `parent/name` (parent: see [`Hierarchy::resolve`] and
+    /// [`default_parent`]) and writes the limits. Fails when the cgroup
+    /// exists: two containers never share one.
+    pub fn create(
+        root: &CgroupRoot,
+        parent: Option<&str>,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<Self> {
+        let parent = parent.unwrap_or(default_parent(root));
+        let settings = limits.settings(root.is_unified())?;
+        let mut cg = match root {
+            CgroupRoot::Unified(h) => create_unified(h, parent, name, &limits.controllers())?,
+            CgroupRoot::Legacy(map) => create_legacy(map, parent, name, &limits.controllers())?,
+        };
+        // On failure `cg` is dropped, which removes what was made.
+        cg.apply(&settings)?;
+        Ok(cg)
+    }
+
+    /// The directories, one per distinct tree.
+    pub fn paths(&self) -> Vec<&Path> {
+        let mut out: Vec<&Path> = self.dirs.values().map(PathBuf::as_path).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Moves `pid` (and its later children) into the cgroup. The launcher
+    /// does it while the child waits on the sync pipe, before it unshares
+    /// its cgroup namespace, so that the namespace's root is this cgroup.
+    pub fn add_process(&self, pid: u32) -> Result<()> {
+        for dir in self.paths() {
+            write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The processes in the cgroup (in every tree, without repeats).
+    pub fn procs(&self) -> Result<Vec<u32>> {
+        let mut pids = Vec::new();
+        for dir in self.paths() {
+            let text = read_optional(&dir.join("cgroup.procs"))?.unwrap_or_default();
+            pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    /// True when the kernel's OOM killer killed a process of this cgroup.
+    /// v2: `oom_kill` in memory.events. v1: `oom_kill` in memory.oom_control
+    /// (kernel 4.13+); older kernels lack it, and hitting the limit
+    /// (memory.failcnt) is the closest sign left.
+    pub fn oom_killed(&self) -> Result<bool> {
+        let Some(dir) = self.dirs.get(if self.unified { "" } else { "memory" }) else {
+            return Ok(false);
+        };
+        if self.unified {
+            let events = read_optional(&dir.join("memory.events"))?.unwrap_or_default();
+            return Ok(keyed(&events, "oom_kill").is_some_and(|n| n > 0));
+        }
+        let control = read_optional(&dir.join("memory.oom_control"))?.unwrap_or_default();
+        if let Some(kills) = keyed(&control, "oom_kill") {
+            return Ok(kills > 0);
+        }
+        let failcnt = read_optional(&dir.join("memory.failcnt"))?.unwrap_or_default();
+        Ok(failcnt.trim().parse::<u64>().is_ok_and(|n| n > 0))
+    }
+
+    /// CPU time used by the cgroup's processes: v2 `usage_usec` of cpu.stat,
+    /// v1 cpuacct.usage (nanoseconds).
+    pub fn cpu_usage(&self) -> Result<Duration> {
+        if self.unified {
+            let stat = read_optional(&self.dirs[""].join("cpu.stat"))?.unwrap_or_default();
+            return Ok(Duration::from_micros(
+                keyed(&stat, "usage_usec").unwrap_or(0),
+            ));
+        }
+        let Some(dir) = self.dirs.get("cpuacct") else {
+            return Ok(Duration::ZERO);
+        };
+        let ns = read_optional(&dir.join("cpuacct.usage"))?.unwrap_or_default();
+        Ok(Duration::from_nanos(ns.trim().parse().unwrap_or(0)))
+    }
+
+    /// Kills what is left inside, waits until it is gone, removes the
+    /// directories.
+    pub fn remove(mut self) -> Result<()> {
+        self.remove_dirs()
+    }
+
+    fn remove_dirs(&mut self) -> Result<()> {
+        if self.removed {
+            return Ok(());
+        }
+        for dir in self.paths() {
+            kill_all(dir)?;
+        }
+        for dir in self.paths() {
+            remove_dir(dir)?;
+        }
+        self.removed = true;
+        Ok(())
+    }
+
+    fn apply(&mut self, settings: &[Setting]) -> Result<()> {
+        for s in settings {
+            let dir = &self.dirs[if self.unified { "" } else { s.controller }];
+            let path = dir.join(s.file);
+            if s.optional && !path.exists() {
+                continue;
+            }
+            write(&path, &s.value)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if std::process::id() != self.owner {
+            return;
+        }
+        let _ = self.remove_dirs();
+    }
+}
+
+/// v2: enables the controllers in `cgroup.subtree_control` on every level
+/// from the root down to the parent (a child only gets what its parent
+/// delegates), then makes the container's directory.
+fn create_unified(h: &Hierarchy, parent: &str, name: &str, needed: &[&str]) -> Result<Cgroup> {
+    let available = read_optional(&h.mount.join("cgroup.controllers"))?.unwrap_or_default();
+    if let Some(missing) = needed
+        .iter()
+        .find(|c| !available.split_whitespace().any(|a| a == **c))
+    {
+        return Err(Error::ControllerMissing {
+            controller: missing.to_string(),
+            path: h.mount.clone(),
+        });
+    }
+    let parent_dir = h.resolve(parent);
+    let below = parent_dir.strip_prefix(&h.mount).unwrap_or(Path::new(""));
+    let mut level = h.mount.clone();
+    for part in below.components() {
+        enable_controllers(&level, needed)?;
+        level.push(part);
+        make_dir(&level, true)?;
+    }
+    enable_controllers(&level, needed)?;
+    let dir = level.join(name);
+    make_dir(&dir, false)?;
+    Ok(Cgroup {
+        unified: true,
+        dirs: BTreeMap::from([(String::new(), dir)]),
+        removed: false,
+        owner: std::process::id(),
+    })
+}
+
+fn enable_controllers(dir: &Path, needed: &[&str]) -> Result<()> {
+    let path = dir.join("cgroup.subtree_control");
+    let enabled = read_optional(&path)?.unwrap_or_default();
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|c| !enabled.split_whitespace().any(|e| e == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    write(&path, &missing.join(" "))
+}
+
+/// v1: a directory in each tree we use. Trees the limits do not need are
+/// still joined when mounted: memory for OOM reports, cpuacct for usage,
+/// pids so that a fork bomb can at least be counted.
+fn create_legacy(
+    map: &BTreeMap<String, Hierarchy>,
+    parent: &str,
+    name: &str,
+    needed: &[&str],
+) -> Result<Cgroup> {
+    if let Some(missing) = needed.iter().find(|c| !map.contains_key(**c)) {
+        return Err(Error::ControllerMissing {
+            controller: missing.to_string(),
+            path: "/proc/self/mountinfo".into(),
+        });
+    }
+    let mut cg = Cgroup {
+        unified: false,
+        dirs: BTreeMap::new(),
+        removed: false,
+        owner: std::process::id(),
+    };
+    for (ctrl, h) in map {
+        let dir = h.resolve(parent).join(name);
+        if !cg.dirs.values().any(|d| d == &dir) {
+            let parent_dir = dir.parent().unwrap_or(&h.mount);
+            std::fs::create_dir_all(parent_dir).map_err(|source| Error::Create {
+                path: parent_dir.to_path_buf(),
+                source,
+            })?;
+            make_dir(&dir, false)?;
+        }
+        cg.dirs.insert(ctrl.clone(), dir);
+    }
+    Ok(cg)
+}
+
+/// Removes the cgroups below `parent` whose name starts with `prefix` and
+/// carries the owner tag of a launcher that is gone ([`owner_tag`]), killing
+/// what is left in them. Returns the removed directories.
+pub fn reclaim_stale(
+    root: &CgroupRoot,
+    parent: Option<&str>,
+    prefix: &str,
+) -> Result<Vec<PathBuf>> {
+    let parent = parent.unwrap_or(default_parent(root));
+    let trees: Vec<(&str, &Hierarchy)> = match root {
+        CgroupRoot::Unified(h) => vec![("", h)],
+        CgroupRoot::Legacy(map) => map.iter().map(|(c, h)| (c.as_str(), h)).collect(),
+    };
+    let mut removed = Vec::new();
+    for (_, h) in trees {
+        let dir = h.resolve(parent);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(tag) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            if !entry.path().is_dir() || owner_alive(tag) {
+                continue;
+            }
+            let path = entry.path();
+            if removed.contains(&path) {
+                continue;
+            }
+            kill_all(&path)?;
+            remove_dir(&path)?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// `PID-STARTTIME` of this process: put it right after the prefix in a
+/// cgroup name so that [`reclaim_stale`] can tell a dead owner from a live
+/// one, even after the pid is reused.
+pub fn owner_tag() -> String {
+    let pid = std::process::id();
+    format!("{pid}-{}", start_time(pid).unwrap_or(0))
+}
+
+/// True when the tag at the start of `tag` (`PID-STARTTIME[-…]`) names a
+/// living process. Names we cannot parse count as alive: never remove what
+/// we do not understand.
+fn owner_alive(tag: &str) -> bool {
+    let mut parts = tag.splitn(3, '-');
+    let (Some(Ok(pid)), Some(Ok(start))) = (
+        parts.next().map(str::parse::<u32>),
+        parts.next().map(str::parse::<u64>),
+    ) else {
+        return true;
+    };
+    start_time(pid) == Some(start)
+}
+
+/// Field 22 of /proc/PID/stat, after the parenthesised command name which
+/// may itself hold spaces and parentheses (proc(5)).
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+fn kill_all(dir: &Path) -> Result<()> {
+    // cgroup.kill (v2, Linux 5.14) kills atomically, racing no fork.
+    let kill_file = dir.join("cgroup.kill");
+    let atomic = kill_file.exists();
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        let text = read_optional(&dir.join("cgroup.procs"))?.unwrap_or_default();
+        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        let alive: Vec<i32> = pids.into_iter().filter(|&p| is_running(p)).collect();
+        if alive.is_empty() {
+            return Ok(());
+        }
+        if atomic {
+            write(&kill_file, "1")?;
+        } else {
+            // v1 has no atomic kill: repeat until a forking process is caught too.
+            for pid in &alive {
+                // SAFETY: plain kill(2) of a pid read from the cgroup.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Busy {
+                path: dir.to_path_buf(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// False for a pid that is gone or a zombie: a zombie holds no resources
+/// and leaves the cgroup when its parent reaps it, which may be us later.
+fn is_running(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
+    !matches!(state, None | Some("Z") | Some("X"))
+}
+
+/// rmdir, retried briefly: a killed task may keep the cgroup busy (EBUSY)
+/// until its parent reaps it.
+fn remove_dir(dir: &Path) -> Result<()> {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(Error::Remove {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+fn make_dir(dir: &Path, exist_ok: bool) -> Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if exist_ok && e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(Error::Create {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// `std::fs::write` opens with O_CREAT|O_TRUNC, which cgroupfs accepts for
+/// its existing files (as `echo > file` does), and which lets tests run the
+/// same code over a plain directory tree.
+fn write(path: &Path, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(|source| Error::Write {
+        path: path.to_path_buf(),
+        value: value.into(),
+        source,
+    })
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The number after `key ` in flat-keyed files (memory.events, cpu.stat).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,400 @@
+//! End to end: `--network none|bridge|veth` and `-p`, with the launcher's
+//! cgroups, and what is left (or not) after runs ended, signalled or killed.
+//!
+//! The bridge and veth tests start their launchers from a thread of their
+//! own moved into a new network namespace, the test's "host": the bridge,
+//! its NAT rules, the forwarding sysctls and the 127.0.0.1 they use are that
+//! namespace's, never the machine's, and whatever a failure leaves there
+//! dies with the thread. Each also uses a bridge name, subnet, lease
+//! directory and cgroup parent of its own. Traffic only goes to 127.0.0.1
+//! and to addresses inside these namespaces.
+
+mod common;
+
+use common::{CgroupParent, Kit, report, value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A test's network: a bridge, subnets and lease directory of its own.
+struct Net {
+    state: tempfile::TempDir,
+    bridge: String,
+    subnet: String,
+    gateway: Ipv4Addr,
+    veth_subnet: String,
+}
+
+impl Net {
+    fn new() -> Net {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let tag = (std::process::id() * 64 + n) & 0xfffff;
+        let third = (n % 250) as u8;
+        Net {
+            state: tempfile::Builder::new()
+                .prefix("cradle-e2e-net-")
+                .tempdir()
+                .unwrap(),
+            // Not cradle0: never the machine's default bridge.
+            bridge: format!("crt{tag:x}"),
+            subnet: format!("10.231.{third}.0/24"),
+            gateway: Ipv4Addr::new(10, 231, third, 1),
+            veth_subnet: format!("169.254.{}.0/24", 100 + third % 100),
+        }
+    }
+
+    /// `launcher run` on this network, with the kit's cache and probe.
+    fn cmd(&self, kit: &Kit, args: &[&str]) -> Command {
+        let mut cmd = kit.cmd(args);
+        cmd.env("CRADLE_NETWORK_STATE", self.state.path())
+            .env("CRADLE_BRIDGE", &self.bridge)
+            .env("CRADLE_SUBNET", &self.subnet)
+            .env("CRADLE_VETH_SUBNET", &self.veth_subnet);
+        cmd
+    }
+
+    /// Host ends of veth pairs, port rules and leases in the calling
+    /// thread's network namespace.
+    fn left(&self) -> (usize, usize, usize) {
+        let leases = std::fs::read_dir(self.state.path().join("leases"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|pool| std::fs::read_dir(pool.path()).ok())
+            .map(|files| files.count())
+            .sum();
+        (veths(), port_rules(), leases)
+    }
+}
+
+/// Links named as the launcher names the host end of a pair: `cr` and the
+/// address in 8 hex digits. /proc/thread-self/net is this thread's namespace.
+fn veths() -> usize {
+    std::fs::read_to_string("/proc/thread-self/net/dev")
+        .unwrap()
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .filter(|n| {
+            n.len() == 10 && n.starts_with("cr") && n[2..].bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .count()
+}
+
+/// The containers' rules (not the bridge's NAT) in the launcher's table.
+fn port_rules() -> usize {
+    let out = Command::new("nft")
+        .args(["list", "table", "ip", "cradle"])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("comment \"cradle:"))
+        .count()
+}
+
+/// Runs `f` on a thread moved into a new network namespace with `lo` up.
+/// Processes it starts inherit the namespace (clone(2) copies the caller's).
+fn in_private_host<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: affects this thread only, which ends with the test.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+            loopback_up();
+            f()
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn loopback_up() {
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS on a datagram socket, with an
+    // ifreq naming `lo`; the socket is closed after.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(sock >= 0);
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        assert_eq!(libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req), 0);
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(sock, libc::SIOCSIFFLAGS, &req), 0);
+        libc::close(sock);
+    }
+}
+
+/// Root, the launcher's artifacts, and nft (to count rules).
+fn kit() -> Option<Kit> {
+    let kit = Kit::new()?;
+    testkit::require_tool("nft")?;
+    Some(kit)
+}
+
+/// Starts `cmd` and reads its stdout up to the line `ready`; returns the
+/// lines before it.
+fn spawn_ready(mut cmd: Command) -> (Child, BufReader<ChildStdout>, Vec<String>) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut before = Vec::new();
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 {
+        if line.trim() == "ready" {
+            return (child, out, before);
+        }
+        before.push(line.trim().to_string());
+        line.clear();
+    }
+    let status = child.wait().unwrap();
+    panic!("ended before `ready` ({status}): {before:?}");
+}
+
+fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The line a server in a container sends, fetched from this namespace.
+fn fetch(addr: Ipv4Addr, port: u16) -> std::io::Result<String> {
+    let mut conn = TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(5))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    Ok(text.trim().to_string())
+}
+
+#[test]
+fn none_sees_only_lo() {
+    let Some(kit) = kit() else { return };
+    let out = kit.probe_run(&["--network", "none"], &["report"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(value(&report(&out), "netdevs"), "lo");
+}
+
+#[test]
+fn bridge_containers_reach_the_host_and_each_other() {
+    let Some(kit) = kit() else { return };
+    let net = Net::new();
+    let parent = CgroupParent::new();
+    in_private_host(|| {
+        // The server: its address is the last line of its /etc/hosts (the
+        // default image has cat, not tail).
+        let mut cmd = net.cmd(&kit, &["--network", "bridge", "--hostname", "server"]);
+        cmd.args(["--cgroup-parent", &parent.name])
+            .arg(&kit.image)
+            .args(["sh", "-c", "cat /etc/hosts; exec /probe serve 8080 1"]);
+        let (mut server, _out, before) = spawn_ready(cmd);
+        let hosts_line = before.last().expect("a hosts line").clone();
+        let (address, name) = hosts_line.split_once('\t').expect("ADDRESS\tNAME");
+        assert_eq!(name, "server");
+        let address: Ipv4Addr = address.parse().unwrap();
+        assert_eq!(address.octets()[..3], net.gateway.octets()[..3]);
+        // The host: a listener on the bridge's address, which exists now.
+        let listener = TcpListener::bind((net.gateway, 9090)).unwrap();
+        let host = std::thread::spawn(move || {
+            let (mut conn, peer) = listener.accept().unwrap();
+            conn.write_all(b"hello from host\n").unwrap();
+            peer
+        });
+        let script = format!(
+            "/probe connect {} 9090 && /probe connect {address} 8080",
+            net.gateway
+        );
+        let mut cmd = net.cmd(&kit, &["--network", "bridge", "--hostname", "client"]);
+        cmd.args(["--cgroup-parent", &parent.name])
+            .arg(&kit.image)
+            .args(["sh", "-c", &script]);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "got hello from host\ngot hello from server\n"
+        );
+        // The host saw the client's own address, not a NATed one.
+        let peer = host.join().unwrap();
+        assert_ne!(peer.ip(), std::net::IpAddr::V4(net.gateway));
+        assert!(wait_bounded(&mut server, Duration::from_secs(10)).success());
+        assert_eq!(net.left(), (0, 0, 0));
+    });
+    assert_eq!(parent.containers(), Vec::<String>::new());
+}
+
+#[test]
+fn published_port_reaches_a_server_in_the_container_from_127_0_0_1() {
+    let Some(kit) = kit() else { return };
+    let net = Net::new();
+    in_private_host(|| {
+        for (mode, port) in [("bridge", 18080), ("veth", 18081)] {
+            let spec = format!("127.0.0.1:{port}:8080");
+            let mut cmd = net.cmd(&kit, &["--network", mode, "-p", &spec, "--hostname", mode]);
+            cmd.arg(&kit.image).args(["/probe", "serve", "8080", "1"]);
+            let (mut server, _out, _) = spawn_ready(cmd);
+            assert_eq!(net.left(), (1, 2, 1), "{mode}: veth, rules, lease");
+            let got = fetch(Ipv4Addr::LOCALHOST, port);
+            assert!(wait_bounded(&mut server, Duration::from_secs(10)).success());
+            assert_eq!(got.unwrap(), format!("hello from {mode}"), "{mode}");
+            assert_eq!(net.left(), (0, 0, 0), "{mode}");
+        }
+    });
+}
+
+#[test]
+fn veth_mode_gives_eth0_a_slash_30_and_a_default_route() {
+    let Some(kit) = kit() else { return };
+    let net = Net::new();
+    in_private_host(|| {
+        let mut cmd = net.cmd(&kit, &["--network", "veth", "--hostname", "p2p"]);
+        cmd.arg(&kit.image).args([
+            "sh",
+            "-c",
+            "cat /etc/hosts /proc/net/route; ls /sys/class/net",
+        ]);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hosts_line = text.lines().find(|l| l.ends_with("\tp2p")).expect("hosts");
+        let address: Ipv4Addr = hosts_line.split('\t').next().unwrap().parse().unwrap();
+        assert_eq!(address.octets()[3] % 4, 2, "{text}");
+        let mask_30 = "FCFFFFFF";
+        assert!(
+            text.lines().any(|l| l.starts_with("eth0\t00000000\t")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("eth0\t") && l.contains(mask_30)),
+            "{text}"
+        );
+        assert!(text.ends_with("eth0\nlo\n"), "{text}");
+        assert_eq!(net.left(), (0, 0, 0));
+    });
+}
+
+#[test]
+fn a_hundred_bridge_runs_in_parallel_batches_leave_nothing_behind() {
+    let Some(kit) = kit() else { return };
+    let net = Net::new();
+    let parent = CgroupParent::new();
+    // A cache per run of a batch: concurrent launchers on one cache can
+    // reclaim each other's fresh container directory (cache.rs makes the
+    // lock file before it locks it), which is not what is measured here.
+    let caches: Vec<tempfile::TempDir> = (0..10)
+        .map(|_| {
+            tempfile::Builder::new()
+                .prefix("cradle-e2e-")
+                .tempdir()
+                .unwrap()
+        })
+        .collect();
+    in_private_host(|| {
+        assert_eq!(net.left(), (0, 0, 0));
+        let start = Instant::now();
+        for batch in 0..10 {
+            let children: Vec<Child> = (0..10)
+                .map(|i| {
+                    let spec = format!("127.0.0.1:{}:80", 20000 + batch * 10 + i);
+                    let mut cmd = net.cmd(&kit, &["--network", "bridge", "-p", &spec]);
+                    cmd.env("CRADLE_ROOT", caches[i as usize].path())
+                        .args(["--cgroup-parent", &parent.name])
+                        .arg(&kit.image)
+                        .arg("true")
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped());
+                    cmd.spawn().unwrap()
+                })
+                .collect();
+            for (i, child) in children.into_iter().enumerate() {
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success(), "batch {batch} run {i}: {out:?}");
+            }
+        }
+        eprintln!("100 bridge runs in 10 batches of 10: {:?}", start.elapsed());
+        assert_eq!(net.left(), (0, 0, 0), "veths, port rules, leases");
+    });
+    assert_eq!(parent.containers(), Vec::<String>::new(), "cgroups");
+}
+
+#[test]
+fn sigterm_and_a_failed_start_undo_the_network_and_the_cgroup() {
+    let Some(kit) = kit() else { return };
+    let net = Net::new();
+    let parent = CgroupParent::new();
+    in_private_host(|| {
+        let mut cmd = net.cmd(&kit, &["--network", "bridge", "-p", "127.0.0.1:18082:8080"]);
+        cmd.args(["--cgroup-parent", &parent.name])
+            .arg(&kit.image)
+            .args(["/probe", "serve", "8080"]);
+        let (mut server, _out, _) = spawn_ready(cmd);
+        assert_eq!(net.left(), (1, 2, 1));
+        assert_eq!(parent.containers().len(), 1);
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+        let status = wait_bounded(&mut server, Duration::from_secs(15));
+        assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status}");
+        assert_eq!(net.left(), (0, 0, 0), "after SIGTERM");
+        assert_eq!(parent.containers(), Vec::<String>::new(), "after SIGTERM");
+        // The exec fails after the network and cgroup were made and joined.
+        let mut cmd = net.cmd(&kit, &["--network", "bridge", "-p", "127.0.0.1:18083:8080"]);
+        cmd.args(["--cgroup-parent", &parent.name, "--no-init"])
+            .args(["--entrypoint", "/no/such/program"])
+            .arg(&kit.image);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(127), "{out:?}");
+        assert_eq!(net.left(), (0, 0, 0), "after a failed start");
+    });
+    assert_eq!(
+        parent.containers(),
+        Vec::<String>::new(),
+        "after a failed start"
+    );
+}
+
+#[test]
+fn a_sigkilled_launchers_leftovers_are_reclaimed_by_the_next_run() {
+    let Some(kit) = kit() else { return };
+    let net = Net::new();
+    let parent = CgroupParent::new();
+    in_private_host(|| {
+        let mut cmd = net.cmd(&kit, &["--network", "bridge", "-p", "127.0.0.1:18084:8080"]);
+        cmd.args(["--cgroup-parent", &parent.name])
+            .arg(&kit.image)
+            .args(["/probe", "serve", "8080"]);
+        let (mut server, _out, _) = spawn_ready(cmd);
+        assert_eq!(net.left(), (1, 2, 1));
+        server.kill().unwrap();
+        server.wait().unwrap();
+        // The container dies with its launcher (PR_SET_PDEATHSIG), and its
+        // veth pair with its namespace; the rest stays.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while veths() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (_, rules, leases) = net.left();
+        assert_eq!((rules, leases), (2, 1), "what SIGKILL left");
+        assert_eq!(parent.containers().len(), 1, "the cgroup SIGKILL left");
+        let mut cmd = net.cmd(&kit, &["--network", "bridge"]);
+        cmd.args(["--cgroup-parent", &parent.name])
+            .arg(&kit.image)
+            .arg("true");
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(net.left(), (0, 0, 0), "reclaimed");
+    });
+    assert_eq!(parent.containers(), Vec::<String>::new(), "reclaimed");
+}
