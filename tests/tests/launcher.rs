@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Kit, report, value, values};
+use common::{Kit, entries, report, value, values};
 
 #[test]
 fn probe_sees_its_own_namespaces_and_dockers_defaults() {
@@ -159,11 +159,7 @@ fn sigterm_to_the_launcher_reaches_the_workload() {
     assert_eq!(status.code(), Some(0));
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
     // It cleaned up before exiting.
-    let left: Vec<_> = std::fs::read_dir(kit.root.path().join("containers"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = entries(&kit.root.path().join("containers"));
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -267,12 +263,8 @@ fn rootless_run_as_an_ordinary_user() {
             .to_string()
     );
     // Its state is gone; only the layer cache stays.
-    assert_eq!(
-        std::fs::read_dir(sandbox.cache.join("containers"))
-            .unwrap()
-            .count(),
-        0
-    );
+    let left = entries(&sandbox.cache.join("containers"));
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Three layers: a base with files, one that deletes a file (whiteout) and
@@ -452,11 +444,7 @@ fn nothing_is_left_behind_after_200_runs_some_killed() {
         "mounts left under {root}:\n{mounts}"
     );
     for sub in ["containers", "tmp"] {
-        let left: Vec<_> = std::fs::read_dir(kit.root.path().join(sub))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
+        let left = entries(&kit.root.path().join(sub));
         assert!(left.is_empty(), "left in {sub}: {left:?}");
     }
 }
@@ -529,11 +517,7 @@ fn concurrent_cold_runs_share_one_cache() {
         !layers.is_empty() && layers.len() <= expected.saturating_sub(2),
         "{layers:?}"
     );
-    let tmp: Vec<_> = std::fs::read_dir(kit.root.path().join("tmp"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let tmp = entries(&kit.root.path().join("tmp"));
     assert!(tmp.is_empty(), "{tmp:?}");
 }
 

@@ -451,3 +451,11 @@ fn remove_cgroup(dir: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The names in directory `dir` (which must exist).
+pub fn entries(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|err| panic!("reading `{}`: {err}", dir.display()))
+        .map(|e| e.unwrap().file_name())
+        .collect()
+}
