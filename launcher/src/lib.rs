@@ -198,7 +198,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `launcher run`: reads the image, prepares its root, runs it, and returns
 /// the exit status to exit with (the workload's, or 128+N for a signal).
-pub fn run(opts: &Options, sys: &impl Sys) -> Result<i32> {
+/// What the run goes on without (no cgroup for the limits, a cleanup that
+/// failed) goes to `warn`, one line each, when it happens: the library
+/// does not print.
+pub fn run(opts: &Options, sys: &impl Sys, warn: &mut dyn FnMut(&str)) -> Result<i32> {
     let archive = pull::resolve(&opts.image, &cache::default_root())?;
     let image = image::read(&archive)?;
     let cache = cache::Cache::open(cache::default_root())?;
@@ -207,12 +210,12 @@ pub fn run(opts: &Options, sys: &impl Sys) -> Result<i32> {
     let container = cache.create_container(opts.name.as_deref(), opts.keep)?;
     let mut plan = spawn::plan(opts, &image, &layers, &cache, &container)?;
     let signals = supervise::catch_signals()?;
-    let mut resources = resources::prepare(opts, &container.id)?;
+    let mut resources = resources::prepare(opts, &container.id, warn)?;
     resources.write_etc(&plan.hostname, &mut plan.rootfs.etc);
     let child = spawn::container(sys, &plan, |pid| resources.join(pid))?;
     let status = supervise::until_exit(child, signals, plan.stop_signal, opts)?;
     container.remove();
-    resources.release(status)
+    resources.release(status, warn)
 }
 
 /// `launcher export IMAGE DIR`: the image's layers flattened into `dir`

@@ -232,7 +232,8 @@ fn main() {
             run.network_state,
         ),
     };
-    let code = match launcher::run(&opts, &Linux) {
+    let warn = &mut |warning: &str| eprintln!("launcher: WARN {warning}");
+    let code = match launcher::run(&opts, &Linux, warn) {
         Ok(code) => code,
         Err(err) => {
             let code = err.exit_code();

@@ -35,8 +35,9 @@ pub struct Resources {
 }
 
 /// Before the clone: the cgroup with `opts.limits` and the network of
-/// `opts.network`, for the container `id`.
-pub fn prepare(opts: &Options, id: &str) -> Result<Resources> {
+/// `opts.network`, for the container `id`. What it goes on without (no
+/// cgroup for limits, rootless) goes to `warn`.
+pub fn prepare(opts: &Options, id: &str, warn: &mut dyn FnMut(&str)) -> Result<Resources> {
     let mode = mode(opts.network);
     let rootless = crate::cache::rootless();
     if rootless && matches!(mode, Mode::Veth | Mode::Bridge) {
@@ -49,7 +50,7 @@ pub fn prepare(opts: &Options, id: &str) -> Result<Resources> {
         .iter()
         .map(|spec| spec.parse())
         .collect::<Result<Vec<PortMapping>, _>>()?;
-    let cgroup = create_cgroup(opts, id, rootless)?;
+    let cgroup = create_cgroup(opts, id, rootless, warn)?;
     // Best effort, and only where a launcher ever kept state: a stale lease
     // that cannot be undone now is met again by the next run.
     if !rootless && opts.net_config.state_dir.exists() {
@@ -68,7 +69,12 @@ pub fn prepare(opts: &Options, id: &str) -> Result<Resources> {
 /// accounted and killed at exit. Rootless on cgroup v1 (or a v2 tree not
 /// delegated to the user) nothing can be made: then the container runs
 /// without one, with a warning when limits were asked for.
-fn create_cgroup(opts: &Options, id: &str, rootless: bool) -> Result<Option<Cgroup>> {
+fn create_cgroup(
+    opts: &Options,
+    id: &str,
+    rootless: bool,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Option<Cgroup>> {
     let limited = opts.limits != cgroups::Limits::default();
     let parent = opts.cgroup_parent.as_deref();
     let made = CgroupRoot::detect().and_then(|root| {
@@ -82,7 +88,10 @@ fn create_cgroup(opts: &Options, id: &str, rootless: bool) -> Result<Option<Cgro
         Err(e @ cgroups::Error::InvalidLimit { .. }) => Err(e.into()),
         Err(e) if rootless => {
             if limited {
-                warn("not limiting resources: rootless and no cgroup", &e);
+                warn(&warning(
+                    "not limiting resources: rootless and no cgroup",
+                    &e,
+                ));
             }
             Ok(None)
         }
@@ -125,9 +134,9 @@ impl Resources {
 
     /// After the container exited with `status`: an OOM kill makes it
     /// [`Error::OutOfMemory`] (exit 137, as docker); the cgroup and network
-    /// are undone either way. A failure to undo is a warning, not the
-    /// container's status: the next run reclaims what is left.
-    pub fn release(self, status: i32) -> Result<i32> {
+    /// are undone either way. A failure to undo goes to `warn`, it is not
+    /// the container's status: the next run reclaims what is left.
+    pub fn release(self, status: i32, warn: &mut dyn FnMut(&str)) -> Result<i32> {
         let Resources {
             cgroup,
             network,
@@ -140,10 +149,10 @@ impl Resources {
         if let Some(cg) = cgroup
             && let Err(e) = cg.remove()
         {
-            warn("cleaning up", &e);
+            warn(&warning("cleaning up", &e));
         }
         if let Err(e) = network.teardown() {
-            warn("cleaning up", &e);
+            warn(&warning("cleaning up", &e));
         }
         match oom {
             true => Err(Error::OutOfMemory { memory }),
@@ -221,16 +230,16 @@ pub fn parse_memory_swap(text: &str) -> Result<i64, String> {
     i64::try_from(bytes).map_err(|_| format!("`{text}` is too large"))
 }
 
-/// One diagnostic line on stderr with the error's chain, as `main` prints
-/// errors. The run goes on: nothing is lost but what the line says.
-fn warn(what: &str, err: &dyn std::error::Error) {
-    let mut line = format!("launcher: WARN {what}: {err}");
+/// A warning's text: `what`, then the error's chain, as `main` prints
+/// errors. The run goes on: nothing is lost but what the warning says.
+fn warning(what: &str, err: &dyn std::error::Error) -> String {
+    let mut line = format!("{what}: {err}");
     let mut source = err.source();
     while let Some(cause) = source {
         line += &format!(": {cause}");
         source = cause.source();
     }
-    eprintln!("{line}");
+    line
 }
 
 #[cfg(test)]
