@@ -237,6 +237,10 @@ impl ImageArchive {
                     Some(hex) => format!("sha256:{hex}"),
                     None => diff_id.clone(),
                 };
+                // Checked here, not only when the blob is read: the launcher
+                // names a layer's cache directory after its digest, and
+                // finds a cached layer before reading it.
+                check_digest_form(&digest)?;
                 let size = self.region(&entry)?.size;
                 Ok(Layer {
                     digest,
@@ -402,12 +406,19 @@ fn is_sha256_hex(hex: &str) -> bool {
     hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn check_digest(entry: &str, expected: &str, actual: &str) -> Result<()> {
-    if !expected.strip_prefix("sha256:").is_some_and(is_sha256_hex) {
+/// `sha256:` and 64 lowercase hex digits, so that a digest is safe as a
+/// file name.
+fn check_digest_form(digest: &str) -> Result<()> {
+    if !digest.strip_prefix("sha256:").is_some_and(is_sha256_hex) {
         return Err(Error::BadDigest {
-            value: expected.to_string(),
+            value: digest.to_string(),
         });
     }
+    Ok(())
+}
+
+fn check_digest(entry: &str, expected: &str, actual: &str) -> Result<()> {
+    check_digest_form(expected)?;
     if expected != actual {
         return Err(Error::DigestMismatch {
             what: entry.to_string(),
@@ -589,6 +600,25 @@ mod tests {
         let image = archive.image(Some("x:latest")).unwrap();
         assert_eq!(image.layers[0].digest, diff_id);
         assert!(archive.verified_layer(&image.layers[0]).is_ok());
+    }
+
+    #[test]
+    fn refuses_docker_layer_whose_digest_is_a_path() {
+        let layer = b"layer-bytes".as_slice();
+        let diff_id = "sha256:../../../../etc".to_string();
+        let cfg = config(std::slice::from_ref(&diff_id));
+        let cfg_name = format!("{}.json", hex_sha256(&cfg));
+        let mut t = TarBuilder::new();
+        t.add(&cfg_name, &cfg);
+        t.add("abc/layer.tar", layer);
+        let manifest = serde_json::json!([{"Config": cfg_name, "Layers": ["abc/layer.tar"]}]);
+        t.add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+        let f = t.write();
+        let err = ImageArchive::open(f.path())
+            .unwrap()
+            .image(None)
+            .unwrap_err();
+        assert!(matches!(err, Error::BadDigest { .. }), "{err}");
     }
 
     #[test]
