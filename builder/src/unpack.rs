@@ -264,8 +264,8 @@ struct Unpacker<'o> {
     archive: PathBuf,
     root: OwnedFd,
     /// The last parent directory used, and a descriptor for it. Entries come
-    /// grouped by directory, so this saves most lookups. Removals only ever
-    /// happen inside this directory, so it never goes stale.
+    /// grouped by directory, so this saves most lookups. Removing a
+    /// directory anywhere but inside it forgets it (see [`Unpacker::remove`]).
     parent: Option<(PathBuf, OwnedFd)>,
     /// Directories get their mode, owner and mtime last, deepest first, so a
     /// read-only directory can still be filled and its mtime is not bumped.
@@ -713,7 +713,20 @@ impl<'o> Unpacker<'o> {
         }
         let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
         // SAFETY: name is NUL-terminated; pfd is open.
-        cvt(unsafe { libc::unlinkat(pfd, name.as_ptr(), flags) })
+        cvt(unsafe { libc::unlinkat(pfd, name.as_ptr(), flags) })?;
+        // `pfd` is the cached parent or the root. Removed from the root, a
+        // directory may be the cached parent or hold it: a later entry below
+        // it must walk again and meet what replaced it (a symlink is then
+        // refused), not write into the unlinked directory.
+        if is_dir
+            && self
+                .parent
+                .as_ref()
+                .is_some_and(|(_, fd)| fd.as_raw_fd() != pfd)
+        {
+            self.parent = None;
+        }
+        Ok(())
     }
 
     /// Handles `.wh.` entries; true when `name` was one.
@@ -1054,6 +1067,42 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn refuses_entry_below_a_directory_replaced_by_a_symlink() {
+        use tar::EntryType as T;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let target = dir.path().join("target");
+        let evil = tar_of(&[
+            ("a/x", T::Regular, ""),
+            ("a", T::Symlink, "../outside"),
+            ("a/y", T::Regular, ""),
+        ]);
+        for openat2 in [true, false] {
+            let err = extract_named(
+                evil.as_slice(),
+                Path::new("evil"),
+                &target,
+                &Options::default(),
+                openat2,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::Refused {
+                        reason: Refusal::SymlinkParent,
+                        ..
+                    }
+                ),
+                "openat2 {openat2}: {err:?}"
+            );
+            assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+            std::fs::remove_dir_all(&target).unwrap();
+        }
     }
 
     #[test]
