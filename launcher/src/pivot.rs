@@ -66,6 +66,7 @@ mod tests {
             tty_gid: None,
             workdir: None,
             idmapped_layers: None,
+            cgroup_fs: rootfs::CgroupFs::Skip,
         };
         rootfs::prepare(&fake, &plan).unwrap();
         into(&fake, &plan.root).unwrap();

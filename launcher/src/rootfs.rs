@@ -1,7 +1,8 @@
 //! Step 5, rootfs: in the child's new mount namespace, `/` made a recursive
 //! slave, the overlay over the cached layers mounted and bound on itself,
 //! then volumes, the init, `/proc` (docker's masked and read-only paths),
-//! `/dev`, `/sys` and the `/etc` files mounted into it. Every target inside
+//! `/dev`, `/sys` (with the container's own `/sys/fs/cgroup`, read-only) and
+//! the `/etc` files mounted into it. Every target inside
 //! the rootfs is resolved by [`Sys::mount_in`], never through a symlink out.
 //!
 //! `/proc` is mounted here, before `pivot_root`, by the child that is already
@@ -96,6 +97,28 @@ pub struct Plan {
     /// at `state/lower/N` (see [`crate::namespaces::attach_idmapped_layers`]);
     /// this is the socket to tell it the mount points are ready and wait.
     pub idmapped_layers: Option<std::os::fd::RawFd>,
+    /// What `/sys/fs/cgroup` is made of ([`cgroup_fs`]).
+    pub cgroup_fs: CgroupFs,
+}
+
+/// The container's `/sys/fs/cgroup`, mounted in its cgroup namespace so
+/// that its own cgroup is the root it sees (cgroup_namespaces(7)). Decided by
+/// the parent from the host's mounts, as runc and crun do.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CgroupFs {
+    /// Nothing mounted: the image's empty directory stays.
+    #[default]
+    Skip,
+    /// cgroup v2 at `/sys/fs/cgroup`.
+    Unified,
+    /// cgroup v1: a tmpfs at `/sys/fs/cgroup` holding one `cgroup` mount per
+    /// host hierarchy and the host's symlinks to them (`cpu -> cpu,cpuacct`).
+    Legacy {
+        /// (directory under `/sys/fs/cgroup`, mount options), as on the host.
+        hierarchies: Vec<(String, String)>,
+        /// (link name, target).
+        links: Vec<(String, String)>,
+    },
 }
 
 const NONE: Option<&Path> = None;
@@ -115,6 +138,7 @@ pub fn prepare(sys: &impl Sys, plan: &Plan) -> Result<()> {
     mount_proc(sys, &plan.root)?;
     mount_dev(sys, &plan.root, plan.tty_gid)?;
     mount_sys(sys, &plan.root, plan.fresh_sysfs)?;
+    mount_cgroup_fs(sys, &plan.root, &plan.cgroup_fs)?;
     mount_etc_files(sys, plan)?;
     if plan.read_only {
         remount_read_only(sys, &plan.root, &plan.root, MsFlags::empty())?;
@@ -483,6 +507,160 @@ fn mount_sys(sys: &impl Sys, root: &Path, fresh: bool) -> Result<()> {
     mask_paths(sys, root, "/sys")
 }
 
+const CGROUP_DIR: &str = "/sys/fs/cgroup";
+
+/// What the container's `/sys/fs/cgroup` should be on this host, from
+/// `/proc/self/mountinfo` and the symlinks in the host's `/sys/fs/cgroup`.
+pub fn cgroup_fs(rootless: bool) -> CgroupFs {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let links = std::fs::read_dir(CGROUP_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.path()).ok()?;
+            Some((
+                entry.file_name().to_str()?.to_string(),
+                target.to_str()?.to_string(),
+            ))
+        })
+        .collect();
+    cgroup_fs_from(&mountinfo, links, rootless)
+}
+
+/// [`cgroup_fs`] from the text of mountinfo and the host's symlinks.
+///
+/// The hybrid layout's cgroup2 at `/sys/fs/cgroup/unified` is left out, as
+/// runc and crun leave it: the launcher makes no cgroup there, so its root
+/// in the container would be the host's whole tree.
+///
+/// Rootless on v1 nothing is mounted: a user namespace may mount a v1
+/// hierarchy only where the kernel lets it and the launcher could make no
+/// cgroup there anyway (no delegation on v1), so the container's own cgroup
+/// would not be its root. runc binds the host's `/sys/fs/cgroup` instead,
+/// which shows the host's whole tree; skipping shows nothing rather than
+/// the wrong thing, with no error.
+pub fn cgroup_fs_from(mountinfo: &str, links: Vec<(String, String)>, rootless: bool) -> CgroupFs {
+    let mut hierarchies: Vec<(String, String)> = Vec::new();
+    for (point, fstype, options) in mountinfo.lines().filter_map(cgroup_mount) {
+        if fstype == "cgroup2" && point == CGROUP_DIR {
+            return CgroupFs::Unified;
+        }
+        let Some(name) = point.strip_prefix("/sys/fs/cgroup/") else {
+            continue;
+        };
+        if fstype != "cgroup" || name.contains('/') || hierarchies.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        hierarchies.push((name.to_string(), v1_options(options)));
+    }
+    if hierarchies.is_empty() || rootless {
+        return CgroupFs::Skip;
+    }
+    let links = links
+        .into_iter()
+        .filter(|(name, target)| {
+            hierarchies.iter().any(|(n, _)| n == target)
+                && !hierarchies.iter().any(|(n, _)| n == name)
+        })
+        .collect();
+    CgroupFs::Legacy { hierarchies, links }
+}
+
+/// (mount point, fstype, super options) of a cgroup or cgroup2 line of
+/// mountinfo (proc(5)); the names under /sys/fs/cgroup have nothing to
+/// unescape.
+fn cgroup_mount(line: &str) -> Option<(&str, &str, &str)> {
+    let (pre, post) = line.split_once(" - ")?;
+    let point = pre.split(' ').nth(4)?;
+    let mut post = post.split(' ');
+    let fstype = post.next()?;
+    let _source = post.next()?;
+    let options = post.next().unwrap_or("");
+    matches!(fstype, "cgroup" | "cgroup2").then_some((point, fstype, options))
+}
+
+/// The options that name a v1 hierarchy: its controllers and `name=`. A
+/// mount of an existing hierarchy must name the same ones (EBUSY otherwise);
+/// the rest (`rw`, `xattr`, `release_agent=` …) belongs to the host's mount.
+fn v1_options(options: &str) -> String {
+    const NOT_NAMES: &[&str] = &[
+        "rw",
+        "ro",
+        "xattr",
+        "noprefix",
+        "clone_children",
+        "cpuset_v2_mode",
+        "favordynmods",
+        "none",
+    ];
+    options
+        .split(',')
+        .filter(|o| !NOT_NAMES.contains(o) && !o.starts_with("release_agent="))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Mounted after `/sys`, in the cgroup namespace the child unshared once in
+/// its cgroup: a cgroup filesystem mounted there has that cgroup as its root.
+fn mount_cgroup_fs(sys: &impl Sys, root: &Path, fs: &CgroupFs) -> Result<()> {
+    let dir = Path::new(CGROUP_DIR);
+    let ro = MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC;
+    match fs {
+        CgroupFs::Skip => Ok(()),
+        CgroupFs::Unified => sys
+            .mount_in(
+                root,
+                dir,
+                Node::Dir,
+                Some(Path::new("cgroup2")),
+                Some("cgroup2"),
+                ro,
+                None,
+            )
+            .map_err(Error::sys("mounting `cgroup2` on `/sys/fs/cgroup`")),
+        CgroupFs::Legacy { hierarchies, links } => {
+            sys.mount_in(
+                root,
+                dir,
+                Node::Dir,
+                Some(Path::new("tmpfs")),
+                Some("tmpfs"),
+                NOSUID_NODEV_NOEXEC,
+                Some("mode=755"),
+            )
+            .map_err(Error::sys("mounting a tmpfs on `/sys/fs/cgroup`"))?;
+            for (name, options) in hierarchies {
+                let target = dir.join(name);
+                sys.mount_in(
+                    root,
+                    &target,
+                    Node::Dir,
+                    Some(Path::new("cgroup")),
+                    Some("cgroup"),
+                    ro,
+                    Some(options),
+                )
+                .map_err(Error::sys(format!(
+                    "mounting cgroup `{options}` on `{}`",
+                    target.display()
+                )))?;
+            }
+            for (name, target) in links {
+                let link = dir.join(name);
+                sys.symlink_in(root, target, &link)
+                    .map_err(Error::sys(format!(
+                        "linking `{}` to `{target}`",
+                        link.display()
+                    )))?;
+            }
+            // Read-only only once populated: the tmpfs had to take the
+            // mount points and links first.
+            remount_read_only(sys, root, dir, NOSUID_NODEV_NOEXEC)
+        }
+    }
+}
+
 fn mount_etc_files(sys: &impl Sys, plan: &Plan) -> Result<()> {
     for (name, _) in &plan.etc {
         let host = plan.state.join("etc").join(name);
@@ -525,6 +703,7 @@ mod tests {
             tty_gid: Some(5),
             workdir: None,
             idmapped_layers: None,
+            cgroup_fs: CgroupFs::Skip,
         }
     }
 
@@ -683,6 +862,130 @@ mod tests {
         assert_eq!(
             calls.last(),
             Some(&mount(None, "/c/rootfs", None, ro, None))
+        );
+    }
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup ro,nosuid,nodev,noexec - tmpfs tmpfs ro,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,release_agent=/x,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+50 23 0:32 / /mnt/memory rw,relatime - cgroup cgroup rw,memory
+";
+
+    fn names(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn v1_hierarchies_keep_their_names_and_links_but_not_unified() {
+        let links = names(&[
+            ("cpu", "cpu,cpuacct"),
+            ("cpuacct", "cpu,cpuacct"),
+            ("elsewhere", "/tmp"),
+        ]);
+        assert_eq!(
+            cgroup_fs_from(HYBRID, links, false),
+            CgroupFs::Legacy {
+                hierarchies: names(&[
+                    ("cpu,cpuacct", "cpu,cpuacct"),
+                    ("memory", "memory"),
+                    ("systemd", "name=systemd"),
+                ]),
+                links: names(&[("cpu", "cpu,cpuacct"), ("cpuacct", "cpu,cpuacct")]),
+            }
+        );
+    }
+
+    #[test]
+    fn unified_host_gets_cgroup2_and_rootless_v1_gets_nothing() {
+        let v2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(cgroup_fs_from(v2, vec![], false), CgroupFs::Unified);
+        assert_eq!(cgroup_fs_from(v2, vec![], true), CgroupFs::Unified);
+        assert_eq!(cgroup_fs_from(HYBRID, vec![], true), CgroupFs::Skip);
+        assert_eq!(cgroup_fs_from("", vec![], false), CgroupFs::Skip);
+    }
+
+    #[test]
+    fn v1_cgroup_fs_is_populated_then_made_read_only() {
+        let fake = Fake::default();
+        let fs = CgroupFs::Legacy {
+            hierarchies: names(&[("cpu,cpuacct", "cpu,cpuacct"), ("systemd", "name=systemd")]),
+            links: names(&[("cpu", "cpu,cpuacct")]),
+        };
+        mount_cgroup_fs(&fake, Path::new("/r"), &fs).unwrap();
+        let ro = MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC;
+        assert_eq!(
+            fake.calls(),
+            [
+                mount(
+                    Some("tmpfs"),
+                    "/r/sys/fs/cgroup",
+                    Some("tmpfs"),
+                    NOSUID_NODEV_NOEXEC,
+                    Some("mode=755")
+                ),
+                mount(
+                    Some("cgroup"),
+                    "/r/sys/fs/cgroup/cpu,cpuacct",
+                    Some("cgroup"),
+                    ro,
+                    Some("cpu,cpuacct")
+                ),
+                mount(
+                    Some("cgroup"),
+                    "/r/sys/fs/cgroup/systemd",
+                    Some("cgroup"),
+                    ro,
+                    Some("name=systemd")
+                ),
+                Call::Symlink {
+                    target: "cpu,cpuacct".into(),
+                    link: "/r/sys/fs/cgroup/cpu".into()
+                },
+                mount(
+                    None,
+                    "/r/sys/fs/cgroup",
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ro,
+                    None
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn cgroup_fs_is_mounted_after_sys_and_its_masks() {
+        let fake = Fake::default();
+        let mut p = plan();
+        p.cgroup_fs = CgroupFs::Unified;
+        prepare(&fake, &p).unwrap();
+        let calls = fake.calls();
+        let sys_at = calls
+            .iter()
+            .position(|c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "sysfs"))
+            .unwrap();
+        let etc_at = calls
+            .iter()
+            .position(|c| matches!(c, Call::Mount { dst, .. } if dst.starts_with("/c/rootfs/etc")))
+            .unwrap();
+        let mask = |path: &str| mount(Some("/dev/null"), path, None, MsFlags::MS_BIND, None);
+        assert_eq!(
+            calls[sys_at + 1..etc_at],
+            [
+                mask("/c/rootfs/sys/firmware"),
+                mask("/c/rootfs/sys/devices/virtual/powercap"),
+                mount(
+                    Some("cgroup2"),
+                    "/c/rootfs/sys/fs/cgroup",
+                    Some("cgroup2"),
+                    MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+                    None
+                )
+            ]
         );
     }
 }

@@ -122,6 +122,7 @@ pub fn plan(
             tty_gid: (!matches!(mapping, IdMapping::Single { .. })).then_some(5),
             workdir: cwd.clone().map(PathBuf::from),
             idmapped_layers: None,
+            cgroup_fs: rootfs::cgroup_fs(rootless),
         },
         mapping,
         process: Process {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{CgroupParent, Kit, report, value};
+use common::{CgroupParent, Kit, host_state, report, value};
 use std::io::BufRead;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -28,6 +28,51 @@ fn setup() -> Option<(Kit, CgroupParent)> {
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_container_reads_its_own_limit_from_a_read_only_sys_fs_cgroup() {
+    let Some((kit, parent)) = setup() else { return };
+    let v2 = parent.dirs.iter().all(|(c, _)| c.is_empty());
+    let (limit, expected) = if v2 {
+        ("/sys/fs/cgroup/memory.max", "67108864")
+    } else {
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "67108864")
+    };
+    let before = host_state(kit.root.path());
+    let script = format!(
+        "echo limit=$(cat {limit}); sed 's/^/cgroup=/' /proc/self/cgroup; \
+         /probe write {limit}; /probe write /sys/fs/cgroup/new"
+    );
+    let out = kit
+        .cmd(&["--memory", "64m", "--cgroup-parent", &parent.name])
+        .arg(&kit.image)
+        .args(["sh", "-c", &script])
+        .output()
+        .expect("running the launcher");
+    assert!(out.status.success(), "{out:?}");
+    let r = report(&out);
+    assert_eq!(value(&r, "limit"), expected, "{out:?}");
+    // Every hierarchy's path is its root: the cgroup namespace's root is
+    // the container's cgroup, and so is the root of what is mounted.
+    let paths = common::values(&r, "cgroup");
+    assert!(!paths.is_empty(), "{out:?}");
+    for line in &paths {
+        assert!(line.ends_with(":/"), "{line} in {paths:?}");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let erofs = libc::EROFS;
+    assert!(
+        stdout.contains(&format!("write {limit} err {erofs}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("write /sys/fs/cgroup/new err {erofs}")),
+        "{stdout}"
+    );
+    assert_eq!(host_state(kit.root.path()), before, "mounts or state left");
+    assert_eq!(parent.containers(), Vec::<String>::new(), "cgroup left");
+    eprintln!("/sys/fs/cgroup: {limit} = {expected}, read-only, /proc/self/cgroup at /");
 }
 
 #[test]
