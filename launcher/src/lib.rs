@@ -145,7 +145,14 @@ pub enum Error {
     IdMapTool {
         pid: i32,
         program: String,
-        status: String,
+        status: std::process::ExitStatus,
+    },
+    #[error("writing the id maps of {pid} with `{program}`")]
+    IdMapToolStart {
+        pid: i32,
+        program: String,
+        #[source]
+        source: std::io::Error,
     },
     /// A step in the container's setup failed; the child reported it over
     /// the sync pipe.

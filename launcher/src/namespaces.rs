@@ -123,15 +123,15 @@ fn run_map_tool(program: &str, pid: i32, id: u32, (start, count): (u32, u32)) ->
     let status = Command::new(program).args(&args).status();
     match status {
         Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(Error::IdMapTool {
+        Ok(status) => Err(Error::IdMapTool {
             pid,
             program: program.into(),
-            status: s.to_string(),
+            status,
         }),
-        Err(e) => Err(Error::IdMapTool {
+        Err(source) => Err(Error::IdMapToolStart {
             pid,
             program: program.into(),
-            status: e.to_string(),
+            source,
         }),
     }
 }
