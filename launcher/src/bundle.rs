@@ -14,11 +14,16 @@
 //! `/etc/resolv.conf` are written to `DIR/etc/` and bound read-only, and
 //! `-v` volumes become bind mounts, as in `launcher run`. The seccomp
 //! profile is [`seccomp`]'s, written as `linux.seccomp` for libseccomp.
+//! The limits of `launcher run` (`--memory` …) become `linux.resources`,
+//! `--cgroup-parent` a `linux.cgroupsPath` below it, and `/sys/fs/cgroup` is
+//! mounted read-only as in runc's default spec.
 
+use crate::cgroups::Limits;
 use crate::{Error, Options, Result, exec, image, rootfs, seccomp, spawn};
 use oci_spec::runtime::{
-    Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
+    Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
     LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder, Mount,
     MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
@@ -166,7 +171,14 @@ pub fn runtime_spec(opts: &Options, image: &image::Image, root: &Path) -> Result
             .map_err(spec_error("namespace"))
     })
     .collect::<Result<Vec<_>>>()?;
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if let Some(resources) = linux_resources(&opts.limits)? {
+        linux = linux.resources(resources);
+    }
+    if let Some(parent) = &opts.cgroup_parent {
+        linux = linux.cgroups_path(cgroups_path(parent, root));
+    }
+    let linux = linux
         .namespaces(namespaces)
         .masked_paths(strings(rootfs::MASKED))
         .readonly_paths(strings(rootfs::READ_ONLY))
@@ -272,9 +284,84 @@ fn seccomp_arch() -> Arch {
 
 /// /proc, /dev (tmpfs, devpts of its own, shm, mqueue) and /sys read-only,
 /// with the options `launcher run` mounts them with (rootfs.rs).
+/// `linux.resources` for `limits`, None without any. The spec's fields are
+/// cgroup v1's files (runtimes translate them for v2), so they are read off
+/// the v1 settings `launcher run` would write: one validation and one
+/// arithmetic (the `--cpus` quota, the memory+swap total) for both.
+fn linux_resources(limits: &Limits) -> Result<Option<LinuxResources>> {
+    if *limits == Limits::default() {
+        return Ok(None);
+    }
+    let settings = limits.settings(false)?;
+    // Only what the user asked for: the implied swap total (docker's twice
+    // --memory) is left to the runtime, which may run where the kernel
+    // does not account swap and the file is missing.
+    let value = |file: &str| {
+        settings
+            .iter()
+            .find(|s| s.file == file && !s.optional)
+            .map(|s| s.value.as_str())
+    };
+    let number = |file: &str| value(file).and_then(|v| v.parse::<i64>().ok());
+    let mut resources = LinuxResourcesBuilder::default();
+    if let Some(limit) = number("memory.limit_in_bytes") {
+        let mut memory = LinuxMemoryBuilder::default().limit(limit);
+        if let Some(swap) = number("memory.memsw.limit_in_bytes") {
+            memory = memory.swap(swap);
+        }
+        resources = resources.memory(memory.build().map_err(spec_error("memory"))?);
+    }
+    if let Some(pids) = value("pids.max") {
+        // "max" is docker's 0 or -1: unlimited, which the spec writes -1.
+        let limit = pids.parse().unwrap_or(-1);
+        resources = resources.pids(
+            LinuxPidsBuilder::default()
+                .limit(limit)
+                .build()
+                .map_err(spec_error("pids"))?,
+        );
+    }
+    let shares = number("cpu.shares");
+    let quota = number("cpu.cfs_quota_us");
+    if shares.is_some() || quota.is_some() {
+        let mut cpu = LinuxCpuBuilder::default();
+        if let Some(shares) = shares {
+            cpu = cpu.shares(shares as u64);
+        }
+        if let Some(quota) = quota {
+            cpu = cpu.quota(quota);
+        }
+        if let Some(period) = number("cpu.cfs_period_us") {
+            cpu = cpu.period(period as u64);
+        }
+        resources = resources.cpu(cpu.build().map_err(spec_error("cpu"))?);
+    }
+    resources.build().map(Some).map_err(spec_error("resources"))
+}
+
+/// `--cgroup-parent` and a name of the bundle's own (its directory's), as
+/// podman names `libpod-ID` below the parent: absolute from the hierarchy's
+/// root, or relative to the runtime's cgroup, as in `launcher run`.
+fn cgroups_path(parent: &str, root: &Path) -> PathBuf {
+    let name: String = root
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                true => c,
+                false => '_',
+            },
+        )
+        .collect();
+    Path::new(parent).join(format!("{}{name}", crate::resources::CGROUP_PREFIX))
+}
+
 fn default_mounts() -> Result<Vec<Mount>> {
     let nosuid_noexec_nodev = ["nosuid", "noexec", "nodev"];
-    let table: [(&str, &str, &str, Vec<&str>); 6] = [
+    let table: [(&str, &str, &str, Vec<&str>); 7] = [
         ("/proc", "proc", "proc", nosuid_noexec_nodev.to_vec()),
         (
             "/dev",
@@ -312,6 +399,14 @@ fn default_mounts() -> Result<Vec<Mount>> {
             "sysfs",
             "sysfs",
             vec!["nosuid", "noexec", "nodev", "ro"],
+        ),
+        // runc's default spec: the runtime mounts the container's own
+        // cgroup (in its cgroup namespace) read-only, v1 or v2.
+        (
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            vec!["nosuid", "noexec", "nodev", "relatime", "ro"],
         ),
     ];
     table
@@ -496,8 +591,61 @@ mod tests {
                 "/dev/pts",
                 "/dev/shm",
                 "/dev/mqueue",
-                "/sys"
+                "/sys",
+                "/sys/fs/cgroup"
             ]
+        );
+    }
+
+    #[test]
+    fn limits_become_v1_style_resources() {
+        let limits = Limits {
+            memory: Some(64 << 20),
+            memory_swap: Some(128 << 20),
+            pids: Some(20),
+            cpus: Some(0.5),
+            cpu_shares: Some(512),
+        };
+        let resources = linux_resources(&limits).unwrap().unwrap();
+        assert_eq!(
+            serde_json::to_value(&resources).unwrap(),
+            serde_json::json!({
+                "memory": { "limit": 67108864, "swap": 134217728 },
+                "pids": { "limit": 20 },
+                "cpu": { "shares": 512, "quota": 50000, "period": 100000 },
+            })
+        );
+    }
+
+    #[test]
+    fn implied_swap_and_no_limits_are_left_to_the_runtime() {
+        assert_eq!(linux_resources(&Limits::default()).unwrap(), None);
+        let memory_only = Limits {
+            memory: Some(1 << 20),
+            pids: Some(-1),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(linux_resources(&memory_only).unwrap().unwrap()).unwrap(),
+            serde_json::json!({ "memory": { "limit": 1048576 }, "pids": { "limit": -1 } })
+        );
+    }
+
+    #[test]
+    fn invalid_limits_are_refused_as_in_run() {
+        let swap_alone = Limits {
+            memory_swap: Some(1 << 20),
+            ..Default::default()
+        };
+        let err = linux_resources(&swap_alone).unwrap_err();
+        assert!(err.to_string().contains("memory-swap"), "{err}");
+    }
+
+    #[test]
+    fn cgroups_path_is_below_the_parent_named_after_the_bundle() {
+        assert_eq!(
+            cgroups_path("/ci", Path::new("/tmp/my bundle/rootfs")),
+            Path::new("/ci/cradle-my_bundle")
         );
     }
 }

@@ -25,7 +25,7 @@ enum Command {
     Export { image: PathBuf, dir: PathBuf },
     /// Write an OCI runtime bundle (config.json and rootfs/) of IMAGE.tar
     /// into DIR, for `crun run` or `runc run`, with `run`'s defaults.
-    Bundle(Bundle),
+    Bundle(Box<Bundle>),
 }
 
 #[derive(clap::Args)]
@@ -45,6 +45,24 @@ struct Bundle {
     /// The static init to bind-mount into images without one (its path on this machine).
     #[arg(long = "init-path", env = "CRADLE_INIT_PATH")]
     init_path: Option<PathBuf>,
+    /// Memory limit (b, k, m, g: `32m`); the container is killed past it.
+    #[arg(long, value_parser = launcher::resources::parse_bytes)]
+    memory: Option<u64>,
+    /// Memory plus swap (-1: unlimited swap; default: the runtime's).
+    #[arg(long = "memory-swap", value_parser = launcher::resources::parse_memory_swap, allow_hyphen_values = true)]
+    memory_swap: Option<i64>,
+    /// Most processes and threads at once (0 or -1: unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// CPU time per wall time (`0.5`: half a core).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Relative CPU weight (2..=262144, default 1024).
+    #[arg(long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    /// Parent cgroup (`linux.cgroupsPath` is a cgroup below it): absolute from the hierarchy's root, or relative to the runtime's.
+    #[arg(long = "cgroup-parent")]
+    cgroup_parent: Option<String>,
     /// The image archive.
     image: PathBuf,
     /// The bundle directory (created; must be empty).
@@ -245,7 +263,7 @@ fn main() {
 }
 
 /// `launcher bundle`: exits 0 with the path of config.json, or 125.
-fn bundle(b: Bundle) -> ! {
+fn bundle(b: Box<Bundle>) -> ! {
     let opts = Options {
         image: b.image,
         command: b.command,
@@ -254,6 +272,14 @@ fn bundle(b: Bundle) -> ! {
         hostname: b.hostname,
         init_path: b.init_path,
         volumes: b.volume,
+        limits: launcher::cgroups::Limits {
+            memory: b.memory,
+            memory_swap: b.memory_swap,
+            pids: b.pids_limit,
+            cpus: b.cpus,
+            cpu_shares: b.cpu_shares,
+        },
+        cgroup_parent: b.cgroup_parent,
         ..Default::default()
     };
     match launcher::bundle::write(&opts, &b.dir) {

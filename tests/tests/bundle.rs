@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Layer, report, value};
+use common::{CgroupParent, Layer, report, value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -77,6 +77,11 @@ fn setup(runtime: Runtime) -> Option<Setup> {
 impl Setup {
     /// `launcher bundle -v PROBE:/probe:ro IMAGE DIR ARGS…`.
     fn bundle(&self, image: &Path, name: &str, args: &[&str]) -> PathBuf {
+        self.bundle_with(&[], image, name, args)
+    }
+
+    /// `launcher bundle -v PROBE:/probe:ro FLAGS… IMAGE DIR ARGS…`.
+    fn bundle_with(&self, flags: &[&str], image: &Path, name: &str, args: &[&str]) -> PathBuf {
         let dir = self.dir.path().join(name);
         let out = Command::new(&self.launcher)
             .arg("bundle")
@@ -84,6 +89,7 @@ impl Setup {
             .arg(&self.init)
             .arg("-v")
             .arg(format!("{}:/probe:ro", self.probe.display()))
+            .args(flags)
             .arg(image)
             .arg(&dir)
             .args(args)
@@ -162,6 +168,92 @@ fn runs_foreign_image_with_bound_init(runtime: Runtime) {
     let mounts = String::from_utf8_lossy(&out.stdout);
     assert!(mounts.contains("mount=/sbin/cradle-init "), "{mounts}");
     assert!(mounts.contains("mount=/etc/hosts "), "{mounts}");
+}
+
+/// The runtime makes the `--cgroup-parent` in every hierarchy it joins
+/// (blkio, devices … too, which [`CgroupParent`] does not know): removed
+/// from each cgroup mount, the container's below it first.
+struct EveryHierarchy<'a>(&'a CgroupParent);
+
+impl Drop for EveryHierarchy<'_> {
+    fn drop(&mut self) {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in info.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            if !post.starts_with("cgroup") {
+                continue;
+            }
+            let point = Path::new(pre.split(' ').nth(4).unwrap_or("/nonexistent"));
+            let dir = point.join(&self.0.name[1..]);
+            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if child.path().is_dir() {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+/// `--memory 64m --pids-limit 20` become `linux.resources` below
+/// `--cgroup-parent`; the container reads them from its own read-only
+/// /sys/fs/cgroup, where its cgroup is the root, and its exit code passes.
+fn applies_the_limits_of_the_bundle(runtime: Runtime) {
+    let Some(s) = setup(runtime) else { return };
+    let Some(image) = common::default_image() else {
+        return;
+    };
+    let parent = CgroupParent::new();
+    let _cleanup = EveryHierarchy(&parent);
+    let v2 = parent.dirs.iter().all(|(c, _)| c.is_empty());
+    let (memory, pids) = match v2 {
+        true => ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max"),
+        false => (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/pids/pids.max",
+        ),
+    };
+    let script = format!(
+        "echo memory=$(cat {memory}); echo pids=$(cat {pids}); \
+         sed 's/^/cgroup=/' /proc/self/cgroup; /probe write {memory}; exit 7"
+    );
+    let flags = [
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "20",
+        "--cgroup-parent",
+        &parent.name,
+    ];
+    let bundle = s.bundle_with(&flags, &image, "limits", &["sh", "-c", &script]);
+    let out = s.run(runtime, &bundle);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let r = report(&out);
+    assert_eq!(value(&r, "memory"), "67108864", "{out:?}");
+    assert_eq!(value(&r, "pids"), "20", "{out:?}");
+    let paths = common::values(&r, "cgroup");
+    assert!(
+        !paths.is_empty() && paths.iter().all(|l| l.ends_with(":/")),
+        "{paths:?}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("write {memory} err {}", libc::EROFS)),
+        "{stdout}"
+    );
+    assert_eq!(parent.containers(), Vec::<String>::new(), "cgroup left");
+}
+
+#[test]
+fn crun_applies_the_limits_of_the_bundle() {
+    applies_the_limits_of_the_bundle(Runtime::Crun);
+}
+
+#[test]
+fn runc_applies_the_limits_of_the_bundle() {
+    applies_the_limits_of_the_bundle(Runtime::Runc);
 }
 
 #[test]
