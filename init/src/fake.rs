@@ -3,9 +3,8 @@
 
 use crate::errno::Errno;
 use crate::prelude::*;
-use crate::sys::{Fd, Fork, Pid, Received, SigMask, Status, Stream, Sys};
+use crate::sys::{Argv, Fd, Fork, Pid, Received, SigMask, Status, Stream, Sys};
 use alloc::collections::VecDeque;
-use alloc::ffi::CString;
 use core::cell::RefCell;
 use core::ffi::CStr;
 use core::time::Duration;
@@ -190,9 +189,12 @@ impl Sys for Fake {
         self.record(Call::SetCtty(fd));
         Ok(())
     }
-    fn execvp(&self, argv: &[CString]) -> Errno {
+    fn execvp(&self, argv: &Argv<'_>) -> Errno {
         self.record(Call::Exec(
-            argv.iter().map(|a| a.to_string_lossy().into()).collect(),
+            argv.strings()
+                .iter()
+                .map(|a| a.to_string_lossy().into())
+                .collect(),
         ));
         Errno::ENOENT
     }

@@ -5,7 +5,7 @@
 use crate::errno::Errno;
 use crate::log::log;
 use crate::personality::Personality;
-use crate::sys::{Fork, Pid, SigMask, Sys};
+use crate::sys::{Argv, Fork, Pid, SigMask, Sys};
 use crate::{Error, Init};
 
 /// The started workload.
@@ -21,11 +21,12 @@ const STDIN: i32 = 0;
 
 /// Forks and execs the workload with the signal mask `saved` restored.
 pub fn workload(sys: &impl Sys, init: &Init, saved: SigMask) -> Result<Child, Error> {
+    let argv = Argv::new(&init.argv);
     let (rd, wr) = sys.pipe().map_err(|source| Error::Pipe { source })?;
     let pid = match sys.fork() {
         Ok(Fork::Child) => {
             sys.close(rd);
-            let err = exec(sys, init, saved);
+            let err = exec(sys, init, saved, &argv);
             let _ = sys.write(wr, &err.0.to_ne_bytes());
             sys.exit_child(i32::from(init.personality.exec_failure_code(err)));
         }
@@ -59,8 +60,8 @@ pub fn workload(sys: &impl Sys, init: &Init, saved: SigMask) -> Result<Child, Er
 
 /// In the child: detach into its own process group or session, take the
 /// terminal, undo the init's signal changes, and exec. Returns only the
-/// error of a failed exec.
-pub fn exec(sys: &impl Sys, init: &Init, saved: SigMask) -> Errno {
+/// error of a failed exec. `argv` is `init`'s, made before the fork.
+pub fn exec(sys: &impl Sys, init: &Init, saved: SigMask, argv: &Argv<'_>) -> Errno {
     if init.new_session {
         // dumb-init: a session of its own, the terminal as its controlling one.
         let _ = sys.setsid();
@@ -81,7 +82,7 @@ pub fn exec(sys: &impl Sys, init: &Init, saved: SigMask) -> Errno {
     if let Err(err) = sys.set_signal_mask(saved) {
         return err;
     }
-    sys.execvp(&init.argv)
+    sys.execvp(argv)
 }
 
 /// Logs a failed exec, in the words of the personality.
@@ -103,7 +104,8 @@ mod tests {
     #[test]
     fn child_takes_group_and_terminal_then_restores_mask() {
         let fake = Fake::new().pid(42).tty(true);
-        let err = exec(&fake, &Init::new(["sh", "-c", "true"]), SigMask(0b100));
+        let init = Init::new(["sh", "-c", "true"]);
+        let err = exec(&fake, &init, SigMask(0b100), &Argv::new(&init.argv));
         assert_eq!(err, Errno::ENOENT);
         assert_eq!(
             fake.calls(),
@@ -122,7 +124,7 @@ mod tests {
     fn dumb_init_child_leads_a_session_with_the_terminal() {
         let fake = Fake::new().pid(42).tty(true);
         let init = Init::new(["x"]).personality(Personality::DumbInit);
-        exec(&fake, &init, SigMask(0));
+        exec(&fake, &init, SigMask(0), &Argv::new(&init.argv));
         assert_eq!(
             fake.calls(),
             [

@@ -7,6 +7,30 @@ use alloc::ffi::CString;
 use core::ffi::CStr;
 use core::time::Duration;
 
+/// A command line for execvp(3), its null-terminated array of pointers
+/// built before the fork: the child of a multi-threaded parent (a runtime
+/// embedding the init) must not allocate, as another thread may have held
+/// the allocator's lock when it forked (fork(2), signal-safety(7)).
+pub struct Argv<'a> {
+    strings: &'a [CString],
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl<'a> Argv<'a> {
+    pub fn new(strings: &'a [CString]) -> Argv<'a> {
+        let ptrs = strings
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([core::ptr::null()])
+            .collect();
+        Argv { strings, ptrs }
+    }
+
+    pub fn strings(&self) -> &'a [CString] {
+        self.strings
+    }
+}
+
 /// A process or process-group id, as the kernel has it.
 pub type Pid = libc::pid_t;
 
@@ -94,7 +118,7 @@ pub trait Sys {
     /// Makes the terminal on `fd` the caller's controlling terminal.
     fn set_controlling_tty(&self, fd: Fd) -> Result<(), Errno>;
     /// Replaces the process; returns only on failure.
-    fn execvp(&self, argv: &[CString]) -> Errno;
+    fn execvp(&self, argv: &Argv<'_>) -> Errno;
     /// Ends a forked child at once, without running any destructor.
     fn exit_child(&self, code: i32) -> !;
     /// Reaps one ended child without waiting; None when none has ended.
@@ -356,12 +380,11 @@ impl Sys for Linux {
         check_int(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
     }
 
-    fn execvp(&self, argv: &[CString]) -> Errno {
-        let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-        ptrs.push(core::ptr::null());
-        match argv.first() {
-            // SAFETY: a null-terminated array of valid C strings that outlive the call.
-            Some(prog) => unsafe { libc::execvp(prog.as_ptr(), ptrs.as_ptr()) },
+    fn execvp(&self, argv: &Argv<'_>) -> Errno {
+        match argv.strings.first() {
+            // SAFETY: a null-terminated array of pointers to the C strings
+            // of `argv.strings`, which outlive the call.
+            Some(prog) => unsafe { libc::execvp(prog.as_ptr(), argv.ptrs.as_ptr()) },
             None => return Errno::ENOENT,
         };
         Errno::last()
