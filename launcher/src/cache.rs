@@ -471,17 +471,24 @@ mod unpack {
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
-            let name = name.to_string_lossy();
             let path = entry.path();
             let kind = entry.file_type()?;
-            if name == OPAQUE {
+            if name.as_bytes() == OPAQUE.as_bytes() {
                 fs::remove_file(&path)?;
                 for xattr in xattrs {
                     set_xattr(dir, xattr, b"y")?;
                 }
-            } else if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+            } else if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT.as_bytes()) {
+                // `.wh..` would remove the layer's parent directory: the
+                // cache's tmp/, with other launchers' unpacks in it.
+                if matches!(hidden, b"" | b"." | b"..") {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("whiteout `{}` names no entry", path.display()),
+                    ));
+                }
                 fs::remove_file(&path)?;
-                let target = dir.join(hidden);
+                let target = dir.join(std::ffi::OsStr::from_bytes(hidden));
                 let _ = remove_tree(&target);
                 make_whiteout(&target)?;
             } else if kind.is_dir() {
@@ -560,6 +567,24 @@ mod tests {
         ));
         assert!(!dir.path().join("etc/.wh.gone").exists());
         assert!(!dir.path().join("var/.wh..wh..opq").exists());
+    }
+
+    #[test]
+    fn refuses_whiteouts_of_dot_and_dot_dot() {
+        for name in [".wh.", ".wh..", ".wh...", "etc/.wh..."] {
+            let dir = tempfile::tempdir().unwrap();
+            let sibling = dir.path().join("sibling");
+            fs::write(&sibling, "x").unwrap();
+            let layer = dir.path().join("layer");
+            let data = tar_with(&[("etc/keep", b"x"), (name, b"")]);
+            let err = unpack::layer(&data[..], &layer).unwrap_err();
+            assert!(
+                err.to_string().contains("converting whiteouts"),
+                "{name}: {err}"
+            );
+            assert!(sibling.exists(), "{name} removed the layer's parent");
+            assert!(layer.join("etc/keep").exists(), "{name}");
+        }
     }
 
     #[test]
