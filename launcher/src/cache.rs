@@ -198,23 +198,13 @@ impl Cache {
             .join(format!("{hex}-{}", std::process::id()));
         let tmp_lock = lock(&tmp.with_extension("lock"))?;
         let _ = remove_tree(&tmp);
-        let unpack_err = |source| Error::Unpack {
-            digest: layer.digest.clone(),
-            source: Box::new(source),
-        };
-        let blob = image
-            .archive
-            .verified_layer(layer)
-            .map_err(|source| Error::Image {
-                path: image.archive.path().to_path_buf(),
-                source: Box::new(source),
-            })?;
-        fs::create_dir(&tmp).map_err(Error::io("creating", &tmp))?;
-        unpack::layer(blob, &tmp).map_err(unpack_err)?;
-        fs::rename(&tmp, dir).map_err(Error::io("renaming unpacked layer to", dir))?;
+        let unpacked = unpack_into_place(image, layer, &tmp, dir);
+        if unpacked.is_err() {
+            let _ = remove_tree(&tmp);
+        }
         let _ = fs::remove_file(tmp.with_extension("lock"));
         drop(tmp_lock);
-        Ok(())
+        unpacked
     }
 
     /// Runs `choose` with the `--userns=auto` ranges of the live containers
@@ -295,6 +285,28 @@ impl Cache {
             _lock: made?,
         })
     }
+}
+
+/// Verifies `layer`, unpacks it into `tmp` and renames that to `dir`.
+fn unpack_into_place(
+    image: &Image,
+    layer: &builder::archive::Layer,
+    tmp: &Path,
+    dir: &Path,
+) -> Result<()> {
+    let blob = image
+        .archive
+        .verified_layer(layer)
+        .map_err(|source| Error::Image {
+            path: image.archive.path().to_path_buf(),
+            source: Box::new(source),
+        })?;
+    fs::create_dir(tmp).map_err(Error::io("creating", tmp))?;
+    unpack::layer(blob, tmp).map_err(|source| Error::Unpack {
+        digest: layer.digest.clone(),
+        source: Box::new(source),
+    })?;
+    fs::rename(tmp, dir).map_err(Error::io("renaming unpacked layer to", dir))
 }
 
 /// Makes `staging` with its lock file, locked, recording the launcher's
@@ -567,6 +579,70 @@ mod tests {
         ));
         assert!(!dir.path().join("etc/.wh.gone").exists());
         assert!(!dir.path().join("var/.wh..wh..opq").exists());
+    }
+
+    /// An OCI image archive at `path` with one uncompressed layer.
+    fn image_with_layer(path: &Path, layer: &[u8]) {
+        use sha2::{Digest as _, Sha256};
+        let mut out = tar::Builder::new(Vec::new());
+        let mut blob = |data: &[u8]| {
+            let hex = hex::encode(Sha256::digest(data));
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            out.append_data(&mut h, format!("blobs/sha256/{hex}"), data)
+                .unwrap();
+            serde_json::json!({"digest": format!("sha256:{hex}"), "size": data.len(),
+                "mediaType": "application/vnd.oci.image.layer.v1.tar"})
+        };
+        let layer = blob(layer);
+        let config = serde_json::to_vec(&serde_json::json!({"architecture": "amd64",
+            "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}))
+        .unwrap();
+        let config = blob(&config);
+        let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config, "layers": [layer]}))
+        .unwrap();
+        let manifest = blob(&manifest);
+        let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+            "manifests": [manifest]}))
+        .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(index.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, "index.json", &index[..]).unwrap();
+        fs::write(path, out.into_inner().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_layer_that_fails_to_unpack_leaves_nothing_in_tmp() {
+        let root = tempfile::tempdir().unwrap();
+        let archive = root.path().join("image.tar");
+        let mut layer = tar_with(&[("ok", b"x")]);
+        // The tar crate will not write `..`; the header takes it as it is.
+        let mut evil = tar::Header::new_gnu();
+        evil.as_old_mut().name[..7].copy_from_slice(b"../evil");
+        evil.set_mode(0o644);
+        evil.set_size(0);
+        evil.set_cksum();
+        layer.splice(
+            layer.len() - 1024..layer.len() - 1024,
+            evil.as_bytes().iter().copied(),
+        );
+        image_with_layer(&archive, &layer);
+        let image = crate::image::read(&archive).unwrap();
+        let cache = Cache::open(root.path().join("cache")).unwrap();
+        let err = cache.unpack_layers(&image).unwrap_err();
+        assert!(matches!(err, Error::Unpack { .. }), "{err}");
+        let left: Vec<_> = fs::read_dir(root.path().join("cache/tmp"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
