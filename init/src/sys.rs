@@ -342,8 +342,9 @@ impl Sys for Linux {
     }
 
     fn fork(&self) -> Result<Fork, Errno> {
-        // SAFETY: the init is single-threaded, so the child may do anything
-        // the parent could before it execs.
+        // SAFETY: the child only makes system calls (no allocation, no
+        // lock: an embedding runtime may have other threads) until it
+        // execs or _exits; see spawn::workload.
         match check_int(unsafe { libc::fork() })? {
             0 => Ok(Fork::Child),
             pid => Ok(Fork::Parent(pid)),
