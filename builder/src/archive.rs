@@ -41,6 +41,11 @@ struct Region {
 pub struct Image {
     /// `sha256:…` of the manifest (OCI) or of the config (`docker save`).
     pub id: String,
+    /// The OCI `org.opencontainers.image.ref.name` (the one asked for, else
+    /// the first manifest's), or docker's first `RepoTags`.
+    pub tag: Option<String>,
+    /// `sha256:…` of the config: the image id podman and docker show.
+    pub config_digest: String,
     pub config: ImageConfiguration,
     pub layers: Vec<Layer>,
 }
@@ -144,7 +149,22 @@ impl ImageArchive {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Image { id, config, layers })
+        let tag = match reference {
+            Some(r) => Some(r.to_string()),
+            None => index.manifests().first().and_then(|d| {
+                d.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .cloned()
+            }),
+        };
+        Ok(Image {
+            id,
+            tag,
+            config_digest: config_desc.digest().to_string(),
+            config,
+            layers,
+        })
     }
 
     /// Follows `index` down to one image manifest (and its digest): the one
@@ -250,6 +270,8 @@ impl ImageArchive {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Image {
+            tag: chosen.repo_tags.iter().flatten().next().cloned(),
+            config_digest: expected.clone(),
             id: expected,
             config,
             layers,
@@ -536,6 +558,12 @@ mod tests {
     fn reads_oci_layout_with_several_layers() {
         let f = oci(&[b"one", b"two"], false);
         let archive = ImageArchive::open(f.path()).unwrap();
+        let image = archive.image(None).unwrap();
+        assert_eq!(image.tag.as_deref(), Some("test"));
+        assert_eq!(
+            image.config_digest,
+            format!("sha256:{}", hex_sha256(&config(&[])))
+        );
         let image = archive.image(Some("test")).unwrap();
         assert_eq!(image.layers.len(), 2);
         assert_eq!(
@@ -597,6 +625,9 @@ mod tests {
         t.add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
         let f = t.write();
         let archive = ImageArchive::open(f.path()).unwrap();
+        let image = archive.image(None).unwrap();
+        assert_eq!(image.tag.as_deref(), Some("x:latest"));
+        assert_eq!(image.config_digest, format!("sha256:{}", hex_sha256(&cfg)));
         let image = archive.image(Some("x:latest")).unwrap();
         assert_eq!(image.layers[0].digest, diff_id);
         assert!(archive.verified_layer(&image.layers[0]).is_ok());

@@ -181,10 +181,7 @@ fn inspect(archive: PathBuf) -> Result<()> {
     let image = inspect::inspect(&archive)?;
     println!("tag:     {}", image.tag.as_deref().unwrap_or("(none)"));
     println!("digest:  {}", image.id);
-    println!(
-        "config:  {}",
-        image.config_digest.as_deref().unwrap_or("(unknown)")
-    );
+    println!("config:  {}", image.config_digest);
     println!("layers:");
     for layer in &image.layers {
         println!("  {} {:>12} bytes", layer.digest, layer.size);
