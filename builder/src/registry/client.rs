@@ -200,7 +200,7 @@ impl Session {
             401 | 403 => return Err(self.denied()),
             status => return Err(status_error("getting a token from", &url, status, response)),
         }
-        let body = response.bytes().map_err(|source| Error::Fetch {
+        let body = small_body(response).map_err(|source| Error::Download {
             url: url.clone(),
             source,
         })?;
@@ -271,7 +271,7 @@ fn mentions_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
 /// An error for an unexpected status, with the registry's error code and
 /// message when its body has them (`{"errors":[{"code","message"}]}`).
 pub fn status_error(op: &'static str, url: &str, status: u16, response: Response) -> Error {
-    let body = response.bytes().unwrap_or_default();
+    let body = small_body(response).unwrap_or_default();
     let detail = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|json| {
@@ -289,6 +289,18 @@ pub fn status_error(op: &'static str, url: &str, status: u16, response: Response
         status,
         detail,
     }
+}
+
+/// A token or an error answer: small, but the server decides what it sends,
+/// so what is read of it is bounded (as manifests are).
+const MAX_SMALL_BODY: u64 = 1 << 20;
+
+/// The body of `response`, cut at [`MAX_SMALL_BODY`] bytes.
+fn small_body(response: Response) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    response.take(MAX_SMALL_BODY).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters kept).

@@ -26,7 +26,8 @@ pub struct Pulled {
     pub size: u64,
 }
 
-/// Manifests are small; a larger answer is refused before it is read.
+/// Manifests are small; no more than this is read of one (a longer one
+/// then fails its digest check or its parse).
 const MAX_MANIFEST: u64 = 4 << 20;
 
 /// Pulls `reference` into the image archive `output`.
