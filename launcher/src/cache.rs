@@ -79,22 +79,32 @@ impl Container {
         self.dir.join("rootfs")
     }
     /// Removes the state directory (unless `--keep`). Idempotent.
-    pub fn remove(&self) {
+    pub fn remove(&self) -> Result<()> {
         if self.keep {
             // The writable layer stays; only the mount point and work dir
-            // go. The marker keeps the next runs from reclaiming it.
-            let _ = fs::remove_dir(self.rootfs());
-            let _ = remove_tree(&self.work());
-            let _ = fs::write(self.dir.join(KEPT), "");
-            return;
+            // go. The marker keeps the next runs from reclaiming it, so it
+            // is written first, and a failure to write it is reported.
+            let marker = self.dir.join(KEPT);
+            fs::write(&marker, "").map_err(Error::io("writing", &marker))?;
+            let rootfs = self.rootfs();
+            match fs::remove_dir(&rootfs) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(Error::io("removing", rootfs)(e));
+                }
+                _ => {}
+            }
+            let work = self.work();
+            return remove_tree(&work).map_err(Error::io("removing", work));
         }
-        let _ = remove_tree(&self.dir);
+        remove_tree(&self.dir).map_err(Error::io("removing", &self.dir))
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        self.remove();
+        // After an error; a run that ends well has removed it and reported
+        // what failed.
+        let _ = self.remove();
     }
 }
 
@@ -661,6 +671,21 @@ mod tests {
             assert!(sibling.exists(), "{name} removed the layer's parent");
             assert!(layer.join("etc/keep").exists(), "{name}");
         }
+    }
+
+    #[test]
+    fn a_kept_container_whose_marker_cannot_be_written_says_so() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::open(root.path().to_path_buf()).unwrap();
+        let kept = cache.create_container(Some("kept"), true).unwrap();
+        fs::create_dir(kept.dir.join(KEPT)).unwrap();
+        let err = kept.remove().unwrap_err();
+        assert!(err.to_string().starts_with("writing `"), "{err}");
+        fs::remove_dir(kept.dir.join(KEPT)).unwrap();
+        fs::create_dir(kept.work()).unwrap();
+        kept.remove().unwrap();
+        kept.remove().unwrap();
+        assert!(kept.dir.join(KEPT).exists() && !kept.work().exists());
     }
 
     #[test]

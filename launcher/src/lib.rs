@@ -221,7 +221,12 @@ pub fn run(opts: &Options, sys: &impl Sys, warn: &mut dyn FnMut(&str)) -> Result
     resources.write_etc(&plan.hostname, &mut plan.rootfs.etc);
     let child = spawn::container(sys, &plan, |pid| resources.join(pid))?;
     let status = supervise::until_exit(child, signals, plan.stop_signal, opts)?;
-    container.remove();
+    if let Err(err) = container.remove() {
+        let cause = std::error::Error::source(&err)
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        warn(&format!("cleaning up: {err}{cause}"));
+    }
     resources.release(status, warn)
 }
 
