@@ -81,7 +81,7 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
                     // whole stop takes at most one grace period.
                     if phase == Phase::Running {
                         phase = Phase::Terminating {
-                            deadline: sys.now() + grace,
+                            deadline: sys.now().saturating_add(grace),
                         };
                     }
                 }
@@ -125,7 +125,7 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
                 && STOP_SIGNALS.contains(&r.signo)
             {
                 phase = Phase::Terminating {
-                    deadline: sys.now() + grace,
+                    deadline: sys.now().saturating_add(grace),
                 };
             }
             if init.personality == Personality::DumbInit && TTY_STOP_SIGNALS.contains(&r.signo) {
@@ -163,7 +163,7 @@ pub fn pause(sys: &impl Sys, fd: Fd, init: &Init) -> ExitCode {
 /// left (pause mode, which has no workload to wait for first).
 fn stop_gracefully(sys: &impl Sys, fd: Fd, init: &Init, grace: Duration) {
     stop_all(sys, init, libc::SIGTERM);
-    let deadline = sys.now() + grace;
+    let deadline = sys.now().saturating_add(grace);
     let mut killed = false;
     while !reap::reap_all(sys, init, 0).none_left {
         let timeout = if killed {
@@ -328,6 +328,21 @@ mod tests {
                 Call::Reap,
             ]
         );
+    }
+
+    #[test]
+    fn a_grace_period_past_the_clock_s_end_does_not_panic() {
+        let fake = Fake::new()
+            .pid(1)
+            .reaps([None, Some((7, Status::Exited(0))), None])
+            .signals([got(libc::SIGTERM), got(libc::SIGCHLD), got(libc::SIGCHLD)]);
+        // CRADLE_GRACE=18446744073709551615 gives this.
+        let init = Init::new(["x"]).grace(Duration::from_secs(u64::MAX));
+        let child = Child {
+            pid: 7,
+            exec_error: None,
+        };
+        assert_eq!(until_exit(&fake, 3, child, &init), ExitCode(0));
     }
 
     #[test]
