@@ -115,7 +115,8 @@ pub fn until_exit(child: Child, signals: Signals, stop_signal: i32, opts: &Optio
                         unsafe { libc::kill(child.pid.as_raw(), s) };
                     }
                     if (STOPPING.contains(&s) || s == stop_signal) && deadline.is_none() {
-                        deadline = Some(Instant::now() + grace);
+                        // None past the clock's end: no SIGKILL, not a panic.
+                        deadline = Instant::now().checked_add(grace);
                     }
                 }
             }

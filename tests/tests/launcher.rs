@@ -164,6 +164,21 @@ fn sigterm_to_the_launcher_reaches_the_workload() {
 }
 
 #[test]
+fn a_stop_timeout_past_the_clock_s_end_forwards_sigterm_without_panicking() {
+    use std::io::Read;
+    let Some(kit) = Kit::new() else { return };
+    let mut cmd = kit.cmd(&["--stop-timeout", &u64::MAX.to_string()]);
+    cmd.arg(&kit.image).args(["/probe", "wait-signal"]);
+    let (mut child, mut out) = spawn_until_ready(cmd);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest.trim(), format!("got {}", libc::SIGTERM));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
 fn sigterm_ignored_inside_is_followed_by_sigkill_after_the_grace_period() {
     let Some(kit) = Kit::new() else { return };
     let mut cmd = kit.cmd(&["--stop-timeout", "1"]);
