@@ -249,10 +249,19 @@ struct Meta {
 
 impl Meta {
     fn of(header: &tar::Header) -> io::Result<Meta> {
+        // An id past u32 is no id: truncated, 2^32 would be root.
+        let id = |id: u64| {
+            u32::try_from(id).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("owner id {id} is over 32 bits"),
+                )
+            })
+        };
         Ok(Meta {
             mode: header.mode()? & 0o7777,
-            uid: header.uid()? as u32,
-            gid: header.gid()? as u32,
+            uid: id(header.uid()?)?,
+            gid: id(header.gid()?)?,
             mtime: header.mtime()? as i64,
         })
     }
@@ -1103,6 +1112,26 @@ mod tests {
             assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
             std::fs::remove_dir_all(&target).unwrap();
         }
+    }
+
+    #[test]
+    fn refuses_owner_ids_over_32_bits() {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").unwrap();
+        h.set_size(0);
+        h.set_mode(0o4755);
+        h.set_uid(1 << 32);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        let mut data = h.as_bytes().to_vec();
+        data.resize(data.len() + 1024, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let err = extract(data.as_slice(), dir.path(), &Options::default()).unwrap_err();
+        assert!(
+            std::error::Error::source(&err).is_some_and(|e| e.to_string().contains("over 32 bits")),
+            "{err:?}"
+        );
     }
 
     #[test]
