@@ -106,7 +106,13 @@ pub fn env(image: &Image, opts: &Options, hostname: &str) -> Result<Vec<String>>
     if opts.tty {
         set("TERM=xterm");
     }
-    image.env.iter().for_each(|e| set(e));
+    // Only `-e` and `--env-file` may take a value from the launcher's
+    // environment: an image's `NAME` alone would read the host's variables.
+    image
+        .env
+        .iter()
+        .filter(|e| e.contains('='))
+        .for_each(|e| set(e));
     for file in &opts.env_files {
         let text = std::fs::read_to_string(file).map_err(Error::io("reading env file", file))?;
         text.lines()
@@ -182,6 +188,20 @@ mod tests {
         );
         opts.command.clear();
         assert_eq!(argv(&img, &opts).unwrap(), strings(&["/bin/env"]));
+    }
+
+    #[test]
+    fn an_image_cannot_read_the_launchers_environment() {
+        let mut img = image(&["/bin/sh"], &[]);
+        // Set by cargo for the tests it runs.
+        img.env = vec!["CARGO_PKG_NAME".into(), "A=1".into()];
+        let env = env(&img, &Options::default(), "h").unwrap();
+        assert!(std::env::var("CARGO_PKG_NAME").is_ok());
+        assert!(
+            !env.iter().any(|e| e.starts_with("CARGO_PKG_NAME")),
+            "{env:?}"
+        );
+        assert!(env.contains(&"A=1".to_string()), "{env:?}");
     }
 
     #[test]
