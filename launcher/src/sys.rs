@@ -110,6 +110,7 @@ fn open_in_root(dirfd: RawFd, rel: &Path, flags: i32) -> Result<OwnedFd, Errno> 
         rel
     };
     let rel = cpath(rel)?;
+    // SAFETY: open_how is plain data; zero is its "nothing set" value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
