@@ -45,24 +45,8 @@ struct Bundle {
     /// The static init to bind-mount into images without one (its path on this machine).
     #[arg(long = "init-path", env = "CRADLE_INIT_PATH")]
     init_path: Option<PathBuf>,
-    /// Memory limit (b, k, m, g: `32m`); the container is killed past it.
-    #[arg(long, value_parser = launcher::resources::parse_bytes)]
-    memory: Option<u64>,
-    /// Memory plus swap (-1: unlimited swap; default: the runtime's).
-    #[arg(long = "memory-swap", value_parser = launcher::resources::parse_memory_swap, allow_hyphen_values = true)]
-    memory_swap: Option<i64>,
-    /// Most processes and threads at once (0 or -1: unlimited).
-    #[arg(long = "pids-limit", allow_hyphen_values = true)]
-    pids_limit: Option<i64>,
-    /// CPU time per wall time (`0.5`: half a core).
-    #[arg(long)]
-    cpus: Option<f64>,
-    /// Relative CPU weight (2..=262144, default 1024).
-    #[arg(long = "cpu-shares")]
-    cpu_shares: Option<u64>,
-    /// Parent cgroup (`linux.cgroupsPath` is a cgroup below it): absolute from the hierarchy's root, or relative to the runtime's.
-    #[arg(long = "cgroup-parent")]
-    cgroup_parent: Option<String>,
+    #[command(flatten)]
+    limits: Limits,
     /// The image archive.
     image: PathBuf,
     /// The bundle directory (created; must be empty).
@@ -111,24 +95,8 @@ struct Run {
     /// Publish a container port: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] (bridge, veth).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
-    /// Memory limit (b, k, m, g: `32m`); the container is killed past it.
-    #[arg(long, value_parser = launcher::resources::parse_bytes)]
-    memory: Option<u64>,
-    /// Memory plus swap (-1: unlimited swap; default: twice --memory).
-    #[arg(long = "memory-swap", value_parser = launcher::resources::parse_memory_swap, allow_hyphen_values = true)]
-    memory_swap: Option<i64>,
-    /// Most processes and threads at once (0 or -1: unlimited).
-    #[arg(long = "pids-limit", allow_hyphen_values = true)]
-    pids_limit: Option<i64>,
-    /// CPU time per wall time (`0.5`: half a core).
-    #[arg(long)]
-    cpus: Option<f64>,
-    /// Relative CPU weight (2..=262144, default 1024).
-    #[arg(long = "cpu-shares")]
-    cpu_shares: Option<u64>,
-    /// Parent cgroup: absolute from the hierarchy's root, or relative to the launcher's.
-    #[arg(long = "cgroup-parent")]
-    cgroup_parent: Option<String>,
+    #[command(flatten)]
+    limits: Limits,
     /// The bridge of `--network bridge` (default cradle0).
     #[arg(long = "bridge-name", env = "CRADLE_BRIDGE", hide = true)]
     bridge_name: Option<String>,
@@ -184,6 +152,42 @@ fn net_config(
     }
 }
 
+/// The resource limits `run` applies and `bundle` writes into config.json.
+#[derive(clap::Args)]
+struct Limits {
+    /// Memory limit (b, k, m, g: `32m`); the container is killed past it.
+    #[arg(long, value_parser = launcher::resources::parse_bytes)]
+    memory: Option<u64>,
+    /// Memory plus swap (-1: unlimited swap; default: twice --memory for `run`, the runtime's for `bundle`).
+    #[arg(long = "memory-swap", value_parser = launcher::resources::parse_memory_swap, allow_hyphen_values = true)]
+    memory_swap: Option<i64>,
+    /// Most processes and threads at once (0 or -1: unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// CPU time per wall time (`0.5`: half a core).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Relative CPU weight (2..=262144, default 1024).
+    #[arg(long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    /// Parent cgroup: absolute from the hierarchy's root, or relative to the launcher's (the runtime's for `bundle`).
+    #[arg(long = "cgroup-parent")]
+    cgroup_parent: Option<String>,
+}
+
+impl Limits {
+    fn split(self) -> (launcher::cgroups::Limits, Option<String>) {
+        let limits = launcher::cgroups::Limits {
+            memory: self.memory,
+            memory_swap: self.memory_swap,
+            pids: self.pids_limit,
+            cpus: self.cpus,
+            cpu_shares: self.cpu_shares,
+        };
+        (limits, self.cgroup_parent)
+    }
+}
+
 fn main() {
     // docker exits 125 for a usage error too; --help and --version exit 0.
     let cli = Cli::try_parse().unwrap_or_else(|err| {
@@ -205,6 +209,7 @@ fn main() {
             return;
         }
     };
+    let (limits, cgroup_parent) = run.limits.split();
     let opts = Options {
         image: run.image,
         command: run.command,
@@ -235,14 +240,8 @@ fn main() {
         },
         stop_timeout: run.stop_timeout,
         publish: run.publish,
-        limits: launcher::cgroups::Limits {
-            memory: run.memory,
-            memory_swap: run.memory_swap,
-            pids: run.pids_limit,
-            cpus: run.cpus,
-            cpu_shares: run.cpu_shares,
-        },
-        cgroup_parent: run.cgroup_parent,
+        limits,
+        cgroup_parent,
         net_config: net_config(
             run.bridge_name,
             run.subnet,
@@ -264,6 +263,7 @@ fn main() {
 
 /// `launcher bundle`: exits 0 with the path of config.json, or 125.
 fn bundle(b: Box<Bundle>) -> ! {
+    let (limits, cgroup_parent) = b.limits.split();
     let opts = Options {
         image: b.image,
         command: b.command,
@@ -272,14 +272,8 @@ fn bundle(b: Box<Bundle>) -> ! {
         hostname: b.hostname,
         init_path: b.init_path,
         volumes: b.volume,
-        limits: launcher::cgroups::Limits {
-            memory: b.memory,
-            memory_swap: b.memory_swap,
-            pids: b.pids_limit,
-            cpus: b.cpus,
-            cpu_shares: b.cpu_shares,
-        },
-        cgroup_parent: b.cgroup_parent,
+        limits,
+        cgroup_parent,
         ..Default::default()
     };
     match launcher::bundle::write(&opts, &b.dir) {
