@@ -9,6 +9,8 @@
 //! - `socket` unless the family is AF_VSOCK (40);
 //! - `personality` only for the five personas moby lists;
 //! - `clone` only without namespace flags (mask 0x7E020000);
+//! - not `io_uring_*`: moby blocks them since Docker 25 (moby#46762), as
+//!   io_uring has been a steady source of kernel privilege escalations;
 //! - `clone3` fails with ENOSYS, so libcs fall back to `clone`, whose flags
 //!   can be checked (a second filter: stacked filters return the first
 //!   matching action of the most recently installed one among equal
@@ -128,9 +130,6 @@ pub const ALLOWED: &[i64] = &[
     libc::SYS_io_getevents,
     libc::SYS_io_setup,
     libc::SYS_io_submit,
-    libc::SYS_io_uring_enter,
-    libc::SYS_io_uring_register,
-    libc::SYS_io_uring_setup,
     libc::SYS_ioctl,
     libc::SYS_ioprio_get,
     libc::SYS_ioprio_set,
@@ -397,6 +396,9 @@ mod tests {
             libc::SYS_setns,
             libc::SYS_bpf,
             libc::SYS_kexec_load,
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_enter,
+            libc::SYS_io_uring_register,
         ] {
             assert!(!ALLOWED.contains(&denied), "{denied}");
         }
