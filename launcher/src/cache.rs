@@ -223,8 +223,8 @@ impl Cache {
     pub fn claim_userns_range(
         &self,
         container: &Container,
-        choose: impl FnOnce(&[u32]) -> Option<u32>,
-    ) -> Result<Option<u32>> {
+        choose: impl FnOnce(&[u32]) -> Result<u32>,
+    ) -> Result<u32> {
         let _guard = lock(&self.root.join("containers/.userns.lock"))?;
         let mut taken = Vec::new();
         if let Ok(dir) = fs::read_dir(self.root.join("containers")) {
@@ -241,12 +241,10 @@ impl Cache {
                 }
             }
         }
-        let chosen = choose(&taken);
-        if let Some(start) = chosen {
-            let path = container.dir.join(USERNS);
-            fs::write(&path, start.to_string()).map_err(Error::io("writing", path))?;
-        }
-        Ok(chosen)
+        let start = choose(&taken)?;
+        let path = container.dir.join(USERNS);
+        fs::write(&path, start.to_string()).map_err(Error::io("writing", path))?;
+        Ok(start)
     }
 
     /// Makes and locks a fresh state directory for one container.

@@ -129,6 +129,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "choosing a --userns=auto range: all {slots} slots of 65536 ids in {first}..{end} \
+         are held by running containers"
+    )]
+    UsernsExhausted { slots: usize, first: u32, end: u64 },
     #[error("container `{name}` is already running")]
     NameInUse { name: String },
     #[error("no init to run as PID 1 (looked at {tried}); pass --init-path or --no-init")]

@@ -44,8 +44,9 @@ pub fn clone_flags(new_net: bool, mapping: &IdMapping) -> CloneFlags {
 }
 
 /// The mapping for this run: rootless when not root, with subordinate ids
-/// when /etc/subuid has a range for the user.
-pub fn choose_mapping(rootless: bool, auto: bool, taken: &[u32]) -> IdMapping {
+/// when /etc/subuid has a range for the user; as root, the host's ids
+/// (`--userns=auto` takes a range from [`choose_auto_start`] instead).
+pub fn choose_mapping(rootless: bool) -> IdMapping {
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
     if rootless {
@@ -63,19 +64,28 @@ pub fn choose_mapping(rootless: bool, auto: bool, taken: &[u32]) -> IdMapping {
             _ => IdMapping::Single { uid, gid },
         };
     }
-    if auto {
-        // Slots of 65536 ids from 2^20 up, skipping the ones live containers
-        // hold (recorded in their state directories).
-        let start = (16u32..4096)
-            .map(|slot| slot << 16)
-            .find(|s| !taken.contains(s))
-            .unwrap_or(16 << 16);
-        return IdMapping::Range {
-            start,
-            count: 65536,
-        };
-    }
     IdMapping::Host
+}
+
+/// The ids in one `--userns=auto` slot.
+pub const AUTO_RANGE_SIZE: u32 = 1 << 16;
+/// The `--userns=auto` slots: 65536 ids each, from 2^20 up to 2^28.
+const AUTO_SLOTS: std::ops::Range<u32> = 16..4096;
+
+/// The start of the first `--userns=auto` slot that no live container holds
+/// (`taken`: the starts recorded in their state directories). With every
+/// slot held this is an error: falling back to a held slot would give two
+/// containers the same host ids, so each could act on the other's files and
+/// processes as their owner.
+pub fn choose_auto_start(taken: &[u32]) -> Result<u32> {
+    AUTO_SLOTS
+        .map(|slot| slot * AUTO_RANGE_SIZE)
+        .find(|s| !taken.contains(s))
+        .ok_or(Error::UsernsExhausted {
+            slots: AUTO_SLOTS.len(),
+            first: AUTO_SLOTS.start * AUTO_RANGE_SIZE,
+            end: u64::from(AUTO_SLOTS.end) * u64::from(AUTO_RANGE_SIZE),
+        })
 }
 
 /// Writes the child's uid and gid maps (the child waits for this).
@@ -309,14 +319,33 @@ mod tests {
     }
 
     #[test]
-    fn auto_mapping_skips_taken_ranges() {
-        let m = choose_mapping(false, true, &[16 << 16]);
+    fn auto_range_skips_taken_slots() {
+        assert_eq!(choose_auto_start(&[]).unwrap(), 16 << 16);
+        assert_eq!(choose_auto_start(&[16 << 16]).unwrap(), 17 << 16);
         assert_eq!(
-            m,
-            IdMapping::Range {
-                start: 17 << 16,
-                count: 65536
-            }
+            choose_auto_start(&[17 << 16, 16 << 16, 18 << 16]).unwrap(),
+            19 << 16
+        );
+    }
+
+    #[test]
+    fn auto_range_refuses_when_every_slot_is_held() {
+        let all: Vec<u32> = (16u32..4096).map(|slot| slot << 16).collect();
+        let err = choose_auto_start(&all).unwrap_err();
+        assert!(
+            matches!(err, Error::UsernsExhausted { slots: 4080, .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.exit_code(), crate::EXIT_LAUNCHER_FAILED);
+        assert_eq!(
+            err.to_string(),
+            "choosing a --userns=auto range: all 4080 slots of 65536 ids in \
+             1048576..268435456 are held by running containers"
+        );
+        // One slot free again, at the end: that one.
+        assert_eq!(
+            choose_auto_start(&all[..all.len() - 1]).unwrap(),
+            4095 << 16
         );
     }
 

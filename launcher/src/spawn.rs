@@ -60,17 +60,15 @@ pub fn plan(
     container: &Container,
 ) -> Result<Plan> {
     let rootless = cache::rootless();
-    let auto = opts.userns == Userns::Auto && !rootless;
-    let mut mapping = namespaces::choose_mapping(rootless, false, &[]);
-    if auto {
-        cache.claim_userns_range(container, |taken| {
-            mapping = namespaces::choose_mapping(false, true, taken);
-            match mapping {
-                IdMapping::Range { start, .. } => Some(start),
-                _ => None,
-            }
-        })?;
-    }
+    let mapping = if opts.userns == Userns::Auto && !rootless {
+        let start = cache.claim_userns_range(container, namespaces::choose_auto_start)?;
+        IdMapping::Range {
+            start,
+            count: namespaces::AUTO_RANGE_SIZE,
+        }
+    } else {
+        namespaces::choose_mapping(rootless)
+    };
     let new_net = opts.network != Network::Host;
     let hostname = opts
         .hostname
