@@ -41,7 +41,7 @@ pub fn write(opts: &Options, dir: &Path) -> Result<PathBuf> {
     let root = dir.join("rootfs");
     make_empty_dir(dir)?;
     std::fs::create_dir(&root).map_err(Error::io("creating", &root))?;
-    unpack_layers(&image, &root)?;
+    flatten_layers(&image, &root)?;
     let spec = runtime_spec(opts, &image, &root)?;
     let config = dir.join("config.json");
     let json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Io {
@@ -65,20 +65,17 @@ fn make_empty_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Unpacks every layer, bottom first, each verified before it is read.
-fn unpack_layers(image: &image::Image, root: &Path) -> Result<()> {
+/// Unpacks every layer of `image` into `root`, bottom first, whiteouts
+/// applied: the bundle's rootfs, and `launcher export`. Each blob is
+/// verified before it is read ([`image::Image::verified_layer`]); a layer
+/// that fails to unpack is named by its digest.
+pub fn flatten_layers(image: &image::Image, root: &Path) -> Result<()> {
     let opts = builder::unpack::Options {
         whiteouts: true,
         ..Default::default()
     };
     for layer in &image.layers {
-        let blob = image
-            .archive
-            .verified_layer(layer)
-            .map_err(|source| Error::Image {
-                path: image.archive.path().to_path_buf(),
-                source: Box::new(source),
-            })?;
+        let blob = image.verified_layer(layer)?;
         builder::unpack::extract(blob, root, &opts).map_err(|source| Error::Unpack {
             digest: layer.digest.clone(),
             source: Box::new(source),
@@ -538,6 +535,48 @@ const CAP_NAMES: [&str; 41] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::tests::{image_with_layer, image_with_layer_stored_as, tar_with};
+
+    #[test]
+    fn export_names_the_archive_when_a_layer_blob_fails_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("image.tar");
+        let layer = tar_with(&[("etc/motd", b"hello")]);
+        let mut tampered = layer.clone();
+        tampered[512] ^= 1; // the first byte of the file's data, same size
+        image_with_layer_stored_as(&archive, &layer, &tampered);
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir(&root).unwrap();
+        let err = crate::export(&archive, &root).unwrap_err();
+        let Error::Image { path, source } = &err else {
+            panic!("not an image error: {err:?}");
+        };
+        assert_eq!(path, &archive);
+        let hex = layer_hex(&layer);
+        assert!(source.to_string().contains(&hex), "{source}");
+        assert!(!root.join("etc/motd").exists());
+    }
+
+    #[test]
+    fn export_names_the_layer_that_fails_to_unpack() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("image.tar");
+        // A layer that is not a tar archive: verified, then unpacking fails.
+        let layer = vec![0x5a; 2048];
+        image_with_layer(&archive, &layer);
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir(&root).unwrap();
+        let err = crate::export(&archive, &root).unwrap_err();
+        let Error::Unpack { digest, .. } = &err else {
+            panic!("not an unpack error: {err:?}");
+        };
+        assert_eq!(digest, &format!("sha256:{}", layer_hex(&layer)));
+    }
+
+    fn layer_hex(layer: &[u8]) -> String {
+        use sha2::{Digest as _, Sha256};
+        hex::encode(Sha256::digest(layer))
+    }
 
     #[test]
     fn default_caps_have_names_oci_spec_knows() {

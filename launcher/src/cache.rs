@@ -302,13 +302,7 @@ fn unpack_into_place(
     tmp: &Path,
     dir: &Path,
 ) -> Result<()> {
-    let blob = image
-        .archive
-        .verified_layer(layer)
-        .map_err(|source| Error::Image {
-            path: image.archive.path().to_path_buf(),
-            source: Box::new(source),
-        })?;
+    let blob = image.verified_layer(layer)?;
     fs::create_dir(tmp).map_err(Error::io("creating", tmp))?;
     unpack::layer(blob, tmp).map_err(|source| Error::Unpack {
         digest: layer.digest.clone(),
@@ -550,10 +544,10 @@ mod unpack {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tar_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    pub(crate) fn tar_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (name, data) in entries {
             let mut h = tar::Header::new_gnu();
@@ -590,30 +584,36 @@ mod tests {
     }
 
     /// An OCI image archive at `path` with one uncompressed layer.
-    fn image_with_layer(path: &Path, layer: &[u8]) {
+    pub(crate) fn image_with_layer(path: &Path, layer: &[u8]) {
+        image_with_layer_stored_as(path, layer, layer);
+    }
+
+    /// An OCI archive whose manifest lists `layer` but whose blob of it
+    /// holds `stored` (tampered with, when they differ).
+    pub(crate) fn image_with_layer_stored_as(path: &Path, layer: &[u8], stored: &[u8]) {
         use sha2::{Digest as _, Sha256};
         let mut out = tar::Builder::new(Vec::new());
-        let mut blob = |data: &[u8]| {
+        let mut blob = |data: &[u8], stored: &[u8]| {
             let hex = hex::encode(Sha256::digest(data));
             let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
+            h.set_size(stored.len() as u64);
             h.set_mode(0o644);
             h.set_cksum();
-            out.append_data(&mut h, format!("blobs/sha256/{hex}"), data)
+            out.append_data(&mut h, format!("blobs/sha256/{hex}"), stored)
                 .unwrap();
             serde_json::json!({"digest": format!("sha256:{hex}"), "size": data.len(),
                 "mediaType": "application/vnd.oci.image.layer.v1.tar"})
         };
-        let layer = blob(layer);
+        let layer = blob(layer, stored);
         let config = serde_json::to_vec(&serde_json::json!({"architecture": "amd64",
             "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}))
         .unwrap();
-        let config = blob(&config);
+        let config = blob(&config, &config);
         let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": config, "layers": [layer]}))
         .unwrap();
-        let manifest = blob(&manifest);
+        let manifest = blob(&manifest, &manifest);
         let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
             "manifests": [manifest]}))
         .unwrap();

@@ -1,10 +1,11 @@
 //! Step 1, image: opens the archive (ours, OCI layout, or `docker save`),
 //! verifies its index, manifest and config, and works out what to run. Layer
-//! blobs are verified later, by [`crate::cache`], and only when they are not
-//! cached yet.
+//! blobs are verified later ([`Image::verified_layer`]), when they are read:
+//! by [`crate::cache`] only when they are not cached yet, by
+//! [`crate::bundle`] and `export` every time.
 
 use crate::{Error, Options, Result};
-use builder::archive::{ImageArchive, Layer};
+use builder::archive::{Blob, ImageArchive, Layer};
 use std::path::{Path, PathBuf};
 
 /// Where our images keep the init, and what their entrypoint starts with.
@@ -23,6 +24,20 @@ pub struct Image {
     /// The image's StopSignal, what a SIGTERM to the launcher becomes (as
     /// `docker stop` sends it).
     pub stop_signal: Option<String>,
+}
+
+impl Image {
+    /// `layer`'s blob, its size and digest checked against the manifest. A
+    /// mismatch is an error of the image, naming the archive (the builder's
+    /// error names the blob).
+    pub fn verified_layer(&self, layer: &Layer) -> Result<Blob<'_>> {
+        self.archive
+            .verified_layer(layer)
+            .map_err(|source| Error::Image {
+                path: self.archive.path().to_path_buf(),
+                source: Box::new(source),
+            })
+    }
 }
 
 /// Opens and verifies `path`. `path` may end in `:NAME` to pick a tagged

@@ -238,18 +238,5 @@ pub fn run(opts: &Options, sys: &impl Sys, warn: &mut dyn FnMut(&str)) -> Result
 /// `launcher export IMAGE DIR`: the image's layers flattened into `dir`
 /// (whiteouts applied), e.g. as the rootfs of an OCI bundle for crun or runc.
 pub fn export(image: &std::path::Path, dir: &std::path::Path) -> Result<()> {
-    let image = image::read(image)?;
-    let opts = builder::unpack::Options {
-        whiteouts: true,
-        ..Default::default()
-    };
-    for layer in &image.layers {
-        let wrap = |source| Error::Unpack {
-            digest: layer.digest.clone(),
-            source: Box::new(source),
-        };
-        let blob = image.archive.verified_layer(layer).map_err(wrap)?;
-        builder::unpack::extract(blob, dir, &opts).map_err(wrap)?;
-    }
-    Ok(())
+    bundle::flatten_layers(&image::read(image)?, dir)
 }
