@@ -65,6 +65,11 @@ pub fn until_exit(child: Child, signals: Signals, stop_signal: i32, opts: &Optio
     let mut status = reap(&child)?;
     let mut stdin_open = opts.tty && opts.interactive;
     let mut pty_open = child.pty.is_some();
+    // Input read from stdin that the pty master has not taken yet: the
+    // master is non-blocking (so that the container's output keeps flowing
+    // while its input is full), and a write it refuses with EAGAIN is kept
+    // here, stdin unread, until POLLOUT says the pty has room.
+    let mut to_pty: Vec<u8> = Vec::new();
     while status.is_none() || pty_open {
         if status.is_some() {
             // Exited: copy what the pty still holds, then stop.
@@ -79,12 +84,13 @@ pub fn until_exit(child: Child, signals: Signals, stop_signal: i32, opts: &Optio
             .as_ref()
             .map(|m| m.as_raw_fd())
             .filter(|_| pty_open);
-        let mut fds = vec![pollfd(sig_fd)];
-        if stdin_open {
-            fds.push(pollfd(0));
+        let mut fds = vec![pollfd(sig_fd, libc::POLLIN)];
+        if stdin_open && master.is_some() && to_pty.is_empty() {
+            fds.push(pollfd(0, libc::POLLIN));
         }
         if let Some(m) = master {
-            fds.push(pollfd(m));
+            let out = if to_pty.is_empty() { 0 } else { libc::POLLOUT };
+            fds.push(pollfd(m, libc::POLLIN | out));
         }
         let timeout = match deadline {
             Some(d) => d
@@ -126,15 +132,22 @@ pub fn until_exit(child: Child, signals: Signals, stop_signal: i32, opts: &Optio
                 continue;
             }
             if fd.fd == 0 {
-                if let Some(m) = master
-                    && !copy(0, m)
-                {
-                    // End of our stdin: the terminal's end-of-file
-                    // character (^D in the default modes) tells the reader.
-                    write_all(m, &[4]);
-                    stdin_open = false;
+                if let Some(m) = master {
+                    if !read_into(0, &mut to_pty) {
+                        // End of our stdin: the terminal's end-of-file
+                        // character (^D in the default modes) tells the
+                        // reader, after the input still pending.
+                        to_pty.push(4);
+                        stdin_open = false;
+                    }
+                    write_pending(m, &mut to_pty);
                 }
-            } else if !copy(fd.fd, 1) {
+                continue;
+            }
+            if fd.revents & libc::POLLOUT != 0 {
+                write_pending(fd.fd, &mut to_pty);
+            }
+            if fd.revents & !libc::POLLOUT != 0 && !copy(fd.fd, 1) {
                 pty_open = false;
             }
         }
@@ -150,10 +163,10 @@ pub fn until_exit(child: Child, signals: Signals, stop_signal: i32, opts: &Optio
     Ok(status.unwrap_or(crate::EXIT_LAUNCHER_FAILED))
 }
 
-fn pollfd(fd: RawFd) -> libc::pollfd {
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     }
 }
@@ -174,22 +187,55 @@ fn reap(child: &Child) -> Result<Option<i32>> {
 /// Copies what is readable from `from` to `to`; false at EOF or error
 /// (EIO on a pty master: every slave is closed).
 fn copy(from: RawFd, to: RawFd) -> bool {
-    let mut buf = [0u8; 16 << 10];
+    let mut buf = Vec::new();
+    let open = read_into(from, &mut buf);
+    write_all(to, &buf);
+    open
+}
+
+/// Appends what one read of `from` returns to `buf`; false at EOF or error.
+fn read_into(from: RawFd, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 16 << 10];
     // SAFETY: reading into a valid buffer.
-    let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe { libc::read(from, chunk.as_mut_ptr().cast(), chunk.len()) };
     if n < 0 {
         return Errno::last() == Errno::EAGAIN || Errno::last() == Errno::EINTR;
     }
     if n == 0 {
         return false;
     }
-    write_all(to, &buf[..n as usize]);
+    buf.extend_from_slice(&chunk[..n as usize]);
     true
+}
+
+/// Writes as much of `pending` to the non-blocking `fd` as it takes now,
+/// and keeps the rest. On an error other than EAGAIN (EIO: the container's
+/// side of the pty is closed) nobody will read the rest: it is dropped.
+fn write_pending(fd: RawFd, pending: &mut Vec<u8>) {
+    let mut done = 0;
+    while done < pending.len() {
+        let rest = &pending[done..];
+        // SAFETY: writing from a valid buffer.
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n > 0 {
+            done += n as usize;
+            continue;
+        }
+        match Errno::last() {
+            Errno::EINTR if n < 0 => continue,
+            Errno::EAGAIN if n < 0 => break,
+            _ => {
+                done = pending.len();
+                break;
+            }
+        }
+    }
+    pending.drain(..done);
 }
 
 fn drain(fd: RawFd) {
     while copy(fd, 1) {
-        let mut p = [pollfd(fd)];
+        let mut p = [pollfd(fd, libc::POLLIN)];
         // SAFETY: one valid pollfd.
         if unsafe { libc::poll(p.as_mut_ptr(), 1, 0) } <= 0 {
             break;
@@ -197,6 +243,8 @@ fn drain(fd: RawFd) {
     }
 }
 
+/// Writes all of `data` to `fd` (our stdout, blocking unless the caller
+/// made it not).
 fn write_all(fd: RawFd, mut data: &[u8]) {
     while !data.is_empty() {
         // SAFETY: writing from a valid buffer.

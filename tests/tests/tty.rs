@@ -1,4 +1,5 @@
-//! End to end: an interactive shell with `-it` under a real terminal (tmux).
+//! End to end: an interactive shell with `-it` under a real terminal (tmux),
+//! and `-it` with piped input.
 
 mod common;
 
@@ -149,4 +150,54 @@ fn interactive_shell_types_interrupts_and_exits_with_its_status() {
         modes(&after),
         "terminal settings not restored"
     );
+}
+
+#[test]
+fn tty_passes_on_all_of_a_large_piped_input() {
+    use std::io::Write;
+    let Some(kit) = common::Kit::new() else {
+        return;
+    };
+    // 1 MiB in lines of 64 bytes: far more than the pty's buffers hold, and
+    // lines short enough for the canonical mode's 4096-byte limit.
+    let line = format!("{:>63}\n", "0123456789abcdef");
+    let input = line.repeat((1 << 20) / line.len());
+    assert_eq!(input.len(), 1 << 20);
+    let mut child = kit
+        .cmd(&["-i", "-t"])
+        .arg(&kit.image)
+        .args(["sh", "-c", "wc -c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Written from a thread while the output (the echo, then the count) is
+    // read: the launcher copies both ways at once.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut text).map(|_| text)
+    });
+    // Input lost mid-line leaves the ^D of the end ending that line, not
+    // the input: wc would wait for ever.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`wc -c` did not see the end of its input");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    writer.join().unwrap().unwrap();
+    let text = reader.join().unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    let text = String::from_utf8_lossy(&text);
+    let last = text.lines().rev().find(|l| !l.trim().is_empty());
+    assert_eq!(last.map(str::trim), Some("1048576"));
 }
