@@ -256,6 +256,14 @@ mod tests {
     use crate::fake::{Call, Fake};
     use crate::sys::Received;
 
+    /// The workload as spawned: pid 7, exec succeeded.
+    fn workload() -> Child {
+        Child {
+            pid: 7,
+            exec_error: None,
+        }
+    }
+
     fn got(signo: i32) -> Vec<Received> {
         vec![Received { signo, pid: 99 }]
     }
@@ -275,15 +283,7 @@ mod tests {
             .pid(1)
             .reaps([None, Some((7, Status::Exited(5)))])
             .signals([got(libc::SIGUSR1), got(libc::SIGCHLD)]);
-        let code = until_exit(
-            &fake,
-            3,
-            Child {
-                pid: 7,
-                exec_error: None,
-            },
-            &Init::new(["x"]),
-        );
+        let code = until_exit(&fake, 3, workload(), &Init::new(["x"]));
         assert_eq!(code, ExitCode(5));
         assert_eq!(
             fake.calls(),
@@ -305,15 +305,7 @@ mod tests {
             .reaps([Some((7, Status::Exited(0))), None, None])
             .signals([vec![], got(libc::SIGCHLD)]);
         let init = Init::new(["x"]).grace(Duration::from_secs(2));
-        let code = until_exit(
-            &fake,
-            3,
-            Child {
-                pid: 7,
-                exec_error: None,
-            },
-            &init,
-        );
+        let code = until_exit(&fake, 3, workload(), &init);
         assert_eq!(code, ExitCode(0));
         assert_eq!(
             fake.calls(),
@@ -338,10 +330,7 @@ mod tests {
             .signals([got(libc::SIGTERM), got(libc::SIGCHLD), got(libc::SIGCHLD)]);
         // CRADLE_GRACE=18446744073709551615 gives this.
         let init = Init::new(["x"]).grace(Duration::from_secs(u64::MAX));
-        let child = Child {
-            pid: 7,
-            exec_error: None,
-        };
+        let child = workload();
         assert_eq!(until_exit(&fake, 3, child, &init), ExitCode(0));
     }
 
@@ -352,15 +341,7 @@ mod tests {
             .reaps([None, Some((7, Status::Exited(0))), None])
             .signals([got(libc::SIGTERM), got(libc::SIGCHLD), got(libc::SIGCHLD)]);
         let init = Init::new(["x"]).grace(Duration::from_secs(2));
-        let code = until_exit(
-            &fake,
-            3,
-            Child {
-                pid: 7,
-                exec_error: None,
-            },
-            &init,
-        );
+        let code = until_exit(&fake, 3, workload(), &init);
         assert_eq!(code, ExitCode(0));
         assert_eq!(
             fake.calls(),
@@ -386,15 +367,7 @@ mod tests {
             .stopped_by(libc::SIGTSTP)
             .reaps([None, Some((7, Status::Exited(0)))])
             .signals([got(libc::SIGCHLD)]);
-        let code = until_exit(
-            &fake,
-            3,
-            Child {
-                pid: 7,
-                exec_error: None,
-            },
-            &Init::new(["x"]),
-        );
+        let code = until_exit(&fake, 3, workload(), &Init::new(["x"]));
         assert_eq!(code, ExitCode(0));
         assert_eq!(
             fake.calls(),
@@ -419,15 +392,7 @@ mod tests {
             .pid(1)
             .reaps([Some((7, Status::Signaled(2))), None]);
         let init = Init::new(["x"]).personality(Personality::DumbInit);
-        let code = until_exit(
-            &fake,
-            3,
-            Child {
-                pid: 7,
-                exec_error: None,
-            },
-            &init,
-        );
+        let code = until_exit(&fake, 3, workload(), &init);
         assert_eq!(code, ExitCode(130));
         assert_eq!(
             fake.calls(),

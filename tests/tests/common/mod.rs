@@ -139,6 +139,17 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// The layer as a finished tar archive.
+    fn tar_bytes(&self) -> Vec<u8> {
+        let mut bytes = self
+            .builder
+            .as_ref()
+            .map(|b| b.get_ref().clone())
+            .unwrap_or_default();
+        // End of archive: two zero blocks.
+        bytes.extend_from_slice(&[0u8; 1024]);
+        bytes
+    }
     fn b(&mut self) -> &mut tar::Builder<Vec<u8>> {
         self.builder
             .get_or_insert_with(|| tar::Builder::new(Vec::new()))
@@ -222,19 +233,7 @@ pub fn write_image(out: &Path, layers: &[Layer], entrypoint: &[&str], cmd: &[&st
 
 /// [`write_image`] with the image config's `config` object given whole.
 pub fn write_image_with(out: &Path, layers: &[Layer], config: serde_json::Value) {
-    let layers: Vec<Vec<u8>> = layers
-        .iter()
-        .map(|l| {
-            let mut bytes = l
-                .builder
-                .as_ref()
-                .map(|b| b.get_ref().clone())
-                .unwrap_or_default();
-            // End of archive: two zero blocks.
-            bytes.extend_from_slice(&[0u8; 1024]);
-            bytes
-        })
-        .collect();
+    let layers: Vec<Vec<u8>> = layers.iter().map(Layer::tar_bytes).collect();
     let mut blobs: Vec<(String, Vec<u8>)> = vec![];
     let mut descs = vec![];
     let mut diff_ids = vec![];
@@ -304,18 +303,7 @@ pub fn host_state(root: &Path) -> (usize, usize, usize) {
 /// Writes a `docker save` archive (legacy layout: `<id>/layer.tar`, a config
 /// named by its digest, manifest.json).
 pub fn write_docker_save(out: &Path, layers: &[Layer], entrypoint: &[&str], cmd: &[&str]) {
-    let layers: Vec<Vec<u8>> = layers
-        .iter()
-        .map(|l| {
-            let mut bytes = l
-                .builder
-                .as_ref()
-                .map(|b| b.get_ref().clone())
-                .unwrap_or_default();
-            bytes.extend_from_slice(&[0u8; 1024]);
-            bytes
-        })
-        .collect();
+    let layers: Vec<Vec<u8>> = layers.iter().map(Layer::tar_bytes).collect();
     let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
