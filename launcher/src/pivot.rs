@@ -64,6 +64,7 @@ mod tests {
             read_only: false,
             fresh_sysfs: true,
             tty_gid: None,
+            dev_nodes: rootfs::DevNodes::Bind,
             workdir: None,
             idmapped_layers: None,
             cgroup_fs: rootfs::CgroupFs::Skip,

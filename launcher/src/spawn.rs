@@ -118,9 +118,13 @@ pub fn plan(
             fresh_sysfs: new_net,
             // A single-id map has no gid 5 to give devpts.
             tty_gid: (!matches!(mapping, IdMapping::Single { .. })).then_some(5),
+            dev_nodes: match mapping {
+                IdMapping::Host => rootfs::DevNodes::Mknod,
+                _ => rootfs::DevNodes::Bind,
+            },
             workdir: cwd.clone().map(PathBuf::from),
             idmapped_layers: None,
-            cgroup_fs: rootfs::cgroup_fs(rootless),
+            cgroup_fs: crate::cgroups::mountinfo::cgroup_fs(rootless),
         },
         mapping,
         process: Process {

@@ -18,6 +18,23 @@ pub enum Node {
     File,
 }
 
+/// How a mount target inside the container's root is looked up. Neither
+/// way leaves the root (openat2 RESOLVE_IN_ROOT); they differ in what the
+/// image may do with symlinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    /// No symlink anywhere on the way (ELOOP): the system mounts (`/proc`,
+    /// `/dev`, `/sys` and what lies below them), whose place the image must
+    /// not choose (runc after CVE-2019-16884 and CVE-2019-19921).
+    NoSymlinks,
+    /// Symlinks are followed as if the root were `/`, as docker follows an
+    /// image's `/etc/resolv.conf -> ../run/…`. A target that exists may lie
+    /// on any mount inside the root; missing components are created only on
+    /// the root's own filesystem or in the container's `/dev` (EXDEV
+    /// elsewhere), so nothing is ever made in a volume's host directory.
+    InRoot,
+}
+
 /// A Linux capability number (`CAP_CHOWN` = 0 …).
 pub type Cap = u32;
 
@@ -31,20 +48,30 @@ pub trait Sys {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), Errno>;
-    /// mount(2) onto `target` inside `root`, resolved without leaving `root`
-    /// (symlinks are followed as if `root` were `/`), created as `node` when
-    /// missing. `src` is a host path.
+    /// mount(2) onto `target` inside `root`, looked up as `resolve` says
+    /// (never out of `root`), created as `node` when missing. `src` is a
+    /// host path. A target that turns out to be `root` itself is EBUSY.
     #[allow(clippy::too_many_arguments)]
     fn mount_in(
         &self,
         root: &Path,
         target: &Path,
         node: Node,
+        resolve: Resolve,
         src: Option<&Path>,
         fstype: Option<&str>,
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), Errno>;
+    /// Binds `path` inside `root` (no symlink on the way) on itself,
+    /// recursively: the first half of making it read-only.
+    fn bind_on_itself_in(&self, root: &Path, path: &Path) -> Result<(), Errno>;
+    /// The filesystem type (statfs(2) `f_type`) of `path` inside `root`, no
+    /// symlink on the way: what a mount there really put there.
+    fn fs_type_in(&self, root: &Path, path: &Path) -> Result<i64, Errno>;
+    /// mknod(2) of a character device `path` inside `root` (its parent
+    /// without symlinks), then chmod to `mode` whatever the umask.
+    fn mknod_in(&self, root: &Path, path: &Path, mode: u32, dev: u64) -> Result<(), Errno>;
     /// Writes one byte to `fd` and waits for one back (a step the parent
     /// does while the child waits).
     fn handshake(&self, fd: RawFd) -> Result<(), Errno>;
@@ -52,9 +79,10 @@ pub trait Sys {
     fn write_in(&self, root: &Path, path: &Path, contents: &[u8]) -> Result<(), Errno>;
     /// mkdir -p of `path` inside `root`, resolved inside it.
     fn mkdir_in(&self, root: &Path, path: &Path) -> Result<(), Errno>;
-    /// What `path` inside `root` is, if it exists (resolved inside root).
-    fn kind_in(&self, root: &Path, path: &Path) -> Option<Node>;
-    /// symlink(2) at `link` inside `root` (its parent resolved inside root).
+    /// What `path` inside `root` is, None when it does not exist; a symlink
+    /// on the way is an error (ELOOP), not "absent".
+    fn kind_in(&self, root: &Path, path: &Path) -> Result<Option<Node>, Errno>;
+    /// symlink(2) at `link` inside `root` (its parent without symlinks).
     fn symlink_in(&self, root: &Path, target: &str, link: &Path) -> Result<(), Errno>;
     fn umount2(&self, path: &Path, flags: MntFlags) -> Result<(), Errno>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), Errno>;
@@ -101,9 +129,9 @@ fn cpath(p: &Path) -> Result<CString, Errno> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
 }
 
-/// openat2(2) with RESOLVE_IN_ROOT: `rel` is resolved as if `dirfd` were `/`,
-/// so neither `..` nor an absolute symlink can leave it.
-fn open_in_root(dirfd: RawFd, rel: &Path, flags: i32) -> Result<OwnedFd, Errno> {
+/// openat2(2) with RESOLVE_IN_ROOT (plus `resolve`): `rel` is resolved as if
+/// `dirfd` were `/`, so neither `..` nor an absolute symlink can leave it.
+fn open_in_root(dirfd: RawFd, rel: &Path, flags: i32, resolve: u64) -> Result<OwnedFd, Errno> {
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -113,7 +141,7 @@ fn open_in_root(dirfd: RawFd, rel: &Path, flags: i32) -> Result<OwnedFd, Errno> 
     // SAFETY: open_how is plain data; zero is its "nothing set" value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | resolve;
     // SAFETY: rel is a valid C string and how a valid open_how of the given size.
     let fd = unsafe {
         libc::syscall(
@@ -129,6 +157,11 @@ fn open_in_root(dirfd: RawFd, rel: &Path, flags: i32) -> Result<OwnedFd, Errno> 
     }
     // SAFETY: the kernel just gave us this fd.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// [`open_in_root`] with no symlink allowed on the way.
+fn open_no_symlinks(dirfd: RawFd, rel: &Path, flags: i32) -> Result<OwnedFd, Errno> {
+    open_in_root(dirfd, rel, flags, libc::RESOLVE_NO_SYMLINKS)
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
@@ -179,7 +212,8 @@ fn secure_join(root: &OwnedFd, target: &Path) -> Result<PathBuf, Errno> {
             done.pop();
             continue;
         }
-        let parent = match open_in_root(root.as_raw_fd(), &done, libc::O_PATH | libc::O_DIRECTORY) {
+        let parent = match open_in_root(root.as_raw_fd(), &done, libc::O_PATH | libc::O_DIRECTORY, 0)
+        {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => {
                 done.push(&c);
@@ -219,51 +253,114 @@ fn secure_join(root: &OwnedFd, target: &Path) -> Result<PathBuf, Errno> {
     Ok(done)
 }
 
-/// Opens `target` inside `root`, creating missing components: directories
-/// for the parents, `node` for the last one. Each step is resolved inside
-/// the root, so a symlink planted in the image cannot redirect a mount.
-fn ensure_in_root(root: &OwnedFd, target: &Path, node: Node) -> Result<OwnedFd, Errno> {
-    match open_in_root(root.as_raw_fd(), relative(target), libc::O_PATH) {
-        Err(Errno::ENOENT) => {}
-        other => return other,
-    }
-    let rel = secure_join(root, target)?;
-    let mut sofar = PathBuf::new();
-    let parts: Vec<_> = rel.components().collect();
-    for (i, part) in parts.iter().enumerate() {
-        let Component::Normal(name) = part else {
-            return Err(Errno::EINVAL);
-        };
-        let last = i + 1 == parts.len();
-        let parent = open_in_root(root.as_raw_fd(), &sofar, libc::O_PATH | libc::O_DIRECTORY)?;
-        sofar.push(name);
-        let cname = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-        // SAFETY: parent is an open directory fd and cname a valid C string.
-        let rc = unsafe {
-            if last && node == Node::File {
+/// Creates `name` in the directory `parent` as `node`; one that exists is
+/// left as it is.
+fn create_node(parent: &OwnedFd, name: &std::ffi::OsStr, node: Node) -> Result<(), Errno> {
+    let cname = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: parent is an open directory fd and cname a valid C string.
+    let rc = unsafe {
+        match node {
+            Node::File => {
                 let fd = libc::openat(
                     parent.as_raw_fd(),
                     cname.as_ptr(),
-                    libc::O_CREAT
-                        | libc::O_EXCL
-                        | libc::O_WRONLY
-                        | libc::O_NOFOLLOW
-                        | libc::O_CLOEXEC,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                     0o644,
                 );
                 if fd >= 0 {
                     libc::close(fd);
                 }
                 fd
-            } else {
-                libc::mkdirat(parent.as_raw_fd(), cname.as_ptr(), 0o755)
             }
-        };
-        if rc < 0 && Errno::last() != Errno::EEXIST {
-            return Err(Errno::last());
+            Node::Dir => libc::mkdirat(parent.as_raw_fd(), cname.as_ptr(), 0o755),
         }
+    };
+    if rc < 0 && Errno::last() != Errno::EEXIST {
+        return Err(Errno::last());
     }
-    open_in_root(root.as_raw_fd(), &rel, libc::O_PATH)
+    Ok(())
+}
+
+/// Creates the missing components of the symlink-free `rel` below `base`:
+/// directories, then `node`. Every parent is opened with `resolve` added
+/// to RESOLVE_IN_ROOT.
+fn create_below(base: &OwnedFd, rel: &Path, node: Node, resolve: u64) -> Result<(), Errno> {
+    let parts: Vec<_> = rel.components().collect();
+    let mut sofar = PathBuf::new();
+    for (i, part) in parts.iter().enumerate() {
+        let Component::Normal(name) = part else {
+            return Err(Errno::EINVAL);
+        };
+        let last = i + 1 == parts.len();
+        let parent = open_in_root(
+            base.as_raw_fd(),
+            &sofar,
+            libc::O_PATH | libc::O_DIRECTORY,
+            resolve,
+        )?;
+        create_node(&parent, name, if last { node } else { Node::Dir })?;
+        sofar.push(name);
+    }
+    Ok(())
+}
+
+/// Opens `target` inside `root` as `resolve` says, creating what is missing:
+/// directories for the parents, `node` for the last one.
+fn ensure_in_root(
+    root: &OwnedFd,
+    target: &Path,
+    node: Node,
+    resolve: Resolve,
+) -> Result<OwnedFd, Errno> {
+    let rel = relative(target);
+    match resolve {
+        Resolve::NoSymlinks => match open_no_symlinks(root.as_raw_fd(), rel, libc::O_PATH) {
+            Err(Errno::ENOENT) => {
+                create_below(root, rel, node, libc::RESOLVE_NO_SYMLINKS)?;
+                open_no_symlinks(root.as_raw_fd(), rel, libc::O_PATH)
+            }
+            other => other,
+        },
+        Resolve::InRoot => match open_in_root(root.as_raw_fd(), rel, libc::O_PATH, 0) {
+            Err(Errno::ENOENT) => {
+                let rel = secure_join(root, target)?;
+                // The container's /dev is a tmpfs of ours: what is made there
+                // (`-v /dev/log:/dev/log`) lands in no host directory.
+                let dev = open_no_symlinks(root.as_raw_fd(), Path::new("dev"), libc::O_PATH);
+                match (rel.strip_prefix("dev"), dev) {
+                    (Ok(below), Ok(dev)) if !below.as_os_str().is_empty() && is_mount(&dev) => {
+                        create_below(&dev, below, node, libc::RESOLVE_NO_XDEV)?;
+                    }
+                    _ => create_below(root, &rel, node, libc::RESOLVE_NO_XDEV)?,
+                }
+                open_in_root(root.as_raw_fd(), &rel, libc::O_PATH, 0)
+            }
+            other => other,
+        },
+    }
+}
+
+/// Whether `fd` is the top of a mount (statx STATX_ATTR_MOUNT_ROOT).
+fn is_mount(fd: &OwnedFd) -> bool {
+    // SAFETY: statx into a zeroed buffer of the right type.
+    unsafe {
+        let mut st: libc::statx = std::mem::zeroed();
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            0,
+            &mut st,
+        ) == 0
+            && st.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+            && st.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+    }
+}
+
+/// Whether two fds name the same inode.
+fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
+    let stat = |fd: &OwnedFd| nix::sys::stat::fstat(fd).map(|s| (s.st_dev, s.st_ino));
+    matches!((stat(a), stat(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 fn fd_path(fd: &OwnedFd) -> String {
@@ -321,14 +418,57 @@ impl Sys for Linux {
         root: &Path,
         target: &Path,
         node: Node,
+        resolve: Resolve,
         src: Option<&Path>,
         fstype: Option<&str>,
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), Errno> {
         let rootfd = open_dir(root)?;
-        let fd = ensure_in_root(&rootfd, target, node)?;
+        let fd = ensure_in_root(&rootfd, target, node, resolve)?;
+        if same_file(&fd, &rootfd) {
+            return Err(Errno::EBUSY);
+        }
         nix::mount::mount(src, fd_path(&fd).as_str(), fstype, flags, data)
+    }
+
+    fn bind_on_itself_in(&self, root: &Path, path: &Path) -> Result<(), Errno> {
+        let rootfd = open_dir(root)?;
+        let fd = open_no_symlinks(rootfd.as_raw_fd(), relative(path), libc::O_PATH)?;
+        let at = fd_path(&fd);
+        nix::mount::mount(
+            Some(at.as_str()),
+            at.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    }
+
+    fn fs_type_in(&self, root: &Path, path: &Path) -> Result<i64, Errno> {
+        let rootfd = open_dir(root)?;
+        let fd = open_no_symlinks(rootfd.as_raw_fd(), relative(path), libc::O_PATH)?;
+        nix::sys::statfs::fstatfs(&fd).map(|s| s.filesystem_type().0 as i64)
+    }
+
+    fn mknod_in(&self, root: &Path, path: &Path, mode: u32, dev: u64) -> Result<(), Errno> {
+        let rootfd = open_dir(root)?;
+        let rel = relative(path);
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel.file_name().ok_or(Errno::EINVAL)?;
+        let dir = open_no_symlinks(rootfd.as_raw_fd(), parent, libc::O_PATH | libc::O_DIRECTORY)?;
+        let n = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+        // SAFETY: valid C string and an open directory fd; fchmodat does
+        // not follow the node (it is not a symlink: we just made it).
+        unsafe {
+            check(libc::mknodat(
+                dir.as_raw_fd(),
+                n.as_ptr(),
+                libc::S_IFCHR | mode,
+                dev,
+            ))?;
+            check(libc::fchmodat(dir.as_raw_fd(), n.as_ptr(), mode, 0))
+        }
     }
 
     fn handshake(&self, fd: RawFd) -> Result<(), Errno> {
@@ -349,11 +489,12 @@ impl Sys for Linux {
     fn write_in(&self, root: &Path, path: &Path, contents: &[u8]) -> Result<(), Errno> {
         use std::io::Write;
         let rootfd = open_dir(root)?;
-        ensure_in_root(&rootfd, path, Node::File)?;
+        ensure_in_root(&rootfd, path, Node::File, Resolve::InRoot)?;
         let fd = open_in_root(
             rootfd.as_raw_fd(),
             relative(path),
-            libc::O_WRONLY | libc::O_TRUNC,
+            libc::O_WRONLY | libc::O_TRUNC | libc::O_NOFOLLOW,
+            0,
         )?;
         std::fs::File::from(fd)
             .write_all(contents)
@@ -362,15 +503,19 @@ impl Sys for Linux {
 
     fn mkdir_in(&self, root: &Path, path: &Path) -> Result<(), Errno> {
         let rootfd = open_dir(root)?;
-        ensure_in_root(&rootfd, path, Node::Dir).map(drop)
+        ensure_in_root(&rootfd, path, Node::Dir, Resolve::InRoot).map(drop)
     }
 
-    fn kind_in(&self, root: &Path, path: &Path) -> Option<Node> {
-        let rootfd = open_dir(root).ok()?;
-        let fd = open_in_root(rootfd.as_raw_fd(), relative(path), libc::O_PATH).ok()?;
-        let file = std::fs::File::from(fd);
-        let meta = file.metadata().ok()?;
-        Some(if meta.is_dir() { Node::Dir } else { Node::File })
+    fn kind_in(&self, root: &Path, path: &Path) -> Result<Option<Node>, Errno> {
+        let rootfd = open_dir(root)?;
+        let fd = match open_no_symlinks(rootfd.as_raw_fd(), relative(path), libc::O_PATH) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let stat = nix::sys::stat::fstat(&fd)?;
+        let dir = stat.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        Ok(Some(if dir { Node::Dir } else { Node::File }))
     }
 
     fn symlink_in(&self, root: &Path, target: &str, link: &Path) -> Result<(), Errno> {
@@ -378,7 +523,7 @@ impl Sys for Linux {
         let rel = relative(link);
         let parent = rel.parent().unwrap_or(Path::new(""));
         let name = rel.file_name().ok_or(Errno::EINVAL)?;
-        let dir = open_in_root(rootfd.as_raw_fd(), parent, libc::O_PATH | libc::O_DIRECTORY)?;
+        let dir = open_no_symlinks(rootfd.as_raw_fd(), parent, libc::O_PATH | libc::O_DIRECTORY)?;
         let t = CString::new(target).map_err(|_| Errno::EINVAL)?;
         let n = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
         // SAFETY: valid C strings and an open directory fd.
@@ -615,6 +760,8 @@ pub mod fake {
             link: PathBuf,
         },
         Mkdir(PathBuf),
+        /// path, mode, device number
+        Mknod(PathBuf, u32, u64),
         Write(PathBuf, String),
         Handshake(RawFd),
         OpenPty,
@@ -644,6 +791,15 @@ pub mod fake {
         /// Paths that [`Sys::kind_in`] reports as directories; every other
         /// path is a file.
         pub dirs: Vec<PathBuf>,
+        /// Paths below which [`Sys::kind_in`] meets a symlink (ELOOP).
+        pub symlinked: Vec<PathBuf>,
+        /// Mount targets where [`Sys::fs_type_in`] finds another filesystem
+        /// than the one mounted (as if the mount had landed elsewhere).
+        pub impostors: Vec<PathBuf>,
+        /// Each [`Sys::mount_in`] target and how it was resolved.
+        pub resolved: RefCell<Vec<(PathBuf, Resolve)>>,
+        /// Each [`Sys::mount_in`] target and the filesystem type mounted.
+        pub mounted: RefCell<Vec<(PathBuf, String)>>,
     }
 
     impl Fake {
@@ -682,12 +838,47 @@ pub mod fake {
             root: &Path,
             target: &Path,
             _node: Node,
+            resolve: Resolve,
             src: Option<&Path>,
             fstype: Option<&str>,
             flags: MsFlags,
             data: Option<&str>,
         ) -> Result<(), Errno> {
+            self.resolved
+                .borrow_mut()
+                .push((target.to_path_buf(), resolve));
+            if resolve == Resolve::NoSymlinks && self.symlinked.iter().any(|d| target.starts_with(d))
+            {
+                return Err(Errno::ELOOP);
+            }
+            if let Some(fstype) = fstype {
+                self.mounted
+                    .borrow_mut()
+                    .push((target.to_path_buf(), fstype.to_string()));
+            }
             self.mount(src, &root.join(relative(target)), fstype, flags, data)
+        }
+        fn bind_on_itself_in(&self, root: &Path, path: &Path) -> Result<(), Errno> {
+            let at = root.join(relative(path));
+            self.mount(Some(&at), &at, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+        }
+        fn fs_type_in(&self, _root: &Path, path: &Path) -> Result<i64, Errno> {
+            let mounted = self.mounted.borrow();
+            let fstype = mounted
+                .iter()
+                .rev()
+                .find(|(p, _)| p == path)
+                .map(|(_, t)| t.as_str());
+            Ok(match fstype {
+                _ if self.impostors.iter().any(|p| p == path) => 0x6969, // NFS
+                Some("proc") => libc::PROC_SUPER_MAGIC as i64,
+                Some("sysfs") => libc::SYSFS_MAGIC as i64,
+                Some("tmpfs") => libc::TMPFS_MAGIC as i64,
+                _ => 0,
+            })
+        }
+        fn mknod_in(&self, root: &Path, path: &Path, mode: u32, dev: u64) -> Result<(), Errno> {
+            self.push(Call::Mknod(root.join(relative(path)), mode, dev))
         }
         fn handshake(&self, fd: RawFd) -> Result<(), Errno> {
             self.push(Call::Handshake(fd))
@@ -701,12 +892,15 @@ pub mod fake {
         fn mkdir_in(&self, root: &Path, path: &Path) -> Result<(), Errno> {
             self.push(Call::Mkdir(root.join(relative(path))))
         }
-        fn kind_in(&self, _root: &Path, path: &Path) -> Option<Node> {
-            Some(if self.dirs.iter().any(|d| d == path) {
+        fn kind_in(&self, _root: &Path, path: &Path) -> Result<Option<Node>, Errno> {
+            if self.symlinked.iter().any(|d| path.starts_with(d)) {
+                return Err(Errno::ELOOP);
+            }
+            Ok(Some(if self.dirs.iter().any(|d| d == path) {
                 Node::Dir
             } else {
                 Node::File
-            })
+            }))
         }
         fn symlink_in(&self, root: &Path, target: &str, link: &Path) -> Result<(), Errno> {
             self.push(Call::Symlink {

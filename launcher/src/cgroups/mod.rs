@@ -15,6 +15,7 @@
 //! cg.remove()?;                         // also on Drop, best effort
 //! ```
 
+pub mod mountinfo;
 mod hierarchy;
 mod limits;
 

@@ -1,0 +1,134 @@
+//! The root's base: `/` made a recursive slave, the container's state
+//! directory (in memory unless `--keep`), the overlay over the cached layers
+//! and its bind on itself, which `pivot_root` wants.
+
+use super::{NONE, Plan};
+use crate::sys::Sys;
+use crate::{Error, Result};
+use nix::mount::MsFlags;
+use std::path::{Path, PathBuf};
+
+/// The overlay: cached layers below, the container's private dirs above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// Bottom first, as in the manifest.
+    pub lower: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Rootless: overlay's xattrs in `user.`, as the layers were unpacked.
+    pub userxattr: bool,
+}
+
+/// Nothing mounted from here on propagates back to the host, while the
+/// host's later mounts still reach us (crun, runc: rslave by default).
+pub(super) fn make_root_slave(sys: &impl Sys) -> Result<()> {
+    sys.mount(
+        NONE,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None,
+    )
+    .map_err(Error::sys("making `/` a recursive slave"))
+}
+
+pub(super) fn make_state(sys: &impl Sys, plan: &Plan) -> Result<()> {
+    if plan.in_memory {
+        sys.mount(
+            Some(Path::new("tmpfs")),
+            &plan.state,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=700"),
+        )
+        .map_err(Error::sys(format!(
+            "mounting a tmpfs on `{}`",
+            plan.state.display()
+        )))?;
+    }
+    for dir in ["upper", "work", "rootfs", "etc"] {
+        sys.mkdir_in(&plan.state, Path::new(dir))
+            .map_err(Error::sys(format!(
+                "making `{}/{dir}`",
+                plan.state.display()
+            )))?;
+    }
+    if let Some(socket) = plan.idmapped_layers {
+        for i in 0..plan.overlay.lower.len() {
+            sys.mkdir_in(&plan.state, &Path::new("lower").join(i.to_string()))
+                .map_err(Error::sys("making the layer mount points"))?;
+        }
+        sys.handshake(socket)
+            .map_err(Error::sys("waiting for the idmapped layers"))?;
+    }
+    for (name, contents) in &plan.etc {
+        let path = Path::new("etc").join(name);
+        sys.write_in(&plan.state, &path, contents.as_bytes())
+            .map_err(Error::sys(format!(
+                "writing `{}`",
+                plan.state.join(&path).display()
+            )))?;
+    }
+    Ok(())
+}
+
+/// Where `--userns=auto` attaches the idmapped layers, bottom first.
+pub fn idmapped_targets(state: &Path, count: usize) -> Vec<PathBuf> {
+    (0..count)
+        .map(|i| state.join("lower").join(i.to_string()))
+        .collect()
+}
+
+pub fn overlay_options(o: &Overlay) -> String {
+    // overlayfs lists lowerdir top first; the manifest lists bottom first.
+    let lower: Vec<String> = o
+        .lower
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        o.upper.display(),
+        o.work.display()
+    );
+    if o.userxattr {
+        data.push_str(",userxattr");
+    }
+    data
+}
+
+pub(super) fn mount_overlay(sys: &impl Sys, plan: &Plan) -> Result<()> {
+    let mut overlay = plan.overlay.clone();
+    if plan.idmapped_layers.is_some() {
+        overlay.lower = idmapped_targets(&plan.state, overlay.lower.len());
+    }
+    let data = overlay_options(&overlay);
+    sys.mount(
+        Some(Path::new("overlay")),
+        &plan.root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+    )
+    .map_err(Error::sys(format!(
+        "mounting the overlay on `{}`",
+        plan.root.display()
+    )))
+}
+
+/// pivot_root wants the new root to be a mount point of its own.
+pub(super) fn bind_on_itself(sys: &impl Sys, root: &Path) -> Result<()> {
+    sys.mount(
+        Some(root),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(Error::sys(format!(
+        "binding `{}` on itself",
+        root.display()
+    )))
+}

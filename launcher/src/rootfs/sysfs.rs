@@ -1,0 +1,40 @@
+//! `/sys`: read-only, at the image's real `/sys` directory, with docker's
+//! masks. A new network namespace gets a sysfs of its own (checked to be
+//! sysfs once mounted); the host's network namespace gets the host's `/sys`
+//! bound read-only, as rootless podman does, since sysfs cannot be mounted
+//! afresh there without owning the network namespace.
+
+use super::proc::mask_paths;
+use super::{DevNodes, NOSUID_NODEV_NOEXEC, mount_system, remount_read_only, system_target_error};
+use crate::sys::{Node, Resolve, Sys};
+use crate::Result;
+use nix::mount::MsFlags;
+use std::path::Path;
+
+pub(super) fn mount_sys(sys: &impl Sys, root: &Path, fresh: bool, nodes: DevNodes) -> Result<()> {
+    let target = Path::new("/sys");
+    if fresh {
+        mount_system(
+            sys,
+            root,
+            target,
+            ("sysfs", libc::SYSFS_MAGIC as i64),
+            MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+            None,
+        )?;
+    } else {
+        sys.mount_in(
+            root,
+            target,
+            Node::Dir,
+            Resolve::NoSymlinks,
+            Some(Path::new("/sys")),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .map_err(|e| system_target_error("binding the host's `/sys`".into(), target, e))?;
+        remount_read_only(sys, root, target, NOSUID_NODEV_NOEXEC, Resolve::NoSymlinks)?;
+    }
+    mask_paths(sys, root, "/sys", nodes)
+}
