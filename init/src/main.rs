@@ -1,6 +1,7 @@
 //! The `init` binary: parse the command line, run, exit with the code. Its
 //! name picks the personality: `tini`/`docker-init`, `dumb-init`,
-//! `catatonit`/`podman-init`, or cradle's own under any other name.
+//! `catatonit`/`podman-init`, or cradle's own under any other name. Named
+//! `cradle-exec`, it is the launcher's exec stub instead ([`exec_stub`]).
 //!
 //! `no_main`: the C `main` takes argv straight from libc and skips Rust's
 //! runtime start-up (stack guard probing, SIGPIPE setup), instructions a
@@ -20,6 +21,9 @@ use init::{Invocation, Linux, Stream, Sys};
 
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+    if argc >= 3 && args(1, argv)[0] == EXEC_STUB {
+        return exec_stub(argv);
+    }
     let argv = args(argc, argv);
     let env = init::Env::from_process();
     let code = match init::args::parse(&argv, |k| env.get(k)) {
@@ -40,6 +44,36 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         }
     };
     c_int::from(code)
+}
+
+/// The argv[0] under which the launcher runs this binary as its exec stub.
+const EXEC_STUB: &[u8] = b"cradle-exec";
+
+/// `cradle-exec PATH ARGV0 ARGS…`: execs PATH with ARGV0 ARGS… and the
+/// environment as they are, and nothing else. The launcher runs the workload
+/// through this, from a sealed in-memory copy, so that while the kernel
+/// resolves the workload (its path, a `#!` interpreter, an ELF interpreter)
+/// `/proc/self/exe` names no host file: an image whose entrypoint is
+/// `/proc/self/exe` gets this copy again, never the launcher's binary (the
+/// CVE-2019-5736 class; runc's "dmz" binary does the same job).
+fn exec_stub(argv: *const *const c_char) -> c_int {
+    // SAFETY: the C runtime's argv has at least three valid entries (checked
+    // by the caller) and a terminating null; execv only reads them.
+    let errno = unsafe {
+        libc::execv(*argv.add(1), argv.add(2));
+        init::Errno::last()
+    };
+    let path = args(2, argv)[1];
+    let mut line = String::from("cradle-exec: executing `");
+    line.push_str(&String::from_utf8_lossy(path));
+    line.push_str(&alloc::format!("`: {errno}\n"));
+    Linux.log(Stream::Stderr, &line);
+    // As a shell and docker: 127 when there is no such file, 126 otherwise.
+    if errno == init::Errno::ENOENT {
+        127
+    } else {
+        126
+    }
 }
 
 /// argv as the kernel passed it; the strings live as long as the process.

@@ -8,8 +8,9 @@ use crate::{Error, Result};
 use seccompiler::BpfProgram;
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Docker's default capabilities (moby `oci/caps/defaults.go`): CapEff
 /// 00000000a80425fb.
@@ -41,6 +42,9 @@ pub struct Process {
     /// The pty's slave end, with `-t`.
     pub tty: Option<RawFd>,
     pub seccomp: Vec<BpfProgram>,
+    /// The sealed in-memory copy of the init that execs the workload
+    /// ([`seal_stub`]); None only in tests of the step sequence.
+    pub stub: Option<Arc<OwnedFd>>,
 }
 
 /// A user resolved in the container: ids, supplementary groups, home.
@@ -70,10 +74,69 @@ pub fn into_workload(sys: &impl Sys, p: &Process, parent_alive: RawFd) -> Result
         sys.apply_seccomp(program)
             .map_err(Error::sys("installing the seccomp filter"))?;
     }
-    sys.execve(&path, &argv, &env).map_err(Error::sys(format!(
-        "executing `{}`",
-        path.to_string_lossy()
-    )))
+    let step = format!("executing `{}`", path.to_string_lossy());
+    match &p.stub {
+        Some(stub) => {
+            let mut through = vec![c"cradle-exec".to_owned(), path];
+            through.extend(argv);
+            sys.execve_fd(stub.as_raw_fd(), &through, &env)
+        }
+        None => sys.execve(&path, &argv, &env),
+    }
+    .map_err(Error::sys(step))
+}
+
+/// The largest init the launcher copies into memory as its exec stub.
+const STUB_MAX: u64 = 16 << 20;
+
+/// A sealed, executable in-memory copy of the static init at `init`, run as
+/// `cradle-exec` to exec the workload (see the init's `exec_stub`): at that
+/// moment `/proc/self/exe` of the container's first process is this copy,
+/// which nothing can write, instead of the launcher's binary on the host.
+pub fn seal_stub(init: &Path) -> Result<Arc<OwnedFd>> {
+    use std::io::{Read, Write};
+    let step = || format!("copying the init `{}` into memory", init.display());
+    let io = |e: std::io::Error| Error::Io {
+        op: "copying into memory",
+        path: init.to_path_buf(),
+        source: e,
+    };
+    // MFD_EXEC (Linux 6.3) says it is to be executed; older kernels refuse
+    // the flag and are executable anyway.
+    const MFD_EXEC: libc::c_uint = 0x10;
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: a valid C string name and flags; the fd is owned below.
+    let fd = unsafe {
+        match libc::memfd_create(c"cradle-exec".as_ptr(), flags | MFD_EXEC) {
+            -1 if nix::errno::Errno::last() == nix::errno::Errno::EINVAL => {
+                libc::memfd_create(c"cradle-exec".as_ptr(), flags)
+            }
+            fd => fd,
+        }
+    };
+    if fd < 0 {
+        return Err(Error::sys(step())(nix::errno::Errno::last()));
+    }
+    // SAFETY: the kernel just gave us this fd.
+    let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut bytes = Vec::new();
+    std::fs::File::open(init)
+        .and_then(|f| f.take(STUB_MAX + 1).read_to_end(&mut bytes))
+        .map_err(io)?;
+    if bytes.len() as u64 > STUB_MAX {
+        return Err(Error::Invalid {
+            what: "init (larger than 16 MiB)",
+            value: init.display().to_string(),
+        });
+    }
+    let mut file = std::fs::File::from(memfd);
+    file.write_all(&bytes).map_err(io)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on an fd we own.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(Error::sys(step())(nix::errno::Errno::last()));
+    }
+    Ok(Arc::new(OwnedFd::from(file)))
 }
 
 fn start_session(sys: &impl Sys, tty: Option<RawFd>) -> Result<()> {
@@ -331,6 +394,7 @@ mod tests {
             user: Some("0".into()),
             tty: Some(5),
             seccomp: vec![vec![]],
+            stub: None,
         };
         let err = into_workload(&fake, &p, -1).unwrap_err();
         assert!(err.to_string().contains("executing `/bin/true`"), "{err}");

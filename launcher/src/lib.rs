@@ -136,7 +136,10 @@ pub enum Error {
     UsernsExhausted { slots: usize, first: u32, end: u64 },
     #[error("container `{name}` is already running")]
     NameInUse { name: String },
-    #[error("no init to run as PID 1 (looked at {tried}); pass --init-path or --no-init")]
+    #[error(
+        "no cradle-init found (looked at {tried}); the launcher runs every workload through it, \
+         as PID 1 unless --no-init; pass --init-path"
+    )]
     NoInit { tried: String },
     #[error("compiling the seccomp profile")]
     Seccomp(#[source] seccompiler::BackendError),

@@ -76,11 +76,14 @@ pub fn plan(
         .unwrap_or_else(|| container.id.chars().take(12).collect());
     let mut argv = image::argv(image, opts)?;
     let mut init = None;
+    // Our init is needed either way: bound at /sbin/cradle-init when the
+    // image has none, and always as the exec stub.
+    let init_path = find_init(opts.init_path.as_deref())?;
     if !opts.no_init && !image::starts_with_init(&argv) {
-        let path = find_init(opts.init_path.as_deref())?;
-        init = Some((path.clone(), locked_flags(&path)));
+        init = Some((init_path.clone(), locked_flags(&init_path)));
         argv.splice(0..0, [image::INIT_IN_IMAGE.to_string(), "--".to_string()]);
     }
+    let stub = crate::exec::seal_stub(&init_path)?;
     let env = image::env(image, opts, &hostname)?;
     let etc = etc_files(&hostname, opts.network);
     let volumes = opts
@@ -134,6 +137,7 @@ pub fn plan(
             user: opts.user.clone().or_else(|| image.user.clone()),
             tty: None,
             seccomp,
+            stub: Some(stub),
         },
         tty: opts.tty,
         interactive: opts.interactive,

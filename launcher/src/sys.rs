@@ -119,6 +119,8 @@ pub trait Sys {
     fn cloexec_from(&self, first: RawFd) -> Result<(), Errno>;
     fn apply_seccomp(&self, program: &[seccompiler::sock_filter]) -> Result<(), Errno>;
     fn execve(&self, path: &CStr, argv: &[CString], env: &[CString]) -> Result<Infallible, Errno>;
+    /// execveat(2) of the file open at `fd` (AT_EMPTY_PATH).
+    fn execve_fd(&self, fd: RawFd, argv: &[CString], env: &[CString]) -> Result<Infallible, Errno>;
 }
 
 /// The real kernel.
@@ -212,15 +214,15 @@ fn secure_join(root: &OwnedFd, target: &Path) -> Result<PathBuf, Errno> {
             done.pop();
             continue;
         }
-        let parent = match open_in_root(root.as_raw_fd(), &done, libc::O_PATH | libc::O_DIRECTORY, 0)
-        {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => {
-                done.push(&c);
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
+        let parent =
+            match open_in_root(root.as_raw_fd(), &done, libc::O_PATH | libc::O_DIRECTORY, 0) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => {
+                    done.push(&c);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
         let name = CString::new(c.as_bytes()).map_err(|_| Errno::EINVAL)?;
         let mut buf = vec![0u8; libc::PATH_MAX as usize];
         // SAFETY: readlinkat into a buffer of the given size.
@@ -264,7 +266,11 @@ fn create_node(parent: &OwnedFd, name: &std::ffi::OsStr, node: Node) -> Result<(
                 let fd = libc::openat(
                     parent.as_raw_fd(),
                     cname.as_ptr(),
-                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_WRONLY
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
                     0o644,
                 );
                 if fd >= 0 {
@@ -448,7 +454,7 @@ impl Sys for Linux {
     fn fs_type_in(&self, root: &Path, path: &Path) -> Result<i64, Errno> {
         let rootfd = open_dir(root)?;
         let fd = open_no_symlinks(rootfd.as_raw_fd(), relative(path), libc::O_PATH)?;
-        nix::sys::statfs::fstatfs(&fd).map(|s| s.filesystem_type().0 as i64)
+        nix::sys::statfs::fstatfs(&fd).map(|s| s.filesystem_type().0)
     }
 
     fn mknod_in(&self, root: &Path, path: &Path, mode: u32, dev: u64) -> Result<(), Errno> {
@@ -737,6 +743,32 @@ impl Sys for Linux {
     fn execve(&self, path: &CStr, argv: &[CString], env: &[CString]) -> Result<Infallible, Errno> {
         nix::unistd::execve(path, argv, env)
     }
+
+    fn execve_fd(&self, fd: RawFd, argv: &[CString], env: &[CString]) -> Result<Infallible, Errno> {
+        let argv: Vec<*const libc::c_char> = argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let env: Vec<*const libc::c_char> = env
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        // SAFETY: null-terminated arrays of valid C strings that outlive
+        // the call; on success it does not return.
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                fd,
+                c"".as_ptr(),
+                argv.as_ptr(),
+                env.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+        }
+        Err(Errno::last())
+    }
 }
 
 #[cfg(test)]
@@ -847,7 +879,8 @@ pub mod fake {
             self.resolved
                 .borrow_mut()
                 .push((target.to_path_buf(), resolve));
-            if resolve == Resolve::NoSymlinks && self.symlinked.iter().any(|d| target.starts_with(d))
+            if resolve == Resolve::NoSymlinks
+                && self.symlinked.iter().any(|d| target.starts_with(d))
             {
                 return Err(Errno::ELOOP);
             }
@@ -860,7 +893,13 @@ pub mod fake {
         }
         fn bind_on_itself_in(&self, root: &Path, path: &Path) -> Result<(), Errno> {
             let at = root.join(relative(path));
-            self.mount(Some(&at), &at, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+            self.mount(
+                Some(&at),
+                &at,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
         }
         fn fs_type_in(&self, _root: &Path, path: &Path) -> Result<i64, Errno> {
             let mounted = self.mounted.borrow();
@@ -871,9 +910,9 @@ pub mod fake {
                 .map(|(_, t)| t.as_str());
             Ok(match fstype {
                 _ if self.impostors.iter().any(|p| p == path) => 0x6969, // NFS
-                Some("proc") => libc::PROC_SUPER_MAGIC as i64,
-                Some("sysfs") => libc::SYSFS_MAGIC as i64,
-                Some("tmpfs") => libc::TMPFS_MAGIC as i64,
+                Some("proc") => libc::PROC_SUPER_MAGIC,
+                Some("sysfs") => libc::SYSFS_MAGIC,
+                Some("tmpfs") => libc::TMPFS_MAGIC,
                 _ => 0,
             })
         }
@@ -975,6 +1014,18 @@ pub mod fake {
         ) -> Result<Infallible, Errno> {
             self.push(Call::Execve(
                 path.to_string_lossy().into(),
+                argv.iter().map(|a| a.to_string_lossy().into()).collect(),
+            ))?;
+            Err(Errno::ENOSYS)
+        }
+        fn execve_fd(
+            &self,
+            fd: RawFd,
+            argv: &[CString],
+            _env: &[CString],
+        ) -> Result<Infallible, Errno> {
+            self.push(Call::Execve(
+                format!("fd:{fd}"),
                 argv.iter().map(|a| a.to_string_lossy().into()).collect(),
             ))?;
             Err(Errno::ENOSYS)

@@ -43,7 +43,7 @@ pub(super) fn mount_dev(
         sys,
         root,
         Path::new("/dev"),
-        ("tmpfs", libc::TMPFS_MAGIC as i64),
+        ("tmpfs", libc::TMPFS_MAGIC),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
@@ -51,7 +51,12 @@ pub(super) fn mount_dev(
         let node = Path::new("/dev").join(name);
         match nodes {
             DevNodes::Mknod => sys
-                .mknod_in(root, &node, 0o666, libc::makedev(major as u32, minor as u32))
+                .mknod_in(
+                    root,
+                    &node,
+                    0o666,
+                    libc::makedev(major as u32, minor as u32),
+                )
                 .map_err(Error::sys(format!("making `{}`", node.display()))),
             DevNodes::Bind => sys
                 .mount_in(

@@ -6,8 +6,8 @@
 //! never a silent skip.
 
 use super::{DevNodes, NOSUID_NODEV_NOEXEC, mount_system, remount_read_only, system_target_error};
-use crate::sys::{Node, Resolve, Sys};
 use crate::Result;
+use crate::sys::{Node, Resolve, Sys};
 use nix::mount::MsFlags;
 use std::path::Path;
 
@@ -42,7 +42,7 @@ pub(super) fn mount_proc(sys: &impl Sys, root: &Path, nodes: DevNodes) -> Result
         sys,
         root,
         Path::new("/proc"),
-        ("proc", libc::PROC_SUPER_MAGIC as i64),
+        ("proc", libc::PROC_SUPER_MAGIC),
         NOSUID_NODEV_NOEXEC,
         None,
     )?;

@@ -6,8 +6,8 @@
 
 use super::proc::mask_paths;
 use super::{DevNodes, NOSUID_NODEV_NOEXEC, mount_system, remount_read_only, system_target_error};
-use crate::sys::{Node, Resolve, Sys};
 use crate::Result;
+use crate::sys::{Node, Resolve, Sys};
 use nix::mount::MsFlags;
 use std::path::Path;
 
@@ -18,7 +18,7 @@ pub(super) fn mount_sys(sys: &impl Sys, root: &Path, fresh: bool, nodes: DevNode
             sys,
             root,
             target,
-            ("sysfs", libc::SYSFS_MAGIC as i64),
+            ("sysfs", libc::SYSFS_MAGIC),
             MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
             None,
         )?;

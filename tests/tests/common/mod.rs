@@ -190,11 +190,19 @@ impl Layer {
 /// busybox at /bin/busybox with its applets linked in /bin, a passwd and
 /// group file, and the usual empty directories.
 pub fn busybox_layer(busybox: &Path) -> Layer {
+    busybox_layer_without(busybox, &[])
+}
+
+/// [`busybox_layer`] without the top-level directories in `skip`, for a
+/// hostile layer to put something else there.
+pub fn busybox_layer_without(busybox: &Path, skip: &[&str]) -> Layer {
     let mut l = Layer::default();
     for d in [
         "bin", "dev", "etc", "home", "proc", "root", "sbin", "sys", "tmp", "usr", "usr/bin", "var",
     ] {
-        l.dir(d);
+        if !skip.contains(&d) {
+            l.dir(d);
+        }
     }
     l.file("bin/busybox", &std::fs::read(busybox).unwrap(), 0o755);
     let list = Command::new(busybox).arg("--list").output().unwrap();
