@@ -32,6 +32,10 @@ use std::path::PathBuf;
 
 pub use sys::{Linux, Sys};
 
+/// The default cap of a container's in-memory writable layer (and of each
+/// `--tmpfs` without `size=`): 1 GiB.
+pub const DEFAULT_STORAGE_SIZE: u64 = 1 << 30;
+
 /// Docker's exit status for a failure of the runtime itself.
 pub const EXIT_LAUNCHER_FAILED: i32 = 125;
 
@@ -88,6 +92,10 @@ pub struct Options {
     pub limits: cgroups::Limits,
     /// `--cgroup-parent`.
     pub cgroup_parent: Option<String>,
+    /// `--storage-opt size=`: the cap of the in-memory writable layer, bytes.
+    pub storage_size: u64,
+    /// `--tmpfs PATH[:OPTIONS]`, as given.
+    pub tmpfs: Vec<String>,
     /// The bridge, subnets and state directory of `veth` and `bridge` modes.
     pub net_config: network::Config,
 }

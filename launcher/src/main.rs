@@ -82,6 +82,15 @@ struct Run {
     /// Mount the container's root read-only.
     #[arg(long = "read-only")]
     read_only: bool,
+    /// Mount a tmpfs: PATH[:OPTIONS] (ro, exec, suid, dev, size=, mode=,
+    /// uid=, gid=, nr_inodes=); noexec,nosuid,nodev and the writable
+    /// layer's size cap unless said otherwise.
+    #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]")]
+    tmpfs: Vec<String>,
+    /// size=SIZE: the cap of the in-memory writable layer (default 1g);
+    /// writes past it fail with ENOSPC inside. Not applied with --keep.
+    #[arg(long = "storage-opt", value_name = "size=SIZE", value_parser = parse_storage_opt)]
+    storage_opt: Option<u64>,
     /// Allocate a pseudo-terminal.
     #[arg(short = 't', long = "tty")]
     tty: bool,
@@ -221,6 +230,8 @@ fn main() {
         entrypoint: run.entrypoint,
         volumes: run.volume,
         read_only: run.read_only,
+        storage_size: run.storage_opt.unwrap_or(launcher::DEFAULT_STORAGE_SIZE),
+        tmpfs: run.tmpfs,
         tty: run.tty,
         interactive: run.interactive,
         network: match run.network.as_str() {
@@ -285,5 +296,16 @@ fn bundle(b: Box<Bundle>) -> ! {
             eprintln!("launcher: {:#}", anyhow::Error::from(err));
             std::process::exit(launcher::EXIT_LAUNCHER_FAILED)
         }
+    }
+}
+
+/// `--storage-opt size=SIZE`, the one storage option there is.
+fn parse_storage_opt(text: &str) -> Result<u64, String> {
+    let size = text
+        .strip_prefix("size=")
+        .ok_or_else(|| format!("`{text}`: the only storage option is size=SIZE"))?;
+    match launcher::resources::parse_bytes(size)? {
+        0 => Err("size=0 would leave the writable layer unbounded".into()),
+        n => Ok(n),
     }
 }

@@ -51,6 +51,7 @@ mod tests {
         let plan = rootfs::Plan {
             state: "/c".into(),
             in_memory: false,
+            storage_size: "1g".into(),
             root: "/c/rootfs".into(),
             overlay: rootfs::Overlay {
                 lower: vec!["/l".into()],
@@ -59,6 +60,7 @@ mod tests {
                 userxattr: true,
             },
             volumes: vec![],
+            tmpfs: vec![],
             init: None,
             etc: vec![],
             read_only: false,
@@ -84,7 +86,7 @@ mod tests {
             }
         );
         assert_eq!(
-            calls[6],
+            calls[9],
             Call::Mount {
                 src: Some("/c/rootfs".into()),
                 dst: "/c/rootfs".into(),

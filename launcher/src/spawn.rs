@@ -91,6 +91,15 @@ pub fn plan(
         .iter()
         .map(|v| parse_volume(v))
         .collect::<Result<Vec<_>>>()?;
+    let storage_size = match opts.storage_size {
+        0 => crate::DEFAULT_STORAGE_SIZE,
+        n => n,
+    };
+    let tmpfs = opts
+        .tmpfs
+        .iter()
+        .map(|t| rootfs::volumes::parse_tmpfs(t, storage_size))
+        .collect::<Result<Vec<_>>>()?;
     let mut lower = layers.to_vec();
     if lower.is_empty() {
         // overlayfs needs a lower directory; an image without layers gets
@@ -107,6 +116,7 @@ pub fn plan(
         rootfs: rootfs::Plan {
             state: container.dir.clone(),
             in_memory: !opts.keep,
+            storage_size: storage_size.to_string(),
             root: container.rootfs(),
             overlay: Overlay {
                 lower,
@@ -115,6 +125,7 @@ pub fn plan(
                 userxattr: rootless || matches!(mapping, IdMapping::Range { .. }),
             },
             volumes,
+            tmpfs,
             init,
             etc,
             read_only: opts.read_only,

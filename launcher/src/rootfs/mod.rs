@@ -49,10 +49,14 @@ pub struct Plan {
     /// writes, and nothing of it can outlive a killed launcher. Without it
     /// (`--keep`) the upper directory is on disk and stays.
     pub in_memory: bool,
+    /// The size cap of that tmpfs, as tmpfs's `size=` (`1g`).
+    pub storage_size: String,
     /// Where the root is assembled (`state/rootfs`).
     pub root: PathBuf,
     pub overlay: Overlay,
     pub volumes: Vec<Volume>,
+    /// `--tmpfs PATH[:OPTIONS]`, mounted after the volumes.
+    pub tmpfs: Vec<volumes::Tmpfs>,
     /// Our static init, bound read-only at /sbin/cradle-init.
     pub init: Option<(PathBuf, MsFlags)>,
     /// The contents of /etc/hostname, /etc/hosts, /etc/resolv.conf, written
@@ -94,6 +98,7 @@ pub fn prepare(sys: &impl Sys, plan: &Plan) -> Result<()> {
     sysfs::mount_sys(sys, &plan.root, plan.fresh_sysfs, plan.dev_nodes)?;
     cgroup::mount_cgroup_fs(sys, &plan.root, &plan.cgroup_fs)?;
     volumes::mount_volumes(sys, plan)?;
+    volumes::mount_tmpfs(sys, plan)?;
     if plan.read_only {
         remount_read_only(
             sys,

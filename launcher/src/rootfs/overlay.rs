@@ -34,12 +34,16 @@ pub(super) fn make_root_slave(sys: &impl Sys) -> Result<()> {
 
 pub(super) fn make_state(sys: &impl Sys, plan: &Plan) -> Result<()> {
     if plan.in_memory {
+        // The cap bounds what the container can pin in memory through its
+        // writable layer (tmpfs pages are charged to no one without a
+        // memory limit): past it, writes fail with ENOSPC inside.
+        let data = format!("mode=700,size={}", plan.storage_size);
         sys.mount(
             Some(Path::new("tmpfs")),
             &plan.state,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=700"),
+            Some(&data),
         )
         .map_err(Error::sys(format!(
             "mounting a tmpfs on `{}`",
@@ -60,6 +64,8 @@ pub(super) fn make_state(sys: &impl Sys, plan: &Plan) -> Result<()> {
         }
         sys.handshake(socket)
             .map_err(Error::sys("waiting for the idmapped layers"))?;
+    } else {
+        link_layers(sys, plan)?;
     }
     for (name, contents) in &plan.etc {
         let path = Path::new("etc").join(name);
@@ -99,11 +105,43 @@ pub fn overlay_options(o: &Overlay) -> String {
     data
 }
 
+/// `l/N -> layer N` in the state directory, the short names the overlay's
+/// lowerdir lists (see [`mount_overlay`]).
+fn link_layers(sys: &impl Sys, plan: &Plan) -> Result<()> {
+    sys.mkdir_in(&plan.state, Path::new("l"))
+        .map_err(Error::sys("making the layer links"))?;
+    for (i, layer) in plan.overlay.lower.iter().enumerate() {
+        let link = Path::new("l").join(i.to_string());
+        let target = layer.to_str().ok_or(Error::Invalid {
+            what: "layer path (not UTF-8)",
+            value: layer.display().to_string(),
+        })?;
+        sys.symlink_in(&plan.state, target, &link)
+            .map_err(Error::sys(format!(
+                "linking `{}` to `{target}`",
+                plan.state.join(&link).display()
+            )))?;
+    }
+    Ok(())
+}
+
+/// The layers go into the overlay's options by short names relative to the
+/// state directory (`l/N`, or `lower/N` when idmapped), mounted from there:
+/// the whole option string must fit in a page, which 42 full layer paths
+/// do not; docker's overlay2 keeps short links for the same reason. The
+/// kernel follows the links when it looks the lower directories up.
 pub(super) fn mount_overlay(sys: &impl Sys, plan: &Plan) -> Result<()> {
     let mut overlay = plan.overlay.clone();
-    if plan.idmapped_layers.is_some() {
-        overlay.lower = idmapped_targets(&plan.state, overlay.lower.len());
-    }
+    let dir = if plan.idmapped_layers.is_some() {
+        "lower"
+    } else {
+        "l"
+    };
+    overlay.lower = (0..overlay.lower.len())
+        .map(|i| Path::new(dir).join(i.to_string()))
+        .collect();
+    sys.chdir(&plan.state)
+        .map_err(Error::sys(format!("entering `{}`", plan.state.display())))?;
     let data = overlay_options(&overlay);
     sys.mount(
         Some(Path::new("overlay")),

@@ -8,6 +8,7 @@ fn plan() -> Plan {
     Plan {
         state: "/c".into(),
         in_memory: true,
+        storage_size: "1073741824".into(),
         root: "/c/rootfs".into(),
         overlay: Overlay {
             lower: vec!["/l/a".into(), "/l/b".into()],
@@ -16,6 +17,7 @@ fn plan() -> Plan {
             userxattr: false,
         },
         volumes: vec![],
+        tmpfs: vec![],
         init: None,
         etc: vec![("hostname", "box\n".into())],
         read_only: false,
@@ -42,6 +44,31 @@ fn mount(
         flags,
         data: data.map(String::from),
     }
+}
+
+/// 128 layers of full cache paths would pass a page; their short links fit.
+#[test]
+fn overlay_options_of_128_layers_fit_in_a_page() {
+    let fake = Fake::default();
+    let mut p = plan();
+    p.overlay.lower = (0..128)
+        .map(|i| format!("/var/lib/cradle/layers/sha256/{i:064x}").into())
+        .collect();
+    prepare(&fake, &p).unwrap();
+    let data = fake
+        .calls()
+        .into_iter()
+        .find_map(|c| match c {
+            Call::Mount {
+                fstype: Some(t),
+                data: Some(d),
+                ..
+            } if t == "overlay" => Some(d),
+            _ => None,
+        })
+        .unwrap();
+    assert!(data.starts_with("lowerdir=l/127:l/126:"), "{data}");
+    assert!(data.len() < 4096, "{}", data.len());
 }
 
 #[test]
@@ -72,19 +99,29 @@ fn mounts_base_then_files_then_system_mounts_in_order() {
             "/c",
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=700"),
+            Some("mode=700,size=1073741824"),
         ),
         Call::Mkdir("/c/upper".into()),
         Call::Mkdir("/c/work".into()),
         Call::Mkdir("/c/rootfs".into()),
         Call::Mkdir("/c/etc".into()),
+        Call::Mkdir("/c/l".into()),
+        Call::Symlink {
+            target: "/l/a".into(),
+            link: "/c/l/0".into(),
+        },
+        Call::Symlink {
+            target: "/l/b".into(),
+            link: "/c/l/1".into(),
+        },
         Call::Write("/c/etc/hostname".into(), "box\n".into()),
+        Call::Chdir("/c".into()),
         mount(
             Some("overlay"),
             "/c/rootfs",
             Some("overlay"),
             MsFlags::empty(),
-            Some("lowerdir=/l/b:/l/a,upperdir=/c/upper,workdir=/c/work"),
+            Some("lowerdir=l/1:l/0,upperdir=/c/upper,workdir=/c/work"),
         ),
         mount(
             Some("/c/rootfs"),
