@@ -232,6 +232,11 @@ pub fn run(opts: &Options, sys: &impl Sys, warn: &mut dyn FnMut(&str)) -> Result
     let layers = cache.unpack_layers(&image)?;
     let container = cache.create_container(opts.name.as_deref(), opts.keep)?;
     let mut plan = spawn::plan(opts, &image, &layers, &cache, &container)?;
+    if pivot::is_initramfs(sys) {
+        warn(
+            "`/` is the initial ramfs, where pivot_root cannot work: entering the root with MS_MOVE and chroot instead",
+        );
+    }
     let signals = supervise::catch_signals()?;
     let mut resources = resources::prepare(opts, &container.id, warn)?;
     resources.write_etc(&plan.hostname, &mut plan.rootfs.etc);

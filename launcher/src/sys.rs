@@ -86,6 +86,10 @@ pub trait Sys {
     fn symlink_in(&self, root: &Path, target: &str, link: &Path) -> Result<(), Errno>;
     fn umount2(&self, path: &Path, flags: MntFlags) -> Result<(), Errno>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), Errno>;
+    fn chroot(&self, path: &Path) -> Result<(), Errno>;
+    /// The mount points of this mount namespace (mountinfo's fifth field,
+    /// unescaped), in mountinfo's order (parents before children).
+    fn mount_points(&self) -> Result<Vec<PathBuf>, Errno>;
     fn chdir(&self, path: &Path) -> Result<(), Errno>;
     fn getcwd(&self) -> Result<std::path::PathBuf, Errno>;
     fn sethostname(&self, name: &str) -> Result<(), Errno>;
@@ -369,6 +373,27 @@ fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
     matches!((stat(a), stat(b)), (Ok(x), Ok(y)) if x == y)
 }
 
+/// mountinfo's escapes (`\040` for a space …) undone (proc(5)).
+fn unescape_octal(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let digits = bytes.get(i + 1..i + 4);
+        match digits {
+            Some(d) if bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)) => {
+                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8) + (b - b'0')));
+                i += 4;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
@@ -545,6 +570,20 @@ impl Sys for Linux {
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), Errno> {
         nix::unistd::pivot_root(new_root, put_old)
+    }
+
+    fn chroot(&self, path: &Path) -> Result<(), Errno> {
+        nix::unistd::chroot(path)
+    }
+
+    fn mount_points(&self) -> Result<Vec<PathBuf>, Errno> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(&unescape_octal(p))))
+            .collect())
     }
 
     fn chdir(&self, path: &Path) -> Result<(), Errno> {
@@ -799,6 +838,7 @@ pub mod fake {
         OpenPty,
         Umount2(PathBuf, MntFlags),
         PivotRoot(PathBuf, PathBuf),
+        Chroot(PathBuf),
         Chdir(PathBuf),
         Sethostname(String),
         Unshare(nix::sched::CloneFlags),
@@ -828,6 +868,10 @@ pub mod fake {
         /// Mount targets where [`Sys::fs_type_in`] finds another filesystem
         /// than the one mounted (as if the mount had landed elsewhere).
         pub impostors: Vec<PathBuf>,
+        /// [`Sys::pivot_root`] fails with EINVAL (an initramfs root).
+        pub pivot_fails: bool,
+        /// What [`Sys::mount_points`] answers.
+        pub mount_points: Vec<PathBuf>,
         /// Each [`Sys::mount_in`] target and how it was resolved.
         pub resolved: RefCell<Vec<(PathBuf, Resolve)>>,
         /// Each [`Sys::mount_in`] target and the filesystem type mounted.
@@ -951,7 +995,17 @@ pub mod fake {
             self.push(Call::Umount2(path.into(), flags))
         }
         fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), Errno> {
-            self.push(Call::PivotRoot(new_root.into(), put_old.into()))
+            self.push(Call::PivotRoot(new_root.into(), put_old.into()))?;
+            match self.pivot_fails {
+                true => Err(Errno::EINVAL),
+                false => Ok(()),
+            }
+        }
+        fn chroot(&self, path: &Path) -> Result<(), Errno> {
+            self.push(Call::Chroot(path.into()))
+        }
+        fn mount_points(&self) -> Result<Vec<PathBuf>, Errno> {
+            Ok(self.mount_points.clone())
         }
         fn chdir(&self, path: &Path) -> Result<(), Errno> {
             *self.cwd.borrow_mut() = path.into();
