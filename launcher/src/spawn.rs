@@ -79,6 +79,17 @@ pub fn plan(
     // Our init is needed either way: bound at /sbin/cradle-init when the
     // image has none, and always as the exec stub.
     let init_path = find_init(opts.init_path.as_deref())?;
+    if opts.no_init && opts.entrypoint.is_none() && image::starts_with_init(&argv) {
+        // Our images' Entrypoint is `/sbin/cradle-init --`: without the init
+        // the command itself is PID 1, as docker runs it without --init.
+        let skip = if argv.get(1).is_some_and(|a| a == "--") { 2 } else { 1 };
+        argv.drain(..skip);
+        if argv.is_empty() {
+            return Err(Error::NoCommand {
+                path: opts.image.clone(),
+            });
+        }
+    }
     if !opts.no_init && !image::starts_with_init(&argv) {
         init = Some((init_path.clone(), locked_flags(&init_path)));
         argv.splice(0..0, [image::INIT_IN_IMAGE.to_string(), "--".to_string()]);

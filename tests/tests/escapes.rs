@@ -292,3 +292,19 @@ fn no_init_pid1_is_never_a_host_binary() {
         );
     }
 }
+
+/// `--no-init` with our own images (Entrypoint `/sbin/cradle-init --`): the
+/// command is PID 1, as in docker without `--init`.
+#[test]
+fn no_init_makes_the_command_pid1_even_for_our_images() {
+    let Some(kit) = Kit::new() else { return };
+    let out = kit
+        .cmd(&["--no-init"])
+        .arg(&kit.image)
+        .args(["sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("sh -c "), "{text}");
+}
