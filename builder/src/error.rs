@@ -90,6 +90,18 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "refusing archive `{}`: entry `{}` takes its files past the limit of {limit} bytes",
+        archive.display(),
+        entry.display()
+    )]
+    TooLarge {
+        archive: PathBuf,
+        entry: PathBuf,
+        limit: u64,
+    },
+    #[error("refusing archive `{}`: it has more than the limit of {limit} entries", archive.display())]
+    TooManyEntries { archive: PathBuf, limit: u64 },
     #[error("reading archive `{}`", archive.display())]
     Archive {
         archive: PathBuf,

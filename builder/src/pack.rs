@@ -240,8 +240,15 @@ fn append_entry(
                 std::fs::read_link(path).map_err(Error::io("reading the symlink", path))?;
             tar.append_link(&mut header, rel, target).map_err(failed)
         }
-        T::Char | T::Block => {
-            let rdev = meta.rdev();
+        // A FIFO's device fields hold zero, not the blanks `new_gnu` leaves
+        // there: readers that parse them (the tar crate, so our own unpack
+        // and the launcher's cache) refused the entry, and the image with it.
+        T::Char | T::Block | T::Fifo => {
+            let rdev = if entry_type == T::Fifo {
+                0
+            } else {
+                meta.rdev()
+            };
             header
                 .set_device_major(libc::major(rdev))
                 .map_err(Error::io("adding to the layer", path))?;

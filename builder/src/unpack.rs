@@ -20,6 +20,38 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
+/// The default [`Options::max_size`]: 64 GiB of files per archive. Docker
+/// and podman set no bound; we must, since a few bytes of gzip or of a
+/// sparse entry's header can ask for terabytes. The largest images in common
+/// use (CUDA and ML stacks, a full TeX Live) unpack to 10 to 20 GiB across
+/// all their layers, so one layer past 64 GiB is an attack or a mistake.
+pub const DEFAULT_MAX_SIZE: u64 = 64 << 30;
+
+/// The default [`Options::max_entries`]: 4 million. A distribution's rootfs
+/// has some 10 thousand entries, the largest images a few hundred thousand;
+/// 10 million empty files cost gigabytes of inodes and many minutes.
+pub const DEFAULT_MAX_ENTRIES: u64 = 4_000_000;
+
+/// A size as people write it: bytes, or a number with a `K`, `M`, `G` or
+/// `T` suffix (powers of 1024; `KiB`, `MiB`… too), for [`Options::max_size`]
+/// from a flag or an environment variable. None when it is not one.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
 /// How to unpack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -32,6 +64,12 @@ pub struct Options {
     /// used as an overlayfs lower directory. Takes precedence over
     /// `whiteouts`.
     pub overlay_whiteouts: bool,
+    /// The xattrs (set to `y`) that mark an opaque directory with
+    /// `overlay_whiteouts`: overlayfs reads `trusted.overlay.opaque` when
+    /// mounted by root on the host, `user.overlay.opaque` with `userxattr`
+    /// (in a user namespace). Setting one is never skipped: a directory
+    /// left unmarked would show what the lower layers have in it.
+    pub overlay_opaque_xattrs: &'static [&'static str],
     /// Give files the numeric uid and gid of their entries (needs root).
     pub keep_owners: bool,
     /// Create character and block devices; when false they are refused.
@@ -39,6 +77,12 @@ pub struct Options {
     /// Restore extended attributes (`SCHILY.xattr.*` PAX records) where the
     /// filesystem and our privileges allow; others are skipped silently.
     pub xattrs: bool,
+    /// Refuse the archive when its regular files add up to more than this
+    /// many bytes, each counted by its length (a sparse file too: it costs
+    /// that much wherever it is copied to). Hardlinks add nothing.
+    pub max_size: u64,
+    /// Refuse the archive when it has more than this many entries.
+    pub max_entries: u64,
 }
 
 impl Default for Options {
@@ -48,9 +92,12 @@ impl Default for Options {
         Options {
             whiteouts: false,
             overlay_whiteouts: false,
+            overlay_opaque_xattrs: &["trusted.overlay.opaque"],
             keep_owners: root,
             allow_devices: root,
             xattrs: true,
+            max_size: DEFAULT_MAX_SIZE,
+            max_entries: DEFAULT_MAX_ENTRIES,
         }
     }
 }
@@ -65,8 +112,11 @@ pub struct Stats {
     pub hardlinks: u64,
     pub devices: u64,
     pub whiteouts: u64,
-    /// Bytes of regular file data written.
+    /// Bytes of regular file data written (holes of sparse files left out).
     pub bytes: u64,
+    /// The regular files' lengths added up, sparse ones too: what
+    /// [`Options::max_size`] bounds.
+    pub size: u64,
 }
 
 /// The compression of an archive, from its first bytes.
@@ -348,6 +398,12 @@ impl<'o> Unpacker<'o> {
             source,
         };
         self.stats.entries += 1;
+        if self.stats.entries > self.opts.max_entries {
+            return Err(Error::TooManyEntries {
+                archive: self.archive.clone(),
+                limit: self.opts.max_entries,
+            });
+        }
         let meta = Meta::of(entry.header()).map_err(failed)?;
         let Some(file_name) = rel.file_name().map(|n| cstring(n.as_bytes())) else {
             if kind.is_dir() {
@@ -381,6 +437,9 @@ impl<'o> Unpacker<'o> {
                 self.defer_dir(rel.clone(), meta);
             }
             T::Regular | T::Continuous | T::GNUSparse => {
+                // Counted before anything is written: a bomb's file is
+                // refused, not filled up to the limit.
+                self.count_size(entry.size(), &name)?;
                 let xattrs = self.xattrs_of(&mut entry).map_err(failed)?;
                 self.write_file(pfd, &file_name, &mut entry, &meta, &xattrs)
                     .map_err(failed)?;
@@ -413,15 +472,14 @@ impl<'o> Unpacker<'o> {
                         reason: Refusal::Device,
                     });
                 }
-                let header = entry.header();
-                let major = header.device_major().map_err(failed)?.unwrap_or(0);
-                let minor = header.device_minor().map_err(failed)?.unwrap_or(0);
-                let format = match kind {
-                    T::Char => libc::S_IFCHR,
-                    T::Block => libc::S_IFBLK,
-                    _ => libc::S_IFIFO,
+                let (format, dev) = match kind {
+                    T::Char => (libc::S_IFCHR, device_of(entry.header()).map_err(failed)?),
+                    T::Block => (libc::S_IFBLK, device_of(entry.header()).map_err(failed)?),
+                    // A FIFO has no device number, and GNU tar's own format
+                    // leaves its fields blank (NULs), which is no octal
+                    // number: they are not read. mknod ignores it for FIFOs.
+                    _ => (libc::S_IFIFO, 0),
                 };
-                let dev = libc::makedev(major, minor);
                 self.replace(pfd, &file_name, |pfd, name| {
                     // SAFETY: name is NUL-terminated; pfd is open.
                     cvt(unsafe { libc::mknodat(pfd, name.as_ptr(), format | 0o600, dev) })
@@ -539,6 +597,12 @@ impl<'o> Unpacker<'o> {
             other => other?,
         };
         let mut file = File::from(fd);
+        // The tar crate reads a GNU sparse entry's holes as zeros; written
+        // as they came, 134 bytes of gzip became 2 GiB on disk. Its zero runs
+        // are skipped instead (written past with pwrite) and the length set
+        // at the end, so holes stay holes, as GNU tar leaves them.
+        let sparse = entry.header().entry_type().is_gnu_sparse();
+        let mut offset = 0;
         loop {
             // Fill the buffer before writing: fewer, larger writes.
             let mut len = 0;
@@ -553,11 +617,19 @@ impl<'o> Unpacker<'o> {
             if len == 0 {
                 break;
             }
-            file.write_all(&self.buf[..len])?;
-            self.stats.bytes += len as u64;
+            if sparse {
+                self.stats.bytes += write_data_runs(&file, offset, &self.buf[..len])?;
+            } else {
+                file.write_all(&self.buf[..len])?;
+                self.stats.bytes += len as u64;
+            }
+            offset += len as u64;
             if len < self.buf.len() {
                 break;
             }
+        }
+        if sparse {
+            file.set_len(offset)?;
         }
         self.set_meta_fd(file.as_raw_fd(), meta, xattrs)
     }
@@ -746,17 +818,7 @@ impl<'o> Unpacker<'o> {
         if hidden == b".wh..opq" {
             let dir_fd = openat(pfd, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
             if self.opts.overlay_whiteouts {
-                // SAFETY: the strings are NUL-terminated; the fd is open.
-                return cvt(unsafe {
-                    libc::fsetxattr(
-                        dir_fd.as_raw_fd(),
-                        c"trusted.overlay.opaque".as_ptr(),
-                        b"y".as_ptr().cast(),
-                        1,
-                        0,
-                    )
-                })
-                .map(|()| true);
+                return mark_opaque(&dir_fd, self.opts.overlay_opaque_xattrs).map(|()| true);
             }
             for child in list_dir(&dir_fd)? {
                 let rel = dir.join(std::ffi::OsStr::from_bytes(child.as_bytes()));
@@ -790,12 +852,32 @@ impl<'o> Unpacker<'o> {
         }
     }
 
-    /// Directory metadata, deepest first. A directory that a later entry
-    /// replaced is skipped.
+    /// Adds a regular file's length to the archive's total, or refuses
+    /// the archive when that passes the limit.
+    fn count_size(&mut self, len: u64, entry: &Path) -> Result<()> {
+        let total = self.stats.size.saturating_add(len);
+        if total > self.opts.max_size {
+            return Err(Error::TooLarge {
+                archive: self.archive.clone(),
+                entry: entry.to_path_buf(),
+                limit: self.opts.max_size,
+            });
+        }
+        self.stats.size = total;
+        Ok(())
+    }
+
+    /// Directory metadata, once every entry (whiteouts too, which remove
+    /// from directories and so bump their mtimes) is done; deepest first,
+    /// so that a parent is closed (made read-only, say) after its children.
+    /// A directory that a later entry replaced is skipped.
     fn finish_dirs(&mut self) -> Result<()> {
         self.parent = None;
-        let dirs = std::mem::take(&mut self.dirs);
-        for (rel, meta) in dirs.iter().rev() {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        // Stable: at one depth, the last listed first, as before.
+        dirs.reverse();
+        dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
+        for (rel, meta) in &dirs {
             let failed = |source| Error::Entry {
                 entry: rel.clone(),
                 source,
@@ -829,6 +911,65 @@ impl<'o> Unpacker<'o> {
         }
         Ok(())
     }
+}
+
+/// The device number of a character or block device entry. Its fields must
+/// be numbers: a device node is nothing we guess.
+fn device_of(header: &tar::Header) -> io::Result<libc::dev_t> {
+    let major = header.device_major()?.unwrap_or(0);
+    let minor = header.device_minor()?.unwrap_or(0);
+    Ok(libc::makedev(major, minor))
+}
+
+/// The granularity of holes in sparse files: a page, the block size of
+/// most filesystems (a smaller hole would not be one).
+const HOLE: usize = 4096;
+static ZEROS: [u8; HOLE] = [0; HOLE];
+
+/// Writes `chunk`, which starts at `offset` of the file, but for its pieces
+/// of [`HOLE`] bytes that are all zeros (skipped: holes); returns the bytes
+/// written. `offset` is a multiple of [`HOLE`] (the chunks are, but the last).
+fn write_data_runs(file: &File, offset: u64, chunk: &[u8]) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    // Slice equality is a memcmp, fast even in a debug build.
+    let zero =
+        |at: usize| chunk[at..(at + HOLE).min(chunk.len())] == ZEROS[..HOLE.min(chunk.len() - at)];
+    let mut written = 0;
+    let mut at = 0;
+    while at < chunk.len() {
+        while at < chunk.len() && zero(at) {
+            at += HOLE;
+        }
+        let start = at;
+        while at < chunk.len() && !zero(at) {
+            at += HOLE;
+        }
+        let end = at.min(chunk.len());
+        if start < end {
+            file.write_all_at(&chunk[start..end], offset + start as u64)?;
+            written += (end - start) as u64;
+        }
+    }
+    Ok(written)
+}
+
+/// Marks the directory `dir` opaque for overlayfs: each of `xattrs` set
+/// to `y`. None given would leave it unmarked, so that is an error too.
+fn mark_opaque(dir: &OwnedFd, xattrs: &[&str]) -> io::Result<()> {
+    if xattrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no xattr is given to mark an opaque directory",
+        ));
+    }
+    for name in xattrs {
+        let name = cstring(name.as_bytes())?;
+        // SAFETY: name is NUL-terminated, the value a live buffer; the fd is open.
+        cvt(unsafe {
+            libc::fsetxattr(dir.as_raw_fd(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0)
+        })?;
+    }
+    Ok(())
 }
 
 /// The entry's name relative to the target, or why it is refused. `.`
@@ -1132,6 +1273,27 @@ mod tests {
             std::error::Error::source(&err).is_some_and(|e| e.to_string().contains("over 32 bits")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn parse_size_table() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("0", Some(0)),
+            ("1048576", Some(1 << 20)),
+            ("64G", Some(64 << 30)),
+            ("64GiB", Some(64 << 30)),
+            ("512 m", Some(512 << 20)),
+            ("2T", Some(2 << 40)),
+            ("", None),
+            ("G", None),
+            ("1.5G", None),
+            ("-1", None),
+            ("10X", None),
+            ("99999999999T", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text), *want, "{text}");
+        }
     }
 
     #[test]

@@ -294,3 +294,103 @@ fn umask_does_not_change_the_image() {
         );
     }
 }
+
+/// Builds `body` (a rootfs tarball) with the definition of [`Workspace::def`].
+fn build_tarball(ws: &Workspace, body: &[u8], output: &str) -> builder::Result<builder::Built> {
+    std::fs::write(ws.dir.path().join("rootfs.tar"), body).unwrap();
+    let def = ws.def("rootfs.tar", &sha256_hex(body));
+    builder::build(&def, &ws.options(output))
+}
+
+/// The blobs of the image archive at `archive`, by entry name.
+fn blobs_of(archive: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut outer = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    let mut blobs = BTreeMap::new();
+    for entry in outer.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        blobs.insert(name, bytes);
+    }
+    blobs
+}
+
+#[test]
+fn builds_a_rootfs_with_a_fifo_from_gnu_tar_in_gnu_and_posix_formats() {
+    let Some(tar) = testkit::require_tool("tar") else {
+        return;
+    };
+    let Some(mkfifo) = testkit::require_tool("mkfifo") else {
+        return;
+    };
+    let ws = Workspace::new();
+    let src = ws.dir.path().join("src");
+    std::fs::create_dir_all(src.join("run")).unwrap();
+    std::fs::write(src.join("run/file"), "x").unwrap();
+    let status = std::process::Command::new(&mkfifo)
+        .arg("-m")
+        .arg("0600")
+        .arg(src.join("run/pipe"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for format in ["gnu", "posix"] {
+        let out = std::process::Command::new(&tar)
+            .arg(format!("--format={format}"))
+            .args(["--numeric-owner", "-cf", "-", "-C"])
+            .arg(&src)
+            .arg(".")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let built = build_tarball(&ws, &out.stdout, &format!("{format}.tar"))
+            .unwrap_or_else(|e| panic!("{format}: {e:#}"));
+        // The layer's FIFO entry has numbers in its device fields, and the
+        // layer unpacks (as the launcher's cache does) to a FIFO.
+        let image = builder::inspect::inspect(&built.output).unwrap();
+        let blobs = blobs_of(&built.output);
+        let rootfs = &blobs[&image.layers[0].entry];
+        let mut layer = tar::Archive::new(flate2::read::GzDecoder::new(rootfs.as_slice()));
+        let mut fifos = 0;
+        for entry in layer.entries().unwrap() {
+            let entry = entry.unwrap();
+            if entry.header().entry_type() == tar::EntryType::Fifo {
+                assert_eq!(entry.path().unwrap(), Path::new("run/pipe"), "{format}");
+                assert_eq!(entry.header().device_major().unwrap(), Some(0), "{format}");
+                assert_eq!(entry.header().device_minor().unwrap(), Some(0), "{format}");
+                fifos += 1;
+            }
+        }
+        assert_eq!(fifos, 1, "{format}");
+        let unpacked = ws.dir.path().join(format!("{format}-unpacked"));
+        unpack::extract(rootfs.as_slice(), &unpacked, &unpack::Options::default()).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::symlink_metadata(unpacked.join("run/pipe")).unwrap();
+        assert!(meta.file_type().is_fifo(), "{format}: {meta:?}");
+        assert_eq!(meta.mode() & 0o7777, 0o600, "{format}");
+    }
+}
+
+#[test]
+fn refuses_a_rootfs_past_the_size_limit_and_leaves_nothing_behind() {
+    // A few hundred bytes of gzip asking for a file 1 GiB past the limit.
+    let ws = Workspace::new();
+    let huge = unpack::DEFAULT_MAX_SIZE + (1 << 30);
+    let body = crate::support::Tar::new()
+        .file("etc/os-release", b"ID=test\n")
+        .sparse("huge", huge, 0, &[])
+        .gzip();
+    let err = build_tarball(&ws, &body, "image.tar").unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            builder::Error::TooLarge { archive, entry, limit }
+                if archive == &ws.dir.path().join("rootfs.tar")
+                    && entry == Path::new("huge")
+                    && *limit == unpack::DEFAULT_MAX_SIZE
+        ),
+        "{err:?}"
+    );
+    assert_eq!(crate::support::tree(&ws.out()), Vec::<String>::new());
+}

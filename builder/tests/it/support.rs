@@ -109,6 +109,41 @@ impl Tar {
         self.push(h, &[])
     }
 
+    /// A directory with its own mtime.
+    pub fn dir_mtime(&mut self, name: &str, mode: u32, mtime: u64) -> &mut Tar {
+        let mut h = self.header(name, tar::EntryType::Directory, mode, 0, None);
+        h.set_mtime(mtime);
+        self.push(h, &[])
+    }
+
+    /// A FIFO as GNU tar's `--format=gnu` writes it: the device fields
+    /// left blank (NUL-filled), which are no octal number.
+    pub fn fifo_blank_devices(&mut self, name: &str) -> &mut Tar {
+        let h = self.header(name, tar::EntryType::Fifo, 0o644, 0, None);
+        assert!(h.as_gnu().unwrap().dev_major.iter().all(|&b| b == 0));
+        self.push(h, &[])
+    }
+
+    /// A GNU sparse entry (`S`) of `size` bytes that are all a hole but for
+    /// `data` at `offset` (a multiple of 512, as GNU tar writes them).
+    pub fn sparse(&mut self, name: &str, size: u64, offset: u64, data: &[u8]) -> &mut Tar {
+        let mut h = self.header(
+            name,
+            tar::EntryType::GNUSparse,
+            0o644,
+            data.len() as u64,
+            None,
+        );
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.sparse[0].set_offset(offset);
+        gnu.sparse[0].set_length(data.len() as u64);
+        // A trailing hole is an empty region at the end, as GNU tar writes it.
+        gnu.sparse[1].set_offset(size);
+        gnu.sparse[1].set_length(0);
+        gnu.set_real_size(size);
+        self.push(h, data)
+    }
+
     /// The finished archive (two zero blocks at the end).
     pub fn bytes(&self) -> Vec<u8> {
         let mut out = self.bytes.clone();

@@ -481,3 +481,249 @@ fn matches_gnu_tar_on_a_gnu_tar_archive() {
         std::fs::set_permissions(d.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+const GIB: u64 = 1 << 30;
+
+/// Bytes the file at `path` takes on disk.
+fn allocated(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn sparse_entry_unpacks_sparse() {
+    let scene = Scene::new();
+    let data = [b'x'; 512];
+    let gz = Tar::new().sparse("huge", 2 * GIB, GIB, &data).gzip();
+    assert!(gz.len() < 2048, "{} bytes", gz.len());
+    let stats = scene.extract(&gz, &Options::default()).unwrap();
+    let path = scene.target().join("huge");
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.len(), 2 * GIB);
+    assert!(
+        allocated(&path) < 1 << 20,
+        "{} bytes allocated",
+        allocated(&path)
+    );
+    assert_eq!(meta.mtime(), 1_000_000);
+    assert_eq!(stats.size, 2 * GIB);
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(&path).unwrap();
+    let mut buf = [1u8; 1024];
+    file.read_exact_at(&mut buf, GIB - 512).unwrap();
+    assert!(buf[..512].iter().all(|&b| b == 0));
+    assert_eq!(buf[512..], data);
+}
+
+#[test]
+fn refuses_a_sparse_entry_past_the_size_limit() {
+    let scene = Scene::new();
+    let gz = Tar::new()
+        .file("first", b"x")
+        .sparse("huge", 2 * GIB, 0, &[b'x'; 512])
+        .gzip();
+    let opts = Options {
+        max_size: GIB,
+        ..Options::default()
+    };
+    let err = scene.extract(&gz, &opts).unwrap_err();
+    let Error::TooLarge {
+        archive,
+        entry,
+        limit,
+    } = &err
+    else {
+        panic!("expected TooLarge, got {err:?}");
+    };
+    assert_eq!(
+        (archive.as_path(), entry.as_path(), *limit),
+        (
+            scene.dir.path().join("archive").as_path(),
+            Path::new("huge"),
+            GIB
+        )
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "refusing archive `{}`: entry `huge` takes its files past the limit of {GIB} bytes",
+            archive.display()
+        )
+    );
+    assert!(!scene.target().join("huge").exists());
+    scene.assert_outside_untouched();
+}
+
+#[test]
+fn refuses_a_bomb_whose_files_add_up_past_the_limit() {
+    // 64 × 1 MiB of zeros, gzipped 100 to 1: a bomb in miniature.
+    let scene = Scene::new();
+    let zeros = vec![0u8; 1 << 20];
+    let mut tar = Tar::new();
+    for i in 0..64 {
+        tar.file(&format!("zeros/{i}"), &zeros);
+    }
+    let gz = tar.gzip();
+    let opts = Options {
+        max_size: 10 << 20,
+        ..Options::default()
+    };
+    let err = scene.extract(&gz, &opts).unwrap_err();
+    assert!(
+        matches!(&err, Error::TooLarge { entry, limit, .. } if entry == Path::new("zeros/10") && *limit == 10 << 20),
+        "{err:?}"
+    );
+    assert!(!scene.target().join("zeros/10").exists());
+    // Exactly at the limit is allowed.
+    let scene = Scene::new();
+    let opts = Options {
+        max_size: 64 << 20,
+        ..Options::default()
+    };
+    assert_eq!(scene.extract(&gz, &opts).unwrap().size, 64 << 20);
+}
+
+#[test]
+fn refuses_an_archive_past_the_entry_limit() {
+    let scene = Scene::new();
+    let mut tar = Tar::new();
+    for i in 0..11 {
+        tar.file(&format!("empty{i}"), b"");
+    }
+    let opts = Options {
+        max_entries: 10,
+        ..Options::default()
+    };
+    let err = scene.extract(&tar.bytes(), &opts).unwrap_err();
+    assert!(
+        matches!(&err, Error::TooManyEntries { limit: 10, .. }),
+        "{err:?}"
+    );
+    assert!(!scene.target().join("empty10").exists());
+}
+
+#[test]
+fn unpacks_a_fifo_whose_device_fields_are_blank() {
+    let scene = Scene::new();
+    let archive = Tar::new().fifo_blank_devices("run/pipe").bytes();
+    scene.extract(&archive, &Options::default()).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::symlink_metadata(scene.target().join("run/pipe")).unwrap();
+    assert!(meta.file_type().is_fifo(), "{meta:?}");
+    assert_eq!(meta.mode() & 0o7777, 0o644);
+}
+
+#[test]
+fn unpacks_fifos_from_gnu_tar_in_gnu_and_posix_formats() {
+    let Some(tar) = testkit::require_tool("tar") else {
+        return;
+    };
+    let Some(mkfifo) = testkit::require_tool("mkfifo") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("run")).unwrap();
+    let status = std::process::Command::new(&mkfifo)
+        .arg("-m")
+        .arg("0620")
+        .arg(src.join("run/pipe"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for format in ["gnu", "posix"] {
+        let archive = dir.path().join(format!("{format}.tar"));
+        let status = std::process::Command::new(&tar)
+            .arg(format!("--format={format}"))
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&src)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let target = dir.path().join(format!("{format}-out"));
+        unpack::extract_file(&archive, &target, &Options::default())
+            .unwrap_or_else(|e| panic!("{format}: {e:#}"));
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::symlink_metadata(target.join("run/pipe")).unwrap();
+        assert!(meta.file_type().is_fifo(), "{format}: {meta:?}");
+        assert_eq!(meta.mode() & 0o7777, 0o620, "{format}");
+    }
+}
+
+#[test]
+fn directory_keeps_its_mtime_after_whiteouts_in_it() {
+    let lower = Tar::new()
+        .file("etc/gone", b"x")
+        .file("etc/kept", b"x")
+        .file("opq/old", b"x")
+        .bytes();
+    let upper = Tar::new()
+        .dir_mtime("etc/", 0o755, 1000)
+        .file("etc/.wh.gone", b"")
+        .dir_mtime("opq/", 0o755, 1000)
+        .file("opq/.wh..wh..opq", b"")
+        .file("opq/new", b"x")
+        .bytes();
+    let applied = Options {
+        whiteouts: true,
+        ..Options::default()
+    };
+    // As the launcher's cache unpacks a layer: each in a directory of its
+    // own, whiteouts made overlayfs ones, the user namespace's opaque xattr.
+    let overlay = Options {
+        overlay_whiteouts: true,
+        overlay_opaque_xattrs: &["user.overlay.opaque"],
+        ..Options::default()
+    };
+    for (what, opts) in [("applied", applied), ("overlay", overlay)] {
+        let scene = Scene::new();
+        if what == "overlay"
+            && !testkit::require(
+                set_xattr(scene.dir.path(), c"user.cradle-probe"),
+                "the filesystem of the temporary directory has no user xattrs",
+            )
+        {
+            continue;
+        }
+        scene.extract(&lower, &opts).unwrap();
+        scene.extract(&upper, &opts).unwrap();
+        for dir in ["etc", "opq"] {
+            let meta = std::fs::metadata(scene.target().join(dir)).unwrap();
+            assert_eq!(meta.mtime(), 1000, "{what}: {dir}");
+        }
+        if what == "overlay" {
+            use std::os::unix::fs::FileTypeExt;
+            let gone = std::fs::symlink_metadata(scene.target().join("etc/gone")).unwrap();
+            assert!(gone.file_type().is_char_device() && gone.rdev() == 0);
+            assert_eq!(
+                get_xattr(&scene.target().join("opq"), c"user.overlay.opaque").as_deref(),
+                Some(b"y".as_slice())
+            );
+        }
+    }
+}
+
+fn get_xattr(path: &Path, name: &std::ffi::CStr) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    // SAFETY: both strings are NUL-terminated; buf is a live buffer.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
+fn set_xattr(path: &Path, name: &std::ffi::CStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: both strings are NUL-terminated; the value is a live buffer.
+    unsafe { libc::lsetxattr(path.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) == 0 }
+}
