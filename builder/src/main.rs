@@ -4,6 +4,7 @@
 use anyhow::Result;
 use builder::{ImageDef, fetch, inspect, unpack};
 use clap::{Parser, Subcommand};
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -63,6 +64,13 @@ enum Command {
         /// Apply OCI whiteouts (`.wh.` files), as for an image layer.
         #[arg(long)]
         whiteouts: bool,
+        /// Refuse an archive whose files add up to more than this (bytes,
+        /// or with a K, M, G or T suffix: powers of 1024) [default: 64G].
+        #[arg(long, env = "CRADLE_MAX_LAYER_SIZE", value_parser = size_arg)]
+        max_size: Option<u64>,
+        /// Refuse an archive with more entries than this [default: 4000000].
+        #[arg(long)]
+        max_entries: Option<u64>,
     },
 }
 
@@ -90,8 +98,29 @@ struct RegistryArgs {
 
 fn main() {
     if let Err(err) = run(Cli::parse()) {
+        // The reader went away (`builder inspect … | head -1`): that ends a
+        // pipeline, it is no failure of ours. Quiet and 0, as ripgrep does.
+        if err.is::<StdoutClosed>() {
+            return;
+        }
         eprintln!("builder: {err:#}");
         std::process::exit(1);
+    }
+}
+
+/// Stdout's reader closed it.
+#[derive(Debug, thiserror::Error)]
+#[error("writing to stdout: the reader closed it")]
+struct StdoutClosed;
+
+/// Writes `text` to stdout. Rust ignores SIGPIPE, so a write to a closed
+/// pipe fails with EPIPE, on which `println!` panics (exit 101 and a
+/// backtrace); here it is [`StdoutClosed`], which `main` takes quietly.
+fn print(text: &str) -> Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        other => Ok(other?),
     }
 }
 
@@ -122,22 +151,31 @@ fn run(cli: Cli) -> Result<()> {
                 owner: None,
             };
             let layer = builder::pack::layer_file_from_dir(&dir, &output, stamp)?;
-            println!("{} {}", layer.blob.digest, layer.diff_id);
-            Ok(())
+            print(&format!("{} {}\n", layer.blob.digest, layer.diff_id))
         }
         Command::Unpack {
             archive,
             dir,
             whiteouts,
+            max_size,
+            max_entries,
         } => {
+            let defaults = unpack::Options::default();
             let opts = unpack::Options {
                 whiteouts,
-                ..Default::default()
+                max_size: max_size.unwrap_or(defaults.max_size),
+                max_entries: max_entries.unwrap_or(defaults.max_entries),
+                ..defaults
             };
             unpack::extract_file(&archive, &dir, &opts)?;
             Ok(())
         }
     }
+}
+
+fn size_arg(text: &str) -> Result<u64, String> {
+    unpack::parse_size(text)
+        .ok_or_else(|| format!("`{text}` is not a size (bytes, or a number with K, M, G or T)"))
 }
 
 fn build(
@@ -165,8 +203,7 @@ fn build(
         built.size,
         def.tag
     );
-    println!("{}", built.digest);
-    Ok(())
+    print(&format!("{}\n", built.digest))
 }
 
 fn default_cache() -> PathBuf {
@@ -179,15 +216,18 @@ fn default_cache() -> PathBuf {
 
 fn inspect(archive: PathBuf) -> Result<()> {
     let image = inspect::inspect(&archive)?;
-    println!("tag:     {}", image.tag.as_deref().unwrap_or("(none)"));
-    println!("digest:  {}", image.id);
-    println!("config:  {}", image.config_digest);
-    println!("layers:");
+    let mut text = format!(
+        "tag:     {}\ndigest:  {}\nconfig:  {}\nlayers:\n",
+        image.tag.as_deref().unwrap_or("(none)"),
+        image.id,
+        image.config_digest
+    );
     for layer in &image.layers {
-        println!("  {} {:>12} bytes", layer.digest, layer.size);
+        text += &format!("  {} {:>12} bytes\n", layer.digest, layer.size);
     }
-    println!("{}", serde_json::to_string_pretty(&image.config)?);
-    Ok(())
+    text += &serde_json::to_string_pretty(&image.config)?;
+    text.push('\n');
+    print(&text)
 }
 
 #[cfg(feature = "fetch")]
@@ -212,8 +252,7 @@ fn push(archive: PathBuf, reference: String, args: RegistryArgs) -> Result<()> {
         "builder: pushed `{reference}`: {} blobs uploaded, {} mounted, {} already there",
         pushed.uploaded, pushed.mounted, pushed.skipped
     );
-    println!("{}", pushed.digest);
-    Ok(())
+    print(&format!("{}\n", pushed.digest))
 }
 
 #[cfg(feature = "fetch")]
@@ -225,6 +264,5 @@ fn pull(reference: String, output: PathBuf, args: RegistryArgs) -> Result<()> {
         output.display(),
         pulled.size
     );
-    println!("{}", pulled.digest);
-    Ok(())
+    print(&format!("{}\n", pulled.digest))
 }

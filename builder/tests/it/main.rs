@@ -3,6 +3,7 @@
 //! podman.
 
 mod build;
+mod cli;
 #[cfg(feature = "fetch")]
 mod fetch;
 mod interop;

@@ -727,3 +727,28 @@ fn set_xattr(path: &Path, name: &std::ffi::CStr) -> bool {
     // SAFETY: both strings are NUL-terminated; the value is a live buffer.
     unsafe { libc::lsetxattr(path.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) == 0 }
 }
+
+#[test]
+fn unpack_command_takes_the_size_limit_from_the_environment() {
+    let scene = Scene::new();
+    let file = scene.dir.path().join("big.tar");
+    std::fs::write(&file, Tar::new().file("big", &[b'x'; 2048]).bytes()).unwrap();
+    let out = std::process::Command::new(crate::support::builder_bin())
+        .arg("unpack")
+        .arg(&file)
+        .arg(scene.target())
+        .env("CRADLE_MAX_LAYER_SIZE", "1K")
+        .output()
+        .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr,
+        format!(
+            "builder: refusing archive `{}`: entry `big` takes its files past the limit of 1024 bytes\n",
+            file.display()
+        )
+    );
+    assert!(!scene.target().join("big").exists());
+}
