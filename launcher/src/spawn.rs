@@ -82,7 +82,11 @@ pub fn plan(
     if opts.no_init && opts.entrypoint.is_none() && image::starts_with_init(&argv) {
         // Our images' Entrypoint is `/sbin/cradle-init --`: without the init
         // the command itself is PID 1, as docker runs it without --init.
-        let skip = if argv.get(1).is_some_and(|a| a == "--") { 2 } else { 1 };
+        let skip = if argv.get(1).is_some_and(|a| a == "--") {
+            2
+        } else {
+            1
+        };
         argv.drain(..skip);
         if argv.is_empty() {
             return Err(Error::NoCommand {

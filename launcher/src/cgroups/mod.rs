@@ -15,9 +15,9 @@
 //! cg.remove()?;                         // also on Drop, best effort
 //! ```
 
-pub mod mountinfo;
 mod hierarchy;
 mod limits;
+pub mod mountinfo;
 
 use std::collections::BTreeMap;
 use std::io;

@@ -5,7 +5,6 @@
 use crate::rootfs::CgroupFs;
 use crate::rootfs::cgroup::CGROUP_DIR;
 
-
 /// What the container's `/sys/fs/cgroup` should be on this host, from
 /// `/proc/self/mountinfo` and the symlinks in the host's `/sys/fs/cgroup`.
 pub fn cgroup_fs(rootless: bool) -> CgroupFs {
