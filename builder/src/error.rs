@@ -19,6 +19,9 @@ pub enum Refusal {
     Device,
     /// A non-directory entry that names the target directory itself.
     TargetItself,
+    /// A sparse file in GNU tar's PAX formats, which we cannot unpack
+    /// faithfully (GNU tar's own format, `--format=gnu`, we can).
+    PaxSparse,
 }
 
 impl std::fmt::Display for Refusal {
@@ -32,6 +35,9 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::Device => f.write_str("device node, and devices are not allowed"),
             Refusal::TargetItself => f.write_str("names the target directory itself"),
+            Refusal::PaxSparse => f.write_str(
+                "a sparse file in GNU tar's PAX format, which is not supported (GNU tar's `--format=gnu` is)",
+            ),
         }
     }
 }

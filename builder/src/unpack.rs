@@ -437,6 +437,12 @@ impl<'o> Unpacker<'o> {
                 self.defer_dir(rel.clone(), meta);
             }
             T::Regular | T::Continuous | T::GNUSparse => {
+                if is_pax_sparse(&mut entry).map_err(failed)? {
+                    return Err(Error::Refused {
+                        entry: name,
+                        reason: Refusal::PaxSparse,
+                    });
+                }
                 // Counted before anything is written: a bomb's file is
                 // refused, not filled up to the limit.
                 self.count_size(entry.size(), &name)?;
@@ -911,6 +917,22 @@ impl<'o> Unpacker<'o> {
         }
         Ok(())
     }
+}
+
+/// Whether `entry` is a sparse file in GNU tar's PAX formats (`tar --sparse
+/// --format=posix`): `GNU.sparse.*` records, which the tar crate does not
+/// read, so it would hand out the sparse map as contents under a made-up
+/// name (`GNUSparseFile.N/…`).
+fn is_pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<bool> {
+    let Some(extensions) = entry.pax_extensions()? else {
+        return Ok(false);
+    };
+    for ext in extensions {
+        if ext?.key_bytes().starts_with(b"GNU.sparse.") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The device number of a character or block device entry. Its fields must

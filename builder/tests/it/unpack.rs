@@ -752,3 +752,50 @@ fn unpack_command_takes_the_size_limit_from_the_environment() {
     );
     assert!(!scene.target().join("big").exists());
 }
+
+#[test]
+fn unpacks_gnu_tar_sparse_files_sparse_and_refuses_its_pax_ones() {
+    let Some(tar) = testkit::require_tool("tar") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let file = std::fs::File::create(src.join("huge")).unwrap();
+    file.set_len(GIB).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"hello", 1 << 20).unwrap();
+    for format in ["gnu", "posix"] {
+        let archive = dir.path().join(format!("{format}.tar.gz"));
+        let status = std::process::Command::new(&tar)
+            .arg(format!("--format={format}"))
+            .arg("--sparse")
+            .arg("-czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&src)
+            .arg("huge")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let target = dir.path().join(format!("{format}-out"));
+        let result = unpack::extract_file(&archive, &target, &Options::default());
+        if format == "posix" {
+            let (entry, reason) = refused(result);
+            assert!(entry.ends_with("huge"), "{}", entry.display());
+            assert_eq!(reason, Refusal::PaxSparse);
+            continue;
+        }
+        result.unwrap();
+        let huge = target.join("huge");
+        assert_eq!(std::fs::metadata(&huge).unwrap().len(), GIB);
+        assert!(allocated(&huge) < 1 << 20, "{} bytes", allocated(&huge));
+        let mut buf = [0; 5];
+        std::os::unix::fs::FileExt::read_exact_at(
+            &std::fs::File::open(&huge).unwrap(),
+            &mut buf,
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(&buf, b"hello");
+    }
+}
