@@ -13,7 +13,7 @@ mod common;
 
 use common::{CgroupParent, Kit, report, value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -387,4 +387,103 @@ fn a_sigkilled_launchers_leftovers_are_reclaimed_by_the_next_run() {
         assert_eq!(net.left(), (0, 0, 0), "reclaimed");
     });
     assert_eq!(parent.containers(), Vec::<String>::new(), "reclaimed");
+}
+
+/// Runs `/probe rawsend ARGS` in a container on `mode` that publishes
+/// `published` on the host's 127.0.0.1 (what turns route_localnet on, the
+/// precondition of CVE-2020-8558); returns the probe's stdout.
+fn rawsend_from(kit: &Kit, net: &Net, mode: &str, published: u16, args: &[&str]) -> String {
+    let spec = format!("127.0.0.1:{published}:8080");
+    let mut cmd = net.cmd(kit, &["--network", mode, "-p", &spec]);
+    cmd.arg(&kit.image).args(["/probe", "rawsend"]).args(args);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{mode}: {out:?}");
+    assert_eq!(net.left(), (0, 0, 0), "{mode}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What `host` received within 1s, if anything. The probe has exited by
+/// then: whatever got through is queued already.
+fn datagram(host: &UdpSocket) -> Option<String> {
+    host.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = host.recv_from(&mut buf).ok()?;
+    Some(format!(
+        "{:?} from {from}",
+        String::from_utf8_lossy(&buf[..n])
+    ))
+}
+
+// CVE-2020-8558: a container that writes a frame to the gateway's MAC with
+// destination 127.0.0.1 reached a service the host bound to 127.0.0.1 only.
+#[test]
+fn containers_cannot_send_udp_to_the_hosts_127_0_0_1() {
+    let Some(kit) = kit() else { return };
+    let net = Net::new();
+    let reached = in_private_host(|| {
+        let mut reached = Vec::new();
+        for (mode, published) in [("bridge", 18085), ("veth", 18086)] {
+            let host = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let port = host.local_addr().unwrap().port().to_string();
+            let out = rawsend_from(&kit, &net, mode, published, &["udp", "127.0.0.1", &port]);
+            assert_eq!(out, "rawsend udp sent\n", "{mode}");
+            if let Some(got) = datagram(&host) {
+                reached.push(format!("{mode}: 127.0.0.1:{port} got {got}"));
+            }
+        }
+        reached
+    });
+    assert_eq!(reached, Vec::<String>::new());
+}
+
+// The same with TCP: the SYN must not be answered, so no connection can be
+// completed (the probe ACKs a SYN-ACK, which would queue one to accept).
+#[test]
+fn containers_cannot_open_tcp_to_the_hosts_127_0_0_1() {
+    let Some(kit) = kit() else { return };
+    let net = Net::new();
+    let reached = in_private_host(|| {
+        let mut reached = Vec::new();
+        for (mode, published) in [("bridge", 18087), ("veth", 18088)] {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let port = listener.local_addr().unwrap().port().to_string();
+            let out = rawsend_from(&kit, &net, mode, published, &["tcp", "127.0.0.1", &port]);
+            listener.set_nonblocking(true).unwrap();
+            let queued = listener.accept().map(|(_, peer)| peer);
+            if out != "rawsend tcp none\n" || queued.is_ok() {
+                reached.push(format!("{mode}: {} and accept {queued:?}", out.trim()));
+            }
+        }
+        reached
+    });
+    assert_eq!(reached, Vec::<String>::new());
+}
+
+// route_localnet also lets in a source in 127.0.0.0/8 from a container (the
+// kernel still refuses 127.0.0.1 itself, an address of the host's): a host
+// service that trusts loopback peers would take it for a local one, and
+// the answers of a published port, masqueraded as 127.0.0.0/8 traffic,
+// would be un-NATed to the host's loopback.
+#[test]
+fn containers_cannot_send_from_the_hosts_127_0_0_0_8() {
+    let Some(kit) = kit() else { return };
+    let net = Net::new();
+    let reached = in_private_host(|| {
+        let mut reached = Vec::new();
+        for (mode, published) in [("bridge", 18089), ("veth", 18090)] {
+            // Every address of this (private) host: the gateway's included.
+            let host = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+            let port = host.local_addr().unwrap().port().to_string();
+            for src in ["127.0.0.1", "127.0.0.2"] {
+                let args = ["udp", "gateway", &port, src];
+                let out = rawsend_from(&kit, &net, mode, published, &args);
+                assert_eq!(out, "rawsend udp sent\n", "{mode}");
+                if let Some(got) = datagram(&host) {
+                    reached.push(format!("{mode}: port {port} got {got}"));
+                }
+            }
+        }
+        reached
+    });
+    assert_eq!(reached, Vec::<String>::new());
 }

@@ -1,5 +1,6 @@
-//! Firewall rules: outbound NAT for a bridge's subnet and DNAT for
-//! published ports, all in one nftables table of our own, `ip cradle`.
+//! Firewall rules: outbound NAT for a bridge's subnet, DNAT for published
+//! ports and the drop of martian 127.0.0.0/8 traffic that route_localnet
+//! would let in, all in one nftables table of our own, `ip cradle`.
 //!
 //! nftables rather than iptables: a table of our own never mixes with the
 //! host's rules, a script is applied atomically by `nft -f -`, and this
@@ -23,21 +24,60 @@ pub const TABLE: &str = "cradle";
 /// out of `lo` (route_localnet), so that the container answers the host.
 const LOCALNET_TAG: &str = "cradle-localnet";
 
-/// The table and its three NAT chains, and the localnet rule; `add` of an
-/// existing table or chain is a no-op.
+/// The chain dropping martians and the tags of its two rules: whatever
+/// arrives on an interface other than `lo` to or from 127.0.0.0/8.
+///
+/// route_localnet, which publishing on 127.0.0.1 needs, also turns off the
+/// kernel's martian checks on its interface: a container with CAP_NET_RAW
+/// writes a frame to the gateway's MAC addressed to 127.0.0.1 and reaches
+/// what the host binds there (CVE-2020-8558), or claims a source in
+/// 127.0.0.0/8 (127.0.0.2; the kernel still refuses its own 127.0.0.1).
+/// Kubernetes drops the former in INPUT ("block incoming localnet
+/// connections"), after NAT, so it has to let DNAT'ed and established
+/// connections by. This chain runs at priority raw, before conntrack and
+/// NAT, where no packet we need has such an address: the host's packets to
+/// a port published on 127.0.0.1 are outgoing (no prerouting) and leave
+/// masqueraded to the host's address on the bridge or veth (LOCALNET_TAG),
+/// so the container's answers arrive addressed to that and become
+/// 127.0.0.1 only at dstnat, after this chain.
+const MARTIAN_CHAIN: &str = "martians";
+const MARTIAN_DST_TAG: &str = "cradle-martian-dst";
+const MARTIAN_SRC_TAG: &str = "cradle-martian-src";
+
+/// The table, its three NAT chains and the localnet rule, and the chain
+/// dropping martians; `add` of an existing table or chain is a no-op, a
+/// rule is added unless its tag is listed. Runs before any route_localnet
+/// is set.
 pub fn ensure_base() -> Result<(), Error> {
     let listing = list_table().unwrap_or_default();
     let mut script = format!(
         "add table ip {TABLE}\n\
+         add chain ip {TABLE} {MARTIAN_CHAIN} {{ type filter hook prerouting priority raw; policy accept; }}\n\
          add chain ip {TABLE} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}\n\
          add chain ip {TABLE} output {{ type nat hook output priority -100; policy accept; }}\n\
          add chain ip {TABLE} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
     );
-    if !listing.contains(&comment(LOCALNET_TAG)) {
-        script += &format!(
-            "add rule ip {TABLE} postrouting ip saddr 127.0.0.0/8 oifname != \"lo\" masquerade {}\n",
-            comment(LOCALNET_TAG)
-        );
+    let rules = [
+        (
+            MARTIAN_DST_TAG,
+            MARTIAN_CHAIN,
+            "iifname != \"lo\" ip daddr 127.0.0.0/8 drop",
+        ),
+        (
+            MARTIAN_SRC_TAG,
+            MARTIAN_CHAIN,
+            "iifname != \"lo\" ip saddr 127.0.0.0/8 drop",
+        ),
+        (
+            LOCALNET_TAG,
+            "postrouting",
+            "ip saddr 127.0.0.0/8 oifname != \"lo\" masquerade",
+        ),
+    ];
+    for (tag, chain, rule) in rules {
+        if !listing.contains(&comment(tag)) {
+            script += &format!("add rule ip {TABLE} {chain} {rule} {}\n", comment(tag));
+        }
     }
     run_nft(&script)
 }

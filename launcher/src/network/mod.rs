@@ -312,11 +312,17 @@ impl Network {
         inside
             .add_default_route(gateway)
             .map_err(nl_err("add default route via", gateway))?;
+        if publishes_on_loopback(&self.ports) {
+            // The host's interface the packets are routed through: the
+            // bridge, not its ports, which IP never sees. prepare made the
+            // firewall drop martians first (firewall::ensure_base).
+            let routed = match self.mode {
+                Mode::Bridge => self.config.bridge.as_str(),
+                _ => record.host_if.as_str(),
+            };
+            set_route_localnet(routed)?;
+        }
         if !self.ports.is_empty() {
-            if self.mode == Mode::Veth {
-                // 127.0.0.1 → DNAT → out of this interface needs it, as the bridge does.
-                set_route_localnet(&record.host_if)?;
-            }
             let _lock = StateLock::take(&self.config.state_dir)?;
             self.rules = true;
             firewall::add_port_rules(&record.tag, &self.ports, record.address)?;
@@ -430,11 +436,9 @@ fn ensure_bridge(config: &Config) -> Result<()> {
         .map_err(nl_err("add address", gateway))?;
     nl.set_up(index)
         .map_err(nl_err("bring up", &config.bridge))?;
-    // Routing between the bridge and the world, and to it from 127.0.0.1 for
-    // published ports (a packet from 127/8 leaving lo is dropped as martian
-    // without route_localnet).
+    // Routing between the bridge and the world. route_localnet waits for a
+    // port published on 127.0.0.1 (attach).
     sysctl(Path::new("/proc/sys/net/ipv4/ip_forward"), "1")?;
-    set_route_localnet(&config.bridge)?;
     firewall::ensure_base()?;
     firewall::ensure_masquerade(&config.bridge, config.subnet)
 }
@@ -496,6 +500,20 @@ fn link_index(nl: &mut Netlink, name: &str) -> Result<u32> {
         })
 }
 
+/// Whether a mapping forwards from 127.0.0.1: one on a loopback address,
+/// or on every local address (the output rule's `fib daddr type local`).
+fn publishes_on_loopback(ports: &[PortMapping]) -> bool {
+    ports
+        .iter()
+        .any(|p| p.host_ip.is_none_or(|ip| ip.is_loopback()))
+}
+
+/// Lets packets from or to 127.0.0.0/8 be routed through `interface`: the
+/// host's connection to 127.0.0.1 goes out of it after DNAT, and the
+/// container's answers, un-NATed to 127.0.0.1, come in through it. Without
+/// it the kernel drops both as martians (ip_route_input_slow,
+/// __mkroute_output); with it, it no longer drops what a container sends
+/// there, which firewall::ensure_base's martian rules do instead.
 fn set_route_localnet(interface: &str) -> Result<()> {
     sysctl(
         &Path::new("/proc/sys/net/ipv4/conf")

@@ -586,3 +586,165 @@ fn a_leftover_veth_with_the_leased_name_is_replaced() {
         assert!(!links().contains(&name));
     });
 }
+
+impl Container {
+    /// Runs `f` on a thread moved into the container's network namespace.
+    fn inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let ns = self.netns().open().unwrap();
+        let fd = ns.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: this thread only, which ends right after.
+                assert_eq!(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }, 0);
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// Routes 127.0.0.1 to `gateway` instead of `lo`, both ways: what a
+    /// container with CAP_NET_RAW gets by writing and reading its own
+    /// frames, here with plain sockets (the stand-in has every capability).
+    fn route_loopback_to(&self, gateway: Ipv4Addr) {
+        let via = format!("ip route add 127.0.0.1/32 via {gateway} dev eth0");
+        for script in [
+            "ip addr del 127.0.0.1/8 dev lo",
+            &via,
+            "echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet",
+        ] {
+            let args = ["sh", "-c", script];
+            let out = self.run(&args);
+            assert!(out.status.success(), "{args:?}: {out:?}");
+        }
+    }
+}
+
+fn route_localnet(interface: &str) -> String {
+    let path = format!("/proc/sys/net/ipv4/conf/{interface}/route_localnet");
+    std::fs::read_to_string(&path).unwrap().trim().to_string()
+}
+
+// CVE-2020-8558: with route_localnet on, which publishing on 127.0.0.1
+// needs, a packet from the container addressed to 127.0.0.1 reached the
+// host's loopback services.
+#[test]
+fn containers_cannot_reach_the_hosts_127_0_0_1() {
+    if !tools_present() {
+        return;
+    }
+    in_new_host(|config| {
+        let mut reached = Vec::new();
+        for mode in [Mode::Bridge, Mode::Veth] {
+            let ctr = Container::start();
+            let port: PortMapping = "127.0.0.1:18095:80".parse().unwrap();
+            let mut net = Network::prepare(mode, &config, &[port]).unwrap();
+            net.attach(&ctr.netns()).unwrap();
+            ctr.route_loopback_to(net.gateway().unwrap());
+            let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let (udp_at, tcp_at) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+            let connected = ctr.inside(|| {
+                let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+                sock.send_to(b"from the container", udp_at).unwrap();
+                TcpStream::connect_timeout(&tcp_at, Duration::from_secs(1)).is_ok()
+            });
+            if connected {
+                reached.push(format!("{mode:?}: tcp {tcp_at}"));
+            }
+            udp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            if udp.recv_from(&mut [0u8; 64]).is_ok() {
+                reached.push(format!("{mode:?}: udp {udp_at}"));
+            }
+            net.teardown().unwrap();
+        }
+        assert_eq!(reached, Vec::<String>::new());
+    });
+}
+
+// route_localnet lifts the kernel's martian checks on its interface: only
+// the interface IP routes the host's 127.0.0.1 connections through gets it,
+// and only for a port published there; those connections still work.
+#[test]
+fn route_localnet_is_on_only_where_a_port_is_published_on_loopback() {
+    if !tools_present() {
+        return;
+    }
+    in_new_host(|config| {
+        let ctr = Container::start();
+        let mut net = Network::prepare(Mode::Bridge, &config, &[]).unwrap();
+        net.attach(&ctr.netns()).unwrap();
+        let port = net.host_interface().unwrap().to_string();
+        assert_eq!(
+            (route_localnet(&config.bridge), route_localnet(&port)),
+            ("0".into(), "0".into())
+        );
+        net.teardown().unwrap();
+
+        let published: PortMapping = "127.0.0.1:18096:80".parse().unwrap();
+        ctr.serve(80, "bridge\n");
+        let mut net = Network::prepare(Mode::Bridge, &config, &[published]).unwrap();
+        net.attach(&ctr.netns()).unwrap();
+        // The bridge is what IP routes through; its ports stay as they were.
+        let port = net.host_interface().unwrap().to_string();
+        assert_eq!(
+            (route_localnet(&config.bridge), route_localnet(&port)),
+            ("1".into(), "0".into())
+        );
+        assert_eq!(fetch(Ipv4Addr::LOCALHOST, 18096).unwrap(), "bridge\n");
+        net.teardown().unwrap();
+
+        // A port published on another address of the host's needs none.
+        let elsewhere = PortMapping {
+            host_ip: Some(config.subnet.gateway()),
+            ..published
+        };
+        for (ports, expected) in [
+            (vec![], "0"),
+            (vec![elsewhere], "0"),
+            (vec![published], "1"),
+        ] {
+            let ctr = Container::start();
+            let mut net = Network::prepare(Mode::Veth, &config, &ports).unwrap();
+            net.attach(&ctr.netns()).unwrap();
+            let host_if = net.host_interface().unwrap().to_string();
+            assert_eq!(route_localnet(&host_if), expected, "{ports:?}");
+            net.teardown().unwrap();
+        }
+    });
+}
+
+// Before NAT (priority raw) the container's answers to the host's
+// 127.0.0.1 are still addressed to the host's bridge or veth address, so
+// the drop needs no conntrack exception; added once, however many runs.
+#[test]
+fn martian_rules_precede_nat_and_are_added_once() {
+    if !tools_present() {
+        return;
+    }
+    in_new_host(|config| {
+        let port: PortMapping = "18097:80".parse().unwrap();
+        for mode in [Mode::Bridge, Mode::Bridge, Mode::Veth] {
+            Network::prepare(mode, &config, &[port])
+                .unwrap()
+                .teardown()
+                .unwrap();
+        }
+        let out = Command::new("nft")
+            .args(["list", "chain", "ip", FIREWALL_TABLE, "martians"])
+            .output()
+            .unwrap();
+        let chain = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            chain.contains("type filter hook prerouting priority raw;"),
+            "{chain}"
+        );
+        for rule in [
+            "iifname != \"lo\" ip daddr 127.0.0.0/8 drop comment \"cradle-martian-dst\"",
+            "iifname != \"lo\" ip saddr 127.0.0.0/8 drop comment \"cradle-martian-src\"",
+        ] {
+            assert_eq!(chain.matches(rule).count(), 1, "{chain}");
+        }
+        assert_eq!(tool_counts_tagged("cradle-martian-"), 2);
+    });
+}

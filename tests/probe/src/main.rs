@@ -17,7 +17,10 @@
 //! probe serve PORT [N]    listen on TCP PORT, print `ready`, answer N (1) connections with `hello from HOSTNAME`
 //! probe connect ADDR PORT print the line a TCP server at ADDR:PORT sends (retrying 10s), or `connect err ERRNO`
 //! probe fork N            fork up to N sleeping children, print `forked=K` and `fork_errno=E`, kill them
+//! probe rawsend udp|tcp DST PORT [SRC]  an AF_PACKET frame to DST:PORT via the gateway (raw.rs)
 //! ```
+
+mod raw;
 
 use std::io::Write;
 
@@ -39,6 +42,7 @@ fn main() {
         "serve" => serve(num(1) as u16, num(2).max(1) as usize),
         "connect" => connect(arg(1), num(2) as u16),
         "fork" => fork_children(num(1)),
+        "rawsend" => raw::rawsend(arg(1), arg(2), num(3) as u16, arg(4)),
         "sleep" => std::thread::sleep(std::time::Duration::from_millis(num(1) as u64)),
         other => {
             eprintln!("probe: unknown command `{other}`");
