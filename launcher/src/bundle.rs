@@ -15,17 +15,19 @@
 //! `-v` volumes become bind mounts, as in `launcher run`. The seccomp
 //! profile is [`seccomp`]'s, written as `linux.seccomp` for libseccomp.
 //! The limits of `launcher run` (`--memory` …) become `linux.resources`,
-//! `--cgroup-parent` a `linux.cgroupsPath` below it, and `/sys/fs/cgroup` is
-//! mounted read-only as in runc's default spec.
+//! with its device allowlist ([`cgroups::devices::ALLOWED`]) after a
+//! deny-all, `--cgroup-parent` a `linux.cgroupsPath` below it, and
+//! `/sys/fs/cgroup` is mounted read-only as in runc's default spec.
 
-use crate::cgroups::Limits;
+use crate::cgroups::{self, Limits};
 use crate::{Error, Options, Result, exec, image, rootfs, seccomp, spawn};
 use oci_spec::runtime::{
-    Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
-    LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder, Mount,
-    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxSeccomp,
+    LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator,
+    LinuxSyscall, LinuxSyscallBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -168,10 +170,7 @@ pub fn runtime_spec(opts: &Options, image: &image::Image, root: &Path) -> Result
             .map_err(spec_error("namespace"))
     })
     .collect::<Result<Vec<_>>>()?;
-    let mut linux = LinuxBuilder::default();
-    if let Some(resources) = linux_resources(&opts.limits)? {
-        linux = linux.resources(resources);
-    }
+    let mut linux = LinuxBuilder::default().resources(linux_resources(&opts.limits)?);
     if let Some(parent) = &opts.cgroup_parent {
         linux = linux.cgroups_path(cgroups_path(parent, root));
     }
@@ -281,14 +280,11 @@ fn seccomp_arch() -> Arch {
 
 /// /proc, /dev (tmpfs, devpts of its own, shm, mqueue) and /sys read-only,
 /// with the options `launcher run` mounts them with (rootfs.rs).
-/// `linux.resources` for `limits`, None without any. The spec's fields are
-/// cgroup v1's files (runtimes translate them for v2), so they are read off
-/// the v1 settings `launcher run` would write: one validation and one
-/// arithmetic (the `--cpus` quota, the memory+swap total) for both.
-fn linux_resources(limits: &Limits) -> Result<Option<LinuxResources>> {
-    if *limits == Limits::default() {
-        return Ok(None);
-    }
+/// `linux.resources`: the device allowlist, and the limits. The spec's
+/// fields are cgroup v1's files (runtimes translate them for v2), so they
+/// are read off the v1 settings `launcher run` would write: one validation
+/// and one arithmetic (the `--cpus` quota, the memory+swap total) for both.
+fn linux_resources(limits: &Limits) -> Result<LinuxResources> {
     let settings = limits.settings(false)?;
     // Only what the user asked for: the implied swap total (docker's twice
     // --memory) is left to the runtime, which may run where the kernel
@@ -300,7 +296,7 @@ fn linux_resources(limits: &Limits) -> Result<Option<LinuxResources>> {
             .map(|s| s.value.as_str())
     };
     let number = |file: &str| value(file).and_then(|v| v.parse::<i64>().ok());
-    let mut resources = LinuxResourcesBuilder::default();
+    let mut resources = LinuxResourcesBuilder::default().devices(device_rules()?);
     if let Some(limit) = number("memory.limit_in_bytes") {
         let mut memory = LinuxMemoryBuilder::default().limit(limit);
         if let Some(swap) = number("memory.memsw.limit_in_bytes") {
@@ -333,7 +329,37 @@ fn linux_resources(limits: &Limits) -> Result<Option<LinuxResources>> {
         }
         resources = resources.cpu(cpu.build().map_err(spec_error("cpu"))?);
     }
-    resources.build().map(Some).map_err(spec_error("resources"))
+    resources.build().map_err(spec_error("resources"))
+}
+
+/// `linux.resources.devices`: deny all, then allow [`cgroups::devices::ALLOWED`],
+/// as `launcher run` does and in runc's order (moby's default spec starts
+/// with the deny-all). An empty list leaves the runtime's own defaults,
+/// which with crun on cgroup v1 let root in the container open any device.
+fn device_rules() -> Result<Vec<LinuxDeviceCgroup>> {
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .map_err(spec_error("device rule"))?;
+    let mut rules = vec![deny_all];
+    for rule in &cgroups::devices::ALLOWED {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(match rule.kind {
+                cgroups::devices::Kind::Char => LinuxDeviceType::C,
+                cgroups::devices::Kind::Block => LinuxDeviceType::B,
+            })
+            .access(rule.access_letters());
+        if let Some(major) = rule.major {
+            b = b.major(i64::from(major));
+        }
+        if let Some(minor) = rule.minor {
+            b = b.minor(i64::from(minor));
+        }
+        rules.push(b.build().map_err(spec_error("device rule"))?);
+    }
+    Ok(rules)
 }
 
 /// `--cgroup-parent` and a name of the bundle's own (its directory's), as
@@ -645,9 +671,10 @@ mod tests {
             cpus: Some(0.5),
             cpu_shares: Some(512),
         };
-        let resources = linux_resources(&limits).unwrap().unwrap();
+        let mut resources = serde_json::to_value(linux_resources(&limits).unwrap()).unwrap();
+        resources.as_object_mut().unwrap().remove("devices");
         assert_eq!(
-            serde_json::to_value(&resources).unwrap(),
+            resources,
             serde_json::json!({
                 "memory": { "limit": 67108864, "swap": 134217728 },
                 "pids": { "limit": 20 },
@@ -658,16 +685,42 @@ mod tests {
 
     #[test]
     fn implied_swap_and_no_limits_are_left_to_the_runtime() {
-        assert_eq!(linux_resources(&Limits::default()).unwrap(), None);
+        let devices_only = serde_json::to_value(linux_resources(&Limits::default()).unwrap());
+        assert_eq!(devices_only.unwrap().as_object().unwrap().len(), 1);
         let memory_only = Limits {
             memory: Some(1 << 20),
             pids: Some(-1),
             ..Default::default()
         };
+        let mut resources = serde_json::to_value(linux_resources(&memory_only).unwrap()).unwrap();
+        resources.as_object_mut().unwrap().remove("devices");
         assert_eq!(
-            serde_json::to_value(linux_resources(&memory_only).unwrap().unwrap()).unwrap(),
+            resources,
             serde_json::json!({ "memory": { "limit": 1048576 }, "pids": { "limit": -1 } })
         );
+    }
+
+    #[test]
+    fn devices_are_denied_but_the_allowlist_with_or_without_limits() {
+        let resources = serde_json::to_value(linux_resources(&Limits::default()).unwrap());
+        let devices = &resources.unwrap()["devices"];
+        assert_eq!(
+            devices[0],
+            serde_json::json!({ "allow": false, "access": "rwm" })
+        );
+        assert_eq!(
+            devices[1],
+            serde_json::json!({ "allow": true, "type": "c", "access": "m" })
+        );
+        assert_eq!(
+            devices[3],
+            serde_json::json!({ "allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm" })
+        );
+        assert_eq!(
+            devices[11],
+            serde_json::json!({ "allow": true, "type": "c", "major": 136, "access": "rwm" })
+        );
+        assert_eq!(devices.as_array().unwrap().len(), 13);
     }
 
     #[test]

@@ -240,6 +240,7 @@ pub fn run(opts: &Options, sys: &impl Sys, warn: &mut dyn FnMut(&str)) -> Result
     let signals = supervise::catch_signals()?;
     let mut resources = resources::prepare(opts, &container.id, warn)?;
     resources.write_etc(&plan.hostname, &mut plan.rootfs.etc);
+    plan.rootfs.cgroup_fs = resources.cgroup_fs();
     let child = spawn::container(sys, &plan, |pid| resources.join(pid))?;
     let status = supervise::until_exit(child, signals, plan.stop_signal, opts)?;
     if let Err(err) = container.remove() {

@@ -2,9 +2,11 @@
 //! cgroup ([`cgroups`]) and its network ([`network`]).
 //!
 //! 1. [`prepare`], before the clone: reclaims what SIGKILLed launchers
-//!    left, makes the cgroup with the limits, leases an address (and makes
-//!    the bridge on first use); [`Resources::write_etc`] puts the matching
-//!    /etc/hosts and /etc/resolv.conf in the plan;
+//!    left, makes the cgroup with the limits and the device allowlist,
+//!    leases an address (and makes the bridge on first use);
+//!    [`Resources::write_etc`] puts the matching /etc/hosts and
+//!    /etc/resolv.conf in the plan, [`Resources::cgroup_fs`] what the
+//!    container's /sys/fs/cgroup shows;
 //! 2. [`Resources::join`], while the cloned child waits on the sync pipe:
 //!    moves it into the cgroup (before it unshares its cgroup namespace)
 //!    and gives its network namespace the veth, address and route;
@@ -15,9 +17,10 @@
 //! `run` early cleans up too; what a SIGKILLed launcher leaves is reclaimed
 //! by the next run's [`prepare`].
 
-use crate::cgroups::{self, Cgroup, CgroupRoot};
+use crate::cgroups::{self, Cgroup, CgroupRoot, devices};
 use crate::network::{self, Mode, Netns, PortMapping};
-use crate::{Error, Network, Options, Result};
+use crate::rootfs::CgroupFs;
+use crate::{Error, Network, Options, Result, Userns};
 use nix::unistd::Pid;
 
 /// The first part of every container cgroup's name, before the owner tag
@@ -69,6 +72,13 @@ pub fn prepare(opts: &Options, id: &str, warn: &mut dyn FnMut(&str)) -> Result<R
 /// accounted and killed at exit. Rootless on cgroup v1 (or a v2 tree not
 /// delegated to the user) nothing can be made: then the container runs
 /// without one, with a warning when limits were asked for.
+///
+/// As root without a user namespace the container holds CAP_MKNOD and the
+/// device nodes it makes or its image ships are the host's devices: its
+/// cgroup denies every device but docker's allowlist, and a host where
+/// that cannot be done is an error. In a user namespace (rootless,
+/// `--userns=auto`) the kernel refuses mknod and opening device nodes on
+/// the namespace's mounts already; no devices cgroup is joined there.
 fn create_cgroup(
     opts: &Options,
     id: &str,
@@ -76,12 +86,14 @@ fn create_cgroup(
     warn: &mut dyn FnMut(&str),
 ) -> Result<Option<Cgroup>> {
     let limited = opts.limits != cgroups::Limits::default();
+    let userns = rootless || opts.userns == Userns::Auto;
+    let devices = (!userns).then_some(&devices::ALLOWED[..]);
     let parent = opts.cgroup_parent.as_deref();
     let made = CgroupRoot::detect().and_then(|root| {
         // Kills what a SIGKILLed launcher's container left running, too.
         let _ = cgroups::reclaim_stale(&root, parent, CGROUP_PREFIX);
         let name = format!("{CGROUP_PREFIX}{}-{id}", cgroups::owner_tag());
-        Cgroup::create(&root, parent, &name, &opts.limits)
+        Cgroup::create(&root, parent, &name, &opts.limits, devices)
     });
     match made {
         Ok(cg) => Ok(Some(cg)),
@@ -95,8 +107,9 @@ fn create_cgroup(
             }
             Ok(None)
         }
-        // A machine without cgroupfs mounted: nothing to account with.
-        Err(cgroups::Error::NoHierarchy) if !limited => Ok(None),
+        // A machine without cgroupfs mounted: nothing to account with, and
+        // nothing to restrict with, which only a user namespace makes safe.
+        Err(cgroups::Error::NoHierarchy) if !limited && devices.is_none() => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -116,6 +129,13 @@ impl Resources {
                 _ => {}
             }
         }
+    }
+
+    /// What the container's `/sys/fs/cgroup` shows: the hierarchies where
+    /// it has a cgroup of its own, which its cgroup namespace makes their
+    /// root ([`crate::cgroups::mountinfo`]).
+    pub fn cgroup_fs(&self) -> CgroupFs {
+        cgroups::mountinfo::cgroup_fs(self.cgroup.as_ref())
     }
 
     /// While the child waits: into the cgroup, then the veth pair, address

@@ -153,7 +153,8 @@ pub fn plan(
             },
             workdir: cwd.clone().map(PathBuf::from),
             idmapped_layers: None,
-            cgroup_fs: crate::cgroups::mountinfo::cgroup_fs(rootless),
+            // Decided once the cgroup exists: `Resources::cgroup_fs` in `run`.
+            cgroup_fs: rootfs::CgroupFs::Skip,
         },
         mapping,
         process: Process {

@@ -246,6 +246,42 @@ fn applies_the_limits_of_the_bundle(runtime: Runtime) {
     assert_eq!(parent.containers(), Vec::<String>::new(), "cgroup left");
 }
 
+/// Root in the bundle's container holds CAP_MKNOD: the bundle's
+/// `linux.resources.devices` (deny all, then `launcher run`'s allowlist)
+/// lets it make a block node of the host's first loop device, not read it.
+fn denies_a_block_device_of_the_bundle(runtime: Runtime) {
+    let Some(s) = setup(runtime) else { return };
+    let Some(busybox) = testkit::require_tool("busybox") else {
+        return;
+    };
+    // busybox: the default image has neither mknod nor dd.
+    let image = s.dir.path().join("busybox.tar");
+    common::write_image(&image, &[common::busybox_layer(&busybox)], &[], &["sh"]);
+    let script = "mknod /x b 7 0 && echo mknod=ok; \
+                  echo read=$(dd if=/x of=/dev/null count=1 2>&1 && echo ok); \
+                  echo null=$(dd if=/dev/zero of=/dev/null count=1 2>/dev/null && echo ok)";
+    let bundle = s.bundle(&image, "devices", &["sh", "-c", script]);
+    let out = s.run(runtime, &bundle);
+    assert!(out.status.success(), "{out:?}");
+    let r = report(&out);
+    assert_eq!(value(&r, "mknod"), "ok", "{out:?}");
+    assert!(
+        value(&r, "read").contains("Operation not permitted"),
+        "{out:?}"
+    );
+    assert_eq!(value(&r, "null"), "ok", "{out:?}");
+}
+
+#[test]
+fn crun_denies_a_block_device_of_the_bundle() {
+    denies_a_block_device_of_the_bundle(Runtime::Crun);
+}
+
+#[test]
+fn runc_denies_a_block_device_of_the_bundle() {
+    denies_a_block_device_of_the_bundle(Runtime::Runc);
+}
+
 #[test]
 fn crun_applies_the_limits_of_the_bundle() {
     applies_the_limits_of_the_bundle(Runtime::Crun);

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::Error;
 
-/// The v1 controllers the launcher uses: the three it limits, and `cpuacct`
-/// for the usage counter where it is mounted apart from `cpu`.
-pub const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
+/// The v1 controllers the launcher uses: the three it limits, `cpuacct`
+/// for the usage counter where it is mounted apart from `cpu`, and
+/// `devices` for the device allowlist ([`super::devices`]).
+pub const CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "devices"];
 
 /// Where cgroups are made. Detected with [`CgroupRoot::detect`], or built by
 /// hand over a fake tree in tests.

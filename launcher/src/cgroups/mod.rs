@@ -7,7 +7,8 @@
 //! let root = CgroupRoot::detect()?;
 //! cgroups::reclaim_stale(&root, parent, "cradle-")?;   // cgroups of dead launchers
 //! let name = format!("cradle-{}-{id}", cgroups::owner_tag());
-//! let cg = Cgroup::create(&root, parent, &name, &limits)?;   // before clone
+//! let devices = Some(&devices::ALLOWED[..]);   // None in a user namespace
+//! let cg = Cgroup::create(&root, parent, &name, &limits, devices)?;   // before clone
 //! // clone without CLONE_NEWCGROUP: the child waits on the sync pipe
 //! cg.add_process(child)?;               // then the child unshares CLONE_NEWCGROUP
 //! // release the child; wait for it
@@ -15,6 +16,7 @@
 //! cg.remove()?;                         // also on Drop, best effort
 //! ```
 
+pub mod devices;
 mod hierarchy;
 mod limits;
 pub mod mountinfo;
@@ -76,6 +78,13 @@ pub enum Error {
     },
     #[error("empty cgroup `{}`: processes still there after {:?}", path.display(), DRAIN_TIMEOUT)]
     Busy { path: PathBuf },
+    #[error("{step} the device program of cgroup `{}`", path.display())]
+    DeviceProgram {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("remove cgroup `{}`", path.display())]
     Remove {
         path: PathBuf,
@@ -101,23 +110,41 @@ pub struct Cgroup {
 
 impl Cgroup {
     /// Makes `parent/name` (parent: see [`Hierarchy::resolve`] and
-    /// [`default_parent`]) and writes the limits. Fails when the cgroup
-    /// exists: two containers never share one.
+    /// [`default_parent`]) and writes the limits. With `devices`, every
+    /// device is denied but those ([`devices::ALLOWED`]): v1 in the
+    /// `devices` controller, v2 by an eBPF program; without, device access
+    /// is left as it is (a user namespace refuses device nodes already).
+    /// Fails when the cgroup exists: two containers never share one.
     pub fn create(
         root: &CgroupRoot,
         parent: Option<&str>,
         name: &str,
         limits: &Limits,
+        devices: Option<&[devices::Rule]>,
     ) -> Result<Self> {
         let parent = parent.unwrap_or(default_parent(root));
         let settings = limits.settings(root.is_unified())?;
+        let mut needed = limits.controllers();
+        // v2 has no devices controller: the program needs none.
+        if devices.is_some() && !root.is_unified() {
+            needed.push("devices");
+        }
         let mut cg = match root {
-            CgroupRoot::Unified(h) => create_unified(h, parent, name, &limits.controllers())?,
-            CgroupRoot::Legacy(map) => create_legacy(map, parent, name, &limits.controllers())?,
+            CgroupRoot::Unified(h) => create_unified(h, parent, name, &needed)?,
+            CgroupRoot::Legacy(map) => create_legacy(map, parent, name, &needed)?,
         };
         // On failure `cg` is dropped, which removes what was made.
         cg.apply(&settings)?;
+        if let Some(rules) = devices {
+            cg.restrict_devices(rules)?;
+        }
         Ok(cg)
+    }
+
+    /// The controllers it has a directory for: v1 names, or `""` for the
+    /// one v2 cgroup (as the `0::` line of /proc/self/cgroup).
+    pub fn controllers(&self) -> Vec<&str> {
+        self.dirs.keys().map(String::as_str).collect()
     }
 
     /// The directories, one per distinct tree.
@@ -206,6 +233,21 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Before any process joins: v1 denies all in `devices.deny`, then
+    /// allows each rule in `devices.allow` (cgroup-v1/devices.rst); v2
+    /// attaches the eBPF program that allows the same.
+    fn restrict_devices(&self, rules: &[devices::Rule]) -> Result<()> {
+        if self.unified {
+            return devices::attach(&self.dirs[""], rules);
+        }
+        let dir = &self.dirs["devices"];
+        write(&dir.join("devices.deny"), devices::V1_DENY_ALL)?;
+        for line in devices::v1_lines(rules) {
+            write(&dir.join("devices.allow"), &line)?;
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, settings: &[Setting]) -> Result<()> {
         for s in settings {
             let dir = &self.dirs[if self.unified { "" } else { s.controller }];
@@ -277,7 +319,9 @@ fn enable_controllers(dir: &Path, needed: &[&str]) -> Result<()> {
 
 /// v1: a directory in each tree we use. Trees the limits do not need are
 /// still joined when mounted: memory for OOM reports, cpuacct for usage,
-/// pids so that a fork bomb can at least be counted.
+/// pids so that a fork bomb can at least be counted. `devices` only when
+/// `needed`: a container in a user namespace has no use for it, and every
+/// v1 tree joined costs a migration.
 fn create_legacy(
     map: &BTreeMap<String, Hierarchy>,
     parent: &str,
@@ -296,7 +340,8 @@ fn create_legacy(
         removed: false,
         owner: std::process::id(),
     };
-    for (ctrl, h) in map {
+    let wanted = |ctrl: &str| ctrl != "devices" || needed.contains(&"devices");
+    for (ctrl, h) in map.iter().filter(|(c, _)| wanted(c)) {
         let dir = h.resolve(parent).join(name);
         if !cg.dirs.values().any(|d| d == &dir) {
             let parent_dir = dir.parent().unwrap_or(&h.mount);

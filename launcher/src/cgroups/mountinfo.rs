@@ -1,13 +1,15 @@
 //! What the container's `/sys/fs/cgroup` should be made of on this host,
-//! read from the host's mountinfo: the parent decides it before the clone,
-//! and [`crate::rootfs::cgroup`] mounts it.
+//! read from the host's mountinfo and the container's cgroup: the parent
+//! decides it before the clone, and [`crate::rootfs::cgroup`] mounts it.
 
+use super::Cgroup;
 use crate::rootfs::CgroupFs;
 use crate::rootfs::cgroup::CGROUP_DIR;
 
 /// What the container's `/sys/fs/cgroup` should be on this host, from
-/// `/proc/self/mountinfo` and the symlinks in the host's `/sys/fs/cgroup`.
-pub fn cgroup_fs(rootless: bool) -> CgroupFs {
+/// `/proc/self/mountinfo`, the symlinks in the host's `/sys/fs/cgroup`, and
+/// the controllers of the container's cgroup (none without one).
+pub fn cgroup_fs(cgroup: Option<&Cgroup>) -> CgroupFs {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let links = std::fs::read_dir(CGROUP_DIR)
         .into_iter()
@@ -21,26 +23,41 @@ pub fn cgroup_fs(rootless: bool) -> CgroupFs {
             ))
         })
         .collect();
-    cgroup_fs_from(&mountinfo, links, rootless)
+    let controllers = cgroup.map(Cgroup::controllers).unwrap_or_default();
+    cgroup_fs_from(&mountinfo, links, &controllers)
 }
 
-/// [`cgroup_fs`] from the text of mountinfo and the host's symlinks.
+/// [`cgroup_fs`] from the text of mountinfo, the host's symlinks and the
+/// controllers the container has a cgroup of its own for: v1 names, or
+/// `""` for a v2 cgroup ([`Cgroup::controllers`]).
+///
+/// Only hierarchies where the container has a cgroup of its own are
+/// mounted: it unshared its cgroup namespace there, so its cgroup is the
+/// root it sees. Elsewhere the namespace's root is the launcher's cgroup,
+/// often the host's root: a v1 `freezer` or `blkio` mounted there would show
+/// the host's whole tree and every other container in it (issue 9). Links
+/// (`cpu -> cpu,cpuacct`) are kept when they point at a mounted hierarchy.
 ///
 /// The hybrid layout's cgroup2 at `/sys/fs/cgroup/unified` is left out, as
-/// runc and crun leave it: the launcher makes no cgroup there, so its root
-/// in the container would be the host's whole tree.
+/// runc and crun leave it, for the same reason: the launcher makes no
+/// cgroup there.
 ///
-/// Rootless on v1 nothing is mounted: a user namespace may mount a v1
-/// hierarchy only where the kernel lets it and the launcher could make no
-/// cgroup there anyway (no delegation on v1), so the container's own cgroup
-/// would not be its root. runc binds the host's `/sys/fs/cgroup` instead,
+/// Without a cgroup (rootless on v1, or on a v2 tree not delegated to the
+/// user) nothing is mounted. runc binds the host's `/sys/fs/cgroup` then,
 /// which shows the host's whole tree; skipping shows nothing rather than
 /// the wrong thing, with no error.
-pub fn cgroup_fs_from(mountinfo: &str, links: Vec<(String, String)>, rootless: bool) -> CgroupFs {
+pub fn cgroup_fs_from(
+    mountinfo: &str,
+    links: Vec<(String, String)>,
+    controllers: &[&str],
+) -> CgroupFs {
     let mut hierarchies: Vec<(String, String)> = Vec::new();
     for (point, fstype, options) in mountinfo.lines().filter_map(cgroup_mount) {
         if fstype == "cgroup2" && point == CGROUP_DIR {
-            return CgroupFs::Unified;
+            return match controllers.contains(&"") {
+                true => CgroupFs::Unified,
+                false => CgroupFs::Skip,
+            };
         }
         let Some(name) = point.strip_prefix("/sys/fs/cgroup/") else {
             continue;
@@ -48,9 +65,12 @@ pub fn cgroup_fs_from(mountinfo: &str, links: Vec<(String, String)>, rootless: b
         if fstype != "cgroup" || name.contains('/') || hierarchies.iter().any(|(n, _)| n == name) {
             continue;
         }
-        hierarchies.push((name.to_string(), v1_options(options)));
+        let options = v1_options(options);
+        if options.split(',').any(|o| controllers.contains(&o)) {
+            hierarchies.push((name.to_string(), options));
+        }
     }
-    if hierarchies.is_empty() || rootless {
+    if hierarchies.is_empty() {
         return CgroupFs::Skip;
     }
     let links = links
@@ -125,24 +145,41 @@ mod tests {
             ("elsewhere", "/tmp"),
         ]);
         assert_eq!(
-            cgroup_fs_from(HYBRID, links, false),
+            cgroup_fs_from(HYBRID, links, &["cpu", "cpuacct", "memory"]),
             CgroupFs::Legacy {
-                hierarchies: names(&[
-                    ("cpu,cpuacct", "cpu,cpuacct"),
-                    ("memory", "memory"),
-                    ("systemd", "name=systemd"),
-                ]),
+                hierarchies: names(&[("cpu,cpuacct", "cpu,cpuacct"), ("memory", "memory")]),
                 links: names(&[("cpu", "cpu,cpuacct"), ("cpuacct", "cpu,cpuacct")]),
             }
         );
     }
 
     #[test]
-    fn unified_host_gets_cgroup2_and_rootless_v1_gets_nothing() {
+    fn hierarchies_without_a_cgroup_of_the_containers_own_are_not_mounted() {
+        let info = "\
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+";
+        // freezer's link goes with it.
+        let links = names(&[("mem", "memory"), ("frz", "freezer")]);
+        assert_eq!(
+            cgroup_fs_from(info, links, &["devices", "memory"]),
+            CgroupFs::Legacy {
+                hierarchies: names(&[("memory", "memory"), ("devices", "devices")]),
+                links: names(&[("mem", "memory")]),
+            }
+        );
+        assert_eq!(cgroup_fs_from(info, vec![], &["pids"]), CgroupFs::Skip);
+    }
+
+    #[test]
+    fn unified_gets_cgroup2_and_no_cgroup_gets_nothing() {
         let v2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(cgroup_fs_from(v2, vec![], false), CgroupFs::Unified);
-        assert_eq!(cgroup_fs_from(v2, vec![], true), CgroupFs::Unified);
-        assert_eq!(cgroup_fs_from(HYBRID, vec![], true), CgroupFs::Skip);
-        assert_eq!(cgroup_fs_from("", vec![], false), CgroupFs::Skip);
+        assert_eq!(cgroup_fs_from(v2, vec![], &[""]), CgroupFs::Unified);
+        assert_eq!(cgroup_fs_from(v2, vec![], &[]), CgroupFs::Skip);
+        assert_eq!(cgroup_fs_from(HYBRID, vec![], &[]), CgroupFs::Skip);
+        assert_eq!(cgroup_fs_from("", vec![], &["memory"]), CgroupFs::Skip);
     }
 }

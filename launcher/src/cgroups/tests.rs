@@ -46,7 +46,7 @@ fn v2_enables_controllers_from_the_root_down_and_writes_limits() {
         cpu_shares: Some(1024),
         ..Default::default()
     };
-    let cg = Cgroup::create(&root, None, "c1", &limits).unwrap();
+    let cg = Cgroup::create(&root, None, "c1", &limits, None).unwrap();
     let dir = tmp.path().join("cradle/c1");
     assert_eq!(cg.paths(), [dir.as_path()]);
     assert_eq!(
@@ -76,7 +76,7 @@ fn v2_relative_parent_nests_below_the_current_cgroup() {
         pids: Some(5),
         ..Default::default()
     };
-    let cg = Cgroup::create(&root, Some("ctrs"), "c2", &limits).unwrap();
+    let cg = Cgroup::create(&root, Some("ctrs"), "c2", &limits, None).unwrap();
     let dir = tmp.path().join("user.slice/ctrs/c2");
     assert_eq!(cg.paths(), [dir.as_path()]);
     // Already enabled at the root: left as it was.
@@ -103,6 +103,7 @@ fn v2_refuses_a_controller_the_tree_lacks() {
             memory: Some(M),
             ..Default::default()
         },
+        None,
     )
     .unwrap_err();
     assert!(
@@ -115,14 +116,14 @@ fn v2_refuses_a_controller_the_tree_lacks() {
 fn v2_refuses_an_existing_cgroup() {
     let (tmp, root) = fake_v2("memory");
     std::fs::create_dir_all(tmp.path().join("cradle/taken")).unwrap();
-    let err = Cgroup::create(&root, None, "taken", &Limits::default()).unwrap_err();
+    let err = Cgroup::create(&root, None, "taken", &Limits::default(), None).unwrap_err();
     assert!(matches!(err, Error::Create { .. }), "{err}");
 }
 
 #[test]
 fn v2_reports_oom_kills_usage_and_processes_from_its_files() {
     let (tmp, root) = fake_v2("memory cpu");
-    let cg = Cgroup::create(&root, None, "c", &Limits::default()).unwrap();
+    let cg = Cgroup::create(&root, None, "c", &Limits::default(), None).unwrap();
     let dir = tmp.path().join("cradle/c");
     assert!(!cg.oom_killed().unwrap());
     std::fs::write(
@@ -144,6 +145,62 @@ fn v2_reports_oom_kills_usage_and_processes_from_its_files() {
     assert_eq!(cg.procs().unwrap(), [4242]);
     empty_fake(&dir);
     cg.remove().unwrap();
+}
+
+/// A v1 tree per controller in a tempdir, this process at its root.
+fn fake_v1(controllers: &[&str]) -> (tempfile::TempDir, CgroupRoot) {
+    let dir = tempfile::tempdir().unwrap();
+    let map = controllers
+        .iter()
+        .map(|c| {
+            let mount = dir.path().join(c);
+            std::fs::create_dir(&mount).unwrap();
+            let h = Hierarchy {
+                current: mount.clone(),
+                mount,
+            };
+            (c.to_string(), h)
+        })
+        .collect();
+    (dir, CgroupRoot::Legacy(map))
+}
+
+#[test]
+fn v1_devices_tree_is_joined_only_to_restrict_devices() {
+    let (tmp, root) = fake_v1(&["memory", "devices"]);
+    let open = Cgroup::create(&root, None, "userns", &Limits::default(), None).unwrap();
+    assert_eq!(open.controllers(), ["memory"]);
+    assert!(!tmp.path().join("devices/cradle/userns").exists());
+    let cg = Cgroup::create(
+        &root,
+        None,
+        "root",
+        &Limits::default(),
+        Some(&devices::ALLOWED),
+    )
+    .unwrap();
+    assert_eq!(cg.controllers(), ["devices", "memory"]);
+    let dir = tmp.path().join("devices/cradle/root");
+    // The kernel takes one rule per write; the fake keeps the last.
+    assert_eq!(read(dir.join("devices.deny")), "a");
+    assert_eq!(read(dir.join("devices.allow")), "c 10:200 rwm");
+}
+
+#[test]
+fn v1_without_a_devices_tree_refuses_to_restrict_devices() {
+    let (_tmp, root) = fake_v1(&["memory"]);
+    let err = Cgroup::create(
+        &root,
+        None,
+        "c",
+        &Limits::default(),
+        Some(&devices::ALLOWED),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::ControllerMissing { controller, .. } if controller == "devices"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -295,6 +352,7 @@ fn memory_limit_oom_kills_and_is_reported() {
             memory: Some(32 * M),
             ..Default::default()
         },
+        None,
     )
     .unwrap();
     // tail keeps the last lines, and /dev/zero has no newline: all 200M in memory.
@@ -336,6 +394,7 @@ fn pids_limit_stops_a_fork_loop() {
             pids: Some(10),
             ..Default::default()
         },
+        None,
     )
     .unwrap();
     let mut child = held_shell("i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done; wait");
@@ -373,6 +432,7 @@ fn cpus_hold_two_busy_loops_near_half_a_core() {
             cpu_shares: Some(262_144),
             ..Default::default()
         },
+        None,
     )
     .unwrap();
     // Two loops could use both cores; the quota must hold them to half of one.
@@ -451,23 +511,9 @@ fn detection_finds_this_process_in_its_cgroups() {
 
 #[test]
 fn v2_real_tree_holds_a_process_and_removes_it() {
-    if !testkit::require(testkit::is_root(), "needs root to create cgroups") {
-        return;
-    }
-    // The cgroup2 mount alone: the unified tree of a hybrid machine, or the
-    // whole tree of a v2 machine.
-    let mountinfo = read("/proc/self/mountinfo");
-    let v2_only: String = mountinfo
-        .lines()
-        .filter(|l| l.contains(" - cgroup2 "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let Ok(root) = CgroupRoot::from_proc(&v2_only, &read("/proc/self/cgroup")) else {
-        testkit::require(false, "needs a cgroup2 mount");
-        return;
-    };
+    let Some(root) = real_v2_root() else { return };
     let guard = ParentGuard::new(root.clone());
-    let cg = Cgroup::create(&root, Some(&guard.name), "c", &Limits::default()).unwrap();
+    let cg = Cgroup::create(&root, Some(&guard.name), "c", &Limits::default(), None).unwrap();
     let mut child = Command::new("sleep").arg("30").spawn().unwrap();
     let pid = child.id();
     cg.add_process(pid).unwrap();
@@ -481,6 +527,118 @@ fn v2_real_tree_holds_a_process_and_removes_it() {
     assert!(!dir.exists());
 }
 
+/// Runs, in `cg`, a shell that opens /dev/null, /dev/loop-control and a
+/// block node 7:0 it makes itself; returns `what=ok` or `what=ERROR` lines.
+fn device_report(cg: &Cgroup) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = r#"read go
+try() { what=$1; shift; if err=$("$@" 2>&1); then echo "$what=ok"; else echo "$what=$err"; fi; }
+try null sh -c 'exec 3<>/dev/null'
+try loop-control sh -c 'exec 3</dev/loop-control'
+try mknod mknod "$0/loop" b 7 0
+try loop sh -c 'exec 3<"$0"' "$0/loop"
+"#;
+    let mut child = Command::new("sh")
+        .args(["-c", script])
+        .arg(tmp.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    cg.add_process(child.id()).unwrap();
+    release(&mut child);
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The lines of [`device_report`] for a cgroup with docker's allowlist.
+fn assert_devices_restricted(report: &str) {
+    let line = |what: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{what}=")))
+            .unwrap_or_else(|| panic!("no {what} in {report}"))
+    };
+    assert_eq!(line("null"), "ok", "{report}");
+    assert_eq!(line("mknod"), "ok", "{report}");
+    for denied in ["loop-control", "loop"] {
+        assert!(
+            line(denied).contains("Operation not permitted"),
+            "{denied}: {report}"
+        );
+    }
+}
+
+#[test]
+fn v1_devices_cgroup_allows_mknod_but_not_opening_a_block_device() {
+    let Some(root) = real_root() else { return };
+    if !testkit::require(!root.is_unified(), "needs the v1 devices controller") {
+        return;
+    }
+    let guard = ParentGuard::new(root.clone());
+    let cg = Cgroup::create(
+        &root,
+        Some(&guard.name),
+        "dev",
+        &Limits::default(),
+        Some(&devices::ALLOWED),
+    )
+    .unwrap();
+    let list = read(dir_of(&cg, "devices").join("devices.list"));
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        devices::v1_lines(&devices::ALLOWED)
+    );
+    let report = device_report(&cg);
+    eprintln!("v1 devices: {}", report.trim().replace('\n', ", "));
+    assert_devices_restricted(&report);
+    cg.remove().unwrap();
+}
+
+/// The cgroup2 mount alone: the unified tree of a hybrid machine, or the
+/// whole tree of a v2 machine.
+fn real_v2_root() -> Option<CgroupRoot> {
+    if !testkit::require(testkit::is_root(), "needs root to create cgroups") {
+        return None;
+    }
+    let mountinfo = read("/proc/self/mountinfo");
+    let v2_only: String = mountinfo
+        .lines()
+        .filter(|l| l.contains(" - cgroup2 "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let root = CgroupRoot::from_proc(&v2_only, &read("/proc/self/cgroup")).ok();
+    testkit::require(root.is_some(), "needs a cgroup2 mount").then_some(root?)
+}
+
+// The kernel runs a cgroup2 device program for every device access of the
+// tasks in the cgroup, beside the v1 controller on hybrid machines
+// (devcgroup_check_permission), so the program is tested on this
+// machine's cgroup2 mount even though the launcher uses v1 here.
+#[test]
+fn v2_device_program_allows_mknod_but_not_opening_a_block_device() {
+    let Some(root) = real_v2_root() else { return };
+    let guard = ParentGuard::new(root.clone());
+    let cg = Cgroup::create(
+        &root,
+        Some(&guard.name),
+        "dev",
+        &Limits::default(),
+        Some(&devices::ALLOWED),
+    )
+    .unwrap();
+    let report = device_report(&cg);
+    eprintln!("v2 device program: {}", report.trim().replace('\n', ", "));
+    assert_devices_restricted(&report);
+    // Without the program the same cgroup opens everything.
+    let open = Cgroup::create(&root, Some(&guard.name), "open", &Limits::default(), None).unwrap();
+    let report = device_report(&open);
+    assert!(report.contains("loop=ok"), "{report}");
+    cg.remove().unwrap();
+    open.remove().unwrap();
+}
+
 #[test]
 fn reclaim_removes_a_dead_launchers_cgroup() {
     let Some(root) = real_root() else { return };
@@ -492,6 +650,7 @@ fn reclaim_removes_a_dead_launchers_cgroup() {
         Some(&guard.name),
         &format!("ctr-{}-1", dead.id()),
         &Limits::default(),
+        None,
     )
     .unwrap();
     let live = Cgroup::create(
@@ -499,6 +658,7 @@ fn reclaim_removes_a_dead_launchers_cgroup() {
         Some(&guard.name),
         &format!("ctr-{}", owner_tag()),
         &Limits::default(),
+        None,
     )
     .unwrap();
     // A leftover process of the dead launcher is killed too.
@@ -535,6 +695,7 @@ fn a_hundred_parallel_cgroups_leave_nothing_behind() {
                         Some(&format!("{parent}/nested")),
                         &format!("c{batch}-{i}"),
                         limits,
+                        None,
                     )
                     .unwrap();
                     let mut child = Command::new("sleep").arg("30").spawn().unwrap();
@@ -546,7 +707,8 @@ fn a_hundred_parallel_cgroups_leave_nothing_behind() {
             }
         });
     }
-    for dir in guard.dirs() {
+    // The trees the cgroups were made in: not devices, which they did not restrict.
+    for dir in guard.dirs().into_iter().filter(|d| d.exists()) {
         let left: Vec<_> = std::fs::read_dir(dir.join("nested"))
             .unwrap()
             .flatten()

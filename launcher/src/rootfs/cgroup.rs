@@ -1,6 +1,7 @@
 //! `/sys/fs/cgroup`: the container's own cgroup, read-only, mounted in its
 //! cgroup namespace after `/sys` and its masks. What to mount is decided by
-//! the parent from the host's mounts ([`crate::cgroups::mountinfo`]).
+//! the parent from the host's mounts and the container's cgroup
+//! ([`crate::cgroups::mountinfo`]).
 
 use super::{NOSUID_NODEV_NOEXEC, remount_read_only};
 use crate::sys::{Node, Resolve, Sys};
@@ -22,7 +23,8 @@ pub enum CgroupFs {
     /// cgroup v2 at `/sys/fs/cgroup`.
     Unified,
     /// cgroup v1: a tmpfs at `/sys/fs/cgroup` holding one `cgroup` mount per
-    /// host hierarchy and the host's symlinks to them (`cpu -> cpu,cpuacct`).
+    /// host hierarchy the container has a cgroup of its own in, and the
+    /// host's symlinks to those (`cpu -> cpu,cpuacct`).
     Legacy {
         /// (directory under `/sys/fs/cgroup`, mount options), as on the host.
         hierarchies: Vec<(String, String)>,

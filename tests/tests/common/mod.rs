@@ -176,6 +176,21 @@ impl Layer {
         self.b().append_data(&mut h, path, data).unwrap();
         self
     }
+    /// A character (`kind` `c`) or block (`b`) device node, mode 0666.
+    pub fn node(&mut self, path: &str, kind: char, major: u32, minor: u32) -> &mut Self {
+        let kind = match kind {
+            'c' => tar::EntryType::Char,
+            'b' => tar::EntryType::Block,
+            other => panic!("device kind `{other}` is neither c nor b"),
+        };
+        let mut h = Self::header(kind, 0, 0o666);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        self.b()
+            .append_data(&mut h, path, std::io::empty())
+            .unwrap();
+        self
+    }
     pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
         let mut h = Self::header(tar::EntryType::Symlink, 0, 0o777);
         self.b().append_link(&mut h, path, target).unwrap();
@@ -352,7 +367,8 @@ pub struct CgroupParent {
 
 impl CgroupParent {
     /// The hierarchies as the launcher picks them: the v1 trees of memory,
-    /// pids, cpu and cpuacct when mounted (hybrid layouts too), else cgroup2.
+    /// pids, cpu, cpuacct and devices when mounted (hybrid layouts too),
+    /// else cgroup2.
     pub fn new() -> CgroupParent {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -369,7 +385,7 @@ impl CgroupParent {
             match post[..] {
                 ["cgroup", _, options, ..] => {
                     for c in options.split(',') {
-                        if ["memory", "pids", "cpu", "cpuacct"].contains(&c) {
+                        if ["memory", "pids", "cpu", "cpuacct", "devices"].contains(&c) {
                             v1.push((c.to_string(), Path::new(point).join(&name[1..])));
                         }
                     }
