@@ -7,6 +7,7 @@ mod build_init;
 mod build_probe;
 mod test;
 mod util;
+mod vm_test;
 
 use anyhow::{Result, bail};
 
@@ -20,6 +21,7 @@ tasks:
   bench init|unpack|build|run
                         measure against tini, dumb-init, catatonit, GNU tar, crun, runc
   test [ARGS…]          build every artifact the tests need, then `cargo test --workspace ARGS…`
+  vm-test               run the launcher's end-to-end checks in a cgroup v2 guest (QEMU)
 ";
 
 fn main() {
@@ -41,6 +43,7 @@ fn run(args: &[String]) -> Result<()> {
         "build-image" => build_image::run(rest).map(drop),
         "bench" => bench::run(rest),
         "test" => test::run(rest),
+        "vm-test" => vm_test::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
