@@ -648,6 +648,13 @@ impl Sandbox {
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
             to
         };
+        // As installed: cradle-init next to the launcher, which starts every
+        // workload through it.
+        copy(
+            &common::init().expect("the static init"),
+            "cradle-init",
+            0o755,
+        );
         Sandbox {
             uid,
             gid,
