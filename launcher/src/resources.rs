@@ -152,8 +152,11 @@ impl Resources {
         Ok(())
     }
 
-    /// After the container exited with `status`: an OOM kill makes it
-    /// [`Error::OutOfMemory`] (exit 137, as docker); the cgroup and network
+    /// After the container exited with `status`: an OOM kill that took the
+    /// workload (status 137, SIGKILL) makes it [`Error::OutOfMemory`] (exit
+    /// 137, as docker); one that took another process of the container, the
+    /// workload surviving, is a warning and the workload's status stands (as
+    /// docker keeps it, reporting OOMKilled apart). The cgroup and network
     /// are undone either way. A failure to undo goes to `warn`, it is not
     /// the container's status: the next run reclaims what is left.
     pub fn release(self, status: i32, warn: &mut dyn FnMut(&str)) -> Result<i32> {
@@ -174,10 +177,29 @@ impl Resources {
         if let Err(e) = network.teardown() {
             warn(&warning("cleaning up", &e));
         }
-        match oom {
-            true => Err(Error::OutOfMemory { memory }),
-            false => Ok(status),
+        oom_outcome(oom, status, memory, warn)
+    }
+}
+
+/// [`Resources::release`]'s verdict on an OOM kill.
+fn oom_outcome(
+    oom: bool,
+    status: i32,
+    memory: Option<u64>,
+    warn: &mut dyn FnMut(&str),
+) -> Result<i32> {
+    const KILLED: i32 = 128 + libc::SIGKILL;
+    match (oom, status) {
+        (true, KILLED) => Err(Error::OutOfMemory { memory }),
+        (true, _) => {
+            warn(&format!(
+                "a process of the container was killed: out of memory{}; the workload \
+                 went on and exited {status}",
+                limit_note(memory)
+            ));
+            Ok(status)
         }
+        (false, _) => Ok(status),
     }
 }
 
@@ -308,6 +330,21 @@ mod tests {
             "container killed: out of memory (--memory 32m)"
         );
         assert_eq!(err.exit_code(), 137);
+    }
+
+    #[test]
+    fn oom_kill_of_another_process_keeps_the_workloads_status() {
+        let mut warnings = Vec::new();
+        let mut warn = |w: &str| warnings.push(w.to_string());
+        assert_eq!(oom_outcome(true, 0, Some(32 * M), &mut warn).unwrap(), 0);
+        assert_eq!(oom_outcome(false, 137, None, &mut warn).unwrap(), 137);
+        let err = oom_outcome(true, 137, None, &mut warn).unwrap_err();
+        assert_eq!(err.exit_code(), 137);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("out of memory (--memory 32m)"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

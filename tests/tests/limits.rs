@@ -93,6 +93,28 @@ fn past_the_memory_limit_the_container_is_killed_and_exits_137_saying_so() {
     eprintln!("oom: 200M under --memory 32m: exit 137, {}", err.trim());
 }
 
+/// Docker keeps the workload's status when only another process of the
+/// container was OOM-killed; so do we (the launcher said 137 whenever any
+/// process was), with a warning.
+#[test]
+fn oom_kill_of_a_child_keeps_the_workloads_status() {
+    let Some((kit, parent)) = setup() else { return };
+    let out = kit
+        .cmd(&["--memory", "32m", "--cgroup-parent", &parent.name])
+        .arg(&kit.image)
+        .args(["sh", "-c", "/probe alloc 200; echo survived"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
+    let err = stderr(&out);
+    assert!(
+        err.contains("a process of the container was killed: out of memory (--memory 32m)"),
+        "{err}"
+    );
+    assert_eq!(parent.containers(), Vec::<String>::new(), "cgroup left");
+}
+
 #[test]
 fn within_the_memory_limit_nothing_is_reported() {
     let Some((kit, parent)) = setup() else { return };
