@@ -35,13 +35,40 @@ pub enum CgroupFs {
 
 /// Mounted after `/sys`, in the cgroup namespace the child unshared once in
 /// its cgroup: a cgroup filesystem mounted there has that cgroup as its root.
-pub(super) fn mount_cgroup_fs(sys: &impl Sys, root: &Path, fs: &CgroupFs) -> Result<()> {
+///
+/// With the host's `/sys` bound (`--network host`), `/sys/fs/cgroup` is the
+/// host's whole tree: it is covered first by an empty tmpfs, so that nothing
+/// of the host's tree shows, and so that cgroup2 can go on top (the same
+/// filesystem mounted again on its own mount point is EBUSY).
+pub(super) fn mount_cgroup_fs(
+    sys: &impl Sys,
+    root: &Path,
+    fs: &CgroupFs,
+    host_sys: bool,
+) -> Result<()> {
     let dir = Path::new(CGROUP_DIR);
     let ro = MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC;
+    let cover = |flags: MsFlags| {
+        sys.mount_in(
+            root,
+            dir,
+            Node::Dir,
+            Resolve::NoSymlinks,
+            Some(Path::new("tmpfs")),
+            Some("tmpfs"),
+            flags,
+            Some("mode=755"),
+        )
+        .map_err(Error::sys("mounting a tmpfs on `/sys/fs/cgroup`"))
+    };
     match fs {
+        CgroupFs::Skip if host_sys => cover(ro),
         CgroupFs::Skip => Ok(()),
-        CgroupFs::Unified => sys
-            .mount_in(
+        CgroupFs::Unified => {
+            if host_sys {
+                cover(ro)?;
+            }
+            sys.mount_in(
                 root,
                 dir,
                 Node::Dir,
@@ -51,19 +78,10 @@ pub(super) fn mount_cgroup_fs(sys: &impl Sys, root: &Path, fs: &CgroupFs) -> Res
                 ro,
                 None,
             )
-            .map_err(Error::sys("mounting `cgroup2` on `/sys/fs/cgroup`")),
+            .map_err(Error::sys("mounting `cgroup2` on `/sys/fs/cgroup`"))
+        }
         CgroupFs::Legacy { hierarchies, links } => {
-            sys.mount_in(
-                root,
-                dir,
-                Node::Dir,
-                Resolve::NoSymlinks,
-                Some(Path::new("tmpfs")),
-                Some("tmpfs"),
-                NOSUID_NODEV_NOEXEC,
-                Some("mode=755"),
-            )
-            .map_err(Error::sys("mounting a tmpfs on `/sys/fs/cgroup`"))?;
+            cover(NOSUID_NODEV_NOEXEC)?;
             for (name, options) in hierarchies {
                 let target = dir.join(name);
                 sys.mount_in(

@@ -96,7 +96,7 @@ pub fn prepare(sys: &impl Sys, plan: &Plan) -> Result<()> {
     dev::mount_dev(sys, &plan.root, plan.tty_gid, plan.dev_nodes)?;
     proc::mount_proc(sys, &plan.root, plan.dev_nodes)?;
     sysfs::mount_sys(sys, &plan.root, plan.fresh_sysfs, plan.dev_nodes)?;
-    cgroup::mount_cgroup_fs(sys, &plan.root, &plan.cgroup_fs)?;
+    cgroup::mount_cgroup_fs(sys, &plan.root, &plan.cgroup_fs, !plan.fresh_sysfs)?;
     volumes::mount_volumes(sys, plan)?;
     volumes::mount_tmpfs(sys, plan)?;
     if plan.read_only {

@@ -408,7 +408,7 @@ fn v1_cgroup_fs_is_populated_then_made_read_only() {
         hierarchies: names(&[("cpu,cpuacct", "cpu,cpuacct"), ("systemd", "name=systemd")]),
         links: names(&[("cpu", "cpu,cpuacct")]),
     };
-    cgroup::mount_cgroup_fs(&fake, Path::new("/r"), &fs).unwrap();
+    cgroup::mount_cgroup_fs(&fake, Path::new("/r"), &fs, false).unwrap();
     let ro = MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC;
     assert_eq!(
         fake.calls(),
@@ -492,4 +492,41 @@ fn names(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect()
+}
+
+/// `--network host` binds the host's /sys, whose /sys/fs/cgroup is the
+/// host's tree: it is covered before cgroup2 goes on top (cgroup2 on the
+/// host's own cgroup2 mount point was EBUSY), and covered even when nothing
+/// is mounted there.
+#[test]
+fn host_sys_gets_its_cgroup_tree_covered_before_cgroup2() {
+    let ro = MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC;
+    let cover = mount(
+        Some("tmpfs"),
+        "/r/sys/fs/cgroup",
+        Some("tmpfs"),
+        ro,
+        Some("mode=755"),
+    );
+    let fake = Fake::default();
+    cgroup::mount_cgroup_fs(&fake, Path::new("/r"), &CgroupFs::Unified, true).unwrap();
+    assert_eq!(
+        fake.calls(),
+        [
+            cover.clone(),
+            mount(
+                Some("cgroup2"),
+                "/r/sys/fs/cgroup",
+                Some("cgroup2"),
+                ro,
+                None
+            ),
+        ]
+    );
+    let fake = Fake::default();
+    cgroup::mount_cgroup_fs(&fake, Path::new("/r"), &CgroupFs::Skip, true).unwrap();
+    assert_eq!(fake.calls(), [cover]);
+    let fake = Fake::default();
+    cgroup::mount_cgroup_fs(&fake, Path::new("/r"), &CgroupFs::Skip, false).unwrap();
+    assert_eq!(fake.calls(), []);
 }
