@@ -1,7 +1,9 @@
 //! Reading image archives: ours, any OCI image layout in a tar (several
 //! layers, nested indexes), and `docker save` archives (`manifest.json` plus
-//! layer tars). Every blob is checked against its digest and size before it
-//! is used; a layer is handed out only as a [`Blob`] that has been verified.
+//! layer tars). Every blob is checked against its digest and size: small
+//! ones (index, manifests, configs) before they are used, a layer as it is
+//! used, through a [`LayerReader`] that hashes the very bytes it hands out
+//! and checks them at the end ([`LayerReader::finish`]).
 //!
 //! The archive is indexed once (one pass over the tar headers, seeking over
 //! the contents), then blobs are read in place with `pread`: nothing is
@@ -83,6 +85,47 @@ impl Read for Blob<'_> {
     }
 }
 
+/// A layer's contents as they are read, hashed on the way through. Until
+/// [`LayerReader::finish`] returns Ok, what was read is unverified.
+#[derive(Debug)]
+pub struct LayerReader<'a> {
+    archive: &'a ImageArchive,
+    layer: Layer,
+    blob: Blob<'a>,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl Read for LayerReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.blob.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl LayerReader<'_> {
+    /// Reads what the caller left (a tar reader stops at the end-of-archive
+    /// blocks, a decompressor at the end of its stream) and checks that the
+    /// bytes read, all of them through this reader, have the manifest's
+    /// size and digest.
+    pub fn finish(mut self) -> Result<()> {
+        io::copy(&mut self, &mut io::sink()).map_err(self.archive.read_error())?;
+        if self.read != self.layer.size {
+            // The file shrank while it was read.
+            return Err(self.archive.layer_size_error(&self.layer, self.read));
+        }
+        let actual = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        check_digest(&self.layer.entry, &self.layer.digest, &actual)
+    }
+
+    /// The layer being read.
+    pub fn layer(&self) -> &Layer {
+        &self.layer
+    }
+}
+
 impl ImageArchive {
     /// Opens `path` and indexes its regular files.
     pub fn open(path: &Path) -> Result<Self> {
@@ -112,18 +155,62 @@ impl ImageArchive {
         }
     }
 
-    /// Checks `layer`'s size and digest, then returns its contents.
-    pub fn verified_layer(&self, layer: &Layer) -> Result<Blob<'_>> {
+    /// The names of the images in the archive, as [`Self::image`] takes
+    /// them: the OCI index's `ref.name` annotations, or docker's `RepoTags`.
+    pub fn names(&self) -> Result<Vec<String>> {
+        if self.entries.contains_key("index.json") {
+            let index: ImageIndex = self.json("index.json", &self.read_entry("index.json")?)?;
+            Ok(index
+                .manifests()
+                .iter()
+                .filter_map(|d| d.annotations().as_ref()?.get(REF_NAME).cloned())
+                .collect())
+        } else {
+            let list: Vec<DockerManifest> =
+                self.json("manifest.json", &self.read_entry("manifest.json")?)?;
+            Ok(list
+                .into_iter()
+                .flat_map(|m| m.repo_tags.unwrap_or_default())
+                .collect())
+        }
+    }
+
+    /// `layer`'s contents, read once: the reader hashes what it hands out,
+    /// and [`LayerReader::finish`] reads the rest and checks size and
+    /// digest. Hashing one read and handing out a second let bytes changed
+    /// in between pass as the genuine layer (and land in a cache under its
+    /// digest); a caller keeps what it made from the bytes only once
+    /// `finish` accepts them.
+    pub fn layer_reader(&self, layer: &Layer) -> Result<LayerReader<'_>> {
+        check_digest_form(&layer.digest)?;
         let region = self.region(&layer.entry)?;
         if region.size != layer.size {
-            return Err(self.not_an_image(&format!(
-                "layer `{}` is {} bytes, the manifest says {}",
-                layer.entry, region.size, layer.size
-            )));
+            return Err(self.layer_size_error(layer, region.size));
         }
-        let actual = sha256_of(self.blob(region)).map_err(self.read_error())?;
-        check_digest(&layer.entry, &layer.digest, &actual)?;
-        Ok(self.blob(region))
+        Ok(LayerReader {
+            archive: self,
+            layer: layer.clone(),
+            blob: self.blob(region),
+            hasher: Sha256::new(),
+            read: 0,
+        })
+    }
+
+    /// Checks `layer`'s size and digest, then returns its contents, read a
+    /// second time: for callers that only check (`inspect`) or whose reader
+    /// checks again (a registry verifies what is pushed). Code that keeps
+    /// what it makes from the bytes reads them through
+    /// [`Self::layer_reader`] instead.
+    pub fn verified_layer(&self, layer: &Layer) -> Result<Blob<'_>> {
+        self.layer_reader(layer)?.finish()?;
+        Ok(self.blob(self.region(&layer.entry)?))
+    }
+
+    fn layer_size_error(&self, layer: &Layer, size: u64) -> Error {
+        self.not_an_image(&format!(
+            "layer `{}` is {size} bytes, the manifest says {}",
+            layer.entry, layer.size
+        ))
     }
 
     fn oci_image(&self, reference: Option<&str>) -> Result<Image> {
@@ -451,19 +538,6 @@ fn check_digest(entry: &str, expected: &str, actual: &str) -> Result<()> {
     Ok(())
 }
 
-fn sha256_of(mut reader: impl Read) -> io::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
-}
-
 fn hex_sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -564,6 +638,7 @@ mod tests {
             image.config_digest,
             format!("sha256:{}", hex_sha256(&config(&[])))
         );
+        assert_eq!(archive.names().unwrap(), ["test"]);
         let image = archive.image(Some("test")).unwrap();
         assert_eq!(image.layers.len(), 2);
         assert_eq!(
@@ -596,6 +671,51 @@ mod tests {
         let mut image = archive.image(None).unwrap();
         image.layers[0].digest = format!("sha256:{}", hex_sha256(b"other"));
         let err = archive.verified_layer(&image.layers[0]).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    }
+
+    /// The layer's bytes change after the reader handed out its first
+    /// part (another writer of the archive file, between two reads): the
+    /// reader hashed the bytes it handed out, and the mix of old and new
+    /// ones fails the check. A hash of one read and a second read for use
+    /// would have passed the new bytes as the genuine layer.
+    #[test]
+    fn a_layer_changed_while_it_is_read_fails_its_digest_check() {
+        let layer = vec![7u8; 4096];
+        let f = oci(&[&layer], false);
+        let archive = ImageArchive::open(f.path()).unwrap();
+        let image = archive.image(None).unwrap();
+        let mut reader = archive.layer_reader(&image.layers[0]).unwrap();
+        let mut first = [0u8; 1024];
+        reader.read_exact(&mut first).unwrap();
+        let region = archive.region(&image.layers[0].entry).unwrap();
+        let writer = std::fs::OpenOptions::new()
+            .write(true)
+            .open(f.path())
+            .unwrap();
+        writer
+            .write_all_at(&[9u8; 3072], region.offset + 1024)
+            .unwrap();
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, [9u8; 3072], "the reader hands out what is there");
+        let err = reader.finish().unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_layer_reader_checks_what_its_caller_did_not_read() {
+        let f = oci(&[b"one"], false);
+        let archive = ImageArchive::open(f.path()).unwrap();
+        let image = archive.image(None).unwrap();
+        archive
+            .layer_reader(&image.layers[0])
+            .unwrap()
+            .finish()
+            .unwrap();
+        let mut wrong = image.layers[0].clone();
+        wrong.digest = format!("sha256:{}", hex_sha256(b"other"));
+        let err = archive.layer_reader(&wrong).unwrap().finish().unwrap_err();
         assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     }
 

@@ -68,22 +68,65 @@ fn make_empty_dir(dir: &Path) -> Result<()> {
 }
 
 /// Unpacks every layer of `image` into `root`, bottom first, whiteouts
-/// applied: the bundle's rootfs, and `launcher export`. Each blob is
-/// verified before it is read ([`image::Image::verified_layer`]); a layer
-/// that fails to unpack is named by its digest.
+/// applied: the bundle's rootfs, and `launcher export`. Each blob is read
+/// once, hashed as it is unpacked, and checked when its layer is done,
+/// before the next one ([`builder::archive::LayerReader`]): a layer whose
+/// bytes are not the manifest's is an error of the image naming the archive
+/// and the layer; one that fails to unpack is named by its digest.
+///
+/// `root` is the user's. When it is missing or empty, the layers go into a
+/// directory beside it, renamed over it once all are verified, so a failure
+/// leaves nothing of the image. Into a `root` that has files (rename(2)
+/// replaces only an empty directory) they go directly, and a failure leaves
+/// what was unpacked so far, the failing layer's unverified bytes included.
 pub fn flatten_layers(image: &image::Image, root: &Path) -> Result<()> {
+    let has_files = std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_some());
+    let Some(staging) = root.file_name().filter(|_| !has_files).map(|name| {
+        root.with_file_name(format!(".{}.cradle-{}", name.display(), std::process::id()))
+    }) else {
+        return unpack_verified_layers(image, root);
+    };
+    let _ = crate::cache::remove_tree(&staging);
+    let flattened =
+        unpack_verified_layers(image, &staging).and_then(|()| move_over(&staging, root));
+    if flattened.is_err() {
+        let _ = crate::cache::remove_tree(&staging);
+    }
+    flattened
+}
+
+fn unpack_verified_layers(image: &image::Image, root: &Path) -> Result<()> {
     let opts = builder::unpack::Options {
         whiteouts: true,
         ..Default::default()
     };
+    let image_error = |source| Error::Image {
+        path: image.archive.path().to_path_buf(),
+        source: Box::new(source),
+    };
     for layer in &image.layers {
-        let blob = image.verified_layer(layer)?;
-        builder::unpack::extract(blob, root, &opts).map_err(|source| Error::Unpack {
+        let mut blob = image.archive.layer_reader(layer).map_err(image_error)?;
+        let unpacked = builder::unpack::extract(&mut blob, root, &opts);
+        // Checked first: bytes that are not the manifest's are that error,
+        // whatever unpacking them did.
+        blob.finish().map_err(image_error)?;
+        unpacked.map_err(|source| Error::Unpack {
             digest: layer.digest.clone(),
             source: Box::new(source),
         })?;
     }
     Ok(())
+}
+
+/// Renames `staging` over `root` (missing or empty), with the mode `root`
+/// had.
+fn move_over(staging: &Path, root: &Path) -> Result<()> {
+    std::fs::create_dir_all(staging).map_err(Error::io("creating", staging))?;
+    if let Ok(meta) = std::fs::metadata(root) {
+        std::fs::set_permissions(staging, meta.permissions())
+            .map_err(Error::io("setting the mode of", staging))?;
+    }
+    std::fs::rename(staging, root).map_err(Error::io("renaming the flattened layers to", root))
 }
 
 /// `config.json`: the process, the root, the mounts and the Linux section.

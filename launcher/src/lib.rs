@@ -24,6 +24,7 @@ pub mod resources;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spawn;
+pub mod store;
 pub mod supervise;
 pub mod sys;
 
@@ -144,6 +145,14 @@ pub enum Error {
     UsernsExhausted { slots: usize, first: u32, end: u64 },
     #[error("container `{name}` is already running")]
     NameInUse { name: String },
+    /// The state directory (or one below it) is not one only the launcher's
+    /// user can write.
+    #[error("state directory `{}` {why}; use a directory only you can write", path.display())]
+    UnsafeRoot { path: PathBuf, why: String },
+    #[error("no image `{name}` in the store")]
+    NoSuchImage { name: String },
+    #[error("image `{name}` is used by a running container")]
+    ImageInUse { name: String },
     #[error(
         "no cradle-init found (looked at {tried}); the launcher runs every workload through it, \
          as PID 1 unless --no-init; pass --init-path"

@@ -1,5 +1,6 @@
-//! `launcher run [OPTIONS] IMAGE.tar [CMD [ARGS…]]`, with docker's flag names.
-//! Prints one error chain and exits 125 when the launcher itself fails.
+//! `launcher run [OPTIONS] IMAGE.tar [CMD [ARGS…]]`, with docker's flag names,
+//! and `launcher image ls|rm|prune` for the store. Prints one error chain and
+//! exits 125 when the launcher itself fails.
 
 use clap::{Parser, Subcommand};
 use launcher::network::Subnet;
@@ -21,11 +22,34 @@ struct Cli {
 enum Command {
     /// Run IMAGE.tar (ours, an OCI image layout archive, or `docker save`).
     Run(Box<Run>),
-    /// Unpack IMAGE.tar's layers, flattened, into DIR (an OCI bundle's rootfs).
+    /// Unpack IMAGE.tar's layers, flattened, into DIR (an OCI bundle's rootfs);
+    /// a failed export into a DIR that had files leaves what it unpacked.
     Export { image: PathBuf, dir: PathBuf },
     /// Write an OCI runtime bundle (config.json and rootfs/) of IMAGE.tar
     /// into DIR, for `crun run` or `runc run`, with `run`'s defaults.
     Bundle(Box<Bundle>),
+    /// List or remove the images in the store (pulled archives, unpacked
+    /// layers), under $CRADLE_ROOT.
+    #[command(subcommand)]
+    Image(Image),
+}
+
+#[derive(Subcommand)]
+enum Image {
+    /// List the images: reference or archive path, id, layers, size on disk, last use.
+    Ls,
+    /// Remove IMAGEs (a reference, an archive path, or an id or its prefix)
+    /// and the layers no other image uses; never the archive of a path.
+    Rm {
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// Remove the layers no image uses and what interrupted runs left.
+    Prune {
+        /// Also remove every image no running container uses.
+        #[arg(short = 'a', long = "all")]
+        all: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -210,6 +234,7 @@ fn main() {
     let run = match cli.command {
         Command::Run(run) => run,
         Command::Bundle(b) => bundle(b),
+        Command::Image(command) => image(command),
         Command::Export { image, dir } => {
             if let Err(err) = launcher::export(&image, &dir) {
                 eprintln!("launcher: {:#}", anyhow::Error::from(err));
@@ -270,6 +295,27 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// `launcher image …`: prints the table or what was removed, exits 0, or 1
+/// with the error (as `export`).
+fn image(command: Image) -> ! {
+    use launcher::{cache::Cache, store};
+    let done = Cache::open(launcher::cache::default_root()).and_then(|cache| match command {
+        Image::Ls => store::list(&cache).map(|rows| store::table(&cache, &rows)),
+        Image::Rm { images } => store::remove(&cache, &images).map(|r| r.report(&cache)),
+        Image::Prune { all } => store::prune(&cache, all).map(|r| r.report(&cache)),
+    });
+    match done {
+        Ok(text) => {
+            print!("{text}");
+            std::process::exit(0)
+        }
+        Err(err) => {
+            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            std::process::exit(1)
+        }
+    }
 }
 
 /// `launcher bundle`: exits 0 with the path of config.json, or 125.

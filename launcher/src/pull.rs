@@ -3,9 +3,11 @@
 //! (`<root>/images/<sha256 of the reference>.tar`), with the builder's
 //! verified pull, once; later runs of the same reference use that archive
 //! without asking the registry again (as `docker run` does). A path that
-//! exists, or that looks like one, is left alone.
+//! exists, or that looks like one, is left alone. A pulled archive is an
+//! image of the store ([`crate::store`]) from then on.
 
-use crate::{Error, Result};
+use crate::cache::{Cache, Lock, PULL_LOCK};
+use crate::{Error, Result, store};
 use builder::registry::{self, Reference};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
@@ -21,11 +23,17 @@ pub fn resolve(image: &Path, cache_root: &Path) -> Result<PathBuf> {
         reference: text.to_string(),
         source: Box::new(source),
     })?;
+    // Opened first: its checks and modes hold before anything is written.
+    let cache = Cache::open(cache_root.to_path_buf())?;
+    let images = cache.root().join("images");
     let hex = hex::encode(Sha256::digest(reference.to_string().as_bytes()));
-    let archive = cache_root.join("images").join(format!("{hex}.tar"));
+    let archive = images.join(format!("{hex}.tar"));
     if archive.is_file() {
         return Ok(archive);
     }
+    // Held while the builder's work files are in images/: a reclaim
+    // removes them only when no pull holds it.
+    let _pulling = Lock::shared(&images.join(PULL_LOCK))?;
     let opts = registry::Options {
         progress: true,
         ..Default::default()
@@ -34,6 +42,7 @@ pub fn resolve(image: &Path, cache_root: &Path) -> Result<PathBuf> {
         reference: reference.to_string(),
         source: Box::new(source),
     })?;
+    store::record_pulled(&cache, &archive)?;
     Ok(archive)
 }
 
