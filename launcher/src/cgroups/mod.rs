@@ -106,6 +106,10 @@ pub struct Cgroup {
     /// The process that made it: a forked child that drops a copy (the
     /// container's own process before exec) must not remove it.
     owner: u32,
+    /// Parent directories this launcher made (`/cradle` …), parents first;
+    /// each is marked ([`MADE_MARK`]) so that whichever launcher removes the
+    /// last container in it removes it too.
+    made_parents: Vec<PathBuf>,
 }
 
 impl Cgroup {
@@ -129,9 +133,22 @@ impl Cgroup {
         if devices.is_some() && !root.is_unified() {
             needed.push("devices");
         }
-        let mut cg = match root {
-            CgroupRoot::Unified(h) => create_unified(h, parent, name, &needed)?,
-            CgroupRoot::Legacy(map) => create_legacy(map, parent, name, &needed)?,
+        // Another launcher may remove a parent it made between our making
+        // (or finding) it and making the cgroup in it: make it again.
+        let mut attempt = 0;
+        let mut cg = loop {
+            let made = match root {
+                CgroupRoot::Unified(h) => create_unified(h, parent, name, &needed),
+                CgroupRoot::Legacy(map) => create_legacy(map, parent, name, &needed),
+            };
+            match made {
+                Err(Error::Create { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && attempt < 5 =>
+                {
+                    attempt += 1;
+                }
+                other => break other?,
+            }
         };
         // On failure `cg` is dropped, which removes what was made.
         cg.apply(&settings)?;
@@ -230,6 +247,19 @@ impl Cgroup {
             remove_dir(dir)?;
         }
         self.removed = true;
+        // Deepest first, every marked parent (ours or another launcher's);
+        // one that still holds a container (ENOTEMPTY, EBUSY) stays for the
+        // launcher of that container to remove.
+        let dirs: Vec<PathBuf> = self.dirs.values().cloned().collect();
+        for dir in dirs {
+            for parent in dir.ancestors().skip(1) {
+                if !(self.made_parents.iter().any(|p| p == parent) || is_marked(parent))
+                    || std::fs::remove_dir(parent).is_err()
+                {
+                    break;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -287,20 +317,26 @@ fn create_unified(h: &Hierarchy, parent: &str, name: &str, needed: &[&str]) -> R
     let parent_dir = h.resolve(parent);
     let below = parent_dir.strip_prefix(&h.mount).unwrap_or(Path::new(""));
     let mut level = h.mount.clone();
+    let mut made_parents = Vec::new();
     for part in below.components() {
         enable_controllers(&level, needed)?;
         level.push(part);
-        make_dir(&level, true)?;
+        if make_dir(&level, true)? {
+            made_parents.push(level.clone());
+        }
     }
+    let mut cg = Cgroup {
+        unified: true,
+        dirs: BTreeMap::new(),
+        removed: false,
+        owner: std::process::id(),
+        made_parents,
+    };
     enable_controllers(&level, needed)?;
     let dir = level.join(name);
     make_dir(&dir, false)?;
-    Ok(Cgroup {
-        unified: true,
-        dirs: BTreeMap::from([(String::new(), dir)]),
-        removed: false,
-        owner: std::process::id(),
-    })
+    cg.dirs.insert(String::new(), dir);
+    Ok(cg)
 }
 
 fn enable_controllers(dir: &Path, needed: &[&str]) -> Result<()> {
@@ -339,16 +375,22 @@ fn create_legacy(
         dirs: BTreeMap::new(),
         removed: false,
         owner: std::process::id(),
+        made_parents: Vec::new(),
     };
     let wanted = |ctrl: &str| ctrl != "devices" || needed.contains(&"devices");
     for (ctrl, h) in map.iter().filter(|(c, _)| wanted(c)) {
         let dir = h.resolve(parent).join(name);
         if !cg.dirs.values().any(|d| d == &dir) {
             let parent_dir = dir.parent().unwrap_or(&h.mount);
-            std::fs::create_dir_all(parent_dir).map_err(|source| Error::Create {
-                path: parent_dir.to_path_buf(),
-                source,
-            })?;
+            let missing: Vec<&Path> = parent_dir
+                .ancestors()
+                .take_while(|a| a.starts_with(&h.mount) && *a != h.mount && !a.exists())
+                .collect();
+            for level in missing.into_iter().rev() {
+                if make_dir(level, true)? {
+                    cg.made_parents.push(level.to_path_buf());
+                }
+            }
             make_dir(&dir, false)?;
         }
         cg.dirs.insert(ctrl.clone(), dir);
@@ -486,10 +528,49 @@ fn remove_dir(dir: &Path) -> Result<()> {
     }
 }
 
-fn make_dir(dir: &Path, exist_ok: bool) -> Result<()> {
+/// The extended attribute on a parent cgroup that a launcher made. cgroupfs
+/// keeps `trusted.` attributes (root) and, since Linux 5.7, `user.` ones
+/// (a delegated subtree).
+const MADE_MARK: [&std::ffi::CStr; 2] = [c"trusted.cradle.made", c"user.cradle.made"];
+
+/// Marks `dir` as made by a launcher; best effort (without the mark, only
+/// the launcher that made it removes it).
+fn mark_made(dir: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return;
+    };
+    for name in MADE_MARK {
+        // SAFETY: valid C strings and a one-byte value.
+        if unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), b"1".as_ptr().cast(), 1, 0) } == 0
+        {
+            return;
+        }
+    }
+}
+
+fn is_marked(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    MADE_MARK.iter().any(|name| {
+        // SAFETY: valid C strings; a zero-size query writes nothing.
+        unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
+    })
+}
+
+/// mkdir; whether it made the directory (false: it existed, `exist_ok`).
+/// A parent it made (`exist_ok`) is marked ([`mark_made`]).
+fn make_dir(dir: &Path, exist_ok: bool) -> Result<bool> {
     match std::fs::create_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if exist_ok && e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(()) => {
+            if exist_ok {
+                mark_made(dir);
+            }
+            Ok(true)
+        }
+        Err(e) if exist_ok && e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(source) => Err(Error::Create {
             path: dir.to_path_buf(),
             source,

@@ -718,3 +718,40 @@ fn a_hundred_parallel_cgroups_leave_nothing_behind() {
         remove_dir(&dir.join("nested")).unwrap();
     }
 }
+
+/// Parents the launcher made (`/cradle`, a `--cgroup-parent` that did not
+/// exist) go with the last container in them; one that existed stays.
+#[test]
+fn parents_it_made_are_removed_with_the_cgroup() {
+    let Some(root) = real_root() else { return };
+    let top = format!("/cradle-made-{}", std::process::id());
+    let trees: Vec<PathBuf> = match &root {
+        CgroupRoot::Unified(h) => vec![h.resolve(&top)],
+        // Without device rules the devices tree is not joined.
+        CgroupRoot::Legacy(map) => map
+            .iter()
+            .filter(|(c, _)| *c != "devices")
+            .map(|(_, h)| h.resolve(&top))
+            .collect(),
+    };
+    let limits = Limits::default();
+    let first = Cgroup::create(&root, Some(&format!("{top}/a/b")), "c1", &limits, None).unwrap();
+    let second = Cgroup::create(&root, Some(&format!("{top}/a/b")), "c2", &limits, None).unwrap();
+    first.remove().unwrap();
+    // The second container still lives in them.
+    assert!(trees.iter().all(|t| t.join("a/b").is_dir()), "{trees:?}");
+    second.remove().unwrap();
+    for t in &trees {
+        assert!(!t.exists(), "`{}` was left", t.display());
+    }
+    // A parent that existed before is not the launcher's to remove.
+    for t in &trees {
+        std::fs::create_dir_all(t).unwrap();
+    }
+    let third = Cgroup::create(&root, Some(&top), "c3", &limits, None).unwrap();
+    third.remove().unwrap();
+    for t in &trees {
+        assert!(t.is_dir(), "`{}` was removed", t.display());
+        std::fs::remove_dir(t).unwrap();
+    }
+}
