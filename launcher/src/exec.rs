@@ -60,7 +60,7 @@ pub struct User {
 /// the launcher is gone.
 pub fn into_workload(sys: &impl Sys, p: &Process, parent_alive: RawFd) -> Result<Infallible> {
     start_session(sys, p.tty)?;
-    let user = resolve_user(Path::new("/etc"), p.user.as_deref())?;
+    let user = resolve_user_in(Path::new("/"), p.user.as_deref())?;
     let cwd = p.cwd.clone().unwrap_or_else(|| "/".into());
     set_capabilities(sys, &user)?;
     enter_workdir(sys, &cwd)?;
@@ -184,9 +184,13 @@ fn enter_workdir(sys: &impl Sys, cwd: &str) -> Result<()> {
     }
 }
 
-/// PR_SET_PDEATHSIG is cleared by uid changes, so it is set after them;
-/// then the parent must still be there (else the signal was already missed).
-fn die_with_parent(sys: &impl Sys, parent_alive: RawFd) -> Result<()> {
+/// Sets the parent-death signal, then checks that the launcher is still
+/// there (else the signal was already missed). `parent_alive` is the read
+/// end of the `go` pipe, whose write end only the launcher holds: it hangs
+/// up when the launcher is gone, whether or not its one byte was read.
+/// PR_SET_PDEATHSIG is cleared by uid and gid changes (prctl(2)), so the
+/// child sets it first thing after the clone and again after each change.
+pub(crate) fn die_with_parent(sys: &impl Sys, parent_alive: RawFd) -> Result<()> {
     sys.set_parent_death_signal(libc::SIGKILL)
         .map_err(Error::sys("setting the parent death signal"))?;
     if parent_alive >= 0 {
@@ -197,7 +201,9 @@ fn die_with_parent(sys: &impl Sys, parent_alive: RawFd) -> Result<()> {
         }];
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
-        if n > 0 && fds[0].revents & (libc::POLLHUP | libc::POLLIN) != 0 {
+        // POLLHUP, not POLLIN: before the child has read the launcher's
+        // byte, the pipe is readable with the launcher alive.
+        if n > 0 && fds[0].revents & libc::POLLHUP != 0 {
             return Err(Error::sys("checking the launcher is alive")(
                 nix::errno::Errno::ESRCH,
             ));
@@ -250,12 +256,23 @@ fn is_executable(p: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Resolves `spec` (`name`, `uid`, `name:group`, `uid:gid`) against the
-/// passwd and group files in `etc`. Unknown numeric ids are allowed (gid 0,
-/// home `/`), unknown names are not.
+/// The most of the image's /etc/passwd or /etc/group that is read. Real
+/// ones are kilobytes; the image decides, and /dev/zero is endless.
+pub const MAX_USER_FILE: u64 = 4 << 20;
+
+/// [`resolve_user_in`] the root whose `/etc` is `etc` (its parent): for
+/// callers that hold `<root>/etc`.
 pub fn resolve_user(etc: &Path, spec: Option<&str>) -> Result<User> {
-    let passwd = std::fs::read_to_string(etc.join("passwd")).unwrap_or_default();
-    let group = std::fs::read_to_string(etc.join("group")).unwrap_or_default();
+    resolve_user_in(etc.parent().unwrap_or(Path::new("/")), spec)
+}
+
+/// Resolves `spec` (`name`, `uid`, `name:group`, `uid:gid`) against the
+/// image's /etc/passwd and /etc/group in `root` ([`read_user_file`]).
+/// Unknown numeric ids are allowed (gid 0, home `/`), unknown names are
+/// not, and neither is an id field that is not a number in an entry used.
+pub fn resolve_user_in(root: &Path, spec: Option<&str>) -> Result<User> {
+    let passwd = read_user_file(root, "passwd")?;
+    let group = read_user_file(root, "group")?;
     let spec = spec.unwrap_or("0");
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -275,8 +292,8 @@ pub fn resolve_user(etc: &Path, spec: Option<&str>) -> Result<User> {
     };
     let (uid, mut gid, name, home) = match (entry, u.parse::<u32>()) {
         (Some(f), _) => (
-            f[2].parse().map_err(|_| unknown("user"))?,
-            f[3].parse().unwrap_or(0),
+            id_field("user", f[0], "uid", f[2], "passwd")?,
+            id_field("user", f[0], "gid", f[3], "passwd")?,
             Some(f[0]),
             f[5].to_string(),
         ),
@@ -293,24 +310,24 @@ pub fn resolve_user(etc: &Path, spec: Option<&str>) -> Result<User> {
         .map(|l| l.split(':').collect())
         .filter(|f: &Vec<&str>| f.len() >= 4)
         .collect();
+    let gid_of = |f: &[&str]| id_field("group", f[0], "gid", f[2], "group");
     if let Some(g) = g {
         gid = match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => groups
-                .iter()
-                .find(|f| f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| unknown("group"))?,
+            Err(_) => match groups.iter().find(|f| f[0] == g) {
+                Some(f) => gid_of(f)?,
+                None => return Err(unknown("group")),
+            },
         };
     }
     let mut supplementary = vec![gid];
     if let Some(name) = name {
         for f in &groups {
-            if f[3].split(',').any(|m| m == name)
-                && let Ok(n) = f[2].parse::<u32>()
-                && !supplementary.contains(&n)
-            {
-                supplementary.push(n);
+            if f[3].split(',').any(|m| m == name) {
+                let n = gid_of(f)?;
+                if !supplementary.contains(&n) {
+                    supplementary.push(n);
+                }
             }
         }
     }
@@ -320,6 +337,89 @@ pub fn resolve_user(etc: &Path, spec: Option<&str>) -> Result<User> {
         groups: supplementary,
         home,
     })
+}
+
+/// The id in `value`, a `field` of the entry `name` of the image's
+/// /etc/`file`: a number, or an error. Not 0: `bob:x:1000:abc:…` made bob
+/// a member of root's group.
+fn id_field(kind: &str, name: &str, field: &str, value: &str, file: &str) -> Result<u32> {
+    value.parse().map_err(|_| Error::Child {
+        step: format!(
+            "{kind} `{name}` in the image's `/etc/{file}` has {field} `{value}`, not a number"
+        ),
+        source: nix::errno::Errno::EINVAL,
+    })
+}
+
+/// The image's `/etc/<name>` in `root`, "" when there is none (numeric ids
+/// need no entry). The image controls the file, and the child reading it
+/// is still root with every capability:
+/// - resolved as if `root` were `/`, without /proc's magic links, so a
+///   symlink may lead to another file of the image (as glibc follows
+///   one), never out of it or to an fd of the launcher's;
+/// - opened with O_NONBLOCK, so a FIFO with no writer cannot hang the
+///   child (and the launcher waiting on it);
+/// - refused unless a regular file: not /dev/zero, a FIFO or a directory;
+/// - read up to [`MAX_USER_FILE`], larger being an error.
+///
+/// Bytes that are not UTF-8 (a Latin-1 GECOS field) become U+FFFD: the
+/// names and ids that are used are ASCII.
+fn read_user_file(root: &Path, name: &str) -> Result<String> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    use std::io::Read;
+    let shown = format!("`/etc/{name}`");
+    let err = |what: String, errno| Error::Child {
+        step: format!("{what} the image's {shown}"),
+        source: errno,
+    };
+    let dir = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| err(format!("opening `{}` to read", root.display()), e))?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match nix::fcntl::openat2(&dir, format!("etc/{name}").as_str(), how) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(String::new()),
+        Err(e) => return Err(err("opening".into(), e)),
+    };
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| err("checking".into(), e))?;
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => None,
+        libc::S_IFIFO => Some("a FIFO"),
+        libc::S_IFCHR => Some("a character device"),
+        libc::S_IFBLK => Some("a block device"),
+        libc::S_IFDIR => Some("a directory"),
+        libc::S_IFSOCK => Some("a socket"),
+        _ => Some("not a file"),
+    };
+    if let Some(kind) = kind {
+        return Err(Error::Child {
+            step: format!("reading the image's {shown}: {kind}, not a regular file"),
+            source: nix::errno::Errno::EINVAL,
+        });
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .take(MAX_USER_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+            err("reading".into(), errno)
+        })?;
+    if bytes.len() as u64 > MAX_USER_FILE {
+        return Err(Error::Child {
+            step: format!(
+                "reading the image's {shown}: larger than {} MiB",
+                MAX_USER_FILE >> 20
+            ),
+            source: nix::errno::Errno::EFBIG,
+        });
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]
@@ -333,25 +433,30 @@ mod tests {
         assert_eq!(format!("{mask:016x}"), "00000000a80425fb");
     }
 
-    fn etc() -> tempfile::TempDir {
+    /// A root with `etc/passwd` and `etc/group`.
+    fn root_with(passwd: &str, group: &str) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(
-            d.path().join("passwd"),
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::fs::write(d.path().join("etc/passwd"), passwd).unwrap();
+        std::fs::write(d.path().join("etc/group"), group).unwrap();
+        d
+    }
+
+    fn root() -> tempfile::TempDir {
+        root_with(
             "root:x:0:0:root:/root:/bin/sh\nbob:x:1000:100::/home/bob:/bin/sh\n",
-        )
-        .unwrap();
-        std::fs::write(
-            d.path().join("group"),
             "root:x:0:\nusers:x:100:\nwheel:x:10:bob,alice\n",
         )
-        .unwrap();
-        d
+    }
+
+    fn error_text(r: Result<User>) -> String {
+        r.expect_err("an error").to_string()
     }
 
     #[test]
     fn resolves_users_like_docker() {
-        let d = etc();
-        let r = |s| resolve_user(d.path(), s);
+        let d = root();
+        let r = |s| resolve_user(&d.path().join("etc"), s);
         assert_eq!(
             r(None).unwrap(),
             User {
@@ -382,6 +487,150 @@ mod tests {
         );
         assert!(r(Some("nobody-here")).is_err());
         assert!(r(Some("bob:nogroup")).is_err());
+    }
+
+    #[test]
+    fn without_user_files_numeric_ids_still_work() {
+        let d = tempfile::tempdir().unwrap();
+        let r = |s| resolve_user_in(d.path(), s);
+        assert_eq!(
+            (r(None).unwrap().uid, r(None).unwrap().home),
+            (0, "/root".into())
+        );
+        assert_eq!(r(Some("1000:7")).unwrap().groups, [7]);
+        assert!(r(Some("bob")).is_err());
+    }
+
+    // Opening a FIFO with no writer blocked the child forever, and the
+    // launcher waiting for it. The thread and the channel are a guard
+    // against that hang, not a measure of speed.
+    #[test]
+    fn a_fifo_for_passwd_is_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        nix::unistd::mkfifo(&d.path().join("etc/passwd"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let root = d.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(resolve_user_in(&root, None)));
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("reading a FIFO for /etc/passwd blocked");
+        let text = error_text(result);
+        assert!(
+            text.contains("`/etc/passwd`: a FIFO, not a regular file"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn user_files_that_are_directories_or_too_large_are_refused_naming_them() {
+        let d = root();
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::fs::create_dir(d.path().join("etc/passwd")).unwrap();
+        let text = error_text(resolve_user_in(d.path(), None));
+        assert!(text.contains("`/etc/passwd`: a directory"), "{text}");
+
+        let d = root();
+        let big = "x".repeat(MAX_USER_FILE as usize + 1);
+        std::fs::write(d.path().join("etc/group"), big).unwrap();
+        let text = error_text(resolve_user_in(d.path(), None));
+        assert!(text.contains("`/etc/group`: larger than 4 MiB"), "{text}");
+        // At the limit, it is read.
+        std::fs::write(
+            d.path().join("etc/group"),
+            "x".repeat(MAX_USER_FILE as usize),
+        )
+        .unwrap();
+        assert!(resolve_user_in(d.path(), Some("bob")).is_ok());
+    }
+
+    // glibc follows a symlinked /etc/passwd; here only inside the root: one
+    // pointing out of it (absolute or through `..`) resolves in the root,
+    // where there is nothing, not to the host's file.
+    #[test]
+    fn user_file_symlinks_are_followed_inside_the_root_only() {
+        let host = tempfile::tempdir().unwrap();
+        let host_passwd = host.path().join("passwd");
+        std::fs::write(&host_passwd, "bob:x:1000:1000::/home/bob:/bin/sh\n").unwrap();
+        let up = "../".repeat(20);
+        for target in [
+            host_passwd.display().to_string(),
+            format!("{up}{}", host_passwd.display()),
+        ] {
+            let d = root();
+            std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+            std::os::unix::fs::symlink(&target, d.path().join("etc/passwd")).unwrap();
+            let text = error_text(resolve_user_in(d.path(), Some("bob")));
+            assert!(text.contains("user `bob` is not in"), "{target}: {text}");
+        }
+
+        let d = root();
+        std::fs::create_dir_all(d.path().join("usr/share")).unwrap();
+        std::fs::write(
+            d.path().join("usr/share/passwd"),
+            "carol:x:1001:1001::/home/carol:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/usr/share/passwd", d.path().join("etc/passwd")).unwrap();
+        assert_eq!(resolve_user_in(d.path(), Some("carol")).unwrap().uid, 1001);
+    }
+
+    // `parse().unwrap_or(0)` made `bob:x:1000:abc:…` a member of root's
+    // group, and a group naming bob with gid `ten` was skipped.
+    #[test]
+    fn ids_that_are_not_numbers_are_refused_naming_the_entry() {
+        let group = "root:x:0:\nwheel:x:10:bob\n";
+        let d = root_with("bob:x:1000:abc::/home/bob:/bin/sh\n", group);
+        let text = error_text(resolve_user_in(d.path(), Some("bob")));
+        assert_eq!(
+            text,
+            "user `bob` in the image's `/etc/passwd` has gid `abc`, not a number"
+        );
+
+        let d = root_with("eve:x:1e3:0::/:/bin/sh\n", group);
+        let text = error_text(resolve_user_in(d.path(), Some("eve")));
+        assert!(
+            text.contains("user `eve`") && text.contains("uid `1e3`"),
+            "{text}"
+        );
+
+        let passwd = "bob:x:1000:1000::/home/bob:/bin/sh\n";
+        let d = root_with(passwd, "wheel:x:ten:bob\njunk:x:zz:alice\n");
+        let text = error_text(resolve_user_in(d.path(), Some("bob")));
+        assert_eq!(
+            text,
+            "group `wheel` in the image's `/etc/group` has gid `ten`, not a number"
+        );
+        let text = error_text(resolve_user_in(d.path(), Some("1000:junk")));
+        assert!(text.contains("group `junk`"), "{text}");
+
+        // An entry nobody uses may be malformed, as glibc skips it.
+        let d = root_with(passwd, "junk:x:zz:alice\n");
+        assert_eq!(
+            resolve_user_in(d.path(), Some("bob")).unwrap().groups,
+            [1000]
+        );
+    }
+
+    #[test]
+    fn parent_death_check_sees_a_gone_launcher_not_its_pending_byte() {
+        use std::os::fd::AsRawFd;
+        let fake = Fake::default();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        nix::unistd::write(&w, b"g").unwrap();
+        // The launcher's byte, unread: it is alive.
+        die_with_parent(&fake, r.as_raw_fd()).unwrap();
+        drop(w);
+        let err = die_with_parent(&fake, r.as_raw_fd()).unwrap_err();
+        assert_eq!(err.to_string(), "checking the launcher is alive");
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::ParentDeathSignal(libc::SIGKILL),
+                Call::ParentDeathSignal(libc::SIGKILL)
+            ]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use crate::{Error, Options, Result};
 use builder::archive::{Blob, ImageArchive, Layer};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Where our images keep the init, and what their entrypoint starts with.
@@ -101,25 +102,11 @@ pub fn starts_with_init(argv: &[String]) -> bool {
 /// The environment: the image's, then `--env-file`s, then `-e`s (later wins),
 /// with PATH, HOSTNAME and TERM (with `-t`) defaulted as docker does.
 pub fn env(image: &Image, opts: &Options, hostname: &str) -> Result<Vec<String>> {
-    let mut vars: Vec<(String, String)> = Vec::new();
-    let mut set = |entry: &str| {
-        let (k, v) = match entry.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            // `-e NAME` takes the value from the launcher's environment.
-            None => match std::env::var(entry) {
-                Ok(v) => (entry.to_string(), v),
-                Err(_) => return,
-            },
-        };
-        match vars.iter_mut().find(|(name, _)| *name == k) {
-            Some(slot) => slot.1 = v,
-            None => vars.push((k, v)),
-        }
-    };
-    set(&format!("PATH={DEFAULT_PATH}"));
-    set(&format!("HOSTNAME={hostname}"));
+    let mut vars = Vars::default();
+    vars.set(&format!("PATH={DEFAULT_PATH}"));
+    vars.set(&format!("HOSTNAME={hostname}"));
     if opts.tty {
-        set("TERM=xterm");
+        vars.set("TERM=xterm");
     }
     // Only `-e` and `--env-file` may take a value from the launcher's
     // environment: an image's `NAME` alone would read the host's variables.
@@ -127,16 +114,53 @@ pub fn env(image: &Image, opts: &Options, hostname: &str) -> Result<Vec<String>>
         .env
         .iter()
         .filter(|e| e.contains('='))
-        .for_each(|e| set(e));
+        .for_each(|e| vars.set(e));
     for file in &opts.env_files {
         let text = std::fs::read_to_string(file).map_err(Error::io("reading env file", file))?;
         text.lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .for_each(&mut set);
+            .for_each(|l| vars.set(l));
     }
-    opts.env.iter().for_each(|e| set(e));
-    Ok(vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    opts.env.iter().for_each(|e| vars.set(e));
+    Ok(vars.into_entries())
+}
+
+/// Variables in the order their names first came, each with its last value
+/// (docker's merge). The index by name keeps an image's Env of 100,000
+/// entries linear: looking each name up in the list took 38 s.
+#[derive(Default)]
+struct Vars {
+    entries: Vec<(String, String)>,
+    index: HashMap<String, usize>,
+}
+
+impl Vars {
+    /// Sets `NAME=VALUE`; `NAME` alone takes the value from the launcher's
+    /// environment, and is dropped when it has none there.
+    fn set(&mut self, entry: &str) {
+        let (name, value) = match entry.split_once('=') {
+            Some((k, v)) => (k, v.to_string()),
+            None => match std::env::var(entry) {
+                Ok(v) => (entry, v),
+                Err(_) => return,
+            },
+        };
+        match self.index.get(name) {
+            Some(&i) => self.entries[i].1 = value,
+            None => {
+                self.index.insert(name.to_string(), self.entries.len());
+                self.entries.push((name.to_string(), value));
+            }
+        }
+    }
+
+    fn into_entries(self) -> Vec<String> {
+        self.entries
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    }
 }
 
 /// The signal number of `SIGQUIT`, `QUIT` or `3` (the image's StopSignal).
@@ -234,6 +258,32 @@ mod tests {
             argv(&img, &Options::default()),
             Err(Error::NoCommand { .. })
         ));
+    }
+
+    #[test]
+    fn env_keeps_first_places_and_last_values_of_duplicates() {
+        let mut img = image(&[], &["x"]);
+        img.env = strings(&["A=1", "B=1", "A=2", "PATH=/img", "C=1", "B=2", "A=3"]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        std::fs::write(&file, "# comment\nC=file\nD=file\nA=file\n").unwrap();
+        let opts = Options {
+            env_files: vec![file],
+            env: strings(&["D=flag", "HOSTNAME=flag", "E=flag", "D=flag2"]),
+            ..Default::default()
+        };
+        assert_eq!(
+            env(&img, &opts, "h").unwrap(),
+            strings(&[
+                "PATH=/img",
+                "HOSTNAME=flag",
+                "A=file",
+                "B=2",
+                "C=file",
+                "D=flag2",
+                "E=flag",
+            ])
+        );
     }
 
     #[test]

@@ -20,9 +20,12 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::unistd::Pid;
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 /// Everything the child does, decided before the clone.
@@ -292,9 +295,63 @@ pub fn container(
     join: impl FnOnce(Pid) -> Result<()>,
 ) -> Result<Child> {
     let channels = Channels::open(plan)?;
+    let stops = Stops::catch()?;
     match clone_into(namespaces::clone_flags(plan.new_net, &plan.mapping))? {
         None => child_main(sys, plan, channels),
-        Some(pid) => parent_side(plan, pid, channels, join),
+        Some(pid) => parent_side(plan, pid, channels, stops, join),
+    }
+}
+
+/// SIGTERM, SIGINT, SIGHUP and SIGQUIT while the child sets itself up.
+/// [`crate::supervise`] catches every signal from before the clone, so that
+/// none is lost, but acts on them only once the workload runs; until then
+/// the launcher waits on its child, and a child stuck before its exec (a
+/// hung mount, a hostile image's file) kept it waiting through all of them.
+/// They are caught a second time here, to kill the child instead. Caught
+/// before the clone, so that a ^C to both (one process group until the
+/// child's setsid) is seen here too.
+struct Stops(SignalDelivery<UnixStream, SignalOnly>);
+
+impl Stops {
+    fn catch() -> Result<Self> {
+        let (read, write) =
+            UnixStream::pair().map_err(Error::io("creating", "the stop signal pipe"))?;
+        read.set_nonblocking(true)
+            .map_err(Error::io("configuring", "the stop signal pipe"))?;
+        let signals = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+        SignalDelivery::with_pipe(read, write, SignalOnly, signals)
+            .map(Stops)
+            .map_err(Error::io("registering signal handlers", "signal-hook"))
+    }
+
+    /// Waits until the child writes to `fd` or closes it; an error naming
+    /// the signal when one of ours comes first.
+    fn wait_for(&mut self, fd: RawFd) -> Result<()> {
+        loop {
+            let mut fds = [fd, self.0.get_read().as_raw_fd()].map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            // SAFETY: a valid array of two pollfd.
+            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+                match Errno::last() {
+                    Errno::EINTR => continue,
+                    e => return Err(Error::sys("waiting for the container to start")(e)),
+                }
+            }
+            if fds[0].revents != 0 {
+                return Ok(());
+            }
+            if let Some(signal) = self.0.pending().next() {
+                let name = nix::sys::signal::Signal::try_from(signal)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| signal.to_string());
+                return Err(Error::sys(format!(
+                    "starting the container: the launcher got {name}"
+                ))(Errno::EINTR));
+            }
+        }
     }
 }
 
@@ -386,6 +443,7 @@ fn parent_side(
     plan: &Plan,
     pid: Pid,
     channels: Channels,
+    mut stops: Stops,
     join: impl FnOnce(Pid) -> Result<()>,
 ) -> Result<Child> {
     let Channels {
@@ -407,7 +465,9 @@ fn parent_side(
                 .map_err(Error::io("releasing the child", "go pipe"))
         })
         .and_then(|()| match &layers {
-            Some(socket) => idmap_layers(pid.as_raw(), plan, socket),
+            Some(socket) => stops
+                .wait_for(socket.as_raw_fd())
+                .and_then(|()| idmap_layers(pid.as_raw(), plan, socket)),
             None => Ok(()),
         });
     if let Err(e) = released {
@@ -415,7 +475,16 @@ fn parent_side(
     }
     // A child that fails before sending the master closes the socket; its
     // error then comes over the report pipe.
-    let master = console.as_ref().and_then(receive_fd);
+    let master = match &console {
+        Some(socket) => match stops.wait_for(socket.as_raw_fd()) {
+            Ok(()) => receive_fd(socket),
+            Err(e) => return Err(kill_child(pid, e)),
+        },
+        None => None,
+    };
+    if let Err(e) = stops.wait_for(report.0.as_raw_fd()) {
+        return Err(kill_child(pid, e));
+    }
     if let Some(err) = read_report(report.0) {
         let _ = nix::sys::wait::waitpid(pid, None);
         return Err(err);
@@ -495,6 +564,10 @@ fn child_side(
     tty: Option<RawFd>,
     layers: Option<RawFd>,
 ) -> Result<Infallible> {
+    // Before anything that can block: a child stuck later (a hung mount, a
+    // hostile image's file) dies with a SIGKILLed launcher, instead of
+    // staying behind with every capability.
+    crate::exec::die_with_parent(sys, go)?;
     wait_for_parent(go)?;
     namespaces::enter_cgroup_namespace(sys)?;
     reset_signals();
@@ -504,6 +577,8 @@ fn child_side(
         // Root of the new user namespace, so that what it creates is mapped.
         sys.set_ids(0, 0, &[])
             .map_err(Error::sys("becoming root of the user namespace"))?;
+        // The uid change cleared the parent-death signal.
+        crate::exec::die_with_parent(sys, go)?;
         rootfs.idmapped_layers = layers;
     }
     namespaces::set_identity(sys, &plan.hostname, plan.new_net)?;

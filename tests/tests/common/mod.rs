@@ -196,6 +196,15 @@ impl Layer {
         self.b().append_link(&mut h, path, target).unwrap();
         self
     }
+    pub fn fifo(&mut self, path: &str) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Fifo, 0, 0o644);
+        h.set_device_major(0).unwrap();
+        h.set_device_minor(0).unwrap();
+        self.b()
+            .append_data(&mut h, path, std::io::empty())
+            .unwrap();
+        self
+    }
     pub fn bytes(mut self) -> Vec<u8> {
         self.b();
         self.builder.take().unwrap().into_inner().unwrap()
