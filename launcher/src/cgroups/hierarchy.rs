@@ -38,6 +38,24 @@ impl Hierarchy {
             None => self.current.join(parent),
         }
     }
+
+    /// [`Hierarchy::resolve`] for cgroup v2, where a cgroup holding
+    /// processes cannot give its children controllers (the "no internal
+    /// processes" rule) and this process's own cgroup holds at least this
+    /// process: relative names go beside it, below its parent (a systemd
+    /// slice, or the delegated `user@UID.service` subtree of a rootless
+    /// caller), and below the root when it is the root.
+    pub fn resolve_v2(&self, parent: &str) -> PathBuf {
+        match parent.strip_prefix('/') {
+            Some(abs) => self.mount.join(abs),
+            None => match self.current.parent() {
+                Some(up) if self.current != self.mount && up.starts_with(&self.mount) => {
+                    up.join(parent)
+                }
+                _ => self.mount.join(parent),
+            },
+        }
+    }
 }
 
 impl CgroupRoot {
@@ -283,5 +301,20 @@ mod tests {
         };
         assert_eq!(h.resolve("/cradle"), Path::new("/cg/cradle"));
         assert_eq!(h.resolve("cradle"), Path::new("/cg/me/cradle"));
+        assert_eq!(h.resolve_v2("/cradle"), Path::new("/cg/cradle"));
+        assert_eq!(h.resolve_v2("cradle"), Path::new("/cg/cradle"));
+        let deep = Hierarchy {
+            mount: "/cg".into(),
+            current: "/cg/user.slice/user-0.slice/session-1.scope".into(),
+        };
+        assert_eq!(
+            deep.resolve_v2("rel0"),
+            Path::new("/cg/user.slice/user-0.slice/rel0")
+        );
+        let at_root = Hierarchy {
+            mount: "/cg".into(),
+            current: "/cg".into(),
+        };
+        assert_eq!(at_root.resolve_v2("rel0"), Path::new("/cg/rel0"));
     }
 }

@@ -34,8 +34,13 @@ pub use limits::{CPU_PERIOD_US, Limits, Setting, shares_to_weight};
 /// children (the "no internal processes" rule) and the launcher's own cgroup
 /// has one: the launcher. v1 has no such rule, so there the containers nest
 /// below the launcher's own cgroup and stay under whatever limits its caller set.
+///
+/// Rootless on v2 it is relative, so beside the launcher's own cgroup (see
+/// [`Hierarchy::resolve_v2`]): inside the subtree systemd delegates to the
+/// user (`user@UID.service/…`), the only place the user may make cgroups, as
+/// podman makes its own there.
 pub fn default_parent(root: &CgroupRoot) -> &'static str {
-    if root.is_unified() {
+    if root.is_unified() && !crate::cache::rootless() {
         "/cradle"
     } else {
         "cradle"
@@ -314,7 +319,7 @@ fn create_unified(h: &Hierarchy, parent: &str, name: &str, needed: &[&str]) -> R
             path: h.mount.clone(),
         });
     }
-    let parent_dir = h.resolve(parent);
+    let parent_dir = h.resolve_v2(parent);
     let below = parent_dir.strip_prefix(&h.mount).unwrap_or(Path::new(""));
     let mut level = h.mount.clone();
     let mut made_parents = Vec::new();
@@ -413,7 +418,10 @@ pub fn reclaim_stale(
     };
     let mut removed = Vec::new();
     for (_, h) in trees {
-        let dir = h.resolve(parent);
+        let dir = match root {
+            CgroupRoot::Unified(_) => h.resolve_v2(parent),
+            CgroupRoot::Legacy(_) => h.resolve(parent),
+        };
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };

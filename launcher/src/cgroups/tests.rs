@@ -68,9 +68,18 @@ fn v2_enables_controllers_from_the_root_down_and_writes_limits() {
     assert!(!dir.exists());
 }
 
+/// The launcher's own cgroup holds processes (itself at least), so v2
+/// cannot enable controllers for children there (EBUSY): a relative parent
+/// goes beside it, below its parent.
 #[test]
-fn v2_relative_parent_nests_below_the_current_cgroup() {
+fn v2_relative_parent_goes_beside_the_current_cgroup() {
     let (tmp, root) = fake_v2("memory pids");
+    let CgroupRoot::Unified(mut h) = root else {
+        unreachable!()
+    };
+    h.current = tmp.path().join("user.slice/session-1.scope");
+    std::fs::create_dir(&h.current).unwrap();
+    let root = CgroupRoot::Unified(h);
     std::fs::write(tmp.path().join("cgroup.subtree_control"), "memory pids").unwrap();
     let limits = Limits {
         pids: Some(5),
@@ -87,6 +96,12 @@ fn v2_relative_parent_nests_below_the_current_cgroup() {
     assert_eq!(
         read(tmp.path().join("user.slice/cgroup.subtree_control")),
         "+pids"
+    );
+    // Nothing written into the launcher's own cgroup.
+    assert!(
+        !tmp.path()
+            .join("user.slice/session-1.scope/cgroup.subtree_control")
+            .exists()
     );
     empty_fake(&dir);
     cg.remove().unwrap();
