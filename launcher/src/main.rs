@@ -308,7 +308,7 @@ fn image(command: Image) -> ! {
     });
     match done {
         Ok(text) => {
-            print!("{text}");
+            print_out(&text);
             std::process::exit(0)
         }
         Err(err) => {
@@ -335,7 +335,7 @@ fn bundle(b: Box<Bundle>) -> ! {
     };
     match launcher::bundle::write(&opts, &b.dir) {
         Ok(config) => {
-            println!("{}", config.display());
+            print_out(&format!("{}\n", config.display()));
             std::process::exit(0)
         }
         Err(err) => {
@@ -353,5 +353,19 @@ fn parse_storage_opt(text: &str) -> Result<u64, String> {
     match launcher::resources::parse_bytes(size)? {
         0 => Err("size=0 would leave the writable layer unbounded".into()),
         n => Ok(n),
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away (`launcher image ls |
+/// head -1`) is a quiet end, as for any Unix tool, not the panic of
+/// `print!` on EPIPE.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && err.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("launcher: writing to stdout: {err}");
+        std::process::exit(1);
     }
 }

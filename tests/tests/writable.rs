@@ -108,3 +108,48 @@ fn image_of_128_layers_runs() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n64\n127\n");
 }
+
+/// `launcher image ls | head -1` and `launcher bundle … | …` whose reader
+/// went away end quietly (print! panicked on EPIPE: exit 101, a backtrace).
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let Some(kit) = Kit::new() else { return };
+    let closed = || {
+        let mut fds = [0; 2];
+        // SAFETY: fds is a valid out-array of two descriptors.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 returned two fresh descriptors nothing else owns.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        write
+    };
+    // Something for `image ls` to list.
+    let run = sh(&kit, &[], "true");
+    assert!(run.status.success(), "{run:?}");
+    let bundle = kit.root.path().join("bundle");
+    for args in [
+        vec!["image".to_string(), "ls".to_string()],
+        vec![
+            "bundle".to_string(),
+            kit.image.display().to_string(),
+            bundle.display().to_string(),
+        ],
+    ] {
+        let out = std::process::Command::new(&kit.launcher)
+            .env("CRADLE_ROOT", kit.root.path())
+            .env("RUST_BACKTRACE", "1")
+            .args(&args)
+            .stdout(closed())
+            .output()
+            .unwrap();
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).as_ref()
+            ),
+            (Some(0), ""),
+            "{args:?}"
+        );
+    }
+}
