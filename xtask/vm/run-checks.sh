@@ -10,7 +10,8 @@ IMG=/images/default.tar
 CG=/sys/fs/cgroup
 # A systemd host's layout: processes only in leaves, a login session's
 # shell in a scope, and user@1000.service delegated to its user.
-SESSION=$CG/user.slice/user-0.slice/session-1.scope
+SLICE=$CG/user.slice/user-0.slice
+SESSION=$SLICE/session-1.scope
 USER_SERVICE=$CG/user.slice/user-1000.slice/user@1000.service
 USER_SCOPE=$USER_SERVICE/app.slice/check.scope
 CONTROLLERS="+cpu +memory +pids +io"
@@ -63,7 +64,7 @@ setup_system() {
 setup_cgroups() {
     mount -t cgroup2 -o nsdelegate,memory_recursiveprot cgroup2 $CG || return
     mkdir -p $SESSION $USER_SCOPE || return
-    for dir in $CG $CG/user.slice $CG/user.slice/user-0.slice $CG/user.slice/user-1000.slice; do
+    for dir in $CG $CG/user.slice $SLICE $CG/user.slice/user-1000.slice; do
         echo "$CONTROLLERS" >$dir/cgroup.subtree_control || return
     done
     echo $$ >$SESSION/cgroup.procs || return
@@ -207,7 +208,8 @@ else
     check_pids
     check_cpus
     check_parent cgroup-parent-absolute /vm-abs $CG/vm-abs
-    check_parent cgroup-parent-relative vm-rel $SESSION/vm-rel
+    # Relative: beside the launcher's own cgroup, which holds the launcher.
+    check_parent cgroup-parent-relative vm-rel $SLICE/vm-rel
     check_network_none
     check_network_host
     check_reach network-bridge 7001 --network bridge $IMG /probe connect 10.89.0.1 7001
