@@ -1,7 +1,9 @@
 //! Fetch step: brings the rootfs tarball to a local file, hashing it as it
 //! streams. URLs go through a download cache keyed by sha256, so a second
 //! build downloads nothing; a download lands in a temporary file next to its
-//! final name and only [`crate::verify`] moves it there.
+//! final name and only [`crate::verify`] moves it there. It is flocked while
+//! the download lives, so that the next one can tell a killed download's
+//! leftover and remove it.
 
 use crate::def::Source;
 use crate::error::{Error, Result};
@@ -69,7 +71,11 @@ pub fn download(source: &Source, expected: &str, opts: &Options) -> Result<Fetch
             })
         }
         Source::Url(url) => {
-            let cached = opts.cache.join("sha256").join(expected);
+            let dir = opts.cache.join("sha256");
+            // Before the cache lookup, so that a build served from the cache
+            // still clears what killed downloads left.
+            crate::reclaim_stale(&dir, crate::PARTIAL_PREFIX);
+            let cached = dir.join(expected);
             if cached.exists() {
                 // Hashed again: a cache entry is trusted no more than a download.
                 return Ok(Fetched {
@@ -80,12 +86,8 @@ pub fn download(source: &Source, expected: &str, opts: &Options) -> Result<Fetch
                     from_cache: true,
                 });
             }
-            let dir = opts.cache.join("sha256");
             std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
-            let mut temp = tempfile::Builder::new()
-                .prefix(".partial-")
-                .tempfile_in(&dir)
-                .map_err(Error::io("creating a temporary file in", &dir))?;
+            let mut temp = crate::locked_tempfile(&dir, crate::PARTIAL_PREFIX)?;
             let actual = http_get(url, temp.as_file_mut(), opts)?;
             Ok(Fetched {
                 origin: url.clone(),

@@ -52,7 +52,7 @@ pub struct Built {
 /// Builds the image `def` into `opts.output`.
 pub fn build(def: &ImageDef, opts: &Options) -> Result<Built> {
     std::fs::metadata(&opts.init).map_err(Error::io("reading the init", &opts.init))?;
-    let work = WorkDir::beside(&opts.output)?;
+    let work = WorkDir::beside(&opts.output, BUILD_PREFIX)?;
     let rootfs = work.path().join("rootfs");
     match def.source() {
         Source::Host(programs, optional) => host::copy_programs(&programs, &optional, &rootfs)?,
@@ -71,7 +71,9 @@ pub fn build(def: &ImageDef, opts: &Options) -> Result<Built> {
         &work.path().join("blobs"),
         stamp(opts.epoch),
     )?;
-    let size = pack::archive(&image.blobs, &image.index, &opts.output, opts.epoch)?;
+    let size = work.publish(&opts.output, |packed| {
+        pack::archive(&image.blobs, &image.index, packed, opts.epoch)
+    })?;
     Ok(Built {
         output: opts.output.clone(),
         digest: image.manifest.digest,
@@ -100,35 +102,194 @@ pub fn source_date_epoch() -> u64 {
         .unwrap_or(0)
 }
 
+/// The directory `output` goes in (`.` for a bare name), created.
+fn parent_of(output: &Path) -> Result<&Path> {
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+    Ok(dir)
+}
+
 /// A scratch directory next to the output (same filesystem, so nothing is
 /// copied across devices), removed when dropped even if read-only
-/// directories from the rootfs are in it.
-struct WorkDir(Option<tempfile::TempDir>);
+/// directories from the rootfs are in it. It is flocked for as long as it
+/// lives, which is how [`reclaim_stale`] tells it from the leftover of a
+/// killed build.
+pub(crate) struct WorkDir {
+    temp: Option<tempfile::TempDir>,
+    _lock: std::fs::File,
+}
 
 impl WorkDir {
-    fn beside(output: &Path) -> Result<WorkDir> {
-        let dir = match output.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
-        let temp = tempfile::Builder::new()
-            .prefix(".cradle-build-")
-            .tempdir_in(dir)
-            .map_err(Error::io("creating a work directory in", dir))?;
-        Ok(WorkDir(Some(temp)))
+    /// Reclaims what killed runs left beside `output` (both kinds of work
+    /// directory share the place), then makes a fresh `<prefix>*` there.
+    pub(crate) fn beside(output: &Path, prefix: &str) -> Result<WorkDir> {
+        let dir = parent_of(output)?;
+        for stale in [BUILD_PREFIX, PULL_PREFIX] {
+            reclaim_stale(dir, stale);
+        }
+        // A reclaimer may have removed it between mkdir and our flock (it
+        // looked unlocked): try again with a new name.
+        for _ in 0..8 {
+            let temp = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir_in(dir)
+                .map_err(Error::io("creating a work directory in", dir))?;
+            if let Some(lock) = lock_if_still_there(temp.path(), true)? {
+                return Ok(WorkDir {
+                    temp: Some(temp),
+                    _lock: lock,
+                });
+            }
+        }
+        Err(Error::io("locking a work directory in", dir)(
+            std::io::Error::other("removed by another build each time"),
+        ))
     }
 
-    fn path(&self) -> &Path {
-        self.0.as_ref().map_or(Path::new("."), |t| t.path())
+    pub(crate) fn path(&self) -> &Path {
+        self.temp.as_ref().map_or(Path::new("."), |t| t.path())
+    }
+
+    /// Has `write` make the archive inside the work directory, then renames
+    /// it over `output`: [`pack::archive`] keeps its temporary file beside
+    /// the path it is given, and one beside `output` would outlive a kill
+    /// (only the work directory is reclaimed).
+    pub(crate) fn publish(
+        &self,
+        output: &Path,
+        write: impl FnOnce(&Path) -> Result<u64>,
+    ) -> Result<u64> {
+        let packed = self.path().join("image.tar");
+        let size = write(&packed)?;
+        std::fs::rename(&packed, output).map_err(Error::io("renaming into", output))?;
+        // The rename is durable once the directory is synced too.
+        if let Ok(dir) = std::fs::File::open(parent_of(output)?) {
+            let _ = dir.sync_all();
+        }
+        Ok(size)
     }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if let Some(temp) = self.0.take() {
+        // Removed while still locked (the lock field drops after this).
+        if let Some(temp) = self.temp.take() {
             make_writable(temp.path());
             let _ = temp.close();
+        }
+    }
+}
+
+pub(crate) const BUILD_PREFIX: &str = ".cradle-build-";
+pub(crate) const PULL_PREFIX: &str = ".cradle-pull-";
+pub(crate) const PARTIAL_PREFIX: &str = ".partial-";
+
+/// A temporary file `<prefix>*` in `dir`, flocked while it lives (see
+/// [`reclaim_stale`]).
+pub(crate) fn locked_tempfile(dir: &Path, prefix: &str) -> Result<tempfile::NamedTempFile> {
+    for _ in 0..8 {
+        let temp = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempfile_in(dir)
+            .map_err(Error::io("creating a temporary file in", dir))?;
+        if flock(temp.as_file(), libc::LOCK_EX).map_err(Error::io("locking", temp.path()))?
+            && still_there(temp.as_file(), temp.path())
+        {
+            return Ok(temp);
+        }
+    }
+    Err(Error::io("locking a temporary file in", dir)(
+        std::io::Error::other("removed by another build each time"),
+    ))
+}
+
+/// Opens `path` (a directory when `dir`, never through a symlink), flocks
+/// it exclusively, waiting, and returns the lock if `path` is still the
+/// entry locked: a reclaimer that locked it first has removed it meanwhile.
+fn lock_if_still_there(path: &Path, dir: bool) -> Result<Option<std::fs::File>> {
+    let file = open_nofollow(path, dir).map_err(Error::io("opening", path))?;
+    let locked = flock(&file, libc::LOCK_EX).map_err(Error::io("locking", path))?;
+    Ok((locked && still_there(&file, path)).then_some(file))
+}
+
+fn open_nofollow(path: &Path, dir: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = libc::O_NOFOLLOW | if dir { libc::O_DIRECTORY } else { 0 };
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+}
+
+/// flock(2) with `operation`; false when `LOCK_NB` found it held.
+fn flock(file: &std::fs::File, operation: libc::c_int) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// True when `path` still names the inode `file` has open.
+fn still_there(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Removes the entries `<prefix>*` of `dir` that no live process holds: a
+/// build, download or pull flocks its temporary file or work directory
+/// until it ends, so one whose flock can be taken at once was left by a
+/// killed process (the kernel drops a dead holder's flocks). Best effort:
+/// an entry that cannot be opened, locked or removed stays for next time.
+pub(crate) fn reclaim_stale(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(prefix.as_bytes())
+        {
+            continue;
+        }
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        // Only what we make: a symlink or a FIFO with the name is left alone.
+        if !kind.is_dir() && !kind.is_file() {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = open_nofollow(&path, kind.is_dir()) else {
+            continue;
+        };
+        if !matches!(flock(&file, libc::LOCK_EX | libc::LOCK_NB), Ok(true))
+            || !still_there(&file, &path)
+        {
+            continue;
+        }
+        // Removed while we hold the lock, so a creator that raced us to it
+        // sees its entry gone and makes another.
+        if kind.is_dir() {
+            make_writable(&path);
+            let _ = std::fs::remove_dir_all(&path);
+        } else {
+            let _ = std::fs::remove_file(&path);
         }
     }
 }
@@ -153,5 +314,84 @@ fn make_writable(dir: &Path) {
                 make_writable(&entry.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry of each kind a live process holds (flock is per open file
+    /// description, so a second open in this process is another holder).
+    #[test]
+    fn reclaim_keeps_what_a_live_process_holds_and_removes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let held_file = dir.path().join(".partial-held");
+        let held_dir = dir.path().join(".cradle-build-held");
+        let dead_file = dir.path().join(".partial-dead");
+        let dead_dir = dir.path().join(".cradle-build-dead");
+        std::fs::write(&held_file, b"half").unwrap();
+        std::fs::write(&dead_file, b"half").unwrap();
+        for d in [&held_dir, &dead_dir] {
+            std::fs::create_dir_all(d.join("rootfs/ro")).unwrap();
+            make_readonly(&d.join("rootfs/ro"));
+        }
+        let locks = [
+            open_nofollow(&held_file, false),
+            open_nofollow(&held_dir, true),
+        ]
+        .map(|f| f.unwrap());
+        for lock in &locks {
+            assert!(flock(lock, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        }
+        // Not ours to remove: another name, and a symlink with our prefix.
+        std::fs::write(dir.path().join("output.tar"), b"").unwrap();
+        std::os::unix::fs::symlink(&held_dir, dir.path().join(".cradle-build-link")).unwrap();
+
+        reclaim_stale(dir.path(), PARTIAL_PREFIX);
+        reclaim_stale(dir.path(), BUILD_PREFIX);
+
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".cradle-build-held",
+                ".cradle-build-link",
+                ".partial-held",
+                "output.tar"
+            ]
+        );
+        assert!(held_dir.join("rootfs/ro").is_dir());
+
+        drop(locks);
+        reclaim_stale(dir.path(), PARTIAL_PREFIX);
+        reclaim_stale(dir.path(), BUILD_PREFIX);
+        assert!(!held_file.exists() && !held_dir.exists());
+        make_writable(dir.path());
+    }
+
+    #[test]
+    fn a_work_directory_is_not_reclaimed_while_its_build_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("image.tar");
+        let work = WorkDir::beside(&output, BUILD_PREFIX).unwrap();
+        let temp = locked_tempfile(dir.path(), PARTIAL_PREFIX).unwrap();
+        reclaim_stale(dir.path(), BUILD_PREFIX);
+        reclaim_stale(dir.path(), PARTIAL_PREFIX);
+        assert!(work.path().is_dir());
+        assert!(temp.path().is_file());
+        // A second build beside it reclaims nothing of the first's.
+        let second = WorkDir::beside(&output, BUILD_PREFIX).unwrap();
+        assert!(work.path().is_dir() && second.path().is_dir());
+    }
+
+    fn make_readonly(dir: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(dir.join("file"), b"").unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     }
 }

@@ -3,7 +3,8 @@
 //! temporary file while its sha256 is computed and kept only when it is the
 //! digest asked for. The image archive is written by [`crate::pack::archive`]
 //! (atomically); on any failure the work directory beside it is removed and
-//! nothing is left.
+//! nothing is left, and one a killed pull left is reclaimed by the next
+//! build or pull there (see [`crate::reclaim_stale`]).
 
 use crate::error::{Error, Result};
 use crate::pack::Blobs;
@@ -33,7 +34,7 @@ const MAX_MANIFEST: u64 = 4 << 20;
 /// Pulls `reference` into the image archive `output`.
 pub fn pull(reference: &Reference, output: &Path, opts: &Options) -> Result<Pulled> {
     let session = Session::open(reference, Access::Pull, opts)?;
-    let work = work_dir(output)?;
+    let work = crate::WorkDir::beside(output, crate::PULL_PREFIX)?;
     let blobs = Blobs::create(work.path().join("blobs"))?;
     let (mut media_type, mut bytes, mut digest) = get_manifest(&session, reference.target())?;
     if is_index(&media_type) {
@@ -54,21 +55,11 @@ pub fn pull(reference: &Reference, output: &Path, opts: &Options) -> Result<Pull
         memo.record(&reference.registry, &blob, &reference.repository);
     }
     let index = index_json(reference, &media_type, &digest, bytes.len() as u64)?;
-    let size = crate::pack::archive(&blobs, &index, output, 0)?;
+    let size = work.publish(output, |packed| {
+        crate::pack::archive(&blobs, &index, packed, 0)
+    })?;
     memo.save();
     Ok(Pulled { digest, size })
-}
-
-fn work_dir(output: &Path) -> Result<tempfile::TempDir> {
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
-    tempfile::Builder::new()
-        .prefix(".cradle-pull-")
-        .tempdir_in(dir)
-        .map_err(Error::io("creating a work directory in", dir))
 }
 
 /// GETs the manifest at `target` (tag or digest); returns its media type,
@@ -166,6 +157,7 @@ fn get_blob(
     }
     let final_path = blobs.path_of(digest);
     let dir = final_path.parent().unwrap_or(Path::new("."));
+    // Inside the work directory: reclaimed with it if the pull is killed.
     let mut temp = tempfile::Builder::new()
         .prefix(".partial-")
         .tempfile_in(dir)

@@ -7,6 +7,7 @@ mod cli;
 #[cfg(feature = "fetch")]
 mod fetch;
 mod interop;
+mod interrupted;
 #[cfg(feature = "fetch")]
 mod registry;
 #[cfg_attr(not(feature = "fetch"), allow(dead_code))]
