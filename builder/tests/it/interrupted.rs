@@ -172,3 +172,176 @@ fn builds_killed_at_random_moments_leave_nothing_once_one_completes() {
         std::fs::read(fresh.out().join("fresh.tar")).unwrap()
     );
 }
+
+/// A `docker-registry` on a free port of 127.0.0.1 with its storage in
+/// `dir`; None (after [`testkit::require_tool`]) when it is missing.
+fn start_registry(dir: &Path) -> Option<(KillOnDrop, u16)> {
+    let program = testkit::require_tool("docker-registry")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(program)
+        .arg("serve")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let registry = KillOnDrop(child);
+    // Started when it accepts connections; bounded, not a timed assertion.
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((registry, port));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("docker-registry does not listen on port {port}");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 to `upstream` that passes the answers on
+/// slowly (a pause every `CHUNK / 2` bytes), so that a pull is killed in
+/// the middle of a blob; each connection is announced on the channel.
+fn slow_proxy(upstream: u16) -> (u16, mpsc::Receiver<()>) {
+    use std::io::Read;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let _ = tx.send(());
+            let pipe = |mut from: TcpStream, mut to: TcpStream, slow: bool| {
+                move || {
+                    let mut buf = vec![0; CHUNK / 2];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        if slow {
+                            std::thread::sleep(PAUSE);
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Write);
+                }
+            };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(pipe(client, server, false));
+            std::thread::spawn(pipe(s2, c2, true));
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn pulls_killed_at_random_moments_leave_nothing_once_one_completes() {
+    let registry_dir = tempfile::tempdir().unwrap();
+    let Some((_registry, port)) = start_registry(registry_dir.path()) else {
+        return;
+    };
+    let ws = Workspace::new();
+    let body = big_rootfs();
+    std::fs::write(ws.dir.path().join("rootfs.tar.gz"), &body).unwrap();
+    let mut opts = ws.options("pushed.tar");
+    opts.output = ws.dir.path().join("pushed.tar");
+    let built = builder::build(&ws.def("rootfs.tar.gz", &sha256_hex(&body)), &opts).unwrap();
+    let home = ws.dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let builder = |args: &[&std::ffi::OsStr]| {
+        let mut cmd = Command::new(builder_bin());
+        cmd.args(args)
+            .env("CRADLE_CACHE_DIR", home.join("cache"))
+            .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
+            .env("HOME", &home)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("DOCKER_CONFIG")
+            .stdin(Stdio::null());
+        cmd
+    };
+    let pushed = builder(&[
+        "push".as_ref(),
+        opts.output.as_os_str(),
+        format!("127.0.0.1:{port}/cradle/killed:v1").as_ref(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+
+    let (proxy, connections) = slow_proxy(port);
+    let reference = format!("127.0.0.1:{proxy}/cradle/killed:v1");
+    let out = ws.out().join("pulled.tar");
+    let pull = || {
+        builder(&[
+            "pull".as_ref(),
+            reference.as_ref(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ])
+    };
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut left_behind = 0;
+    for round in 0..30 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut child = pull()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Every third round waits for a connection first, so that the kill
+        // lands in the middle of the pull (the proxy takes 1.3 s per blob).
+        if round % 3 == 0 {
+            connections.recv().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(seed % 300));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        while connections.try_recv().is_ok() {}
+        left_behind += entries(&ws.out(), ".cradle-").len();
+        assert!(!out.exists(), "round {round}: an image from a killed pull");
+    }
+    assert!(left_behind > 0, "no kill landed in the middle of a pull");
+
+    let done = pull().output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(entries(&ws.out(), "."), Vec::<String>::new());
+    assert_eq!(String::from_utf8_lossy(&done.stdout).trim(), built.digest);
+    let pulled = builder::archive::ImageArchive::open(&out)
+        .unwrap()
+        .image(None)
+        .unwrap();
+    assert_eq!(pulled.id, built.digest);
+}
