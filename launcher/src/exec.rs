@@ -75,6 +75,15 @@ pub fn into_workload(sys: &impl Sys, p: &Process, parent_alive: RawFd) -> Result
             .map_err(Error::sys("installing the seccomp filter"))?;
     }
     let step = format!("executing `{}`", path.to_string_lossy());
+    // A static executable is exec'd from an fd opened without following a
+    // magic link: the kernel then resolves no other path (no interpreter),
+    // so /proc/self/exe cannot be reached and the stub's extra exec is
+    // saved. Anything else goes through the stub.
+    if let Some(fd) = sys.open_static_executable(Path::new(&*path.to_string_lossy())) {
+        return sys
+            .execve_fd(fd.as_raw_fd(), &argv, &env)
+            .map_err(Error::sys(step));
+    }
     match &p.stub {
         Some(stub) => {
             let mut through = vec![c"cradle-exec".to_owned(), path];

@@ -125,6 +125,10 @@ pub trait Sys {
     fn execve(&self, path: &CStr, argv: &[CString], env: &[CString]) -> Result<Infallible, Errno>;
     /// execveat(2) of the file open at `fd` (AT_EMPTY_PATH).
     fn execve_fd(&self, fd: RawFd, argv: &[CString], env: &[CString]) -> Result<Infallible, Errno>;
+    /// `path` (inside the current root) opened without following a magic
+    /// link, when it is a regular file holding a static ELF executable (no
+    /// program interpreter); None otherwise.
+    fn open_static_executable(&self, path: &Path) -> Option<OwnedFd>;
 }
 
 /// The real kernel.
@@ -371,6 +375,34 @@ fn is_mount(fd: &OwnedFd) -> bool {
 fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
     let stat = |fd: &OwnedFd| nix::sys::stat::fstat(fd).map(|s| (s.st_dev, s.st_ino));
     matches!((stat(a), stat(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Whether `file` is a 64-bit little-endian ELF executable with no
+/// PT_INTERP program header (elf(5)): one the kernel runs without opening
+/// any other file by path.
+fn is_static_elf(file: &mut std::fs::File) -> bool {
+    use std::os::unix::fs::FileExt;
+    const PT_INTERP: u32 = 3;
+    let mut head = [0u8; 64];
+    if file.read_exact_at(&mut head, 0).is_err()
+        || head[..4] != *b"\x7fELF"
+        || head[4] != 2
+        || head[5] != 1
+    {
+        return false;
+    }
+    let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as usize;
+    let phoff = u64::from_le_bytes(head[32..40].try_into().unwrap_or([0; 8])) as usize;
+    let (phentsize, phnum) = (u16_at(&head, 54), u16_at(&head, 56));
+    if phentsize < 4 || phnum == 0 || phnum > 64 || phoff > 1 << 20 {
+        return false;
+    }
+    let mut table = vec![0u8; phentsize * phnum];
+    let read = file.read_exact_at(&mut table, phoff as u64);
+    read.is_ok()
+        && table
+            .chunks(phentsize)
+            .all(|ph| u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) != PT_INTERP)
 }
 
 /// mountinfo's escapes (`\040` for a space …) undone (proc(5)).
@@ -783,6 +815,15 @@ impl Sys for Linux {
         nix::unistd::execve(path, argv, env)
     }
 
+    fn open_static_executable(&self, path: &Path) -> Option<OwnedFd> {
+        let root = open_dir(Path::new("/")).ok()?;
+        let fd = open_in_root(root.as_raw_fd(), relative(path), libc::O_RDONLY, 0).ok()?;
+        let stat = nix::sys::stat::fstat(&fd).ok()?;
+        let mut file = std::fs::File::from(fd);
+        (stat.st_mode & libc::S_IFMT == libc::S_IFREG && is_static_elf(&mut file))
+            .then(|| OwnedFd::from(file))
+    }
+
     fn execve_fd(&self, fd: RawFd, argv: &[CString], env: &[CString]) -> Result<Infallible, Errno> {
         let argv: Vec<*const libc::c_char> = argv
             .iter()
@@ -807,6 +848,44 @@ impl Sys for Linux {
             );
         }
         Err(Errno::last())
+    }
+}
+
+#[cfg(test)]
+mod elf_tests {
+    use super::is_static_elf;
+    use std::io::Write;
+
+    /// An ELF64 little-endian header and program header table of `types`.
+    fn elf(types: &[u32]) -> std::fs::File {
+        let mut bytes = vec![0u8; 64];
+        bytes[..4].copy_from_slice(b"\x7fELF");
+        bytes[4] = 2;
+        bytes[5] = 1;
+        bytes[32..40].copy_from_slice(&64u64.to_le_bytes());
+        bytes[54..56].copy_from_slice(&56u16.to_le_bytes());
+        bytes[56..58].copy_from_slice(&(types.len() as u16).to_le_bytes());
+        for t in types {
+            let mut ph = vec![0u8; 56];
+            ph[..4].copy_from_slice(&t.to_le_bytes());
+            bytes.extend(ph);
+        }
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&bytes).unwrap();
+        file
+    }
+
+    #[test]
+    fn only_elf_without_an_interpreter_counts_as_static() {
+        assert!(is_static_elf(&mut elf(&[1, 1])));
+        // PT_INTERP: the kernel would open the interpreter by path.
+        assert!(!is_static_elf(&mut elf(&[1, 3])));
+        assert!(!is_static_elf(&mut elf(&[])));
+        let mut script = tempfile::tempfile().unwrap();
+        script.write_all(b"#!/proc/self/exe\n").unwrap();
+        assert!(!is_static_elf(&mut script));
+        let mut sh = std::fs::File::open("/bin/sh").unwrap();
+        assert!(!is_static_elf(&mut sh), "/bin/sh is dynamic here");
     }
 }
 
@@ -1071,6 +1150,9 @@ pub mod fake {
                 argv.iter().map(|a| a.to_string_lossy().into()).collect(),
             ))?;
             Err(Errno::ENOSYS)
+        }
+        fn open_static_executable(&self, _path: &Path) -> Option<OwnedFd> {
+            None
         }
         fn execve_fd(
             &self,
