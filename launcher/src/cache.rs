@@ -616,18 +616,23 @@ fn move_into_place(staging: &Path, dir: &Path, named: bool) -> Result<()> {
     }
 }
 
-/// Removes a container's directory, its lock file last: a directory
-/// without one is then one whose launcher died removing it, which
-/// [`Cache::reclaim_stale`] may take.
+/// Removes a container's directory: first moved out of `containers/` into
+/// `tmp/` under a fresh name (with its lock, still held), then removed
+/// there. Removed in place, a directory went through a moment without its
+/// lock file, when a reclaiming launcher took it for a dead one's and, as
+/// a new container of the same name was renamed over the emptied
+/// directory, removed the live one. A launcher killed after the move
+/// leaves `tmp/removing-…`, which [`Cache::reclaim_stale`] takes.
 fn remove_container_dir(dir: &Path) -> io::Result<()> {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_name() != "lock" {
-                remove_tree(&entry.path())?;
-            }
-        }
+    let Some(root) = dir.parent().and_then(Path::parent) else {
+        return remove_tree(dir);
+    };
+    let doomed = root.join("tmp").join(format!("removing-{}", random_id()));
+    match fs::rename(dir, &doomed) {
+        Ok(()) => remove_tree(&doomed),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => remove_tree(dir),
     }
-    remove_tree(dir)
 }
 
 fn random_id() -> String {
