@@ -6,6 +6,7 @@ mod build;
 mod cli;
 #[cfg(feature = "fetch")]
 mod fetch;
+mod fuzz;
 mod interop;
 mod interrupted;
 #[cfg(feature = "fetch")]
