@@ -185,7 +185,14 @@ fn extract_named(
     let (chunks_tx, chunks_rx) = sync_channel(IN_FLIGHT);
     let (spare_tx, spare_rx) = sync_channel(IN_FLIGHT + 2);
     std::thread::scope(|scope| {
-        let writer = scope.spawn(move || unpacker.run(Chunks::new(chunks_rx, spare_tx)));
+        // A thread the system refuses (EAGAIN under a pids limit) is an
+        // error naming the archive, not the panic of `Scope::spawn`.
+        let writer = std::thread::Builder::new()
+            .name("unpack-writer".into())
+            .spawn_scoped(scope, move || {
+                unpacker.run(Chunks::new(chunks_rx, spare_tx))
+            })
+            .map_err(archive_error)?;
         let produced = produce(&mut stream, &chunks_tx, &spare_rx);
         if produced.is_err() {
             // Stop the writer at once; the real cause is ours to report.
