@@ -2,7 +2,7 @@
 //! every flag of every personality, their values good and bad, and garbage
 //! bytes (invalid UTF-8, NUL), with the environment variables it reads. A
 //! command line may be refused; a panic, or a parse running past
-//! [`DEADLINE`], fails. `CRADLE_FUZZ_CASES=N` runs N cases instead of the
+//! [`testkit::fuzz::DEADLINE`], fails. `CRADLE_FUZZ_CASES=N` runs N cases instead of the
 //! CI's count.
 
 use init::args::{Invocation, parse};
@@ -10,22 +10,13 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::Config;
 use std::collections::HashMap;
-use std::sync::mpsc::{RecvTimeoutError, sync_channel};
-use std::time::Duration;
 
 /// A case takes about 0.2 ms (most of it starting its thread): 30 000 of
 /// them some 6 s.
 const CASES: u32 = 30_000;
 
-/// A parse running longer than this is a hang (the slack is for a machine
-/// busy with other tests).
-const DEADLINE: Duration = Duration::from_secs(5);
-
 fn config() -> Config {
-    let cases = std::env::var("CRADLE_FUZZ_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(CASES);
+    let cases = testkit::fuzz::cases(CASES);
     Config {
         cases,
         // No regression files: a failure found becomes a named test.
@@ -33,50 +24,6 @@ fn config() -> Config {
         // Shrinking a hang costs a deadline per step.
         max_shrink_time: 60_000,
         ..Config::default()
-    }
-}
-
-/// `thread::spawn`, tried again for a while when the machine is out of
-/// threads for a moment (EAGAIN: other test suites share it).
-fn spawn_retrying(f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
-    // A failed spawn drops its closure: `f` stays here until one starts.
-    let f = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
-    for _ in 0..50 {
-        let mine = std::sync::Arc::clone(&f);
-        let spawned = std::thread::Builder::new().spawn(move || {
-            let f = mine.lock().unwrap().take();
-            if let Some(f) = f {
-                f();
-            }
-        });
-        match spawned {
-            Ok(handle) => return handle,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("spawning a thread: {e}"),
-        }
-    }
-    panic!("spawning a thread: EAGAIN for 5 s")
-}
-
-/// Runs `case` on a thread of its own; its panic is passed on, and it not
-/// returning within [`DEADLINE`] is one.
-fn within_deadline<T: Send + 'static>(case: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = sync_channel(1);
-    let worker = spawn_retrying(move || {
-        let _ = tx.send(case());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(value) => {
-            let _ = worker.join();
-            value
-        }
-        Err(RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the case neither returned nor panicked"),
-        },
-        Err(RecvTimeoutError::Timeout) => panic!("the parse ran past {DEADLINE:?}: a hang"),
     }
 }
 
@@ -269,7 +216,7 @@ proptest! {
 
     #[test]
     fn any_command_line_parses_or_is_refused_without_panicking(argv in argv(), env in env()) {
-        let outcome = within_deadline(move || check(&argv, &env).map_err(|e| format!("{argv:?} {env:?}: {e}")));
+        let outcome = testkit::fuzz::within_deadline(move || check(&argv, &env).map_err(|e| format!("{argv:?} {env:?}: {e}")));
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
 }

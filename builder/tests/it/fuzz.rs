@@ -6,7 +6,7 @@
 //! long names, PAX records, whiteouts), the real tools' output kept in
 //! `tests/fuzz-corpus/` (remade by its `make.sh`), and JSON and TOML edited
 //! node by node. A case may end in an error; a panic, a case running past
-//! [`DEADLINE`], or a write outside the unpacker's target fails the test.
+//! [`testkit::fuzz::DEADLINE`], or a write outside the unpacker's target fails the test.
 //!
 //! CI runs the case counts below (about 20 s for all the targets on a
 //! 2-core machine); `CRADLE_FUZZ_CASES=N` runs N cases per target instead,
@@ -23,8 +23,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
-use std::sync::mpsc::{RecvTimeoutError, sync_channel};
-use std::time::Duration;
 
 /// Cases per target in CI. On the 2-core machine, not otherwise busy, a
 /// case costs about 2 ms for the unpacker, 1 ms for archives, 0.2 ms for
@@ -35,16 +33,8 @@ const ARCHIVE_CASES: u32 = 4000;
 const REFERENCE_CASES: u32 = 30_000;
 const DEFINITION_CASES: u32 = 20_000;
 
-/// A case that runs longer than this is a hang. The slowest legitimate
-/// ones (sparse files of a few GiB in all) take a fraction of a second;
-/// the slack is for a machine busy with other tests.
-const DEADLINE: Duration = Duration::from_secs(5);
-
 fn config(cases: u32) -> Config {
-    let cases = std::env::var("CRADLE_FUZZ_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(cases);
+    let cases = testkit::fuzz::cases(cases);
     Config {
         cases,
         // No regression files: a failure found becomes a named test.
@@ -52,51 +42,6 @@ fn config(cases: u32) -> Config {
         // Shrinking a hang costs a deadline per step.
         max_shrink_time: 60_000,
         ..Config::default()
-    }
-}
-
-/// `thread::spawn`, tried again for a while when the machine is out of
-/// threads for a moment (EAGAIN: other test suites share it).
-fn spawn_retrying(f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
-    // A failed spawn drops its closure: `f` stays here until one starts.
-    let f = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
-    for _ in 0..50 {
-        let mine = std::sync::Arc::clone(&f);
-        let spawned = std::thread::Builder::new().spawn(move || {
-            let f = mine.lock().unwrap().take();
-            if let Some(f) = f {
-                f();
-            }
-        });
-        match spawned {
-            Ok(handle) => return handle,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("spawning a thread: {e}"),
-        }
-    }
-    panic!("spawning a thread: EAGAIN for 5 s")
-}
-
-/// Runs `case` on a thread of its own and returns what it returns; its
-/// panic is passed on, and it not returning within [`DEADLINE`] is one.
-fn within_deadline<T: Send + 'static>(case: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = sync_channel(1);
-    let worker = spawn_retrying(move || {
-        let _ = tx.send(case());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(value) => {
-            let _ = worker.join();
-            value
-        }
-        Err(RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the case neither returned nor panicked"),
-        },
-        // The worker is left running: a thread cannot be stopped.
-        Err(RecvTimeoutError::Timeout) => panic!("the case ran past {DEADLINE:?}: a hang"),
     }
 }
 
@@ -913,7 +858,7 @@ proptest! {
         let bytes = case.bytes(&scene);
         let before = scene.snapshot();
         let (target, options) = (scene.target(), case.options.clone());
-        let outcome = within_deadline(move || {
+        let outcome = testkit::fuzz::within_deadline(move || {
             unpack::extract(bytes.as_slice(), &target, &options)
                 .map(|_| ())
                 .map_err(|e| chain(&e))
@@ -1502,7 +1447,7 @@ proptest! {
         let path = dir.path().join("image.tar");
         std::fs::write(&path, &bytes).unwrap();
         let reference = case.reference();
-        let outcome = within_deadline(move || read_image(&path, reference));
+        let outcome = testkit::fuzz::within_deadline(move || read_image(&path, reference));
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
 }
@@ -1661,7 +1606,7 @@ mod reference {
 
         #[test]
         fn parsed_references_print_back_to_themselves(text in reference_text()) {
-            let outcome = within_deadline(move || check(&text));
+            let outcome = testkit::fuzz::within_deadline(move || check(&text));
             prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
         }
     }
@@ -1700,7 +1645,7 @@ mod definition {
             format!("tag = {}", "{a = ".repeat(100_000)),
             format!("[{}]", vec!["a"; 100_000].join(".")),
         ] {
-            let err = within_deadline(move || check(&text).map(|()| "accepted"));
+            let err = testkit::fuzz::within_deadline(move || check(&text).map(|()| "accepted"));
             assert!(err.is_ok());
         }
     }
@@ -1847,7 +1792,7 @@ mod definition {
 
         #[test]
         fn image_definitions_are_accepted_only_when_complete(text in document()) {
-            let outcome = within_deadline(move || check(&text));
+            let outcome = testkit::fuzz::within_deadline(move || check(&text));
             prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
         }
     }

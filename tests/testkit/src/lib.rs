@@ -92,3 +92,67 @@ pub fn require_artifact(relative: &str, made_by: &str) -> Option<PathBuf> {
     )
     .then_some(path)
 }
+
+/// Fuzz targets' helpers: the number of cases and a per-case deadline.
+pub mod fuzz {
+    use std::sync::mpsc::{RecvTimeoutError, sync_channel};
+    use std::time::Duration;
+
+    /// A case running longer than this is a hang (the slack is for a
+    /// machine busy with other tests).
+    pub const DEADLINE: Duration = Duration::from_secs(5);
+
+    /// `CRADLE_FUZZ_CASES` when set (a longer run by hand), else `default`
+    /// (what CI runs).
+    pub fn cases(default: u32) -> u32 {
+        std::env::var("CRADLE_FUZZ_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// `thread::spawn`, tried again for a while when the machine is out of
+    /// threads for a moment (EAGAIN: other test suites share it).
+    fn spawn_retrying(f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+        // A failed spawn drops its closure: `f` stays here until one starts.
+        let f = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
+        for _ in 0..50 {
+            let mine = std::sync::Arc::clone(&f);
+            let spawned = std::thread::Builder::new().spawn(move || {
+                let f = mine.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(f) = f {
+                    f();
+                }
+            });
+            match spawned {
+                Ok(handle) => return handle,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("spawning a thread: {e}"),
+            }
+        }
+        panic!("spawning a thread: EAGAIN for 5 s")
+    }
+
+    /// Runs `case` on a thread of its own and returns what it returns; its
+    /// panic is passed on, and it not returning within [`DEADLINE`] is one.
+    pub fn within_deadline<T: Send + 'static>(case: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = sync_channel(1);
+        let worker = spawn_retrying(move || {
+            let _ = tx.send(case());
+        });
+        match rx.recv_timeout(DEADLINE) {
+            Ok(value) => {
+                let _ = worker.join();
+                value
+            }
+            Err(RecvTimeoutError::Disconnected) => match worker.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(()) => unreachable!("the case neither returned nor panicked"),
+            },
+            // The worker is left running: a thread cannot be stopped.
+            Err(RecvTimeoutError::Timeout) => panic!("the case ran past {DEADLINE:?}: a hang"),
+        }
+    }
+}
