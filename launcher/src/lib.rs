@@ -250,7 +250,10 @@ pub fn run(opts: &Options, sys: &impl Sys, warn: &mut dyn FnMut(&str)) -> Result
     let mut resources = resources::prepare(opts, &container.id, warn)?;
     resources.write_etc(&plan.hostname, &mut plan.rootfs.etc);
     plan.rootfs.cgroup_fs = resources.cgroup_fs();
-    let child = spawn::container(sys, &plan, |pid| resources.join(pid))?;
+    let entry = resources.cgroup_entry()?;
+    let child = spawn::container(sys, &plan, entry, |pid, entered| {
+        resources.join(pid, entered)
+    })?;
     let status = supervise::until_exit(child, signals, plan.stop_signal, opts)?;
     if let Err(err) = container.remove() {
         let cause = std::error::Error::source(&err)

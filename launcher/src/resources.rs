@@ -7,9 +7,10 @@
 //!    [`Resources::write_etc`] puts the matching /etc/hosts and
 //!    /etc/resolv.conf in the plan, [`Resources::cgroup_fs`] what the
 //!    container's /sys/fs/cgroup shows;
-//! 2. [`Resources::join`], while the cloned child waits on the sync pipe:
-//!    moves it into the cgroup (before it unshares its cgroup namespace)
-//!    and gives its network namespace the veth, address and route;
+//! 2. [`Resources::cgroup_entry`], the child's own way into the cgroup
+//!    (born in it, or moving itself before it unshares its cgroup
+//!    namespace); [`Resources::join`], while the cloned child waits on the
+//!    sync pipe: gives its network namespace the veth, address and route;
 //! 3. [`Resources::release`], after it exited: reads the OOM kill count,
 //!    removes the cgroup, tears the network down.
 //!
@@ -138,12 +139,21 @@ impl Resources {
         cgroups::mountinfo::cgroup_fs(self.cgroup.as_ref())
     }
 
-    /// While the child waits: into the cgroup, then the veth pair, address
-    /// and route into its network namespace. `none` needs nothing here (the
-    /// child brings up `lo` itself, also rootless, where the launcher could
-    /// not enter its namespace), `host` has nothing to do.
-    pub fn join(&mut self, pid: Pid) -> Result<()> {
-        if let Some(cg) = &self.cgroup {
+    /// Before the clone: the child's own way into the cgroup
+    /// ([`cgroups::Entry`]), None without a cgroup.
+    pub fn cgroup_entry(&self) -> Result<Option<cgroups::Entry>> {
+        Ok(self.cgroup.as_ref().map(Cgroup::entry).transpose()?)
+    }
+
+    /// While the child waits: into the cgroup unless it `entered` by its
+    /// own way, then the veth pair, address and route into its network
+    /// namespace. `none` needs nothing here (the child brings up `lo`
+    /// itself, also rootless, where the launcher could not enter its
+    /// namespace), `host` has nothing to do.
+    pub fn join(&mut self, pid: Pid, entered: bool) -> Result<()> {
+        if let Some(cg) = &self.cgroup
+            && !entered
+        {
             cg.add_process(pid.as_raw() as u32)?;
         }
         if matches!(self.network.mode(), Mode::Veth | Mode::Bridge) {

@@ -1,6 +1,7 @@
 //! Docker's default seccomp profile (moby `profiles/seccomp/default.json`),
-//! ported for x86_64 with seccompiler: an allowlist, every other syscall
-//! fails with EPERM. Ported faithfully for the 14 default capabilities:
+//! ported for x86_64 and compiled by [`tree`] into one BPF program: an
+//! allowlist, every other syscall fails with EPERM. Ported faithfully for
+//! the 14 default capabilities:
 //!
 //! - the plain allowlist, less the 32-bit-only names (`*32`, `*_time64`,
 //!   `socketcall` …) that have no x86_64 number;
@@ -12,18 +13,16 @@
 //! - not `io_uring_*`: moby blocks them since Docker 25 (moby#46762), as
 //!   io_uring has been a steady source of kernel privilege escalations;
 //! - `clone3` fails with ENOSYS, so libcs fall back to `clone`, whose flags
-//!   can be checked (a second filter: stacked filters return the first
-//!   matching action of the most recently installed one among equal
-//!   precedence, seccomp(2)).
+//!   can be checked.
 //!
 //! Not ported: the 32-bit (x86, x32) sub-architectures; a 32-bit binary is
 //! killed by the architecture check, where docker lets it run.
 
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
-    SeccompCondition as Cond, SeccompFilter, SeccompRule, TargetArch,
-};
+pub mod tree;
+
+use seccompiler::BpfProgram;
 use std::collections::BTreeMap;
+use tree::{Cmp, Cond, Entry, Rule, Verdict, Width};
 
 /// Syscalls allowed whatever their arguments.
 pub const ALLOWED: &[i64] = &[
@@ -329,61 +328,209 @@ pub const AF_VSOCK: u64 = 40;
 /// CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET.
 pub const CLONE_NAMESPACES: u64 = 0x7E02_0000;
 
-fn arch() -> TargetArch {
+/// `AUDIT_ARCH_*` of the architecture the launcher runs on.
+pub fn audit_arch() -> u32 {
     #[cfg(target_arch = "aarch64")]
-    return TargetArch::aarch64;
+    return 0xC000_00B7;
     #[cfg(not(target_arch = "aarch64"))]
-    TargetArch::x86_64
+    0xC000_003E
 }
 
-/// The filters to install, in order.
-pub fn default_profile() -> Result<Vec<BpfProgram>, seccompiler::BackendError> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        ALLOWED.iter().map(|&nr| (nr, vec![])).collect();
-    let arg0 = |op, value| Cond::new(0, Len::Qword, op, value);
-    rules.insert(
-        libc::SYS_socket,
-        vec![SeccompRule::new(vec![arg0(Op::Ne, AF_VSOCK)?])?],
+/// The filter to install ([`tree::compile`]): one program.
+pub fn default_profile() -> Vec<BpfProgram> {
+    let allow = || Entry::always(Verdict::Allow);
+    let eperm = Verdict::Errno(libc::EPERM as u16);
+    let arg0 = |width, cmp| Cond { arg: 0, width, cmp };
+    let mut table: BTreeMap<u32, Entry> = ALLOWED.iter().map(|&nr| (nr as u32, allow())).collect();
+    table.insert(
+        libc::SYS_socket as u32,
+        Entry {
+            rules: vec![Rule {
+                conds: vec![arg0(Width::Qword, Cmp::Eq(AF_VSOCK))],
+                verdict: eperm,
+            }],
+            otherwise: Verdict::Allow,
+        },
     );
-    rules.insert(
-        libc::SYS_personality,
-        PERSONAS
-            .iter()
-            .map(|&p| SeccompRule::new(vec![Cond::new(0, Len::Dword, Op::Eq, p)?]))
-            .collect::<Result<_, _>>()?,
+    table.insert(
+        libc::SYS_personality as u32,
+        Entry {
+            rules: PERSONAS
+                .iter()
+                .map(|&p| Rule {
+                    conds: vec![arg0(Width::Dword, Cmp::Eq(p))],
+                    verdict: Verdict::Allow,
+                })
+                .collect(),
+            otherwise: eperm,
+        },
     );
-    rules.insert(
-        libc::SYS_clone,
-        vec![SeccompRule::new(vec![arg0(
-            Op::MaskedEq(CLONE_NAMESPACES),
-            0,
-        )?])?],
+    table.insert(
+        libc::SYS_clone as u32,
+        Entry {
+            rules: vec![Rule {
+                conds: vec![arg0(
+                    Width::Qword,
+                    Cmp::MaskedEq {
+                        mask: CLONE_NAMESPACES,
+                        value: 0,
+                    },
+                )],
+                verdict: Verdict::Allow,
+            }],
+            otherwise: eperm,
+        },
     );
-    let main = SeccompFilter::new(
-        rules,
-        SeccompAction::Errno(libc::EPERM as u32),
-        SeccompAction::Allow,
-        arch(),
-    )?;
-    let clone3 = SeccompFilter::new(
-        [(libc::SYS_clone3, vec![])].into_iter().collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch(),
-    )?;
-    Ok(vec![main.try_into()?, clone3.try_into()?])
+    table.insert(
+        libc::SYS_clone3 as u32,
+        Entry::always(Verdict::Errno(libc::ENOSYS as u16)),
+    );
+    vec![tree::compile(&table, eperm, audit_arch())]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
+
+    const EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+
+    fn verdict(nr: i64, args: [u64; 6]) -> u32 {
+        tree::run(&default_profile()[0], nr as u32, audit_arch(), args)
+    }
 
     #[test]
-    fn compiles_within_the_kernel_limit() {
-        let filters = default_profile().unwrap();
-        assert_eq!(filters.len(), 2);
-        // BPF_MAXINSNS
-        assert!(filters[0].len() < 4096, "{} instructions", filters[0].len());
+    fn one_short_filter() {
+        let filters = default_profile();
+        assert_eq!(filters.len(), 1);
+        // seccompiler's chain of the same rules was 1,500 instructions.
+        assert!(filters[0].len() < 400, "{} instructions", filters[0].len());
+    }
+
+    #[test]
+    fn every_syscall_number_gets_the_profiles_verdict() {
+        let wanted = |nr: u32, args: [u64; 6]| -> u32 {
+            let nr = i64::from(nr);
+            match nr {
+                libc::SYS_socket if args[0] == AF_VSOCK => EPERM,
+                libc::SYS_personality if !PERSONAS.contains(&(args[0] & 0xffff_ffff)) => EPERM,
+                libc::SYS_clone if args[0] & CLONE_NAMESPACES != 0 => EPERM,
+                libc::SYS_clone3 => libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+                libc::SYS_socket | libc::SYS_personality | libc::SYS_clone => {
+                    libc::SECCOMP_RET_ALLOW
+                }
+                _ if ALLOWED.contains(&nr) => libc::SECCOMP_RET_ALLOW,
+                _ => EPERM,
+            }
+        };
+        let program = &default_profile()[0];
+        let samples = [
+            0,
+            1,
+            8,
+            40,
+            0x20008,
+            0xffff_ffff,
+            0x1_0000_0000 | 40,
+            0x1_0000_0008,
+            0x1_0000_0000,
+            CLONE_NAMESPACES,
+            libc::CLONE_NEWUSER as u64,
+            libc::CLONE_NEWNET as u64 | libc::SIGCHLD as u64,
+            libc::CLONE_VM as u64 | libc::CLONE_THREAD as u64,
+            u64::MAX,
+        ];
+        let numbers = (0..1100u32).chain([
+            0x4000_0000,
+            0x4000_0001,
+            0x4000_0000 | 165,
+            0x7fff_ffff,
+            u32::MAX,
+        ]);
+        for nr in numbers {
+            for &a in &samples {
+                let args = [a, 0, 0, 0, 0, 0];
+                assert_eq!(
+                    tree::run(program, nr, audit_arch(), args),
+                    wanted(nr, args),
+                    "syscall {nr} with arg0 {a:#x}"
+                );
+            }
+        }
+    }
+
+    /// The kernel accepts the program and it answers as the interpreter
+    /// says: installed in a forked child, which reports each answer.
+    #[test]
+    fn the_kernel_runs_it_as_compiled() {
+        let program = &default_profile()[0];
+        let prog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_ptr() as *mut libc::sock_filter,
+        };
+        let mut results = [0i64; 8];
+        let (read, write) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child makes raw syscalls only and _exits.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                let errno = |r: libc::c_long| {
+                    if r < 0 {
+                        *libc::__errno_location() as i64
+                    } else {
+                        0
+                    }
+                };
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                let ok = libc::syscall(libc::SYS_seccomp, 1, 0, &prog as *const libc::sock_fprog);
+                let out = [
+                    errno(ok),
+                    errno(libc::syscall(libc::SYS_getppid)),
+                    errno(libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUTS)),
+                    errno(libc::syscall(libc::SYS_clone3, 0usize, 0usize)),
+                    errno(libc::syscall(libc::SYS_personality, 0x1234usize)),
+                    errno(libc::syscall(
+                        libc::SYS_socket,
+                        AF_VSOCK as usize,
+                        1usize,
+                        0usize,
+                    )),
+                    errno(libc::syscall(libc::SYS_personality, 0xffff_ffffusize)),
+                    errno(libc::syscall(
+                        libc::SYS_socket,
+                        libc::AF_UNIX as usize,
+                        1usize,
+                        0usize,
+                    )),
+                ];
+                libc::write(write.as_raw_fd(), out.as_ptr().cast(), 64);
+                libc::_exit(0);
+            },
+            pid => {
+                drop(write);
+                let mut bytes = [0u8; 64];
+                let mut file = std::fs::File::from(read);
+                std::io::Read::read_exact(&mut file, &mut bytes).unwrap();
+                for (i, chunk) in bytes.chunks(8).enumerate() {
+                    results[i] = i64::from_ne_bytes(chunk.try_into().unwrap());
+                }
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            }
+        }
+        let (eperm, enosys) = (libc::EPERM as i64, libc::ENOSYS as i64);
+        assert_eq!(results, [0, 0, eperm, enosys, eperm, eperm, 0, 0]);
+    }
+
+    #[test]
+    fn another_architecture_is_killed() {
+        let program = &default_profile()[0];
+        for arch in [0x4000_0003u32, 0, audit_arch() ^ 1] {
+            assert_eq!(
+                tree::run(program, libc::SYS_read as u32, arch, [0; 6]),
+                libc::SECCOMP_RET_KILL_PROCESS
+            );
+        }
+        assert_eq!(verdict(libc::SYS_read, [0; 6]), libc::SECCOMP_RET_ALLOW);
+        assert_eq!(verdict(libc::SYS_mount, [0; 6]), EPERM);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Step 3, spawn: decides everything the child will do ([`plan`]), then
 //! clones it into the new namespaces and runs the handshake ([`container`]):
 //!
-//! 1. the child waits on the `go` pipe while the parent writes its id maps
-//!    and joins it to its cgroup and network (the `join` step), then
+//! 1. the child is born in its cgroup (v2, clone3), or waits on the `go`
+//!    pipe while the parent writes its id maps and joins it to its network
+//!    (the `join` step), then moves itself into its cgroup (v1) and
 //!    unshares its cgroup namespace;
 //! 2. the child sets itself up (namespaces → rootfs → pivot → exec);
 //! 3. an error before `execve` is written to the `report` pipe, which is
@@ -10,6 +11,7 @@
 //!    failed step and its errno, and reports it.
 
 use crate::cache::{self, Container};
+use crate::cgroups;
 use crate::exec::Process;
 use crate::image::{self, Image};
 use crate::namespaces::{self, IdMapping};
@@ -127,7 +129,7 @@ pub fn plan(
         lower.push(empty);
     }
     let cwd = opts.workdir.clone().or_else(|| image.workdir.clone());
-    let seccomp = crate::seccomp::default_profile().map_err(Error::Seccomp)?;
+    let seccomp = crate::seccomp::default_profile();
     Ok(Plan {
         hostname,
         new_net,
@@ -286,19 +288,32 @@ pub fn etc_files(hostname: &str, network: Network) -> Vec<(&'static str, String)
     ]
 }
 
-/// Clones the child into its namespaces and runs the handshake; returns once
-/// the child has exec'd the workload. `join` runs while the child waits,
-/// after its id maps are written.
+/// Clones the child into its namespaces (and, given `cgroup`, its cgroup)
+/// and runs the handshake; returns once the child has exec'd the workload.
+/// `join` runs while the child waits, after its id maps are written; its
+/// flag says whether the child is (or will put itself) in its cgroup
+/// already; when not, `join` moves it.
 pub fn container(
     sys: &impl Sys,
     plan: &Plan,
-    join: impl FnOnce(Pid) -> Result<()>,
+    cgroup: Option<cgroups::Entry>,
+    join: impl FnOnce(Pid, bool) -> Result<()>,
 ) -> Result<Child> {
     let channels = Channels::open(plan)?;
     let stops = Stops::catch()?;
-    match clone_into(namespaces::clone_flags(plan.new_net, &plan.mapping))? {
-        None => child_main(sys, plan, channels),
-        Some(pid) => parent_side(plan, pid, channels, stops, join),
+    let (born_in, tasks) = match cgroup {
+        Some(cgroups::Entry::Born(dir)) => (Some(dir), Vec::new()),
+        Some(cgroups::Entry::Tasks(tasks)) => (None, tasks),
+        None => (None, Vec::new()),
+    };
+    let flags = namespaces::clone_flags(plan.new_net, &plan.mapping);
+    match clone_into(flags, born_in.as_ref().map(|d| d.as_raw_fd()))? {
+        (None, _) => child_main(sys, plan, &tasks, channels),
+        (Some(pid), born) => {
+            let entered = born || !tasks.is_empty();
+            drop((born_in, tasks));
+            parent_side(plan, pid, channels, stops, |pid| join(pid, entered))
+        }
     }
 }
 
@@ -390,10 +405,59 @@ impl Channels {
     }
 }
 
+/// `struct clone_args` of clone3(2), up to `cgroup` (kernel 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// A fork-like clone (no new stack): the child gets a copy of this
-/// single-threaded process, already inside the new namespaces. None in the
-/// child, the child's pid in the parent.
-fn clone_into(flags: nix::sched::CloneFlags) -> Result<Option<Pid>> {
+/// single-threaded process, already inside the new namespaces, and, given
+/// the fd of a cgroup v2 directory, inside that cgroup (clone3). None in
+/// the child, the child's pid in the parent; and whether it was born in
+/// the cgroup: not where clone3 is unknown (before 5.7, or a seccomp
+/// filter such as docker's that answers ENOSYS).
+fn clone_into(flags: nix::sched::CloneFlags, cgroup: Option<RawFd>) -> Result<(Option<Pid>, bool)> {
+    if let Some(fd) = cgroup {
+        let args = CloneArgs {
+            flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: fd as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 without CLONE_VM or a stack, fork-like as below;
+        // `args` outlives the call and its size is passed.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match pid {
+            0 => return Ok((None, true)),
+            p if p > 0 => return Ok((Some(Pid::from_raw(p as i32)), true)),
+            _ if matches!(Errno::last(), Errno::ENOSYS | Errno::E2BIG) => {}
+            _ => {
+                return Err(Error::sys(
+                    "cloning into new namespaces and the container's cgroup",
+                )(Errno::last()));
+            }
+        }
+    }
     // SAFETY: raw clone without CLONE_VM; the child only runs child_main,
     // which execs or _exits.
     let pid = unsafe {
@@ -408,14 +472,14 @@ fn clone_into(flags: nix::sched::CloneFlags) -> Result<Option<Pid>> {
     };
     match pid {
         p if p < 0 => Err(Error::sys("cloning into new namespaces")(Errno::last())),
-        0 => Ok(None),
-        p => Ok(Some(Pid::from_raw(p as i32))),
+        0 => Ok((None, false)),
+        p => Ok((Some(Pid::from_raw(p as i32)), false)),
     }
 }
 
 /// The child: sets itself up and execs, or reports the failed step to the
 /// parent and exits.
-fn child_main(sys: &impl Sys, plan: &Plan, channels: Channels) -> ! {
+fn child_main(sys: &impl Sys, plan: &Plan, tasks: &[(PathBuf, OwnedFd)], channels: Channels) -> ! {
     let Channels {
         go,
         report,
@@ -431,7 +495,7 @@ fn child_main(sys: &impl Sys, plan: &Plan, channels: Channels) -> ! {
         console.as_ref().map(|c| c.as_raw_fd()),
         layers.as_ref().map(|l| l.as_raw_fd()),
     );
-    let Err(err) = child_side(sys, plan, go.0.as_raw_fd(), console, layers);
+    let Err(err) = child_side(sys, plan, tasks, go.0.as_raw_fd(), console, layers);
     report_error(report.1.as_raw_fd(), &err);
     // SAFETY: ends the child without running the parent's destructors.
     unsafe { libc::_exit(crate::EXIT_LAUNCHER_FAILED) }
@@ -560,6 +624,7 @@ fn idmap_layers(pid: i32, plan: &Plan, socket: &OwnedFd) -> Result<()> {
 fn child_side(
     sys: &impl Sys,
     plan: &Plan,
+    tasks: &[(PathBuf, OwnedFd)],
     go: RawFd,
     tty: Option<RawFd>,
     layers: Option<RawFd>,
@@ -569,6 +634,7 @@ fn child_side(
     // staying behind with every capability.
     crate::exec::die_with_parent(sys, go)?;
     wait_for_parent(go)?;
+    enter_cgroup(tasks)?;
     namespaces::enter_cgroup_namespace(sys)?;
     reset_signals();
     redirect_stdin(plan)?;
@@ -602,6 +668,22 @@ fn open_terminal(sys: &impl Sys, console: RawFd) -> Result<OwnedFd> {
     sys.send_fd(console, master.as_raw_fd())
         .map_err(Error::sys("sending the terminal to the launcher"))?;
     Ok(slave)
+}
+
+/// v1: moves this process, one thread, into its cgroup in each tree by
+/// writing `0` to the `tasks` files ([`cgroups::Entry::Tasks`]). They are
+/// close-on-exec: the workload never holds them.
+fn enter_cgroup(tasks: &[(PathBuf, OwnedFd)]) -> Result<()> {
+    for (path, fd) in tasks {
+        // SAFETY: writing a valid one-byte buffer to an fd we hold.
+        if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+            return Err(Error::sys(format!(
+                "entering the cgroup `{}`",
+                path.display()
+            ))(Errno::last()));
+        }
+    }
+    Ok(())
 }
 
 /// Blocks until the parent has written the id maps (one byte), or fails when

@@ -9,8 +9,8 @@
 //! let name = format!("cradle-{}-{id}", cgroups::owner_tag());
 //! let devices = Some(&devices::ALLOWED[..]);   // None in a user namespace
 //! let cg = Cgroup::create(&root, parent, &name, &limits, devices)?;   // before clone
-//! // clone without CLONE_NEWCGROUP: the child waits on the sync pipe
-//! cg.add_process(child)?;               // then the child unshares CLONE_NEWCGROUP
+//! let entry = cg.entry()?;              // v2: clone3 into it; v1: the child
+//! // writes 0 to each `tasks` (no CLONE_NEWCGROUP), then unshares CLONE_NEWCGROUP
 //! // release the child; wait for it
 //! let oom = cg.oom_killed()?;           // before remove: exit 137, "out of memory"
 //! cg.remove()?;                         // also on Drop, best effort
@@ -23,6 +23,7 @@ pub mod mountinfo;
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,25 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How the container's first process enters its cgroup, opened by the
+/// launcher before the clone.
+///
+/// Writing another process's pid to `cgroup.procs` write-locks the kernel's
+/// global threadgroup semaphore, whose first writer waits for an RCU grace
+/// period: 5 to 20 ms here, most of a container's start. Both ways below
+/// take only the read side:
+#[derive(Debug)]
+pub enum Entry {
+    /// v2: the cgroup's directory, for clone3's `CLONE_INTO_CGROUP`: the
+    /// child is born inside, with the device program already attached.
+    Born(OwnedFd),
+    /// v1: each tree's `tasks` file. The child, still one thread, writes `0`
+    /// (itself) to each before it does anything else; a thread moving
+    /// itself needs no lock on its thread group. Opened by the launcher, so
+    /// a child in a user namespace passes the same permission check.
+    Tasks(Vec<(PathBuf, OwnedFd)>),
+}
 
 /// A container's cgroup: one directory in v2, one per controller tree in v1.
 /// Removed by [`Cgroup::remove`], or best-effort when dropped.
@@ -177,9 +197,35 @@ impl Cgroup {
         out
     }
 
-    /// Moves `pid` (and its later children) into the cgroup. The launcher
-    /// does it while the child waits on the sync pipe, before it unshares
-    /// its cgroup namespace, so that the namespace's root is this cgroup.
+    /// How the container's first process gets in without a migration of
+    /// a whole process, opened before the clone ([`Entry`]).
+    pub fn entry(&self) -> Result<Entry> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = |path: PathBuf, options: &std::fs::OpenOptions| match options.open(&path) {
+            Ok(file) => Ok((path, OwnedFd::from(file))),
+            Err(source) => Err(Error::Read { path, source }),
+        };
+        if self.unified {
+            let mut options = std::fs::OpenOptions::new();
+            options.read(true).custom_flags(libc::O_DIRECTORY);
+            let (_, dir) = open(self.dirs[""].clone(), &options)?;
+            return Ok(Entry::Born(dir));
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true);
+        let tasks = self
+            .paths()
+            .into_iter()
+            .map(|dir| open(dir.join("tasks"), &options))
+            .collect::<Result<_>>()?;
+        Ok(Entry::Tasks(tasks))
+    }
+
+    /// Moves `pid` (and its later children) into the cgroup, from outside:
+    /// the way in when [`Cgroup::entry`]'s cannot be taken (a kernel or
+    /// seccomp filter without clone3). Done while the child waits on the
+    /// sync pipe, before it unshares its cgroup namespace, so that the
+    /// namespace's root is this cgroup.
     pub fn add_process(&self, pid: u32) -> Result<()> {
         for dir in self.paths() {
             write(&dir.join("cgroup.procs"), &pid.to_string())?;
