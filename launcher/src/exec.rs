@@ -42,9 +42,9 @@ pub struct Process {
     /// The pty's slave end, with `-t`.
     pub tty: Option<RawFd>,
     pub seccomp: Vec<BpfProgram>,
-    /// The sealed in-memory copy of the init that execs the workload
-    /// ([`seal_stub`]); None only in tests of the step sequence.
-    pub stub: Option<Arc<OwnedFd>>,
+    /// The init that execs the workload from a sealed in-memory copy
+    /// ([`Stub`]); None only in tests of the step sequence.
+    pub stub: Option<Arc<Stub>>,
 }
 
 /// A user resolved in the container: ids, supplementary groups, home.
@@ -70,21 +70,27 @@ pub fn into_workload(sys: &impl Sys, p: &Process, parent_alive: RawFd) -> Result
         .map_err(Error::sys("setting no_new_privs"))?;
     die_with_parent(sys, parent_alive)?;
     let (path, argv, env) = command(p, &user)?;
+    // A static executable is exec'd from an fd opened without following a
+    // magic link: the kernel then resolves no other path (no interpreter),
+    // so /proc/self/exe cannot be reached and the stub's extra exec is
+    // saved. Anything else goes through the stub. Both are ready before
+    // the filter, which may forbid what making them takes.
+    let exe = sys.open_static_executable(Path::new(&*path.to_string_lossy()));
+    let stub = match (&exe, &p.stub) {
+        (None, Some(stub)) => Some(stub.seal()?),
+        _ => None,
+    };
     for program in &p.seccomp {
         sys.apply_seccomp(program)
             .map_err(Error::sys("installing the seccomp filter"))?;
     }
     let step = format!("executing `{}`", path.to_string_lossy());
-    // A static executable is exec'd from an fd opened without following a
-    // magic link: the kernel then resolves no other path (no interpreter),
-    // so /proc/self/exe cannot be reached and the stub's extra exec is
-    // saved. Anything else goes through the stub.
-    if let Some(fd) = sys.open_static_executable(Path::new(&*path.to_string_lossy())) {
+    if let Some(fd) = exe {
         return sys
             .execve_fd(fd.as_raw_fd(), &argv, &env)
             .map_err(Error::sys(step));
     }
-    match &p.stub {
+    match stub {
         Some(stub) => {
             let mut through = vec![c"cradle-exec".to_owned(), path];
             through.extend(argv);
@@ -98,54 +104,93 @@ pub fn into_workload(sys: &impl Sys, p: &Process, parent_alive: RawFd) -> Result
 /// The largest init the launcher copies into memory as its exec stub.
 const STUB_MAX: u64 = 16 << 20;
 
-/// A sealed, executable in-memory copy of the static init at `init`, run as
-/// `cradle-exec` to exec the workload (see the init's `exec_stub`): at that
-/// moment `/proc/self/exe` of the container's first process is this copy,
-/// which nothing can write, instead of the launcher's binary on the host.
-pub fn seal_stub(init: &Path) -> Result<Arc<OwnedFd>> {
-    use std::io::{Read, Write};
-    let step = || format!("copying the init `{}` into memory", init.display());
-    let io = |e: std::io::Error| Error::Io {
-        op: "copying into memory",
-        path: init.to_path_buf(),
-        source: e,
-    };
-    // MFD_EXEC (Linux 6.3) says it is to be executed; older kernels refuse
-    // the flag and are executable anyway.
-    const MFD_EXEC: libc::c_uint = 0x10;
-    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-    // SAFETY: a valid C string name and flags; the fd is owned below.
-    let fd = unsafe {
-        match libc::memfd_create(c"cradle-exec".as_ptr(), flags | MFD_EXEC) {
-            -1 if nix::errno::Errno::last() == nix::errno::Errno::EINVAL => {
-                libc::memfd_create(c"cradle-exec".as_ptr(), flags)
-            }
-            fd => fd,
+/// The static init on the host, opened before the clone, to become the
+/// exec stub: run as `cradle-exec` to exec the workload (see the init's
+/// `exec_stub`) from a sealed in-memory copy ([`Stub::seal`]), so that
+/// `/proc/self/exe` of the container's first process is then that copy,
+/// which nothing can write, instead of a binary on the host. Copied only
+/// for a workload that needs it: a static executable is exec'd directly.
+#[derive(Debug)]
+pub struct Stub {
+    init: std::fs::File,
+    path: PathBuf,
+}
+
+impl Stub {
+    /// Opens `init`, refusing one larger than [`STUB_MAX`].
+    pub fn open(init: &Path) -> Result<Self> {
+        let io = |source| Error::Io {
+            op: "opening",
+            path: init.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(init).map_err(io)?;
+        if file.metadata().map_err(io)?.len() > STUB_MAX {
+            return Err(too_large(init));
         }
-    };
-    if fd < 0 {
-        return Err(Error::sys(step())(nix::errno::Errno::last()));
+        Ok(Stub {
+            init: file,
+            path: init.to_path_buf(),
+        })
     }
-    // SAFETY: the kernel just gave us this fd.
-    let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut bytes = Vec::new();
-    std::fs::File::open(init)
-        .and_then(|f| f.take(STUB_MAX + 1).read_to_end(&mut bytes))
-        .map_err(io)?;
-    if bytes.len() as u64 > STUB_MAX {
-        return Err(Error::Invalid {
-            what: "init (larger than 16 MiB)",
-            value: init.display().to_string(),
-        });
+
+    /// A sealed, executable memfd holding the init: read at offsets, as
+    /// the fd's position is shared with the launcher that opened it.
+    pub fn seal(&self) -> Result<OwnedFd> {
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        let step = || format!("copying the init `{}` into memory", self.path.display());
+        let io = |source| Error::Io {
+            op: "copying into memory",
+            path: self.path.clone(),
+            source,
+        };
+        // MFD_EXEC (Linux 6.3) says it is to be executed; older kernels
+        // refuse the flag and are executable anyway.
+        const MFD_EXEC: libc::c_uint = 0x10;
+        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+        // SAFETY: a valid C string name and flags; the fd is owned below.
+        let fd = unsafe {
+            match libc::memfd_create(c"cradle-exec".as_ptr(), flags | MFD_EXEC) {
+                -1 if nix::errno::Errno::last() == nix::errno::Errno::EINVAL => {
+                    libc::memfd_create(c"cradle-exec".as_ptr(), flags)
+                }
+                fd => fd,
+            }
+        };
+        if fd < 0 {
+            return Err(Error::sys(step())(nix::errno::Errno::last()));
+        }
+        // SAFETY: the kernel just gave us this fd.
+        let mut memfd = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let mut buf = vec![0u8; 64 << 10];
+        let mut offset = 0u64;
+        loop {
+            let n = self.init.read_at(&mut buf, offset).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            offset += n as u64;
+            if offset > STUB_MAX {
+                return Err(too_large(&self.path));
+            }
+            memfd.write_all(&buf[..n]).map_err(io)?;
+        }
+        let seals =
+            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        // SAFETY: fcntl on an fd we own.
+        if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(Error::sys(step())(nix::errno::Errno::last()));
+        }
+        Ok(OwnedFd::from(memfd))
     }
-    let mut file = std::fs::File::from(memfd);
-    file.write_all(&bytes).map_err(io)?;
-    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    // SAFETY: fcntl on an fd we own.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-        return Err(Error::sys(step())(nix::errno::Errno::last()));
+}
+
+fn too_large(init: &Path) -> Error {
+    Error::Invalid {
+        what: "init (larger than 16 MiB)",
+        value: init.display().to_string(),
     }
-    Ok(Arc::new(OwnedFd::from(file)))
 }
 
 fn start_session(sys: &impl Sys, tty: Option<RawFd>) -> Result<()> {
@@ -640,6 +685,39 @@ mod tests {
                 Call::ParentDeathSignal(libc::SIGKILL)
             ]
         );
+    }
+
+    #[test]
+    fn the_stub_is_a_sealed_copy_made_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let init = dir.path().join("init");
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&init, &bytes).unwrap();
+        let stub = Stub::open(&init).unwrap();
+        // Opened only: a file changed before the copy is copied as it is then.
+        std::fs::write(&init, &bytes[..150_000]).unwrap();
+        let memfd = stub.seal().unwrap();
+        let copy = std::fs::read(format!("/proc/self/fd/{}", memfd.as_raw_fd())).unwrap();
+        assert_eq!(copy, &bytes[..150_000]);
+        // SAFETY: fcntl on an fd we own.
+        let seals = unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_GET_SEALS) };
+        let wanted =
+            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        assert_eq!(seals & wanted, wanted);
+        let mut file = std::fs::File::from(memfd);
+        assert!(std::io::Write::write_all(&mut file, b"x").is_err());
+        // Two copies from one stub (the fd's position is not used).
+        assert_eq!(stub.seal().map(drop).ok(), Some(()));
+    }
+
+    #[test]
+    fn an_init_past_the_limit_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let init = dir.path().join("huge-init");
+        let file = std::fs::File::create(&init).unwrap();
+        file.set_len(STUB_MAX + 1).unwrap();
+        let err = Stub::open(&init).unwrap_err().to_string();
+        assert!(err.contains("huge-init") || err.contains("16 MiB"), "{err}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Everything the child does, decided before the clone.
 #[derive(Debug, Clone)]
@@ -103,7 +104,7 @@ pub fn plan(
         init = Some((init_path.clone(), locked_flags(&init_path)));
         argv.splice(0..0, [image::INIT_IN_IMAGE.to_string(), "--".to_string()]);
     }
-    let stub = crate::exec::seal_stub(&init_path)?;
+    let stub = Arc::new(crate::exec::Stub::open(&init_path)?);
     let env = image::env(image, opts, &hostname)?;
     let etc = etc_files(&hostname, opts.network);
     let volumes = opts
@@ -632,6 +633,9 @@ fn child_side(
     // Before anything that can block: a child stuck later (a hung mount, a
     // hostile image's file) dies with a SIGKILLed launcher, instead of
     // staying behind with every capability.
+    // Named apart from the launcher in ps and in profiles, until its exec.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"cradle-child".as_ptr()) };
     crate::exec::die_with_parent(sys, go)?;
     wait_for_parent(go)?;
     enter_cgroup(tasks)?;

@@ -511,7 +511,9 @@ impl Sys for Linux {
     fn fs_type_in(&self, root: &Path, path: &Path) -> Result<i64, Errno> {
         let rootfd = open_dir(root)?;
         let fd = open_no_symlinks(rootfd.as_raw_fd(), relative(path), libc::O_PATH)?;
-        nix::sys::statfs::fstatfs(&fd).map(|s| s.filesystem_type().0)
+        // The magic is an i64 with glibc, a u64 with musl.
+        #[allow(clippy::unnecessary_cast)]
+        nix::sys::statfs::fstatfs(&fd).map(|s| s.filesystem_type().0 as i64)
     }
 
     fn mknod_in(&self, root: &Path, path: &Path, mode: u32, dev: u64) -> Result<(), Errno> {
@@ -648,9 +650,13 @@ impl Sys for Linux {
         req.ifr_name[1] = b'o' as libc::c_char;
         // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
         unsafe {
-            check(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req))?;
+            check(libc::ioctl(
+                sock.as_raw_fd(),
+                libc::SIOCGIFFLAGS as _,
+                &mut req,
+            ))?;
             req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            check(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req))
+            check(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req))
         }
     }
 
