@@ -428,7 +428,15 @@ fn create_legacy(
         owner: std::process::id(),
         made_parents: Vec::new(),
     };
-    let wanted = |ctrl: &str| ctrl != "devices" || needed.contains(&"devices");
+    // memory and pids always: the OOM kill count, the processes to kill at
+    // exit. The others only for a limit (or the device allowlist): joining
+    // a tree costs a directory made and removed, and a mount inside, that
+    // nothing reads without one. cpuacct goes with cpu, for its usage.
+    let wanted = |ctrl: &str| match ctrl {
+        "memory" | "pids" => true,
+        "cpuacct" => needed.contains(&"cpu"),
+        other => needed.contains(&other),
+    };
     for (ctrl, h) in map.iter().filter(|(c, _)| wanted(c)) {
         let dir = h.resolve(parent).join(name);
         if !cg.dirs.values().any(|d| d == &dir) {

@@ -201,6 +201,28 @@ fn v1_devices_tree_is_joined_only_to_restrict_devices() {
     assert_eq!(read(dir.join("devices.allow")), "c 10:200 rwm");
 }
 
+/// A tree costs a directory made and removed and a mount inside: memory
+/// and pids always (OOM kills, what to kill at exit), cpu and cpuacct only
+/// for a cpu limit.
+#[test]
+fn v1_trees_are_joined_for_accounting_and_limits_only() {
+    let (tmp, root) = fake_v1(&["memory", "pids", "cpu", "cpuacct", "devices"]);
+    let plain = Cgroup::create(&root, None, "plain", &Limits::default(), None).unwrap();
+    assert_eq!(plain.controllers(), ["memory", "pids"]);
+    assert!(!tmp.path().join("cpu/cradle/plain").exists());
+    assert!(!tmp.path().join("cpuacct/cradle/plain").exists());
+    let cpus = Limits {
+        cpus: Some(1.0),
+        ..Default::default()
+    };
+    let limited = Cgroup::create(&root, None, "cpus", &cpus, None).unwrap();
+    assert_eq!(limited.controllers(), ["cpu", "cpuacct", "memory", "pids"]);
+    assert_eq!(
+        read(tmp.path().join("cpu/cradle/cpus/cpu.cfs_quota_us")),
+        "100000"
+    );
+}
+
 #[test]
 fn v1_without_a_devices_tree_refuses_to_restrict_devices() {
     let (_tmp, root) = fake_v1(&["memory"]);
@@ -742,10 +764,10 @@ fn parents_it_made_are_removed_with_the_cgroup() {
     let top = format!("/cradle-made-{}", std::process::id());
     let trees: Vec<PathBuf> = match &root {
         CgroupRoot::Unified(h) => vec![h.resolve(&top)],
-        // Without device rules the devices tree is not joined.
+        // Without limits or device rules only memory and pids are joined.
         CgroupRoot::Legacy(map) => map
             .iter()
-            .filter(|(c, _)| *c != "devices")
+            .filter(|(c, _)| ["memory", "pids"].contains(&c.as_str()))
             .map(|(_, h)| h.resolve(&top))
             .collect(),
     };
