@@ -133,6 +133,13 @@ fn image_with_stop_signal(kit: &Kit) -> Option<PathBuf> {
 fn run_detached_returns_at_once_and_ps_lists_the_container() {
     let Some(lc) = Lc::new() else { return };
     let id = lc.detach(&["--name", "web"], &lc.kit.image, &["sleep", "1000"]);
+    // Its record and log are the user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = lc.record_dir(&id);
+    assert_eq!(mode(dir.parent().unwrap()), 0o700);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("log")), 0o600);
     let out = lc.run(&["ps"]);
     assert!(out.status.success(), "{out:?}");
     let text = stdout(&out);
@@ -726,4 +733,104 @@ fn a_kept_layer_is_never_removed_by_reusing_its_name() {
     let out = lc.run(&["rm", &kept[0].to_string_lossy()]);
     assert!(out.status.success(), "{out:?}");
     assert!(common::entries(&dir).is_empty());
+}
+
+/// An unprivileged user's launcher, its state under its own
+/// `$HOME/.local/share/cradle` (no CRADLE_ROOT), every detached container
+/// removed when the test ends.
+struct AsUser {
+    _top: tempfile::TempDir,
+    home: PathBuf,
+    launcher: PathBuf,
+    image: PathBuf,
+    setpriv: PathBuf,
+}
+
+impl AsUser {
+    const UID: u32 = 65534;
+
+    fn new(kit: &Kit) -> Option<AsUser> {
+        use std::os::unix::fs::PermissionsExt;
+        let setpriv = testkit::require_tool("setpriv")?;
+        let top = tempfile::Builder::new()
+            .prefix("cradle-lifecycle-user-")
+            .tempdir()
+            .ok()?;
+        let dir = top.path();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).ok()?;
+        let home = dir.join("home");
+        std::fs::create_dir(&home).ok()?;
+        std::os::unix::fs::chown(&home, Some(Self::UID), Some(Self::UID)).ok()?;
+        let copy = |from: &Path, name: &str, mode: u32| {
+            let to = dir.join(name);
+            std::fs::copy(from, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+            to
+        };
+        copy(&common::init()?, "cradle-init", 0o755);
+        Some(AsUser {
+            launcher: copy(&kit.launcher, "launcher", 0o755),
+            image: copy(&kit.image, "image.tar", 0o644),
+            home,
+            setpriv,
+            _top: top,
+        })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(&self.setpriv)
+            .args(["--reuid", &Self::UID.to_string()])
+            .args(["--regid", &Self::UID.to_string(), "--clear-groups"])
+            .arg(&self.launcher)
+            .args(args)
+            .env("HOME", &self.home)
+            .env_remove("CRADLE_ROOT")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for AsUser {
+    fn drop(&mut self) {
+        let dir = self.home.join(".local/share/cradle/detached");
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !id.starts_with('.') {
+                let _ = self.run(&["rm", "-f", &id]);
+            }
+        }
+    }
+}
+
+#[test]
+fn rootless_commands_use_the_users_own_state_root() {
+    let Some(lc) = Lc::new() else { return };
+    let Some(user) = AsUser::new(&lc.kit) else {
+        return;
+    };
+    let image = user.image.display().to_string();
+    let out = user.run(&["run", "-d", "--name", "mine", &image, "sleep", "1000"]);
+    assert!(out.status.success(), "{out:?}");
+    let id = stdout(&out).trim().to_string();
+    let record = user.home.join(".local/share/cradle/detached").join(&id);
+    assert!(record.join("record.json").is_file());
+    let ps = stdout(&user.run(&["ps"]));
+    assert!(ps.contains(&id[..12]) && ps.contains("mine"), "{ps}");
+    // Root's own state root knows nothing of it.
+    assert!(!stdout(&lc.run(&["ps", "-a"])).contains("mine"));
+    assert_eq!(lc.run(&["stop", "mine"]).status.code(), Some(1));
+    // exec enters its user namespace too: root inside, the same hostname.
+    let out = user.run(&["exec", "mine", "sh", "-c", "echo $(id -u) $(hostname)"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), format!("0 {}\n", &id[..12]));
+    let out = user.run(&["stop", "-t", "1", "mine"]);
+    assert!(out.status.success(), "{out:?}");
+    let code = stdout(&user.run(&["wait", "mine"]));
+    assert!(["137\n", "143\n"].contains(&code.as_str()), "{code}");
+    let out = user.run(&["rm", "mine"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!record.exists());
 }
