@@ -72,6 +72,13 @@ pub fn start(opts: &Options, detach: Detach) -> Result<String> {
     if let Some(name) = &opts.name {
         state::check_name(name)?;
     }
+    if detach.auto_remove && detach.restart != Restart::No {
+        // Docker's rule: a container removed at its end has nothing to restart.
+        return Err(Error::Invalid {
+            what: "--restart with --rm (conflicting options)",
+            value: detach.restart.name().into(),
+        });
+    }
     if opts.keep && detach.restart != Restart::No {
         // Each start makes a fresh writable layer; a kept one would have
         // to be the last start's.

@@ -459,8 +459,20 @@ fn exec_runs_in_the_containers_namespaces_and_cgroup_with_its_restrictions() {
     assert!(out.status.success(), "{out:?}");
     let out = marker.wait_with_output().unwrap();
     assert!(!out.status.success());
-    // The status passes through; a command that cannot run is docker's 127.
     let id = lc.detach(&["--name", "box2"], &lc.kit.image, &["sleep", "1000"]);
+    // -u and -i: another user, and stdin passed on.
+    let out = lc.run(&["exec", "-u", "65534:65534", "box2", "id", "-u"]);
+    assert_eq!(stdout(&out), "65534\n", "{out:?}");
+    let mut cat = lc
+        .cmd(&["exec", "-i", "box2", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut cat.stdin.take().unwrap(), b"through stdin\n").unwrap();
+    let out = cat.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "through stdin\n", "{out:?}");
+    // The status passes through; a command that cannot run is docker's 127.
     assert_eq!(
         lc.run(&["exec", &id[..6], "sh", "-c", "exit 7"])
             .status
@@ -592,6 +604,21 @@ fn restart_on_failure_restarts_exactly_n_times() {
     assert_eq!(stdout(&out), "1\n", "{out:?}");
     let runs = stdout(&lc.run(&["logs", "flaky"]));
     assert_eq!(runs, "attempt\n".repeat(4), "one run and three restarts");
+    // Backing off: 100 ms before the first restart, doubling. The log's
+    // records carry the time each line was read.
+    let log = std::fs::read_to_string(lc.record_dir(&id).join("log")).unwrap();
+    let times: Vec<f64> = log
+        .lines()
+        .map(|l| {
+            let clock = l.split(['T', 'Z']).nth(1).unwrap();
+            let parts: Vec<f64> = clock.split(':').map(|p| p.parse().unwrap()).collect();
+            parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+        })
+        .collect();
+    let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, least) in gaps.iter().zip([0.1, 0.2, 0.4]) {
+        assert!(*gap >= least, "restarted too soon: {gaps:?}");
+    }
     let state = lc.inspect(&id);
     assert_eq!(state["RestartCount"], 3);
     assert_eq!(state["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
@@ -628,8 +655,18 @@ fn restart_on_failure_restarts_exactly_n_times() {
         lc.inspect("forever")["RestartCount"].as_u64().unwrap(),
         count
     );
-    let out = lc.run(&["run", "--restart", "sometimes", "-d"]);
-    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let image = lc.kit.image.display().to_string();
+    for bad in [
+        &["run", "-d", "--restart", "sometimes", &image][..],
+        &["run", "--restart", "always", &image, "true"],
+        &["run", "-d", "--rm", "--restart", "always", &image, "true"],
+        &["run", "-d", "--keep", "--restart", "always", &image, "true"],
+    ] {
+        let out = lc.run(bad);
+        assert_eq!(out.status.code(), Some(125), "{bad:?}: {out:?}");
+        assert!(stderr(&out).contains("restart"), "{bad:?}: {out:?}");
+    }
+    assert!(stdout(&lc.run(&["ps", "-a"])).lines().count() == 4);
 }
 
 #[test]
