@@ -90,7 +90,13 @@ pub fn start(opts: &Options, detach: Detach) -> Result<String> {
     let max_log = logs::max_size()?;
     let id = format!("{}{}", cache::random_id(), cache::random_id());
     let name = opts.name.clone().unwrap_or_else(|| id[..12].to_string());
-    let record = Record::new(id.clone(), name, config(opts, detach));
+    // The monitor works from `/` (it must not keep the caller's directory
+    // busy): paths given relative to the caller's are made absolute.
+    let given = opts.image.display().to_string();
+    let opts = &absolute_paths(opts);
+    let mut record = Record::new(id.clone(), name, config(opts, detach));
+    // Shown as the user gave it, as docker shows the image's name.
+    record.config.image = given;
     let (handle, lock) = state::create(&cache, &record)?;
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("creating a pipe"))?;
@@ -115,6 +121,26 @@ pub fn start(opts: &Options, detach: Detach) -> Result<String> {
             wait_for_start(report_r, &id)
         }
     }
+}
+
+/// `opts` with its relative paths (an image archive that exists, env
+/// files, the init) made absolute against the current directory.
+fn absolute_paths(opts: &Options) -> Options {
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut opts = opts.clone();
+    // `FILE.tar:NAME` picks an image in an archive; a reference is no path.
+    let archive = opts
+        .image
+        .to_string_lossy()
+        .split(':')
+        .next()
+        .map(std::path::PathBuf::from);
+    if opts.image.is_relative() && archive.is_some_and(|a| a.exists()) {
+        opts.image = absolute(&opts.image);
+    }
+    opts.env_files = opts.env_files.iter().map(|f| absolute(f)).collect();
+    opts.init_path = opts.init_path.as_deref().map(absolute);
+    opts
 }
 
 /// The record's config of `opts`.
@@ -194,6 +220,7 @@ impl<'a> Monitor<'a> {
     ) -> Result<Self> {
         let _ = nix::unistd::setsid();
         detach_stdio()?;
+        std::env::set_current_dir("/").map_err(Error::io("entering", "/"))?;
         let pid = std::process::id();
         record.monitor = Identity {
             pid: pid as i32,

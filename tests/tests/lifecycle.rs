@@ -871,3 +871,30 @@ fn rootless_commands_use_the_users_own_state_root() {
     assert!(out.status.success(), "{out:?}");
     assert!(!record.exists());
 }
+
+/// The monitor works from `/`, so that the caller's directory is not kept
+/// busy; an image given relative to it still restarts.
+#[test]
+fn the_monitor_keeps_no_hold_on_the_callers_directory() {
+    let Some(lc) = Lc::new() else { return };
+    let image = &lc.kit.image;
+    let out = lc
+        .cmd(&["run", "-d", "--name", "rel", "--restart", "on-failure:1"])
+        .current_dir(image.parent().unwrap())
+        .arg(image.file_name().unwrap())
+        .args(["sh", "-c", "sleep 0.5; exit 1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id = stdout(&out).trim().to_string();
+    let lock = std::fs::read_to_string(lc.record_dir(&id).join("monitor.lock")).unwrap();
+    let monitor = lock.split_whitespace().next().unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{monitor}/cwd")).unwrap(),
+        Path::new("/")
+    );
+    assert_eq!(stdout(&lc.run(&["wait", "rel"])), "1\n");
+    let state = lc.inspect("rel");
+    assert_eq!(state["RestartCount"], 1);
+    assert_eq!(state["Image"], image.file_name().unwrap().to_str().unwrap());
+}
