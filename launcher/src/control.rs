@@ -20,15 +20,21 @@ pub fn open_cache() -> Result<Cache> {
     Cache::open(cache::default_root())
 }
 
-/// `launcher ps [-a]`: docker's table, the running (and restarting)
-/// containers, or all of them, newest first.
-pub fn ps(cache: &Cache, all: bool) -> Result<String> {
+/// `launcher ps [-a] [-q]`: docker's table (or only the short ids), the
+/// running (and restarting) containers, or all of them, newest first.
+pub fn ps(cache: &Cache, all: bool, quiet: bool) -> Result<String> {
     let mut records: Vec<Record> = state::list(cache)?
         .iter()
         .filter_map(|h| state::settle(cache, h).ok())
         .filter(|r| all || matches!(r.state.status, Status::Running | Status::Restarting))
         .collect();
     records.sort_by_key(|r| std::cmp::Reverse(r.created));
+    if quiet {
+        return Ok(records
+            .iter()
+            .map(|r| format!("{}\n", &r.id[..12.min(r.id.len())]))
+            .collect());
+    }
     let now = state::now();
     let mut rows = vec![[
         "CONTAINER ID".to_string(),

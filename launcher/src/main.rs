@@ -37,6 +37,9 @@ enum Command {
         /// Show every container, also the ones that exited.
         #[arg(short = 'a', long = "all")]
         all: bool,
+        /// Only the ids.
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
     },
     /// Stop containers: their StopSignal (SIGTERM), then SIGKILL after the timeout.
     Stop {
@@ -500,7 +503,7 @@ fn containers(command: Command) -> ! {
         std::process::exit(i32::from(failed))
     };
     match command {
-        Command::Ps { all } => match control::ps(&cache, all) {
+        Command::Ps { all, quiet } => match control::ps(&cache, all, quiet) {
             Ok(table) => {
                 print_out(&table);
                 std::process::exit(0)

@@ -898,3 +898,37 @@ fn the_monitor_keeps_no_hold_on_the_callers_directory() {
     assert_eq!(state["RestartCount"], 1);
     assert_eq!(state["Image"], image.file_name().unwrap().to_str().unwrap());
 }
+
+#[test]
+fn an_oom_kill_is_in_the_state() {
+    let Some(lc) = Lc::new() else { return };
+    let parent = CgroupParent::new();
+    let probe = format!("{}:/probe:ro", lc.kit.probe.display());
+    lc.detach(
+        &[
+            "--name",
+            "hog",
+            "--memory",
+            "32m",
+            "--cgroup-parent",
+            &parent.name,
+            "-v",
+            &probe,
+        ],
+        &lc.kit.image,
+        &["/probe", "alloc", "200"],
+    );
+    assert_eq!(stdout(&lc.run(&["wait", "hog"])), "137\n");
+    let state = lc.inspect("hog");
+    assert_eq!(state["State"]["OOMKilled"], true, "{state}");
+    let error = state["State"]["Error"].as_str().unwrap();
+    assert!(error.contains("out of memory (--memory 32m)"), "{error}");
+    assert!(parent.containers().is_empty(), "{:?}", parent.containers());
+    // And a clean exit is not one.
+    lc.detach(&["--name", "calm"], &lc.kit.image, &["true"]);
+    assert_eq!(stdout(&lc.run(&["wait", "calm"])), "0\n");
+    assert_eq!(lc.inspect("calm")["State"]["OOMKilled"], false);
+    let quiet = stdout(&lc.run(&["ps", "-a", "-q"]));
+    assert_eq!(quiet.lines().count(), 2, "{quiet}");
+    assert!(quiet.lines().all(|l| l.len() == 12), "{quiet}");
+}
