@@ -52,83 +52,135 @@ const NAMESPACES: [(&str, libc::c_int); 6] = [
 
 /// Runs `request` in the container `what`; its exit status.
 pub fn exec(cache: &Cache, what: &str, request: &Request, sys: &impl Sys) -> Result<i32> {
-    let handle = state::resolve(cache, what)?;
-    let record = state::settle(cache, &handle)?;
-    let not_running = || Error::NotRunning {
-        name: record.name.clone(),
-    };
-    if record.state.status != Status::Running {
-        return Err(not_running());
-    }
-    let (pid, start) = (record.state.pid, record.state.pid_start);
-    let pidfd = state::pidfd_if_same(pid, start).ok_or_else(not_running)?;
-    let process = process(&record, request)?;
-    let cgroups = open_cgroup_procs(pid)?;
-    let flags = differing_namespaces(pid, &NAMESPACES)?;
-    let cgroupns = differing_namespaces(pid, &[("cgroup", libc::CLONE_NEWCGROUP)])?;
-    let null = match request.interactive || request.tty {
-        true => None,
-        false => Some(std::fs::File::open("/dev/null").map_err(Error::io("opening", "/dev/null"))?),
-    };
-    let console = request
-        .tty
-        .then(seqpacket_pair)
-        .transpose()
-        .map_err(Error::sys("creating the console socket"))?;
-    let (alive_r, alive_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("creating a pipe"))?;
-    let (report_r, report_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("creating a pipe"))?;
+    let (record, pidfd) = pin_running(cache, what)?;
+    let target = Target::open(&record, pidfd, request)?;
     let signals = crate::supervise::catch_signals()?;
-    setns(&pidfd, flags).map_err(Error::sys(format!(
+    setns(&target.pidfd, target.namespaces).map_err(Error::sys(format!(
         "entering the namespaces of container {}",
         record.id
     )))?;
-    // SAFETY: single-threaded (signal-hook's delivery starts no thread);
-    // the child execs or _exits.
-    let fork = unsafe { nix::unistd::fork() }.map_err(Error::sys("forking"))?;
-    let child = match fork {
-        ForkResult::Child => {
-            drop((alive_w, report_r));
-            let console = console.map(|(_, child)| child);
-            let Err(err) = child_side(
-                sys,
-                &ChildSide {
-                    process,
-                    pidfd: &pidfd,
-                    cgroupns,
-                    cgroups: &cgroups,
-                    null: null.as_ref().map(|n| n.as_raw_fd()),
-                    console: console.as_ref().map(|c| c.as_raw_fd()),
-                    alive: alive_r.as_raw_fd(),
-                },
-            );
-            report_error(report_w.as_raw_fd(), &err);
-            // SAFETY: ends the child without running the parent's destructors.
-            unsafe { libc::_exit(crate::EXIT_LAUNCHER_FAILED) }
-        }
-        ForkResult::Parent { child } => child,
-    };
-    drop((alive_r, report_w, cgroups, null));
-    let master = match console {
-        Some((parent, child_end)) => {
-            drop(child_end);
-            receive_fd(&parent)
-        }
-        None => None,
-    };
-    if let Some(err) = read_report(report_r) {
-        let _ = nix::sys::wait::waitpid(child, None);
-        return Err(err);
-    }
+    let child = target.fork(sys)?;
     let opts = Options {
         tty: request.tty,
         interactive: request.interactive,
         stop_timeout: 10,
         ..Default::default()
     };
-    let child = Child::adopt(child, master, alive_w);
     crate::supervise::until_exit(child, signals, libc::SIGTERM, &opts)
+}
+
+/// The running container's record and a pidfd of its first process.
+fn pin_running(cache: &Cache, what: &str) -> Result<(state::Record, OwnedFd)> {
+    let handle = state::resolve(cache, what)?;
+    let record = state::settle(cache, &handle)?;
+    let pidfd = match record.state.status {
+        Status::Running => state::pidfd_if_same(record.state.pid, record.state.pid_start),
+        _ => None,
+    };
+    match pidfd {
+        Some(pidfd) => Ok((record, pidfd)),
+        None => Err(Error::NotRunning { name: record.name }),
+    }
+}
+
+/// Everything prepared while the host's files are in view.
+struct Target {
+    pidfd: OwnedFd,
+    process: crate::exec::Process,
+    /// The namespaces the launcher enters (its child inherits them).
+    namespaces: libc::c_int,
+    /// The cgroup namespace, entered by the child once in the cgroup.
+    cgroupns: libc::c_int,
+    cgroups: Vec<std::fs::File>,
+    /// Without -i or -t, the command's stdin.
+    null: Option<std::fs::File>,
+    /// With -t: the child sends the pty's master over it.
+    console: Option<(OwnedFd, OwnedFd)>,
+    /// Reads EOF in the child once the launcher is gone.
+    alive: (OwnedFd, OwnedFd),
+    /// The child's failed step; EOF (close-on-exec) when it exec'd.
+    report: (OwnedFd, OwnedFd),
+}
+
+impl Target {
+    fn open(record: &state::Record, pidfd: OwnedFd, request: &Request) -> Result<Target> {
+        let pid = record.state.pid;
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("creating a pipe"))
+        };
+        let null = match request.interactive || request.tty {
+            true => None,
+            false => {
+                Some(std::fs::File::open("/dev/null").map_err(Error::io("opening", "/dev/null"))?)
+            }
+        };
+        Ok(Target {
+            pidfd,
+            process: process(record, request)?,
+            namespaces: differing_namespaces(pid, &NAMESPACES)?,
+            cgroupns: differing_namespaces(pid, &[("cgroup", libc::CLONE_NEWCGROUP)])?,
+            cgroups: open_cgroup_procs(pid)?,
+            null,
+            console: request
+                .tty
+                .then(seqpacket_pair)
+                .transpose()
+                .map_err(Error::sys("creating the console socket"))?,
+            alive: pipe()?,
+            report: pipe()?,
+        })
+    }
+
+    /// Forks the command's process (in the PID namespace entered) and
+    /// waits for its exec, or its error.
+    fn fork(self, sys: &impl Sys) -> Result<Child> {
+        let Target {
+            pidfd,
+            process,
+            cgroupns,
+            cgroups,
+            null,
+            console,
+            alive,
+            report,
+            ..
+        } = self;
+        // SAFETY: single-threaded (signal-hook's delivery starts no
+        // thread); the child execs or _exits.
+        let fork = unsafe { nix::unistd::fork() }.map_err(Error::sys("forking"))?;
+        let child = match fork {
+            ForkResult::Child => {
+                drop((alive.1, report.0));
+                let console = console.map(|(_, child)| child);
+                let Err(err) = child_side(
+                    sys,
+                    &ChildSide {
+                        process,
+                        pidfd: &pidfd,
+                        cgroupns,
+                        cgroups: &cgroups,
+                        null: null.as_ref().map(|n| n.as_raw_fd()),
+                        console: console.as_ref().map(|c| c.as_raw_fd()),
+                        alive: alive.0.as_raw_fd(),
+                    },
+                );
+                report_error(report.1.as_raw_fd(), &err);
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(crate::EXIT_LAUNCHER_FAILED) }
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop((alive.0, report.1, cgroups, null));
+        let master = console.and_then(|(parent, child_end)| {
+            drop(child_end);
+            receive_fd(&parent)
+        });
+        if let Some(err) = read_report(report.0) {
+            let _ = nix::sys::wait::waitpid(child, None);
+            return Err(err);
+        }
+        Ok(Child::adopt(child, master, alive.1))
+    }
 }
 
 /// The container's process (env, user, cwd as it was started with), with

@@ -187,7 +187,6 @@ fn wait_for_start(report: OwnedFd, id: &str) -> Result<String> {
 /// How one start ended.
 struct Outcome {
     code: i32,
-    started: bool,
     oom: bool,
     error: String,
     ran: Duration,
@@ -255,76 +254,78 @@ impl<'a> Monitor<'a> {
     }
 
     /// Starts, watches and restarts the container; returns the monitor's
-    /// exit status (0, or 125 when it could not go on).
+    /// exit status.
     fn run(mut self, report: OwnedFd) -> i32 {
         let mut report = Some(report);
         let mut delay = BACKOFF_FIRST;
-        let mut never_started = None;
-        let outcome = loop {
+        loop {
             let outcome = match self.start_once(&mut report) {
                 Ok(outcome) => outcome,
-                Err(err) => {
-                    let message = chain(&err);
-                    self.log
-                        .write(Stream::Stderr, format!("launcher: {message}\n").as_bytes());
-                    Outcome {
-                        code: crate::EXIT_LAUNCHER_FAILED,
-                        started: false,
-                        oom: false,
-                        error: message,
-                        ran: Duration::ZERO,
-                    }
-                }
+                Err(err) => self.could_not_start(&err),
             };
-            if let Some(r) = report.take() {
-                // It never started: `run -d` reports why; no restarts.
-                never_started = Some((r, format!("{}\n{}", outcome.code, outcome.error)));
-                break outcome;
+            if let Some(report) = report.take() {
+                // It never started: `run -d` says why; nothing is kept.
+                return self.end(&outcome, Some(report));
             }
-            let state = &mut self.record.state;
-            state.exit_code = outcome.code;
-            state.oom_killed = outcome.oom;
-            state.error = outcome.error.clone();
-            state.pid = 0;
-            state.finished_at = state::now();
-            let restart = self.detach.restart.wants_restart(
-                outcome.code,
-                state.restart_count,
-                self.handle.stopped_by_user(),
-            );
-            if !restart {
-                break outcome;
+            self.record_exit(&outcome);
+            let state = &self.record.state;
+            let stopped = self.handle.stopped_by_user();
+            if !self
+                .detach
+                .restart
+                .wants_restart(outcome.code, state.restart_count, stopped)
+            {
+                return self.end(&outcome, None);
             }
-            state.status = Status::Restarting;
+            self.record.state.status = Status::Restarting;
             self.save();
             if outcome.ran >= BACKOFF_RESET {
                 delay = BACKOFF_FIRST;
             }
             if !self.back_off(delay) {
-                break outcome;
+                return self.end(&outcome, None);
             }
             delay = (delay * 2).min(BACKOFF_MAX);
             self.record.state.restart_count += 1;
-        };
+        }
+    }
+
+    /// A start the monitor itself could not make (fork, pidfd): logged.
+    fn could_not_start(&mut self, err: &Error) -> Outcome {
+        let message = chain(err);
+        let line = format!("launcher: {message}\n");
+        self.log.write(Stream::Stderr, line.as_bytes());
+        Outcome {
+            code: crate::EXIT_LAUNCHER_FAILED,
+            oom: false,
+            error: message,
+            ran: Duration::ZERO,
+        }
+    }
+
+    fn record_exit(&mut self, outcome: &Outcome) {
         let state = &mut self.record.state;
-        state.status = Status::Exited;
         state.exit_code = outcome.code;
         state.oom_killed = outcome.oom;
-        state.error = outcome.error;
+        state.error = outcome.error.clone();
         state.pid = 0;
-        if state.finished_at == 0 || !outcome.started {
-            state.finished_at = state::now();
-        }
+        state.finished_at = state::now();
+    }
+
+    /// The end: the final record, the status in the lock file for `wait`,
+    /// and with `--rm` the directory removed. A container that never ran
+    /// (`unstarted`: the report to `run -d`) is removed too, before the
+    /// report, so that nothing is left once `run -d` returns.
+    fn end(mut self, outcome: &Outcome, unstarted: Option<OwnedFd>) -> i32 {
+        self.record_exit(outcome);
+        self.record.state.status = Status::Exited;
         self.save();
         state::write_exit(&mut self.lock, outcome.code);
-        // A container that never ran is not kept: `run -d` reported why,
-        // and bad input leaves nothing behind.
-        if self.detach.auto_remove || never_started.is_some() {
+        if self.detach.auto_remove || unstarted.is_some() {
             let _ = cache::remove_container_dir(&self.handle.dir);
         }
-        // After the removal: once `run -d` returns, nothing is left.
-        if let Some((report, text)) = never_started {
-            send_report(report, &text);
+        if let Some(report) = unstarted {
+            send_report(report, &format!("{}\n{}", outcome.code, outcome.error));
         }
         0
     }
@@ -380,7 +381,6 @@ impl<'a> Monitor<'a> {
         let pidfd = pidfd_open(runner)?;
         let mut outcome = Outcome {
             code: crate::EXIT_LAUNCHER_FAILED,
-            started: false,
             oom: false,
             error: String::new(),
             ran: Duration::ZERO,
@@ -440,7 +440,6 @@ impl<'a> Monitor<'a> {
                     argv,
                     process,
                 }) => {
-                    outcome.started = true;
                     let record = &mut self.record;
                     record.config.hostname = hostname;
                     record.config.command = argv;
