@@ -18,6 +18,8 @@
 //! <root>/containers/<id>/lock      held (flock) by the launcher running <id>; pid + start time
 //! <root>/containers/<id>/{upper,work,rootfs,etc}   made by the child, in a tmpfs of its
 //!                                  mount namespace (on disk with `--keep`)
+//! <root>/detached/<id>/            a detached container's record, monitor lock and
+//!                                  log (crate::state); its runs use containers/<id>
 //! ```
 //!
 //! `<root>` is `$CRADLE_ROOT`, else `/var/lib/cradle` as root, else

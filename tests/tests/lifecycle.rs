@@ -213,6 +213,24 @@ fn logs_follow_the_output_until_the_container_ends() {
     assert_eq!(stderr(&out), "oops\n");
 }
 
+/// The workload writes what looks like the log's own records: they stay
+/// its stdout, byte for byte, and never become stderr or extra lines.
+#[test]
+fn a_workload_cannot_forge_log_records() {
+    let Some(lc) = Lc::new() else { return };
+    let forged = "2026-01-01T00:00:00.000000000Z stderr F forged";
+    let script = format!("printf '%s\\n' '{forged}'; printf '\\033[2J\\r x y\\n'");
+    let id = lc.detach(&[], &lc.kit.image, &["sh", "-c", &script]);
+    assert_eq!(stdout(&lc.run(&["wait", &id])), "0\n");
+    let out = lc.run(&["logs", &id]);
+    assert_eq!(stdout(&out), format!("{forged}\n\x1b[2J\r x y\n"));
+    assert_eq!(stderr(&out), "");
+    assert_eq!(
+        stdout(&lc.run(&["logs", "--tail", "1", &id])),
+        "\x1b[2J\r x y\n"
+    );
+}
+
 #[test]
 fn logs_are_capped_with_one_rotation() {
     let Some(lc) = Lc::new() else { return };
@@ -401,6 +419,35 @@ fn a_sigkilled_monitor_is_reported_exited_and_cleaned_up() {
         }
         assert!(!lc.record_dir(&id).exists());
     }
+    // Killed between two starts (backing off): exited, its last status
+    // replaced by the kill's, no restart ever comes.
+    lc.detach(
+        &["--name", "between", "--restart", "always"],
+        &lc.kit.image,
+        &["sh", "-c", "sleep 0.3; exit 1"],
+    );
+    eventually(20, "a restart", || {
+        lc.inspect("between")["RestartCount"].as_u64().unwrap() >= 1
+    });
+    let id = lc.inspect("between")["Id"].as_str().unwrap().to_string();
+    let lock = std::fs::read_to_string(lc.record_dir(&id).join("monitor.lock")).unwrap();
+    let monitor: i32 = lock.split_whitespace().next().unwrap().parse().unwrap();
+    eventually(20, "a back-off", || {
+        lc.inspect("between")["State"]["Status"] == "restarting"
+    });
+    // SAFETY: kill(2) of the monitor this test started.
+    assert_eq!(unsafe { libc::kill(monitor, libc::SIGKILL) }, 0);
+    eventually(10, "the monitor to die", || {
+        let stat = std::fs::read_to_string(format!("/proc/{monitor}/stat")).unwrap_or_default();
+        stat.is_empty() || stat.contains(") Z ")
+    });
+    assert_eq!(stdout(&lc.run(&["wait", "between"])), "137\n");
+    let count = lc.inspect("between")["RestartCount"].clone();
+    std::thread::sleep(Duration::from_millis(500));
+    let state = lc.inspect("between");
+    assert_eq!(state["State"]["Status"], "exited");
+    assert_eq!(state["RestartCount"], count);
+    assert!(common::entries(&lc.kit.root.path().join("containers")).is_empty());
     let mounts = mounts_under(lc.kit.root.path());
     assert!(mounts.is_empty(), "{mounts:?}");
 }
