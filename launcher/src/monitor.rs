@@ -100,11 +100,21 @@ pub fn start(opts: &Options, detach: Detach) -> Result<String> {
     let (handle, lock) = state::create(&cache, &record)?;
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("creating a pipe"))?;
+    // Forked twice, as conmon is: the monitor's parent exits at once, so
+    // that it belongs to init (or the nearest subreaper) and is never a
+    // zombie of the caller's.
     // SAFETY: the launcher is single-threaded here (nothing before has
-    // started a thread); the child only runs `monitor`, which never returns.
+    // started a thread); the children only fork, or run the monitor, and
+    // never return.
     match unsafe { nix::unistd::fork() }.map_err(Error::sys("forking the monitor"))? {
         ForkResult::Child => {
             drop(report_r);
+            let _ = nix::unistd::setsid();
+            // SAFETY: as above.
+            if let Ok(ForkResult::Parent { .. }) | Err(_) = unsafe { nix::unistd::fork() } {
+                // SAFETY: ends the intermediate process, no destructors.
+                unsafe { libc::_exit(0) }
+            }
             let code = match Monitor::new(opts, detach, cache, handle, lock, record, max_log) {
                 Ok(monitor) => monitor.run(report_w),
                 Err(err) => {
@@ -116,8 +126,9 @@ pub fn start(opts: &Options, detach: Detach) -> Result<String> {
             // SAFETY: ends the monitor without running the front's destructors.
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Parent { .. } => {
+        ForkResult::Parent { child } => {
             drop((report_w, lock));
+            let _ = nix::sys::wait::waitpid(child, None);
             wait_for_start(report_r, &id)
         }
     }
@@ -217,7 +228,6 @@ impl<'a> Monitor<'a> {
         mut record: Record,
         max_log: u64,
     ) -> Result<Self> {
-        let _ = nix::unistd::setsid();
         detach_stdio()?;
         std::env::set_current_dir("/").map_err(Error::io("entering", "/"))?;
         let pid = std::process::id();
