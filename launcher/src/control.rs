@@ -223,6 +223,10 @@ pub fn rm(cache: &Cache, what: &str, force: bool) -> Result<()> {
             finish(cache, &handle)?;
         }
     }
+    if !handle.dir.exists() {
+        // Removed meanwhile: by its monitor (`--rm`), or another `rm`.
+        return Ok(());
+    }
     // Reclaims what a killed monitor left, then the directory goes (and
     // the writable layer of `-d --keep`).
     state::settle(cache, &handle)?;

@@ -332,6 +332,13 @@ fn kill_sends_the_signal_and_wait_prints_the_exit_code() {
         stderr(&out).contains("No such container: nosuch"),
         "{out:?}"
     );
+    // With --rm the container goes at its end; `wait` still gets its code.
+    let c = lc.detach(&["--rm"], &lc.kit.image, &["sh", "-c", "sleep 0.5; exit 4"]);
+    assert_eq!(stdout(&lc.run(&["wait", &c])), "4\n");
+    eventually(10, "the --rm container to go", || {
+        !lc.record_dir(&c).exists()
+    });
+    assert!(!stdout(&lc.run(&["ps", "-a"])).contains(&c[..12]));
 }
 
 #[test]
