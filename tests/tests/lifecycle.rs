@@ -986,3 +986,103 @@ fn an_oom_kill_is_in_the_state() {
     assert_eq!(quiet.lines().count(), 2, "{quiet}");
     assert!(quiet.lines().all(|l| l.len() == 12), "{quiet}");
 }
+
+/// Runs `f` on a thread moved into a new network namespace with `lo` up,
+/// the test's "host" (as in network.rs): the bridge, rules and leases of
+/// the containers it starts are that namespace's, never the machine's.
+fn in_private_host<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: affects this thread only, which ends with the test.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+            // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS on a datagram socket, with
+            // an ifreq naming `lo`; the socket is closed after.
+            unsafe {
+                let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                assert!(sock >= 0);
+                let mut req: libc::ifreq = std::mem::zeroed();
+                req.ifr_name[0] = b'l' as libc::c_char;
+                req.ifr_name[1] = b'o' as libc::c_char;
+                assert_eq!(libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req), 0);
+                req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+                assert_eq!(libc::ioctl(sock, libc::SIOCSIFFLAGS, &req), 0);
+                libc::close(sock);
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// The containers' port rules in the launcher's nft table of the calling
+/// thread's network namespace, and the leases under `state`.
+fn network_left(state: &Path) -> (usize, usize) {
+    let out = Command::new("nft")
+        .args(["list", "table", "ip", "cradle"])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("comment \"cradle:"))
+        .count();
+    let leases = std::fs::read_dir(state.join("leases"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|pool| std::fs::read_dir(pool.path()).ok())
+        .map(|files| files.count())
+        .sum();
+    (rules, leases)
+}
+
+/// A killed monitor's container on the bridge, with a published port: the
+/// next command removes its rules and lease (and cgroup) too.
+#[test]
+fn a_sigkilled_monitors_network_is_reclaimed() {
+    let Some(lc) = Lc::new() else { return };
+    if testkit::require_tool("nft").is_none() {
+        return;
+    }
+    let parent = CgroupParent::new();
+    let state = tempfile::Builder::new()
+        .prefix("cradle-lifecycle-net-")
+        .tempdir()
+        .unwrap();
+    let tag = std::process::id() & 0xfffff;
+    let env = [
+        ("CRADLE_NETWORK_STATE", state.path().display().to_string()),
+        ("CRADLE_BRIDGE", format!("crl{tag:x}")),
+        ("CRADLE_SUBNET", format!("10.232.{}.0/24", tag % 250)),
+    ];
+    in_private_host(|| {
+        let probe = format!("{}:/probe:ro", lc.kit.probe.display());
+        let out = lc
+            .cmd(&["run", "-d", "--name", "net", "--network", "bridge"])
+            .args(["-p", "127.0.0.1:18190:8080", "-v", &probe])
+            .args(["--cgroup-parent", &parent.name])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .arg(&lc.kit.image)
+            .args(["/probe", "serve", "8080"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let id = stdout(&out).trim().to_string();
+        assert_eq!(network_left(state.path()), (2, 1), "rules and lease");
+        let lock = std::fs::read_to_string(lc.record_dir(&id).join("monitor.lock")).unwrap();
+        let monitor: i32 = lock.split_whitespace().next().unwrap().parse().unwrap();
+        // SAFETY: kill(2) of the monitor this test started.
+        assert_eq!(unsafe { libc::kill(monitor, libc::SIGKILL) }, 0);
+        eventually(10, "the monitor to die", || {
+            let stat = std::fs::read_to_string(format!("/proc/{monitor}/stat")).unwrap_or_default();
+            stat.is_empty() || stat.contains(") Z ")
+        });
+        let ps = stdout(&lc.run(&["ps", "-a"]));
+        assert!(ps.contains("Exited (137)"), "{ps}");
+        assert_eq!(network_left(state.path()), (0, 0), "reclaimed");
+        assert!(lc.run(&["rm", "net"]).status.success());
+    });
+    assert!(parent.containers().is_empty(), "{:?}", parent.containers());
+}
