@@ -475,13 +475,15 @@ impl<'a> Monitor<'a> {
         }
     }
 
-    /// Copies what the container wrote to the log.
+    /// Copies what the container wrote to the log: what the pipes hold,
+    /// up to 1 MiB each, so that a workload writing without end does not
+    /// keep the monitor from its other work (its runner's events, its exit).
     fn copy_output(&mut self) {
         for (fd, stream) in [
             (self.out.0.as_raw_fd(), Stream::Stdout),
             (self.err.0.as_raw_fd(), Stream::Stderr),
         ] {
-            loop {
+            for _ in 0..64 {
                 let mut buf = [0u8; 16 << 10];
                 // SAFETY: reading into a valid buffer from our non-blocking pipe.
                 let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };

@@ -1086,3 +1086,31 @@ fn a_sigkilled_monitors_network_is_reclaimed() {
     });
     assert!(parent.containers().is_empty(), "{:?}", parent.containers());
 }
+
+/// A workload writing as fast as it can, without a newline: `run -d`
+/// returns, `ps` and `stop` work, and the log stays within its cap.
+#[test]
+fn a_workload_writing_without_end_is_still_kept_in_check() {
+    let Some(lc) = Lc::new() else { return };
+    let started = Instant::now();
+    let out = lc
+        .cmd(&["run", "-d", "--name", "flood"])
+        .env("CRADLE_LOG_MAX_SIZE", "1m")
+        .arg(&lc.kit.image)
+        .args(["cat", "/dev/zero"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(20), "run -d hung");
+    let id = stdout(&out).trim().to_string();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(stdout(&lc.run(&["ps"])).contains("flood"));
+    let out = lc.run(&["stop", "-t", "5", "flood"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(lc.inspect("flood")["State"]["Status"], "exited");
+    let dir = lc.record_dir(&id);
+    for name in ["log", "log.1"] {
+        let size = std::fs::metadata(dir.join(name)).unwrap().len();
+        assert!(size <= 1 << 20, "{name}: {size}");
+    }
+}
