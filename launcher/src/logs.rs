@@ -131,11 +131,18 @@ fn open_append(path: &Path) -> Result<File> {
         .map_err(Error::io("opening the log", path))
 }
 
-/// One record, parsed: its stream and the bytes to write (with the newline
-/// of an `F` record). A line that is not a record is skipped.
-fn parse(line: &[u8]) -> Option<(Stream, Vec<u8>)> {
+/// One record: when it was read, its stream, and the bytes to write (with
+/// the newline of an `F` record).
+struct Entry {
+    time: Vec<u8>,
+    stream: Stream,
+    data: Vec<u8>,
+}
+
+/// A record's line, parsed; a line that is not a record is skipped.
+fn parse(line: &[u8]) -> Option<Entry> {
     let mut parts = line.splitn(4, |&b| b == b' ');
-    let _time = parts.next()?;
+    let time = parts.next()?.to_vec();
     let stream = match parts.next()? {
         b"stdout" => Stream::Stdout,
         b"stderr" => Stream::Stderr,
@@ -150,22 +157,41 @@ fn parse(line: &[u8]) -> Option<(Stream, Vec<u8>)> {
     if full {
         data.push(b'\n');
     }
-    Some((stream, data))
+    Some(Entry { time, stream, data })
 }
 
 /// Where `launcher logs` writes: the container's stdout to `out`, its
-/// stderr to `err`.
+/// stderr to `err`; with `timestamps` (`-t`), each line after the time it
+/// was read, as docker prints it.
 pub struct Output<'a> {
-    pub out: &'a mut dyn Write,
-    pub err: &'a mut dyn Write,
+    out: &'a mut dyn Write,
+    err: &'a mut dyn Write,
+    timestamps: bool,
+    /// Per stream: the next byte starts a line.
+    line_start: [bool; 2],
 }
 
-impl Output<'_> {
-    fn emit(&mut self, stream: Stream, data: &[u8]) -> std::io::Result<()> {
-        match stream {
-            Stream::Stdout => self.out.write_all(data).and_then(|()| self.out.flush()),
-            Stream::Stderr => self.err.write_all(data).and_then(|()| self.err.flush()),
+impl<'a> Output<'a> {
+    pub fn new(out: &'a mut dyn Write, err: &'a mut dyn Write, timestamps: bool) -> Self {
+        Output {
+            out,
+            err,
+            timestamps,
+            line_start: [true; 2],
         }
+    }
+
+    fn emit(&mut self, entry: &Entry) -> std::io::Result<()> {
+        let (to, start) = match entry.stream {
+            Stream::Stdout => (&mut *self.out, &mut self.line_start[0]),
+            Stream::Stderr => (&mut *self.err, &mut self.line_start[1]),
+        };
+        if self.timestamps && *start {
+            to.write_all(&entry.time)?;
+            to.write_all(b" ")?;
+        }
+        *start = entry.data.ends_with(b"\n");
+        to.write_all(&entry.data).and_then(|()| to.flush())
     }
 }
 
@@ -196,8 +222,8 @@ pub fn show(
         offset = read_records(&mut *file, &mut records);
     }
     let skip = tail.map_or(0, |n| lines_before_tail(&records, n));
-    for (stream, data) in &records[skip..] {
-        output.emit(*stream, data).map_err(write_err)?;
+    for entry in &records[skip..] {
+        output.emit(entry).map_err(write_err)?;
     }
     if !follow {
         return Ok(());
@@ -241,7 +267,7 @@ fn same_file(a: &File, b: &File) -> bool {
 
 /// Reads whole records from `file` into `records`; returns the bytes
 /// consumed (a last line without its newline, still being written, is not).
-fn read_records(file: impl Read, records: &mut Vec<(Stream, Vec<u8>)>) -> u64 {
+fn read_records(file: impl Read, records: &mut Vec<Entry>) -> u64 {
     let mut reader = BufReader::new(file);
     let mut consumed = 0;
     let mut line = Vec::new();
@@ -263,27 +289,27 @@ fn read_records(file: impl Read, records: &mut Vec<(Stream, Vec<u8>)>) -> u64 {
 fn read_new(
     file: &mut File,
     offset: u64,
-    pending: &mut Vec<(Stream, Vec<u8>)>,
+    pending: &mut Vec<Entry>,
     output: &mut Output<'_>,
 ) -> std::io::Result<u64> {
     file.seek(std::io::SeekFrom::Start(offset))?;
     pending.clear();
     let consumed = read_records(&mut *file, pending);
-    for (stream, data) in pending.iter() {
-        output.emit(*stream, data)?;
+    for entry in pending.iter() {
+        output.emit(entry)?;
     }
     Ok(consumed)
 }
 
 /// How many records to skip so that the last `n` lines remain (a line may
 /// span several `P` records and its `F`).
-fn lines_before_tail(records: &[(Stream, Vec<u8>)], n: usize) -> usize {
+fn lines_before_tail(records: &[Entry], n: usize) -> usize {
     if n == 0 {
         return records.len();
     }
     let mut ends = 0;
-    for (i, (_, data)) in records.iter().enumerate().rev() {
-        if data.ends_with(b"\n") {
+    for (i, entry) in records.iter().enumerate().rev() {
+        if entry.data.ends_with(b"\n") {
             ends += 1;
             if ends > n {
                 return i + 1;
@@ -299,10 +325,7 @@ mod tests {
 
     fn shown(dir: &Path, tail: Option<usize>) -> (String, String) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let mut output = Output {
-            out: &mut out,
-            err: &mut err,
-        };
+        let mut output = Output::new(&mut out, &mut err, false);
         show(dir, tail, false, &|| true, &mut output).unwrap();
         (
             String::from_utf8(out).unwrap(),
@@ -327,6 +350,28 @@ mod tests {
         );
         assert_eq!(shown(dir.path(), Some(2)).0, "\nthree \x01 F P\n");
         assert_eq!(shown(dir.path(), Some(0)).0, "");
+    }
+
+    #[test]
+    fn timestamps_start_each_line_of_each_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(dir.path(), 1 << 20).unwrap();
+        w.write(Stream::Stdout, b"a");
+        w.write(Stream::Stderr, b"e\n");
+        w.write(Stream::Stdout, b"b\nc\n");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut output = Output::new(&mut out, &mut err, true);
+        show(dir.path(), None, false, &|| true, &mut output).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        for (line, text) in lines.iter().zip(["ab", "c"]) {
+            let (time, rest) = line.split_once(' ').unwrap();
+            assert!(time.ends_with('Z') && time.contains('T'), "{line}");
+            assert_eq!(rest, text);
+        }
+        let err = String::from_utf8(err).unwrap();
+        assert!(err.ends_with(" e\n") && err.contains('T'), "{err}");
     }
 
     #[test]
@@ -365,10 +410,7 @@ mod tests {
         let done_path = dir.path().join("done");
         let mut out = Vec::new();
         let mut err = Vec::new();
-        let mut output = Output {
-            out: &mut out,
-            err: &mut err,
-        };
+        let mut output = Output::new(&mut out, &mut err, false);
         show(dir.path(), None, true, &|| done_path.exists(), &mut output).unwrap();
         writer.join().unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -78,6 +78,9 @@ enum Command {
         /// Only the last N lines.
         #[arg(short = 'n', long = "tail", value_name = "N")]
         tail: Option<String>,
+        /// Show the time each line was written.
+        #[arg(short = 't', long = "timestamps")]
+        timestamps: bool,
         name: String,
     },
     /// Print containers' state and configuration as JSON.
@@ -539,7 +542,12 @@ fn containers(command: Command) -> ! {
             print_out(&format!("{text}\n"));
             std::process::exit(i32::from(failed))
         }
-        Command::Logs { follow, tail, name } => {
+        Command::Logs {
+            follow,
+            tail,
+            timestamps,
+            name,
+        } => {
             let tail = match tail.as_deref() {
                 None | Some("all") => None,
                 Some(n) => match n.parse::<usize>() {
@@ -551,10 +559,7 @@ fn containers(command: Command) -> ! {
                 },
             };
             let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-            let mut output = launcher::logs::Output {
-                out: &mut out,
-                err: &mut err,
-            };
+            let mut output = launcher::logs::Output::new(&mut out, &mut err, timestamps);
             match control::logs(&cache, &name, follow, tail, &mut output) {
                 Ok(()) => std::process::exit(0),
                 Err(launcher::Error::Io { source, .. })

@@ -211,6 +211,14 @@ fn logs_follow_the_output_until_the_container_ends() {
     let out = lc.run(&["logs", "--tail", "3", &id]);
     assert_eq!(stdout(&out), "line 6\npartial end\n");
     assert_eq!(stderr(&out), "oops\n");
+    // -t: each line after the time it was written.
+    let out = lc.run(&["logs", "-t", "--tail", "1", &id]);
+    let (time, rest) = stderr(&out)
+        .split_once(' ')
+        .map(|(t, r)| (t.to_string(), r.to_string()))
+        .unwrap();
+    assert!(time.starts_with("20") && time.ends_with('Z'), "{out:?}");
+    assert_eq!(rest, "oops\n");
 }
 
 /// The workload writes what looks like the log's own records: they stay
