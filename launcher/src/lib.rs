@@ -148,7 +148,8 @@ pub enum Error {
          are held by running containers"
     )]
     UsernsExhausted { slots: usize, first: u32, end: u64 },
-    /// Docker's words, so that scripts matching them keep working.
+    /// This and the next two in docker's words (capitals and all), so that
+    /// scripts matching them keep working.
     #[error(
         "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". \
          You have to remove (or rename) that container to be able to reuse that name."
@@ -156,13 +157,13 @@ pub enum Error {
     NameInUse { name: String, id: String },
     #[error("No such container: {name}")]
     NoSuchContainer { name: String },
-    #[error("container name or id prefix `{name}` matches {count} containers; give more of the id")]
-    AmbiguousContainer { name: String, count: usize },
     #[error(
         "You cannot remove a running container {id}. Stop the container before attempting \
          removal or force remove"
     )]
     ContainerRunning { id: String },
+    #[error("container name or id prefix `{name}` matches {count} containers; give more of the id")]
+    AmbiguousContainer { name: String, count: usize },
     #[error("container `{name}` is not running")]
     NotRunning { name: String },
     /// A detached container that did not start: the monitor's report of
