@@ -1,4 +1,5 @@
 //! `launcher run [OPTIONS] IMAGE.tar [CMD [ARGS…]]`, with docker's flag names,
+//! `launcher ps|stop|kill|wait|rm|logs|inspect|exec` for detached containers,
 //! and `launcher image ls|rm|prune` for the store. Prints one error chain and
 //! exits 125 when the launcher itself fails.
 
