@@ -18,6 +18,8 @@
 //! <root>/containers/<id>/lock      held (flock) by the launcher running <id>; pid + start time
 //! <root>/containers/<id>/{upper,work,rootfs,etc}   made by the child, in a tmpfs of its
 //!                                  mount namespace (on disk with `--keep`)
+//! <root>/detached/<id>/            a detached container's record, monitor lock and
+//!                                  log (crate::state); its runs use containers/<id>
 //! ```
 //!
 //! `<root>` is `$CRADLE_ROOT`, else `/var/lib/cradle` as root, else
@@ -77,7 +79,7 @@ pub(crate) const PULL_LOCK: &str = "pull.lock";
 const PULL_LEFTOVERS: [&str; 2] = [".cradle-pull-", ".image-"];
 
 /// Marks a state directory kept with `--keep`, which is never reclaimed
-/// (only replaced by a later run with the same `--name`).
+/// (`launcher rm NAME` removes it; a later run of the name is refused).
 const KEPT: &str = "kept";
 
 /// Records the first host id of a `--userns=auto` container's range.
@@ -372,6 +374,27 @@ impl Cache {
         Ok(start)
     }
 
+    /// The state directory `containers/<name>` of a container run in the
+    /// foreground with `--keep --name`, when it ended (its lock is free).
+    pub fn kept_container(&self, name: &str) -> Option<PathBuf> {
+        let dir = self.root.join("containers").join(name);
+        let valid = !(name.is_empty() || name.contains('/') || name.starts_with('.'));
+        (valid && dir.join(KEPT).exists()).then_some(dir)
+    }
+
+    /// Removes a kept container's directory ([`Cache::kept_container`]),
+    /// unless a launcher of that name runs (holds its lock).
+    pub fn remove_kept(&self, dir: &Path) -> Result<()> {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some(_lock) = try_lock(&dir.join("lock")) else {
+            return Err(Error::ContainerRunning { id: name });
+        };
+        remove_container_dir(dir).map_err(Error::io("removing", dir))
+    }
+
     /// Makes and locks a fresh state directory for one container.
     ///
     /// The directory appears under `containers/` with its lock already
@@ -589,15 +612,17 @@ fn stage_container(staging: &Path) -> Result<File> {
 /// Renames the staged directory to `dir`. rename(2) replaces only an empty
 /// directory, and a container's directory is never empty while it is in
 /// use (it holds its lock file from the start), so a live one is never
-/// replaced. A `named` container takes over a kept or stale directory of
-/// that name whose lock nobody holds.
+/// replaced. A `named` container takes over a stale directory of that name
+/// whose lock nobody holds; a kept one is refused as in use.
 fn move_into_place(staging: &Path, dir: &Path, named: bool) -> Result<()> {
     let exists = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY));
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name_in_use = || Error::NameInUse {
-        name: dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        id: name.clone(),
+        name: name.clone(),
     };
     match fs::rename(staging, dir) {
         Ok(()) => return Ok(()),
@@ -607,6 +632,12 @@ fn move_into_place(staging: &Path, dir: &Path, named: bool) -> Result<()> {
     let Some(_old) = try_lock(&dir.join("lock")) else {
         return Err(name_in_use());
     };
+    // A kept writable layer is the user's data: it goes with `launcher rm
+    // NAME`, never as a side effect of reusing the name (docker refuses the
+    // name of a stopped container too).
+    if dir.join(KEPT).exists() {
+        return Err(name_in_use());
+    }
     remove_tree(dir).map_err(Error::io("removing old state of", dir))?;
     match fs::rename(staging, dir) {
         Ok(()) => Ok(()),
@@ -623,7 +654,7 @@ fn move_into_place(staging: &Path, dir: &Path, named: bool) -> Result<()> {
 /// a new container of the same name was renamed over the emptied
 /// directory, removed the live one. A launcher killed after the move
 /// leaves `tmp/removing-…`, which [`Cache::reclaim_stale`] takes.
-fn remove_container_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn remove_container_dir(dir: &Path) -> io::Result<()> {
     let Some(root) = dir.parent().and_then(Path::parent) else {
         return remove_tree(dir);
     };
@@ -635,7 +666,7 @@ fn remove_container_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 16];
     let ok = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
     if ok.is_err() {
@@ -733,7 +764,7 @@ fn flock_waiting(path: &Path, operation: libc::c_int) -> Result<File> {
 }
 
 /// Locks `path` if nobody holds it (and it exists).
-fn try_lock(path: &Path) -> Option<File> {
+pub(crate) fn try_lock(path: &Path) -> Option<File> {
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -14,8 +14,12 @@
 pub mod bundle;
 pub mod cache;
 pub mod cgroups;
+pub mod control;
+pub mod enter;
 pub mod exec;
 pub mod image;
+pub mod logs;
+pub mod monitor;
 pub mod namespaces;
 pub mod network;
 pub mod pivot;
@@ -24,6 +28,7 @@ pub mod resources;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spawn;
+pub mod state;
 pub mod store;
 pub mod supervise;
 pub mod sys;
@@ -143,8 +148,28 @@ pub enum Error {
          are held by running containers"
     )]
     UsernsExhausted { slots: usize, first: u32, end: u64 },
-    #[error("container `{name}` is already running")]
-    NameInUse { name: String },
+    /// This and the next two in docker's words (capitals and all), so that
+    /// scripts matching them keep working.
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". \
+         You have to remove (or rename) that container to be able to reuse that name."
+    )]
+    NameInUse { name: String, id: String },
+    #[error("No such container: {name}")]
+    NoSuchContainer { name: String },
+    #[error(
+        "You cannot remove a running container {id}. Stop the container before attempting \
+         removal or force remove"
+    )]
+    ContainerRunning { id: String },
+    #[error("container name or id prefix `{name}` matches {count} containers; give more of the id")]
+    AmbiguousContainer { name: String, count: usize },
+    #[error("container `{name}` is not running")]
+    NotRunning { name: String },
+    /// A detached container that did not start: the monitor's report of
+    /// the launcher's error, and the status it exited with.
+    #[error("{message}")]
+    StartFailed { code: i32, message: String },
     /// The state directory (or one below it) is not one only the launcher's
     /// user can write.
     #[error("state directory `{}` {why}; use a directory only you can write", path.display())]
@@ -205,6 +230,7 @@ impl Error {
         match self {
             // As docker: 128 + SIGKILL.
             Error::OutOfMemory { .. } => 137,
+            Error::StartFailed { code, .. } => *code,
             Error::Child { step, source } if step.starts_with("executing ") => match source {
                 Errno::ENOENT => 127,
                 Errno::EACCES | Errno::ENOEXEC => 126,
@@ -234,10 +260,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// failed) goes to `warn`, one line each, when it happens: the library
 /// does not print.
 pub fn run(opts: &Options, sys: &impl Sys, warn: &mut dyn FnMut(&str)) -> Result<i32> {
+    run_observed(opts, sys, warn, &mut |_, _| {})
+}
+
+/// [`run`], calling `started` once the workload runs (its exec succeeded):
+/// a detached container's monitor records its pid and process there.
+pub fn run_observed(
+    opts: &Options,
+    sys: &impl Sys,
+    warn: &mut dyn FnMut(&str),
+    started: &mut dyn FnMut(&spawn::Child, &spawn::Plan),
+) -> Result<i32> {
     let archive = pull::resolve(&opts.image, &cache::default_root())?;
     let image = image::read(&archive)?;
     let cache = cache::Cache::open(cache::default_root())?;
     cache.reclaim_stale();
+    state::refuse_detached_name(&cache, opts.name.as_deref())?;
     let layers = cache.unpack_layers(&image)?;
     let container = cache.create_container(opts.name.as_deref(), opts.keep)?;
     let mut plan = spawn::plan(opts, &image, &layers, &cache, &container)?;
@@ -254,12 +292,19 @@ pub fn run(opts: &Options, sys: &impl Sys, warn: &mut dyn FnMut(&str)) -> Result
     let child = spawn::container(sys, &plan, entry, |pid, entered| {
         resources.join(pid, entered)
     })?;
+    started(&child, &plan);
     let status = supervise::until_exit(child, signals, plan.stop_signal, opts)?;
     if let Err(err) = container.remove() {
         let cause = std::error::Error::source(&err)
             .map(|c| format!(": {c}"))
             .unwrap_or_default();
         warn(&format!("cleaning up: {err}{cause}"));
+    } else if opts.keep && opts.name.is_none() {
+        warn(&format!(
+            "the writable layer is kept in `{}`; `launcher rm {}` removes it",
+            container.upper().display(),
+            container.id
+        ));
     }
     resources.release(status, warn)
 }

@@ -1,4 +1,5 @@
 //! `launcher run [OPTIONS] IMAGE.tar [CMD [ARGS…]]`, with docker's flag names,
+//! `launcher ps|stop|kill|wait|rm|logs|inspect|exec` for detached containers,
 //! and `launcher image ls|rm|prune` for the store. Prints one error chain and
 //! exits 125 when the launcher itself fails.
 
@@ -32,6 +33,86 @@ enum Command {
     /// layers), under $CRADLE_ROOT.
     #[command(subcommand)]
     Image(Image),
+    /// List the detached containers (running ones; -a: all).
+    Ps {
+        /// Show every container, also the ones that exited.
+        #[arg(short = 'a', long = "all")]
+        all: bool,
+        /// Only the ids.
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
+    },
+    /// Stop containers: their StopSignal (SIGTERM), then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Send a signal (default SIGKILL) to containers' first process.
+    Kill {
+        /// The signal: a name (`TERM`, `SIGHUP`) or a number.
+        #[arg(short = 's', long = "signal", default_value = "KILL", value_parser = parse_signal)]
+        signal: i32,
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Block until containers are done, then print their exit codes.
+    Wait {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Remove containers that are done (with -f, kill running ones first).
+    Rm {
+        /// Kill a running container, then remove it.
+        #[arg(short = 'f', long = "force")]
+        force: bool,
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Print a container's stdout and stderr.
+    Logs {
+        /// Follow the output until the container is done.
+        #[arg(short = 'f', long = "follow")]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(short = 'n', long = "tail", value_name = "N")]
+        tail: Option<String>,
+        /// Show the time each line was written.
+        #[arg(short = 't', long = "timestamps")]
+        timestamps: bool,
+        name: String,
+    },
+    /// Print containers' state and configuration as JSON.
+    Inspect {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Run a command in a running container's namespaces and cgroup.
+    Exec(Box<Exec>),
+}
+
+#[derive(clap::Args)]
+struct Exec {
+    /// Keep stdin open and pass it to the command.
+    #[arg(short = 'i', long = "interactive")]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long = "tty")]
+    tty: bool,
+    /// UID[:GID], or a name from the container's /etc/passwd.
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Set an environment variable (NAME=VALUE, or NAME to pass the launcher's).
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    name: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -160,6 +241,16 @@ struct Run {
     /// Seconds to wait after forwarding SIGTERM/SIGINT before SIGKILL.
     #[arg(long = "stop-timeout", default_value_t = 10)]
     stop_timeout: u64,
+    /// Run in the background: print the container's id and return; a
+    /// monitor keeps it and its log until `launcher rm`.
+    #[arg(short = 'd', long = "detach")]
+    detach: bool,
+    /// Remove the container when it ends (always so in the foreground).
+    #[arg(long = "rm")]
+    rm: bool,
+    /// With -d: no, on-failure[:N], always, unless-stopped.
+    #[arg(long, default_value = "no", value_parser = |s: &str| s.parse::<launcher::state::Restart>())]
+    restart: launcher::state::Restart,
     /// The image archive (`FILE.tar`, or `FILE.tar:NAME` to pick a tagged image).
     image: PathBuf,
     /// Command and arguments (replace the image's Cmd).
@@ -235,6 +326,7 @@ fn main() {
         Command::Run(run) => run,
         Command::Bundle(b) => bundle(b),
         Command::Image(command) => image(command),
+        Command::Exec(e) => exec(*e),
         Command::Export { image, dir } => {
             if let Err(err) = launcher::export(&image, &dir) {
                 eprintln!("launcher: {:#}", anyhow::Error::from(err));
@@ -242,6 +334,7 @@ fn main() {
             }
             return;
         }
+        other => containers(other),
     };
     let (limits, cgroup_parent) = run.limits.split();
     let opts = Options {
@@ -285,6 +378,27 @@ fn main() {
             run.network_state,
         ),
     };
+    if run.detach {
+        let detach = launcher::monitor::Detach {
+            restart: run.restart,
+            auto_remove: run.rm,
+        };
+        match launcher::monitor::start(&opts, detach) {
+            Ok(id) => {
+                print_out(&format!("{id}\n"));
+                std::process::exit(0)
+            }
+            Err(err) => {
+                let code = err.exit_code();
+                eprintln!("launcher: {:#}", anyhow::Error::from(err));
+                std::process::exit(code)
+            }
+        }
+    }
+    if run.restart != launcher::state::Restart::No {
+        eprintln!("launcher: --restart needs -d (a foreground container is removed when it ends)");
+        std::process::exit(launcher::EXIT_LAUNCHER_FAILED);
+    }
     let warn = &mut |warning: &str| eprintln!("launcher: WARN {warning}");
     let code = match launcher::run(&opts, &Linux, warn) {
         Ok(code) => code,
@@ -368,4 +482,129 @@ fn print_out(text: &str) {
         eprintln!("launcher: writing to stdout: {err}");
         std::process::exit(1);
     }
+}
+
+/// `launcher ps|stop|kill|wait|rm|logs|inspect`: as docker's CLI, each
+/// NAME is acted on in turn (`stop`, `kill`, `rm` print it, `wait` its exit
+/// code), an error is printed and the rest go on; exits 1 if any failed.
+fn containers(command: Command) -> ! {
+    use launcher::control;
+    let cache = match control::open_cache() {
+        Ok(cache) => cache,
+        Err(err) => fail(err),
+    };
+    let each = |names: &[String], act: &dyn Fn(&str) -> launcher::Result<String>| -> ! {
+        let mut failed = false;
+        for name in names {
+            match act(name) {
+                Ok(text) => print_out(&text),
+                Err(err) => {
+                    eprintln!("launcher: {:#}", anyhow::Error::from(err));
+                    failed = true;
+                }
+            }
+        }
+        std::process::exit(i32::from(failed))
+    };
+    match command {
+        Command::Ps { all, quiet } => match control::ps(&cache, all, quiet) {
+            Ok(table) => {
+                print_out(&table);
+                std::process::exit(0)
+            }
+            Err(err) => fail(err),
+        },
+        Command::Stop { time, names } => each(&names, &|n| {
+            control::stop(&cache, n, std::time::Duration::from_secs(time))
+                .map(|()| format!("{n}\n"))
+        }),
+        Command::Kill { signal, names } => each(&names, &|n| {
+            control::kill(&cache, n, signal).map(|()| format!("{n}\n"))
+        }),
+        Command::Wait { names } => each(&names, &|n| {
+            control::wait(&cache, n).map(|code| format!("{code}\n"))
+        }),
+        Command::Rm { force, names } => each(&names, &|n| {
+            control::rm(&cache, n, force).map(|()| format!("{n}\n"))
+        }),
+        Command::Inspect { names } => {
+            let mut found = Vec::new();
+            let mut failed = false;
+            for name in &names {
+                match control::inspect(&cache, name) {
+                    Ok(value) => found.push(value),
+                    Err(err) => {
+                        eprintln!("launcher: {:#}", anyhow::Error::from(err));
+                        failed = true;
+                    }
+                }
+            }
+            let text = serde_json::to_string_pretty(&found).unwrap_or_default();
+            print_out(&format!("{text}\n"));
+            std::process::exit(i32::from(failed))
+        }
+        Command::Logs {
+            follow,
+            tail,
+            timestamps,
+            name,
+        } => {
+            let tail = match tail.as_deref() {
+                None | Some("all") => None,
+                Some(n) => match n.parse::<usize>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        eprintln!("launcher: invalid --tail `{n}`: a number of lines, or `all`");
+                        std::process::exit(1)
+                    }
+                },
+            };
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            let mut output = launcher::logs::Output::new(&mut out, &mut err, timestamps);
+            match control::logs(&cache, &name, follow, tail, &mut output) {
+                Ok(()) => std::process::exit(0),
+                Err(launcher::Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    std::process::exit(0)
+                }
+                Err(err) => fail(err),
+            }
+        }
+        _ => unreachable!("dispatched in main"),
+    }
+}
+
+/// `launcher exec`: exits with the command's status, or 125 (126, 127 when
+/// the command cannot be run) with the error.
+fn exec(e: Exec) -> ! {
+    let request = launcher::enter::Request {
+        command: e.command,
+        env: e.env,
+        user: e.user,
+        workdir: e.workdir,
+        tty: e.tty,
+        interactive: e.interactive,
+    };
+    let code = match launcher::control::open_cache()
+        .and_then(|cache| launcher::enter::exec(&cache, &e.name, &request, &Linux))
+    {
+        Ok(code) => code,
+        Err(err) => {
+            let code = err.exit_code();
+            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            code
+        }
+    };
+    std::process::exit(code)
+}
+
+fn fail(err: launcher::Error) -> ! {
+    eprintln!("launcher: {:#}", anyhow::Error::from(err));
+    std::process::exit(1)
+}
+
+/// `kill -s`: a signal name (`KILL`, `SIGTERM`) or number.
+fn parse_signal(text: &str) -> Result<i32, String> {
+    launcher::image::signal_number(text).ok_or_else(|| format!("`{text}` is not a signal"))
 }

@@ -57,6 +57,19 @@ pub struct Child {
     _alive: OwnedFd,
 }
 
+impl Child {
+    /// A process started another way (`launcher exec`), for
+    /// [`crate::supervise::until_exit`]: its pid, its pty's master, and the
+    /// pipe end whose closing tells it the launcher is gone.
+    pub fn adopt(pid: Pid, pty: Option<OwnedFd>, alive: OwnedFd) -> Child {
+        Child {
+            pid,
+            pty,
+            _alive: alive,
+        }
+    }
+}
+
 /// Works out the command, environment, mounts and mapping for `image`.
 pub fn plan(
     opts: &Options,

@@ -480,7 +480,8 @@ fn keep_leaves_the_writable_layer_and_nothing_else() {
         "data\n"
     );
     assert!(!dir.join("rootfs").exists() && !dir.join("work").exists());
-    // Another run does not reclaim it; running the name again replaces it.
+    // Another run does not reclaim it; running the name again is refused
+    // (as docker refuses the name of a stopped container), `rm` removes it.
     let out = kit.cmd(&[]).arg(&kit.image).arg("true").output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(dir.join("upper/written").exists());
@@ -488,6 +489,13 @@ fn keep_leaves_the_writable_layer_and_nothing_else() {
         .cmd(&["--name", "kept"])
         .arg(&kit.image)
         .arg("true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(dir.join("upper/written").exists());
+    let out = std::process::Command::new(&kit.launcher)
+        .env("CRADLE_ROOT", kit.root.path())
+        .args(["rm", "kept"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -518,7 +518,9 @@ fn owner_alive(tag: &str) -> bool {
     ) else {
         return true;
     };
-    start_time(pid) == Some(start)
+    // A zombie holds nothing: its launcher is gone (a SIGKILLed monitor's
+    // runner stays one until init reaps it).
+    start_time(pid) == Some(start) && is_running(pid as i32)
 }
 
 /// Field 22 of /proc/PID/stat, after the parenthesised command name which
