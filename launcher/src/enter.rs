@@ -213,7 +213,7 @@ fn process(record: &state::Record, request: &Request) -> Result<crate::exec::Pro
             .or_else(|| record.state.process.user.clone()),
         tty: None,
         seccomp: crate::seccomp::default_profile(),
-        stub: Some(crate::exec::seal_stub(&init)?),
+        stub: Some(std::sync::Arc::new(crate::exec::Stub::open(&init)?)),
     })
 }
 
