@@ -234,8 +234,9 @@ fn differing_namespaces(pid: i32, names: &[(&str, libc::c_int)]) -> Result<libc:
     Ok(flags)
 }
 
-/// `cgroup.procs` of each hierarchy where the container has a cgroup of
-/// its own (one the launcher made: `cradle-…`), opened for writing.
+/// `cgroup.procs` (v2) or `tasks` (v1) of each hierarchy where the
+/// container has a cgroup of its own (one the launcher made: `cradle-…`),
+/// opened for writing.
 fn open_cgroup_procs(pid: i32) -> Result<Vec<std::fs::File>> {
     let path = format!("/proc/{pid}/cgroup");
     let text = std::fs::read_to_string(&path).map_err(Error::io("reading", &path))?;
@@ -255,7 +256,14 @@ fn open_cgroup_procs(pid: i32) -> Result<Vec<std::fs::File>> {
         let Some(dir) = cgroup_dir(&mountinfo, controllers, cgroup) else {
             continue;
         };
-        let procs = dir.join("cgroup.procs");
+        // v1: `tasks`, where a thread writing `0` moves itself without the
+        // lock (and RCU grace period) that moving a process takes; the
+        // child is one thread. v2 has only `cgroup.procs`.
+        let procs = dir.join(if controllers.is_empty() {
+            "cgroup.procs"
+        } else {
+            "tasks"
+        });
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(&procs)

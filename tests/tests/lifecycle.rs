@@ -511,8 +511,8 @@ fn exec_runs_in_the_containers_namespaces_and_cgroup_with_its_restrictions() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (_, dir) = parent.dirs[0].clone();
-    let cgroup = dir.join(&parent.containers()[0]);
+    // memory (v1) or the one v2 tree: joined by every container.
+    let cgroup = parent.container_dir("memory").unwrap();
     eventually(10, "the exec'd process in the container's cgroup", || {
         let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
         procs.lines().count() >= 3
