@@ -142,6 +142,8 @@ pub struct Init {
     pub(crate) verbosity: u8,
     pub(crate) warn_on_reap: bool,
     pub(crate) mount_proc: bool,
+    /// dumb-init says "Running in debug mode." when DUMB_INIT_DEBUG=1.
+    pub(crate) announce_debug: bool,
 }
 
 impl Init {
@@ -177,6 +179,7 @@ impl Init {
             verbosity: Personality::Cradle.default_verbosity(),
             warn_on_reap: false,
             mount_proc: true,
+            announce_debug: false,
         }
     }
 
@@ -329,6 +332,9 @@ impl Init {
     }
 
     fn run_steps(&self, sys: &impl Sys, undo: &mut Undo) -> Result<ExitCode> {
+        if self.announce_debug {
+            log::log!(sys, self, Debug, "Running in debug mode.");
+        }
         let mask = signals::block_all(sys)?;
         undo.mask = Some(mask);
         let fd = signals::open_fd(sys)?;

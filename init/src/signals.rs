@@ -101,7 +101,8 @@ pub fn forward_to(sys: &impl Sys, init: &Init, to: Option<Pid>, sig: i32) {
         None => Ok(()),
     };
     match sent {
-        Ok(()) if dumb_init => log!(sys, init, Debug, "Forwarded signal {sig} to children."),
+        // dumb-init says so whatever kill(2) answered.
+        _ if dumb_init => log!(sys, init, Debug, "Forwarded signal {sig} to children."),
         Ok(()) => {}
         // The workload is gone and its SIGCHLD is on its way.
         Err(crate::errno::Errno::ESRCH) if init.personality == Personality::Tini => {

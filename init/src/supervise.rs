@@ -41,8 +41,10 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
     // Reap at the start, then only after a SIGCHLD (or a timeout): a child
     // that ends after a wait found nothing leaves its SIGCHLD pending for
     // the next read, so nothing is missed, and a forwarded signal costs no
-    // wait of its own.
-    let mut reap_due = true;
+    // wait of its own. tini and dumb-init wait for the first SIGCHLD, which
+    // a workload that ended already has queued (signals were blocked before
+    // the fork), so that their debug lines come in their order.
+    let mut reap_due = !matches!(init.personality, Personality::Tini | Personality::DumbInit);
     let mut none_left = false;
     let job_control = init.personality == Personality::Cradle
         && init.own_group
@@ -410,13 +412,19 @@ mod tests {
     fn dumb_init_terms_its_session_on_exit() {
         let fake = Fake::new()
             .pid(1)
-            .reaps([Some((7, Status::Signaled(2))), None]);
+            .reaps([Some((7, Status::Signaled(2))), None])
+            .signals([got(libc::SIGCHLD)]);
         let init = Init::new(["x"]).personality(Personality::DumbInit);
         let code = until_exit(&fake, 3, workload(), &init);
         assert_eq!(code, ExitCode(130));
         assert_eq!(
             fake.calls(),
-            [Call::Reap, Call::Reap, Call::Kill(-7, libc::SIGTERM)]
+            [
+                Call::ReadSignals(None),
+                Call::Reap,
+                Call::Reap,
+                Call::Kill(-7, libc::SIGTERM)
+            ]
         );
     }
 }
