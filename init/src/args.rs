@@ -249,11 +249,12 @@ impl Parser {
             Personality::Cradle => "sgvwcPhlLVp:e:r:",
         };
         for (at, &c) in cluster.iter().enumerate() {
-            let c = c as char;
-            let Some(spec) = optstring.find(c).map(|i| &optstring[i..]) else {
-                return Err(self.unknown(&format!("-{c}")));
+            let opts = optstring.as_bytes();
+            let Some(spec) = opts.iter().position(|o| *o == c && c != b':') else {
+                return Err(self.unknown(&format!("-{}", c as char)));
             };
-            if spec[1..].starts_with(':') {
+            let c = c as char;
+            if opts.get(spec + 1) == Some(&b':') {
                 let rest = &cluster[at + 1..];
                 let (value, used_next) = if !rest.is_empty() {
                     (String::from_utf8_lossy(rest).into_owned(), false)
@@ -609,20 +610,25 @@ fn parse_secs(text: &str) -> Option<Duration> {
 /// A number as strtol(3) and scanf's `%d` read it: leading blanks, a sign,
 /// decimal digits; the rest of the text after it. None without digits.
 fn scan_int(text: &str) -> Option<(i64, &str)> {
-    let text = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
-    let (negative, unsigned) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    let digits = unsigned.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
+    let b = text.as_bytes();
+    let mut i = b
+        .iter()
+        .take_while(|c| matches!(c, b' ' | b'\t'..=b'\r'))
+        .count();
+    let negative = b.get(i) == Some(&b'-');
+    if matches!(b.get(i), Some(b'-' | b'+')) {
+        i += 1;
+    }
+    let start = i;
+    let mut n: i64 = 0;
+    while let Some(d @ b'0'..=b'9') = b.get(i) {
+        n = n.saturating_mul(10).saturating_add(i64::from(d - b'0'));
+        i += 1;
+    }
+    if i == start {
         return None;
     }
-    let n = unsigned[..digits].bytes().fold(0i64, |n, d| {
-        n.saturating_mul(10).saturating_add(i64::from(d - b'0'))
-    });
-    Some((if negative { -n } else { n }, &unsigned[digits..]))
+    Some((if negative { -n } else { n }, text.get(i..).unwrap_or("")))
 }
 
 /// dumb-init's `-r S:R`, read as `sscanf("%d:%d")` reads it: anything may

@@ -54,9 +54,6 @@ errnos!(
     ENAMETOOLONG,
     ENOSYS,
     ELOOP,
-    ESTALE,
-    ENODEV,
-    ETIMEDOUT,
 );
 
 impl Errno {

@@ -572,11 +572,9 @@ impl Sys for Linux {
             };
             match execve_or_sh(path, argv) {
                 // Not here: on to the next entry (glibc's list).
-                Errno::ENOENT
-                | Errno::ENOTDIR
-                | Errno::ESTALE
-                | Errno::ENODEV
-                | Errno::ETIMEDOUT => {}
+                Errno(
+                    libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT,
+                ) => {}
                 // Found but not executable: remember it, keep looking.
                 Errno::EACCES => denied = true,
                 err => return err,
