@@ -189,6 +189,7 @@ impl Parser {
             "rewrite" => self.rewrite(&value)?,
             "single-child" => self.single_child(),
             "verbose" => self.verbose(),
+            // "license", the last of ours.
             _ => return Err(self.license()),
         }
         Ok(used_next)
@@ -282,6 +283,7 @@ impl Parser {
                 'P' => self.init.pause = true,
                 'h' => return Err(self.help()),
                 'V' => return Err(self.version()),
+                // 'l' or 'L', the last of the option strings' letters.
                 _ => return Err(self.license()),
             }
         }
@@ -818,6 +820,75 @@ mod tests {
             print(&["tini", "-Z", "x"])
                 .text
                 .starts_with("tini: invalid option -- 'Z'")
+        );
+    }
+
+    #[test]
+    fn personalities_take_only_their_originals_options() {
+        for argv in [
+            &["tini", "-P", "--", "x"][..],
+            &["tini", "-c", "--", "x"],
+            &["tini", "--grace", "1", "--", "x"],
+            &["tini", "-s", "--version"],
+            &["tini", "-:", "x"],
+            &["dumb-init", "-g", "x"],
+            &["dumb-init", "--grace=1", "x"],
+            &["dumb-init", "--ve", "x"],
+            &["catatonit", "-s", "--", "x"],
+            &["catatonit", "--help"],
+        ] {
+            assert_eq!(print(argv).code, 1, "{argv:?}");
+        }
+        let dumb = run(&["dumb-init", "--sing", "--rew", "15:2", "-r3:4", "x"], &[]);
+        assert!(!dumb.new_session);
+        assert_eq!(signals::rewrite(&dumb, 15), Some(2));
+        assert_eq!(signals::rewrite(&dumb, 3), Some(4));
+        assert!(run(&["catatonit", "-gP"], &[]).pause);
+    }
+
+    #[test]
+    fn reads_values_as_the_originals_do() {
+        // dumb-init: sscanf("%d:%d"), signals 1 to 31.
+        for (value, ok) in [
+            ("15:2", true),
+            (" +3: 4x", true),
+            ("1:0", true),
+            ("31:31", true),
+            ("32:1", false),
+            ("1:32", false),
+            ("0:1", false),
+            ("3 :4", false),
+            ("15:", false),
+            (":2", false),
+        ] {
+            let out = parse(&["dumb-init", "-r", value, "x"], |_| None).unwrap();
+            assert_eq!(matches!(out, Invocation::Run(_)), ok, "-r {value}");
+        }
+        // tini: strtol for -e, full SIGNAMEs for -p.
+        for (args, ok) in [
+            (&["-e", " 4"][..], true),
+            (&["-e", "255"], true),
+            (&["-e", "256"], false),
+            (&["-e", "3x"], false),
+            (&["-e", "-1"], false),
+            (&["-p", "SIGKILL"], true),
+            (&["-p", "KILL"], false),
+            (&["-p", "sigkill"], false),
+            (&["-p", "9"], false),
+        ] {
+            let argv: Vec<&str> = ["tini"]
+                .iter()
+                .chain(args)
+                .chain(&["--", "x"])
+                .copied()
+                .collect();
+            let out = parse(&argv, |_| None).unwrap();
+            assert_eq!(matches!(out, Invocation::Run(_)), ok, "{args:?}");
+        }
+        assert!(
+            print(&["tini", "-e", "3x", "x"])
+                .text
+                .ends_with("] Not a valid option for -e: 3x\n")
         );
     }
 }

@@ -107,7 +107,7 @@ fn report(sys: &impl Sys, init: &Init, pid: Pid, status: Status, is_workload: bo
             init,
             Info,
             "Main child exited with signal (with signal '{}')",
-            signals::describe(sig)
+            signals::Describe(sig)
         ),
         _ if init.warn_on_reap && !is_workload => {
             log!(sys, init, Warn, "Reaped zombie process with pid={pid}")

@@ -92,7 +92,7 @@ pub fn forward_to(sys: &impl Sys, init: &Init, to: Option<Pid>, sig: i32) {
         return;
     };
     match (init.personality, to) {
-        (Personality::Tini, _) => log!(sys, init, Debug, "Passing signal: '{}'", describe(sig)),
+        (Personality::Tini, _) => log!(sys, init, Debug, "Passing signal: '{}'", Describe(sig)),
         (Personality::DumbInit, _) | (_, None) => {}
         (_, Some(to)) => log!(sys, init, Debug, "forwarding {} to {to}", name(sig)),
     }
@@ -121,19 +121,24 @@ pub fn forward_to(sys: &impl Sys, init: &Init, to: Option<Pid>, sig: i32) {
 }
 
 /// What glibc's strsignal(3) says, which tini prints: `Terminated` for 15.
-pub fn describe(sig: i32) -> String {
-    match usize::try_from(sig)
-        .ok()
-        .and_then(|s| DESCRIPTIONS.get(s.wrapping_sub(1)))
-    {
-        Some(d) => (*d).to_string(),
-        // glibc numbers its real-time signals from its SIGRTMIN, 34.
-        None if (34..=64).contains(&sig) => format!("Real-time signal {}", sig - 34),
-        None => format!("Unknown signal {sig}"),
+pub struct Describe(pub i32);
+
+impl core::fmt::Display for Describe {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let sig = self.0;
+        match usize::try_from(sig)
+            .ok()
+            .and_then(|s| DESCRIPTIONS.get(s.wrapping_sub(1)))
+        {
+            Some(d) => f.write_str(d),
+            // glibc numbers its real-time signals from its SIGRTMIN, 34.
+            None if (34..=64).contains(&sig) => write!(f, "Real-time signal {}", sig - 34),
+            None => write!(f, "Unknown signal {sig}"),
+        }
     }
 }
 
-const DESCRIPTIONS: [&str; 33] = [
+const DESCRIPTIONS: [&str; 31] = [
     "Hangup",
     "Interrupt",
     "Quit",
@@ -165,8 +170,6 @@ const DESCRIPTIONS: [&str; 33] = [
     "I/O possible",
     "Power failure",
     "Bad system call",
-    "Unknown signal 32",
-    "Unknown signal 33",
 ];
 
 const NAMES: [&str; 31] = [
