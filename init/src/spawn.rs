@@ -146,16 +146,19 @@ pub fn workload(sys: &impl Sys, init: &Init, inherited: Inherited) -> Result<Chi
         _ => None,
     };
     sys.close(rd);
-    match exec_error {
-        Some(err) => report_exec_failure(sys, init, err),
-        None if init.personality == Personality::DumbInit => {}
-        None => log!(
+    // tini says it spawned the child before the child says its exec failed.
+    match (exec_error, init.personality) {
+        (_, Personality::DumbInit) | (Some(_), Personality::Cradle | Personality::Catatonit) => {}
+        (None, _) | (Some(_), Personality::Tini) => log!(
             sys,
             init,
             Info,
             "Spawned child process '{}' with pid '{pid}'",
             init.program()
         ),
+    }
+    if let Some(err) = exec_error {
+        report_exec_failure(sys, init, err);
     }
     Ok(Child { pid, exec_error })
 }
@@ -165,6 +168,7 @@ pub fn workload(sys: &impl Sys, init: &Init, inherited: Inherited) -> Result<Chi
 /// error of a failed exec. `argv` is `init`'s, made before the fork; nothing
 /// here allocates.
 pub fn exec(sys: &impl Sys, init: &Init, inherited: Inherited, argv: &Argv<'_>) -> Errno {
+    let mut no_tty = false;
     if init.new_session {
         // dumb-init: a session of its own, with the terminal the init gave
         // up (hand_off_tty) as its controlling one.
@@ -188,6 +192,8 @@ pub fn exec(sys: &impl Sys, init: &Init, inherited: Inherited, argv: &Argv<'_>) 
         let _ = sys.setpgid_self();
         if sys.isatty(STDIN) {
             let _ = sys.tcsetpgrp(STDIN, sys.getpid());
+        } else {
+            no_tty = true;
         }
     }
     if let Some(cwd) = inherited.cwd
@@ -204,7 +210,13 @@ pub fn exec(sys: &impl Sys, init: &Init, inherited: Inherited, argv: &Argv<'_>) 
     if let Err(err) = sys.set_signal_mask(inherited.mask) {
         return err;
     }
-    sys.execvp(argv)
+    let err = sys.execvp(argv);
+    // tini's child says this into its stdio buffer, which only a failed
+    // exec lives to flush (at exit).
+    if no_tty && init.personality == Personality::Tini {
+        log!(sys, init, Debug, "tcsetpgrp failed: no tty (ok to proceed)");
+    }
+    err
 }
 
 /// An errno's description, as a `str` that needs no allocation.

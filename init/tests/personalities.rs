@@ -451,6 +451,7 @@ fn as_tini_prints_its_texts_byte_for_byte() {
             &["-s", "--", "sh", "-c", "exit 3"],
             &["-s", "--", "sh", "-c", "kill -USR1 $PPID; sleep 5"],
             &["-s", "-g", "--", "sh", "-c", "kill -TERM $$"],
+            &["-s", "--", "/nonexistent/program"],
         ],
         &[("TINI_VERBOSITY", "3")],
         false,
