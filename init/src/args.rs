@@ -55,6 +55,11 @@ pub fn parse<A: AsRef<[u8]>>(
     p.init = p.init.personality(personality).name(name);
     p.read_env(&env);
 
+    // tini takes `--version` only as its one argument, and no other long
+    // option: getopt reads `--x` as the short options `-`, `x`.
+    if personality == Personality::Tini && argv.len() == 2 && argv[1] == b"--version" {
+        return Ok(Invocation::Print(p.version()));
+    }
     let mut i = 1;
     while let Some(&bytes) = argv.get(i) {
         if bytes == b"--" {
@@ -66,7 +71,11 @@ pub fn parse<A: AsRef<[u8]>>(
         }
         i += 1;
         let next = argv.get(i).copied();
-        let used = if let Some(long) = bytes.strip_prefix(b"--") {
+        let long = match personality {
+            Personality::Tini => None,
+            _ => bytes.strip_prefix(b"--"),
+        };
+        let used = if let Some(long) = long {
             p.long(&String::from_utf8_lossy(long), next)
         } else {
             p.shorts(&bytes[1..], next)
@@ -133,6 +142,7 @@ impl Parser {
             }
             if is("DUMB_INIT_DEBUG", "1") {
                 self.init.verbosity = 3;
+                self.init.announce_debug = !own;
             }
         }
         if let Some(grace) = env("CRADLE_GRACE").and_then(|v| parse_secs(&lossy(&v))) {
@@ -145,18 +155,30 @@ impl Parser {
 
     /// One `--name[=value]`; Ok(true) when it used `next` as its value.
     fn long(&mut self, arg: &str, next: Option<&[u8]>) -> Result<bool, Printout> {
-        let (name, inline) = match arg.split_once('=') {
+        let (given, inline) = match arg.split_once('=') {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (arg, None),
         };
-        let takes_value = matches!(name, "grace" | "rewrite");
+        let (name, takes_value) = self.long_option(given, arg)?;
         let (value, used_next) = match (takes_value, inline) {
             (true, Some(v)) => (Some(v), false),
             (true, None) => match next {
                 Some(v) => (Some(lossy(v)), true),
-                None => return Err(self.bad(&format!("option `--{name}` needs a value"))),
+                None if self.personality == Personality::Cradle => {
+                    return Err(self.bad(&format!("option `--{name}` needs a value")));
+                }
+                None => {
+                    let text = format!("option '--{name}' requires an argument");
+                    return Err(self.getopt_error(&text));
+                }
             },
-            (false, Some(_)) => return Err(self.bad(&format!("option `--{name}` takes no value"))),
+            (false, Some(_)) if self.personality == Personality::Cradle => {
+                return Err(self.bad(&format!("option `--{name}` takes no value")));
+            }
+            (false, Some(_)) => {
+                let text = format!("option '--{name}' doesn't allow an argument");
+                return Err(self.getopt_error(&text));
+            }
             (false, None) => (None, false),
         };
         let value = value.unwrap_or_default();
@@ -167,25 +189,83 @@ impl Parser {
             "rewrite" => self.rewrite(&value)?,
             "single-child" => self.single_child(),
             "verbose" => self.verbose(),
-            "license" => return Err(self.license()),
-            _ => return Err(self.unknown(&format!("--{name}"))),
+            // "license", the last of ours.
+            _ => return Err(self.license()),
         }
         Ok(used_next)
     }
 
+    /// The long option `given` stands for, and whether it takes a value.
+    /// The originals use getopt_long, which takes any unambiguous prefix
+    /// (`--sing`); ours takes whole names only.
+    fn long_option(&self, given: &str, arg: &str) -> Result<(&'static str, bool), Printout> {
+        let longs: &[(&'static str, bool)] = match self.personality {
+            Personality::Cradle => &[
+                ("version", false),
+                ("help", false),
+                ("grace", true),
+                ("rewrite", true),
+                ("single-child", false),
+                ("verbose", false),
+                ("license", false),
+            ],
+            Personality::DumbInit => &[
+                ("single-child", false),
+                ("rewrite", true),
+                ("verbose", false),
+                ("help", false),
+                ("version", false),
+            ],
+            Personality::Catatonit => &[("version", false)],
+            Personality::Tini => &[],
+        };
+        if let Some(&exact) = longs.iter().find(|(n, _)| *n == given) {
+            return Ok(exact);
+        }
+        if self.personality == Personality::Cradle {
+            return Err(self.unknown(&format!("--{given}")));
+        }
+        let matches: Vec<_> = longs.iter().filter(|(n, _)| n.starts_with(given)).collect();
+        match matches[..] {
+            [&only] if !given.is_empty() => Ok(only),
+            [_, _, ..] if !given.is_empty() => {
+                let mut text = format!("option '--{given}' is ambiguous; possibilities:");
+                for (n, _) in matches {
+                    text.push_str(&format!(" '--{n}'"));
+                }
+                Err(self.getopt_error(&text))
+            }
+            _ => Err(self.getopt_error(&format!("unrecognized option '--{arg}'"))),
+        }
+    }
+
     /// A cluster of short options (`-vvg`, `-e3`, `-p SIGKILL`); Ok(true)
-    /// when the last one took `next` as its value.
+    /// when the last one took `next` as its value. Each personality takes
+    /// only its original's options.
     fn shorts(&mut self, cluster: &[u8], next: Option<&[u8]>) -> Result<bool, Printout> {
+        let optstring = match self.personality {
+            Personality::Tini => "hsp:vwge:l",
+            Personality::DumbInit => "hvVcr:",
+            Personality::Catatonit => "ghLPV",
+            Personality::Cradle => "sgvwcPhlLVp:e:r:",
+        };
         for (at, &c) in cluster.iter().enumerate() {
+            let opts = optstring.as_bytes();
+            let Some(spec) = opts.iter().position(|o| *o == c && c != b':') else {
+                return Err(self.unknown(&format!("-{}", c as char)));
+            };
             let c = c as char;
-            if matches!(c, 'p' | 'e' | 'r') {
+            if opts.get(spec + 1) == Some(&b':') {
                 let rest = &cluster[at + 1..];
                 let (value, used_next) = if !rest.is_empty() {
                     (String::from_utf8_lossy(rest).into_owned(), false)
                 } else if let Some(v) = next {
                     (lossy(v), true)
-                } else {
+                } else if self.personality == Personality::Cradle {
                     return Err(self.bad(&format!("option `-{c}` needs a value")));
+                } else {
+                    let text = format!("option requires an argument -- '{c}'");
+                    return Err(self.getopt_error(&text));
                 };
                 match c {
                     'p' => self.death_signal(&value)?,
@@ -202,9 +282,9 @@ impl Parser {
                 'c' => self.single_child(),
                 'P' => self.init.pause = true,
                 'h' => return Err(self.help()),
-                'l' | 'L' => return Err(self.license()),
-                'V' if self.personality != Personality::Tini => return Err(self.version()),
-                _ => return Err(self.unknown(&format!("-{c}"))),
+                'V' => return Err(self.version()),
+                // 'l' or 'L', the last of the option strings' letters.
+                _ => return Err(self.license()),
             }
         }
         Ok(false)
@@ -234,6 +314,22 @@ impl Parser {
     }
 
     fn rewrite(&mut self, value: &str) -> Result<(), Printout> {
+        if self.personality == Personality::DumbInit {
+            return match scan_rewrite(value) {
+                Some((from, to)) if (1..=31).contains(&from) && (0..=31).contains(&to) => {
+                    self.update(|init| init.rewrite(from, to));
+                    Ok(())
+                }
+                _ => Err(Printout {
+                    text: "Usage: -r option takes <signum>:<signum>, where <signum> is between 1 and 31.\n\
+                           This option can be specified multiple times.\n\
+                           Use --help for full usage.\n"
+                        .to_string(),
+                    stream: Stream::Stderr,
+                    code: 1,
+                }),
+            };
+        }
         let pair = value.split_once(':').and_then(|(s, r)| {
             let from = s.parse::<i32>().ok().filter(|n| (1..=64).contains(n))?;
             let to = r.parse::<i32>().ok().filter(|n| (0..=64).contains(n))?;
@@ -251,22 +347,53 @@ impl Parser {
     }
 
     fn remap(&mut self, value: &str) -> Result<(), Printout> {
-        match value.parse::<u8>() {
-            Ok(code) => {
+        let code = match self.personality {
+            // tini: strtol(3) in base 10, the whole text, 0 to 255.
+            Personality::Tini => match scan_int(value) {
+                Some((n, "")) => u8::try_from(n).ok(),
+                _ => None,
+            },
+            _ => value.parse::<u8>().ok(),
+        };
+        match code {
+            Some(code) => {
                 self.init.remap_to_zero.push(code);
                 Ok(())
             }
-            Err(_) => Err(self.bad(&format!("invalid exit code `{value}` (0 to 255)"))),
+            None if self.personality == Personality::Tini => Err(self.tini_invalid('e', value)),
+            None => Err(self.bad(&format!("invalid exit code `{value}` (0 to 255)"))),
         }
     }
 
     fn death_signal(&mut self, value: &str) -> Result<(), Printout> {
-        match signals::parse(value) {
+        // tini takes the full upper-case name only (`SIGKILL`).
+        let sig = match self.personality {
+            Personality::Tini => value
+                .strip_prefix("SIG")
+                .filter(|n| n.bytes().all(|b| b.is_ascii_uppercase()))
+                .and_then(signals::parse),
+            _ => signals::parse(value),
+        };
+        match sig {
             Some(sig) => {
                 self.init.parent_death_signal = Some(sig);
                 Ok(())
             }
+            None if self.personality == Personality::Tini => Err(self.tini_invalid('p', value)),
             None => Err(self.bad(&format!("invalid signal `{value}`"))),
+        }
+    }
+
+    /// tini's refusal of a value, a FATAL line without the usage.
+    fn tini_invalid(&self, opt: char, value: &str) -> Printout {
+        Printout {
+            text: format!(
+                "[FATAL tini ({})] Not a valid option for -{opt}: {value}\n",
+                // SAFETY: getpid has no preconditions.
+                unsafe { libc::getpid() }
+            ),
+            stream: Stream::Stderr,
+            code: 1,
         }
     }
 
@@ -316,25 +443,36 @@ impl Parser {
                  \x20 TINI_VERBOSITY: Set the verbosity level (default: 1).\n\
                  \x20 TINI_KILL_PROCESS_GROUP: Send signals to the child's process group.\n\n"
             ),
+            // dumb-init names itself by argv[0] as given, path and all.
             Personality::DumbInit => format!(
                 "dumb-init v1.2.5\n\
-                 Usage: {name} [option] command [[arg] ...]\n\n\
+                 Usage: {} [option] command [[arg] ...]\n\n\
+                 dumb-init is a simple process supervisor that forwards signals to children.\n\
+                 It is designed to run as PID1 in minimal container environments.\n\n\
                  Optional arguments:\n\
-                 \x20  -c, --single-child   Run in single-child mode: signals go to the direct child only.\n\
-                 \x20  -r, --rewrite s:r    Rewrite received signal s to new signal r before proxying;\n\
-                 \x20                       r=0 ignores s. May be given more than once.\n\
+                 \x20  -c, --single-child   Run in single-child mode.\n\
+                 \x20                       In this mode, signals are only proxied to the\n\
+                 \x20                       direct child and not any of its descendants.\n\
+                 \x20  -r, --rewrite s:r    Rewrite received signal s to new signal r before proxying.\n\
+                 \x20                       To ignore (not proxy) a signal, rewrite it to 0.\n\
+                 \x20                       This option can be specified multiple times.\n\
                  \x20  -v, --verbose        Print debugging information to stderr.\n\
                  \x20  -h, --help           Print this help message and exit.\n\
-                 \x20  -V, --version        Print the current version and exit.\n"
+                 \x20  -V, --version        Print the current version and exit.\n\n\
+                 Full help is available online at https://github.com/Yelp/dumb-init\n",
+                self.argv0
             ),
             Personality::Catatonit => format!(
-                "usage: {name} [-ghLPV] [--] <progname> [<arguments>...]\n\n\
+                "{}\n\
                  options:\n\
                  \x20 -g              Forward signals to pid1's process group.\n\
                  \x20 -h              Print this help page.\n\
                  \x20 -L              Print license information.\n\
                  \x20 -P              Run in pause mode (no program is run and quit on SIGINT).\n\
-                 \x20 -V, --version   Print version information.\n"
+                 \x20 -V, --version   Print version information.\n\n\
+                 The source code can be found at <https://github.com/openSUSE/catatonit/>.\n\
+                 For bug reporting instructions, please see: <https://bugs.opensuse.org/>.\n",
+                self.catatonit_usage()
             ),
             Personality::Cradle => format!(
                 "usage: {name} [OPTIONS] [--] CMD [ARGS...]\n\n\
@@ -361,9 +499,17 @@ impl Parser {
         }
     }
 
+    /// catatonit's one-line usage, printed after its errors.
+    fn catatonit_usage(&self) -> String {
+        format!(
+            "usage: {} [-ghLPV] [--] <progname> [<arguments>...]\n",
+            self.name
+        )
+    }
+
     fn help(&self) -> Printout {
         let stream = match self.personality {
-            Personality::DumbInit => Stream::Stderr,
+            Personality::DumbInit | Personality::Catatonit => Stream::Stderr,
             _ => Stream::Stdout,
         };
         Printout {
@@ -397,7 +543,7 @@ impl Parser {
                 "ERROR (catatonit:{}): missing program name\n{}",
                 // SAFETY: getpid has no preconditions.
                 unsafe { libc::getpid() },
-                self.usage()
+                self.catatonit_usage()
             ),
             Personality::Cradle => format!("{}: no command given\n\n{}", self.name, self.usage()),
         };
@@ -410,19 +556,29 @@ impl Parser {
 
     /// An option that does not exist, said as getopt would (or as we do).
     fn unknown(&self, opt: &str) -> Printout {
-        let text = match self.personality {
-            Personality::Cradle => {
-                format!("{}: unknown option `{opt}`\n\n{}", self.name, self.usage())
-            }
-            _ => format!(
-                "{}: invalid option -- '{}'\n{}",
-                self.argv0,
-                opt.trim_start_matches('-'),
-                self.usage()
-            ),
+        match self.personality {
+            Personality::Cradle => Printout {
+                text: format!("{}: unknown option `{opt}`\n\n{}", self.name, self.usage()),
+                stream: Stream::Stderr,
+                code: 1,
+            },
+            _ => self.getopt_error(&format!(
+                "invalid option -- '{}'",
+                opt.strip_prefix('-').unwrap_or(opt)
+            )),
+        }
+    }
+
+    /// getopt's complaint (`argv[0]: text`), then what the original prints
+    /// after it: tini its usage, catatonit its usage line, dumb-init nothing.
+    fn getopt_error(&self, text: &str) -> Printout {
+        let after = match self.personality {
+            Personality::Tini => self.usage(),
+            Personality::Catatonit => self.catatonit_usage(),
+            _ => String::new(),
         };
         Printout {
-            text,
+            text: format!("{}: {text}\n{after}", self.argv0),
             stream: Stream::Stderr,
             code: 1,
         }
@@ -451,6 +607,38 @@ fn parse_secs(text: &str) -> Option<Duration> {
         frac.parse::<u32>().ok()? * 10u32.pow(9 - frac.len() as u32)
     };
     Some(Duration::new(whole.parse().ok()?, nanos))
+}
+
+/// A number as strtol(3) and scanf's `%d` read it: leading blanks, a sign,
+/// decimal digits; the rest of the text after it. None without digits.
+fn scan_int(text: &str) -> Option<(i64, &str)> {
+    let b = text.as_bytes();
+    let mut i = b
+        .iter()
+        .take_while(|c| matches!(c, b' ' | b'\t'..=b'\r'))
+        .count();
+    let negative = b.get(i) == Some(&b'-');
+    if matches!(b.get(i), Some(b'-' | b'+')) {
+        i += 1;
+    }
+    let start = i;
+    let mut n: i64 = 0;
+    while let Some(d @ b'0'..=b'9') = b.get(i) {
+        n = n.saturating_mul(10).saturating_add(i64::from(d - b'0'));
+        i += 1;
+    }
+    if i == start {
+        return None;
+    }
+    Some((if negative { -n } else { n }, text.get(i..).unwrap_or("")))
+}
+
+/// dumb-init's `-r S:R`, read as `sscanf("%d:%d")` reads it: anything may
+/// follow R.
+fn scan_rewrite(text: &str) -> Option<(i32, i32)> {
+    let (from, rest) = scan_int(text)?;
+    let (to, _) = scan_int(rest.strip_prefix(':')?)?;
+    Some((i32::try_from(from).ok()?, i32::try_from(to).ok()?))
 }
 
 /// Bytes as text, invalid UTF-8 replaced.
@@ -632,6 +820,75 @@ mod tests {
             print(&["tini", "-Z", "x"])
                 .text
                 .starts_with("tini: invalid option -- 'Z'")
+        );
+    }
+
+    #[test]
+    fn personalities_take_only_their_originals_options() {
+        for argv in [
+            &["tini", "-P", "--", "x"][..],
+            &["tini", "-c", "--", "x"],
+            &["tini", "--grace", "1", "--", "x"],
+            &["tini", "-s", "--version"],
+            &["tini", "-:", "x"],
+            &["dumb-init", "-g", "x"],
+            &["dumb-init", "--grace=1", "x"],
+            &["dumb-init", "--ve", "x"],
+            &["catatonit", "-s", "--", "x"],
+            &["catatonit", "--help"],
+        ] {
+            assert_eq!(print(argv).code, 1, "{argv:?}");
+        }
+        let dumb = run(&["dumb-init", "--sing", "--rew", "15:2", "-r3:4", "x"], &[]);
+        assert!(!dumb.new_session);
+        assert_eq!(signals::rewrite(&dumb, 15), Some(2));
+        assert_eq!(signals::rewrite(&dumb, 3), Some(4));
+        assert!(run(&["catatonit", "-gP"], &[]).pause);
+    }
+
+    #[test]
+    fn reads_values_as_the_originals_do() {
+        // dumb-init: sscanf("%d:%d"), signals 1 to 31.
+        for (value, ok) in [
+            ("15:2", true),
+            (" +3: 4x", true),
+            ("1:0", true),
+            ("31:31", true),
+            ("32:1", false),
+            ("1:32", false),
+            ("0:1", false),
+            ("3 :4", false),
+            ("15:", false),
+            (":2", false),
+        ] {
+            let out = parse(&["dumb-init", "-r", value, "x"], |_| None).unwrap();
+            assert_eq!(matches!(out, Invocation::Run(_)), ok, "-r {value}");
+        }
+        // tini: strtol for -e, full SIGNAMEs for -p.
+        for (args, ok) in [
+            (&["-e", " 4"][..], true),
+            (&["-e", "255"], true),
+            (&["-e", "256"], false),
+            (&["-e", "3x"], false),
+            (&["-e", "-1"], false),
+            (&["-p", "SIGKILL"], true),
+            (&["-p", "KILL"], false),
+            (&["-p", "sigkill"], false),
+            (&["-p", "9"], false),
+        ] {
+            let argv: Vec<&str> = ["tini"]
+                .iter()
+                .chain(args)
+                .chain(&["--", "x"])
+                .copied()
+                .collect();
+            let out = parse(&argv, |_| None).unwrap();
+            assert_eq!(matches!(out, Invocation::Run(_)), ok, "{args:?}");
+        }
+        assert!(
+            print(&["tini", "-e", "3x", "x"])
+                .text
+                .ends_with("] Not a valid option for -e: 3x\n")
         );
     }
 }

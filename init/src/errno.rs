@@ -65,11 +65,19 @@ impl Errno {
 
     /// The C library's description, `No such file or directory`.
     pub fn desc(self) -> String {
-        // SAFETY: strerror returns a NUL-terminated string that stays valid
-        // until the next call; it is copied out at once, and the init has
-        // one thread.
-        let text = unsafe { core::ffi::CStr::from_ptr(libc::strerror(self.0)) };
-        String::from_utf8_lossy(text.to_bytes()).into_owned()
+        String::from_utf8_lossy(self.strerror()).into_owned()
+    }
+
+    /// [`Errno::desc`] without allocating, for a forked child: the bytes
+    /// stay valid until the next strerror call (the init has one thread).
+    /// glibc's words where musl's differ in the messages the originals print.
+    pub fn strerror(self) -> &'static [u8] {
+        if self == Errno::ENOTTY {
+            return b"Inappropriate ioctl for device";
+        }
+        // SAFETY: strerror returns a NUL-terminated string in static or
+        // thread-local storage.
+        unsafe { core::ffi::CStr::from_ptr(libc::strerror(self.0)) }.to_bytes()
     }
 }
 

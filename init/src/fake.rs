@@ -13,12 +13,15 @@ use core::time::Duration;
 pub enum Call {
     Block(SigMask),
     SetMask(SigMask),
-    ResetDispositions,
+    IsIgnored(i32),
+    SetIgnored(i32, bool),
+    TakePending(SigMask),
     SignalFd(SigMask),
     ReadSignals(Option<Duration>),
     IsProc(String),
     MountProc(String),
-    Subreaper,
+    IsSubreaper,
+    Subreaper(bool),
     DeathSignal(i32),
     Pipe,
     Read(Fd),
@@ -27,6 +30,10 @@ pub enum Call {
     Fork,
     Setpgid,
     Setsid,
+    DetachTty(Fd),
+    OpenCwd,
+    Chdir(String),
+    Fchdir(Fd),
     Isatty(Fd),
     Tcsetpgrp(Fd, Pid),
     SetCtty(Fd),
@@ -42,6 +49,10 @@ pub struct Fake {
     pid: Pid,
     proc_mounted: bool,
     tty: bool,
+    session: Pid,
+    subreaper: bool,
+    sigchld_ignored: bool,
+    pending: RefCell<SigMask>,
     fork: Option<Pid>,
     pipe_bytes: Vec<u8>,
     stop_signal: RefCell<Option<i32>>,
@@ -67,6 +78,25 @@ impl Fake {
     }
     pub fn tty(mut self, yes: bool) -> Fake {
         self.tty = yes;
+        self
+    }
+    /// The session id `getsid` answers.
+    pub fn session(mut self, sid: Pid) -> Fake {
+        self.session = sid;
+        self
+    }
+    /// Whether the process is marked a child subreaper already.
+    pub fn subreaper(mut self, yes: bool) -> Fake {
+        self.subreaper = yes;
+        self
+    }
+    pub fn sigchld_ignored(mut self, yes: bool) -> Fake {
+        self.sigchld_ignored = yes;
+        self
+    }
+    /// Signals pending for `take_pending`.
+    pub fn pending(self, set: SigMask) -> Fake {
+        *self.pending.borrow_mut() = set;
         self
     }
     pub fn fork_parent(mut self, child: Pid) -> Fake {
@@ -112,8 +142,20 @@ impl Sys for Fake {
         self.record(Call::SetMask(set));
         Ok(())
     }
-    fn reset_signal_dispositions(&self) {
-        self.record(Call::ResetDispositions);
+    fn is_ignored(&self, sig: i32) -> bool {
+        self.record(Call::IsIgnored(sig));
+        sig == libc::SIGCHLD && self.sigchld_ignored
+    }
+    fn set_ignored(&self, sig: i32, ignored: bool) -> Result<(), Errno> {
+        self.record(Call::SetIgnored(sig, ignored));
+        Ok(())
+    }
+    fn take_pending(&self, set: SigMask) -> SigMask {
+        self.record(Call::TakePending(set));
+        let mut pending = self.pending.borrow_mut();
+        let taken = SigMask(pending.0 & set.0);
+        pending.0 &= !set.0;
+        taken
     }
     fn signalfd(&self, set: SigMask) -> Result<Fd, Errno> {
         self.record(Call::SignalFd(set));
@@ -137,8 +179,12 @@ impl Sys for Fake {
         self.record(Call::MountProc(path.to_string_lossy().into()));
         Ok(())
     }
-    fn set_child_subreaper(&self) -> Result<(), Errno> {
-        self.record(Call::Subreaper);
+    fn is_child_subreaper(&self) -> Result<bool, Errno> {
+        self.record(Call::IsSubreaper);
+        Ok(self.subreaper)
+    }
+    fn set_child_subreaper(&self, on: bool) -> Result<(), Errno> {
+        self.record(Call::Subreaper(on));
         Ok(())
     }
     fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno> {
@@ -172,6 +218,25 @@ impl Sys for Fake {
     }
     fn setsid(&self) -> Result<(), Errno> {
         self.record(Call::Setsid);
+        Ok(())
+    }
+    fn getsid(&self) -> Pid {
+        self.session
+    }
+    fn detach_controlling_tty(&self, fd: Fd) -> Result<(), Errno> {
+        self.record(Call::DetachTty(fd));
+        Ok(())
+    }
+    fn open_cwd(&self) -> Result<Fd, Errno> {
+        self.record(Call::OpenCwd);
+        Ok(5)
+    }
+    fn chdir(&self, path: &CStr) -> Result<(), Errno> {
+        self.record(Call::Chdir(path.to_string_lossy().into()));
+        Ok(())
+    }
+    fn fchdir(&self, fd: Fd) -> Result<(), Errno> {
+        self.record(Call::Fchdir(fd));
         Ok(())
     }
     fn isatty(&self, fd: Fd) -> bool {

@@ -3,6 +3,7 @@
 //! asked.
 
 use crate::log::log;
+use crate::personality::Personality;
 use crate::prelude::*;
 use crate::sys::{Fd, Pid, SigMask, Sys};
 use crate::{Error, Init};
@@ -23,6 +24,17 @@ pub fn block_all(sys: &impl Sys) -> Result<SigMask, Error> {
 pub fn open_fd(sys: &impl Sys) -> Result<Fd, Error> {
     sys.signalfd(SigMask::ALL)
         .map_err(|source| Error::SignalFd { source })
+}
+
+/// Sets SIGCHLD to its default when the caller left it ignored (with it
+/// ignored, the kernel reaps children unasked and the workload's status is
+/// lost); returns whether it was, for the workload to get it back.
+pub fn default_sigchld(sys: &impl Sys) -> bool {
+    if !sys.is_ignored(libc::SIGCHLD) {
+        return false;
+    }
+    let _ = sys.set_ignored(libc::SIGCHLD, false);
+    true
 }
 
 /// Where signals for the workload `child` go: its process group when asked
@@ -48,25 +60,117 @@ pub fn rewrite(init: &Init, sig: i32) -> Option<i32> {
 
 /// Passes `sig` on to the workload, logging (never failing) when it cannot.
 pub fn forward(sys: &impl Sys, init: &Init, child: Pid, sig: i32) {
+    forward_to(sys, init, Some(target(init, child)), sig);
+}
+
+/// Passes `sig`, rewritten, to `to` (a pid, or a group as `-pgid`); with
+/// None, only logs what it would do (dumb-init's SIGTERM on exit in
+/// single-child mode, where the workload's pid may be another's already).
+pub fn forward_to(sys: &impl Sys, init: &Init, to: Option<Pid>, sig: i32) {
+    let dumb_init = init.personality == Personality::DumbInit;
+    if dumb_init && let Some((_, to)) = init.rewrites.iter().rev().find(|(f, _)| *f == sig) {
+        log!(sys, init, Debug, "Translating signal {sig} to {to}.");
+    }
     let Some(sig) = rewrite(init, sig) else {
-        log!(
-            sys,
-            init,
-            Debug,
-            "not forwarding {}: rewritten to 0",
-            name(sig)
-        );
+        if dumb_init {
+            // dumb-init prints the signal it would send: 0.
+            log!(
+                sys,
+                init,
+                Debug,
+                "Not forwarding signal 0 to children (ignored)."
+            );
+        } else {
+            log!(
+                sys,
+                init,
+                Debug,
+                "not forwarding {}: rewritten to 0",
+                name(sig)
+            );
+        }
         return;
     };
-    let to = target(init, child);
-    log!(sys, init, Debug, "forwarding {} to {to}", name(sig));
-    if let Err(err) = sys.kill(to, sig) {
-        // ESRCH: the workload is gone and its SIGCHLD is on its way.
-        if err != crate::errno::Errno::ESRCH {
-            log!(sys, init, Warn, "forwarding {} to {to}: {err}", name(sig));
+    match (init.personality, to) {
+        (Personality::Tini, _) => log!(sys, init, Debug, "Passing signal: '{}'", Describe(sig)),
+        (Personality::DumbInit, _) | (_, None) => {}
+        (_, Some(to)) => log!(sys, init, Debug, "forwarding {} to {to}", name(sig)),
+    }
+    let sent = match to {
+        Some(to) => sys.kill(to, sig),
+        None => Ok(()),
+    };
+    match sent {
+        // dumb-init says so whatever kill(2) answered.
+        _ if dumb_init => log!(sys, init, Debug, "Forwarded signal {sig} to children."),
+        Ok(()) => {}
+        // The workload is gone and its SIGCHLD is on its way.
+        Err(crate::errno::Errno::ESRCH) if init.personality == Personality::Tini => {
+            log!(sys, init, Warn, "Child was dead when forwarding signal")
+        }
+        Err(crate::errno::Errno::ESRCH) => {}
+        Err(err) => log!(
+            sys,
+            init,
+            Warn,
+            "forwarding {} to {}: {err}",
+            name(sig),
+            to.unwrap_or_default()
+        ),
+    }
+}
+
+/// What glibc's strsignal(3) says, which tini prints: `Terminated` for 15.
+pub struct Describe(pub i32);
+
+impl core::fmt::Display for Describe {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let sig = self.0;
+        match usize::try_from(sig)
+            .ok()
+            .and_then(|s| DESCRIPTIONS.get(s.wrapping_sub(1)))
+        {
+            Some(d) => f.write_str(d),
+            // glibc numbers its real-time signals from its SIGRTMIN, 34.
+            None if (34..=64).contains(&sig) => write!(f, "Real-time signal {}", sig - 34),
+            None => write!(f, "Unknown signal {sig}"),
         }
     }
 }
+
+const DESCRIPTIONS: [&str; 31] = [
+    "Hangup",
+    "Interrupt",
+    "Quit",
+    "Illegal instruction",
+    "Trace/breakpoint trap",
+    "Aborted",
+    "Bus error",
+    "Floating point exception",
+    "Killed",
+    "User defined signal 1",
+    "Segmentation fault",
+    "User defined signal 2",
+    "Broken pipe",
+    "Alarm clock",
+    "Terminated",
+    "Stack fault",
+    "Child exited",
+    "Continued",
+    "Stopped (signal)",
+    "Stopped",
+    "Stopped (tty input)",
+    "Stopped (tty output)",
+    "Urgent I/O condition",
+    "CPU time limit exceeded",
+    "File size limit exceeded",
+    "Virtual timer expired",
+    "Profiling timer expired",
+    "Window changed",
+    "I/O possible",
+    "Power failure",
+    "Bad system call",
+];
 
 const NAMES: [&str; 31] = [
     "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",

@@ -8,7 +8,7 @@ use crate::prelude::*;
 use crate::reap;
 use crate::signals;
 use crate::spawn::Child;
-use crate::sys::{Fd, Status, Sys};
+use crate::sys::{Fd, Received, Status, Sys};
 use crate::{ExitCode, Init};
 use core::time::Duration;
 
@@ -41,8 +41,10 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
     // Reap at the start, then only after a SIGCHLD (or a timeout): a child
     // that ends after a wait found nothing leaves its SIGCHLD pending for
     // the next read, so nothing is missed, and a forwarded signal costs no
-    // wait of its own.
-    let mut reap_due = true;
+    // wait of its own. tini and dumb-init wait for the first SIGCHLD, which
+    // a workload that ended already has queued (signals were blocked before
+    // the fork), so that their debug lines come in their order.
+    let mut reap_due = !matches!(init.personality, Personality::Tini | Personality::DumbInit);
     let mut none_left = false;
     let job_control = init.personality == Personality::Cradle
         && init.own_group
@@ -109,14 +111,7 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
             phase = Phase::Killing;
         }
         for r in received {
-            log!(
-                sys,
-                init,
-                Trace,
-                "received {} from {}",
-                signals::name(r.signo),
-                r.pid
-            );
+            report_received(sys, init, r);
             if r.signo == libc::SIGCHLD {
                 continue;
             }
@@ -132,6 +127,24 @@ pub fn until_exit(sys: &impl Sys, fd: Fd, child: Child, init: &Init) -> ExitCode
                 suspend_self(sys, init);
             }
         }
+    }
+}
+
+/// Logs a signal read, in the words of the personality.
+fn report_received(sys: &impl Sys, init: &Init, r: Received) {
+    match init.personality {
+        Personality::DumbInit => log!(sys, init, Debug, "Received signal {}.", r.signo),
+        // tini says "Passing signal" for the others as it forwards them.
+        Personality::Tini if r.signo == libc::SIGCHLD => log!(sys, init, Debug, "Received SIGCHLD"),
+        Personality::Tini => {}
+        _ => log!(
+            sys,
+            init,
+            Trace,
+            "received {} from {}",
+            signals::name(r.signo),
+            r.pid
+        ),
     }
 }
 
@@ -223,18 +236,28 @@ fn suspend_with_workload(sys: &impl Sys, init: &Init, child: Child) {
 fn suspend_self(sys: &impl Sys, init: &Init) {
     let me = sys.getpid();
     if me != 1 {
-        log!(sys, init, Debug, "suspending self due to TTY signal");
+        log!(sys, init, Debug, "Suspending self due to TTY signal.");
         let _ = sys.kill(me, libc::SIGSTOP);
     }
 }
 
 /// The code to exit with for the workload's `status`, after `-e` remaps;
-/// dumb-init first sends SIGTERM to the session it leaves behind.
+/// dumb-init first passes SIGTERM (rewritten like any other) to the session
+/// the workload leaves behind.
 fn finish(sys: &impl Sys, init: &Init, child: Child, status: Status) -> ExitCode {
-    if init.personality == Personality::DumbInit && init.new_session {
-        let _ = sys.kill(-child.pid, libc::SIGTERM);
+    let code = exit_code(init, status);
+    if init.personality == Personality::DumbInit {
+        let session = init.new_session.then_some(-child.pid);
+        signals::forward_to(sys, init, session, libc::SIGTERM);
+        log!(
+            sys,
+            init,
+            Debug,
+            "Child exited with status {}. Goodbye.",
+            code.0
+        );
     }
-    exit_code(init, status)
+    code
 }
 
 /// The workload's exit code, 128+N when signal N killed it, then remapped.
@@ -254,7 +277,6 @@ pub fn exit_code(init: &Init, status: Status) -> ExitCode {
 mod tests {
     use super::*;
     use crate::fake::{Call, Fake};
-    use crate::sys::Received;
 
     /// The workload as spawned: pid 7, exec succeeded.
     fn workload() -> Child {
@@ -390,13 +412,19 @@ mod tests {
     fn dumb_init_terms_its_session_on_exit() {
         let fake = Fake::new()
             .pid(1)
-            .reaps([Some((7, Status::Signaled(2))), None]);
+            .reaps([Some((7, Status::Signaled(2))), None])
+            .signals([got(libc::SIGCHLD)]);
         let init = Init::new(["x"]).personality(Personality::DumbInit);
         let code = until_exit(&fake, 3, workload(), &init);
         assert_eq!(code, ExitCode(130));
         assert_eq!(
             fake.calls(),
-            [Call::Reap, Call::Reap, Call::Kill(-7, libc::SIGTERM)]
+            [
+                Call::ReadSignals(None),
+                Call::Reap,
+                Call::Reap,
+                Call::Kill(-7, libc::SIGTERM)
+            ]
         );
     }
 }

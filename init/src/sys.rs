@@ -7,23 +7,53 @@ use alloc::ffi::CString;
 use core::ffi::CStr;
 use core::time::Duration;
 
-/// A command line for execvp(3), its null-terminated array of pointers
-/// built before the fork: the child of a multi-threaded parent (a runtime
-/// embedding the init) must not allocate, as another thread may have held
-/// the allocator's lock when it forked (fork(2), signal-safety(7)).
+/// A command line for [`Sys::execvp`], everything it needs built before the
+/// fork: the child of a multi-threaded parent (a runtime embedding the init)
+/// must not allocate, as another thread may have held the allocator's lock
+/// when it forked (fork(2), signal-safety(7)).
 pub struct Argv<'a> {
     strings: &'a [CString],
     ptrs: Vec<*const libc::c_char>,
+    /// `/bin/sh FILE ARGS…` for a file the kernel will not execute (no
+    /// `#!`); slot 1 is set to the file found, in the child.
+    script: Vec<core::cell::Cell<*const libc::c_char>>,
+    /// `PATH`, or its default when unset.
+    search: &'a CStr,
 }
+
+/// The search path when `PATH` is unset: musl's, which is glibc's with
+/// /usr/local/bin first.
+const DEFAULT_PATH: &CStr = c"/usr/local/bin:/bin:/usr/bin";
+/// What a file without `#!` is run with, as execvp(3) does (POSIX).
+const SHELL: &CStr = c"/bin/sh";
 
 impl<'a> Argv<'a> {
     pub fn new(strings: &'a [CString]) -> Argv<'a> {
-        let ptrs = strings
+        let ptrs: Vec<_> = strings
             .iter()
             .map(|a| a.as_ptr())
             .chain([core::ptr::null()])
             .collect();
-        Argv { strings, ptrs }
+        let script = [SHELL.as_ptr(), core::ptr::null()]
+            .into_iter()
+            .chain(ptrs.iter().skip(1).copied())
+            .map(core::cell::Cell::new)
+            .collect();
+        // SAFETY: getenv returns null or a NUL-terminated string of the
+        // environment, which nothing in the init changes.
+        let path = unsafe { libc::getenv(c"PATH".as_ptr()) };
+        let search = if path.is_null() {
+            DEFAULT_PATH
+        } else {
+            // SAFETY: as above; it lives as long as the process.
+            unsafe { CStr::from_ptr(path) }
+        };
+        Argv {
+            strings,
+            ptrs,
+            script,
+            search,
+        }
     }
 
     pub fn strings(&self) -> &'a [CString] {
@@ -91,8 +121,12 @@ pub trait Sys {
     fn block_signals(&self, set: SigMask) -> Result<SigMask, Errno>;
     /// Replaces the signal mask.
     fn set_signal_mask(&self, set: SigMask) -> Result<(), Errno>;
-    /// Resets every catchable signal's disposition to the default.
-    fn reset_signal_dispositions(&self);
+    /// Whether `sig` is set to be ignored (SIG_IGN).
+    fn is_ignored(&self, sig: i32) -> bool;
+    /// Sets `sig` to SIG_IGN, or to SIG_DFL.
+    fn set_ignored(&self, sig: i32, ignored: bool) -> Result<(), Errno>;
+    /// Takes the pending signals of `set` out of the queue, without waiting.
+    fn take_pending(&self, set: SigMask) -> SigMask;
     /// A close-on-exec signalfd for `set`.
     fn signalfd(&self, set: SigMask) -> Result<Fd, Errno>;
     /// Reads the pending signals from `fd`, waiting at most `timeout` (for
@@ -101,7 +135,10 @@ pub trait Sys {
     /// Whether a proc filesystem is mounted at `path`.
     fn is_proc(&self, path: &CStr) -> Result<bool, Errno>;
     fn mount_proc(&self, path: &CStr) -> Result<(), Errno>;
-    fn set_child_subreaper(&self) -> Result<(), Errno>;
+    /// Whether the caller is marked a child subreaper (a parent may have
+    /// marked it before exec'ing it: the mark survives exec).
+    fn is_child_subreaper(&self) -> Result<bool, Errno>;
+    fn set_child_subreaper(&self, on: bool) -> Result<(), Errno>;
     fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno>;
     /// A close-on-exec pipe: (read end, write end).
     fn pipe(&self) -> Result<(Fd, Fd), Errno>;
@@ -112,12 +149,23 @@ pub trait Sys {
     fn fork(&self) -> Result<Fork, Errno>;
     fn setpgid_self(&self) -> Result<(), Errno>;
     fn setsid(&self) -> Result<(), Errno>;
+    /// The caller's session id.
+    fn getsid(&self) -> Pid;
+    /// Gives up the controlling terminal on `fd` (TIOCNOTTY); as the session
+    /// leader, for the whole session.
+    fn detach_controlling_tty(&self, fd: Fd) -> Result<(), Errno>;
+    /// The current directory, opened for [`Sys::fchdir`] (close-on-exec).
+    fn open_cwd(&self) -> Result<Fd, Errno>;
+    fn chdir(&self, path: &CStr) -> Result<(), Errno>;
+    fn fchdir(&self, fd: Fd) -> Result<(), Errno>;
     fn isatty(&self, fd: Fd) -> bool;
     fn tcsetpgrp(&self, fd: Fd, pgrp: Pid) -> Result<(), Errno>;
     fn tcgetpgrp(&self, fd: Fd) -> Result<Pid, Errno>;
     /// Makes the terminal on `fd` the caller's controlling terminal.
     fn set_controlling_tty(&self, fd: Fd) -> Result<(), Errno>;
-    /// Replaces the process; returns only on failure.
+    /// Replaces the process with `argv`, its program looked up on `PATH`
+    /// when it has no `/`, a file without `#!` run by `/bin/sh`; returns
+    /// only on failure. Allocates nothing.
     fn execvp(&self, argv: &Argv<'_>) -> Errno;
     /// Ends a forked child at once, without running any destructor.
     fn exit_child(&self, code: i32) -> !;
@@ -154,6 +202,48 @@ fn check_int(ret: libc::c_int) -> Result<libc::c_int, Errno> {
     } else {
         Ok(ret)
     }
+}
+
+/// The kernel's struct sigaction (x86_64 and aarch64 layout), for the raw
+/// syscall: the C libraries refuse the signals they reserve (32-34).
+#[derive(Default)]
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::c_ulong,
+    flags: libc::c_ulong,
+    restorer: libc::c_ulong,
+    mask: u64,
+}
+
+/// execve(2) of `path` with `argv`'s arguments and the process environment;
+/// a file the kernel refuses as no executable format (ENOEXEC: a script
+/// without `#!`) is run by `/bin/sh`, as execvp(3) does. Returns only the
+/// error.
+fn execve_or_sh(path: &CStr, argv: &Argv<'_>) -> Errno {
+    // SAFETY: null-terminated arrays of pointers to C strings that outlive
+    // the call; environ is the process environment.
+    unsafe { libc::execve(path.as_ptr(), argv.ptrs.as_ptr(), environ) };
+    let err = Errno::last();
+    if err != Errno::ENOEXEC {
+        return err;
+    }
+    argv.script[1].set(path.as_ptr());
+    // SAFETY: Cell<*const c_char> has the layout of *const c_char, so the
+    // cells are a null-terminated array of pointers to C strings that
+    // outlive the call.
+    unsafe {
+        libc::execve(
+            SHELL.as_ptr(),
+            argv.script.as_ptr().cast::<*const libc::c_char>(),
+            environ,
+        )
+    };
+    Errno::last()
+}
+
+unsafe extern "C" {
+    /// The process environment, as the C runtime keeps it.
+    static environ: *const *const libc::c_char;
 }
 
 /// The kernel's sigset is 64 bits on every Linux architecture this builds
@@ -196,39 +286,68 @@ impl Sys for Linux {
         .map(drop)
     }
 
-    fn reset_signal_dispositions(&self) {
-        // The kernel's struct sigaction (x86_64 and aarch64 layout): SIG_DFL,
-        // no flags, no restorer, empty mask. The raw syscall, because the C
-        // libraries refuse the signals they reserve (32-34), which the init
-        // may have been started with ignored and must not pass on so.
-        #[repr(C)]
-        struct KernelSigaction {
-            handler: libc::c_ulong,
-            flags: libc::c_ulong,
-            restorer: libc::c_ulong,
-            mask: u64,
-        }
-        let dfl = KernelSigaction {
-            handler: libc::SIG_DFL as libc::c_ulong,
-            flags: 0,
-            restorer: 0,
-            mask: 0,
+    fn is_ignored(&self, sig: i32) -> bool {
+        let mut old = KernelSigaction::default();
+        // SAFETY: a live struct of the kernel's layout and size; no new
+        // action is given.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                core::ptr::null::<KernelSigaction>(),
+                &mut old as *mut KernelSigaction,
+                KERNEL_SIGSET_SIZE,
+            )
         };
-        for sig in 1..=64 {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            // SAFETY: a live struct of the kernel's layout and size; no old
-            // action is asked for.
-            unsafe {
+        rc == 0 && old.handler == libc::SIG_IGN as libc::c_ulong
+    }
+
+    fn set_ignored(&self, sig: i32, ignored: bool) -> Result<(), Errno> {
+        let handler = if ignored {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
+        let action = KernelSigaction {
+            handler: handler as libc::c_ulong,
+            ..KernelSigaction::default()
+        };
+        // SAFETY: a live struct of the kernel's layout and size; no old
+        // action is asked for.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &action as *const KernelSigaction,
+                core::ptr::null_mut::<KernelSigaction>(),
+                KERNEL_SIGSET_SIZE,
+            )
+        })
+        .map(drop)
+    }
+
+    fn take_pending(&self, set: SigMask) -> SigMask {
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut taken = SigMask(0);
+        loop {
+            // SAFETY: the set is a live u64 of the kernel's size, the
+            // timeout a live timespec; no siginfo is asked for.
+            let sig = unsafe {
                 libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    &dfl as *const KernelSigaction,
-                    core::ptr::null_mut::<KernelSigaction>(),
+                    libc::SYS_rt_sigtimedwait,
+                    &set.0 as *const u64,
+                    core::ptr::null_mut::<libc::siginfo_t>(),
+                    &zero as *const libc::timespec,
                     KERNEL_SIGSET_SIZE,
                 )
             };
+            match sig {
+                1..=64 => taken.0 |= 1 << (sig - 1),
+                _ => return taken,
+            }
         }
     }
 
@@ -301,9 +420,18 @@ impl Sys for Linux {
         .map(drop)
     }
 
-    fn set_child_subreaper(&self) -> Result<(), Errno> {
+    fn is_child_subreaper(&self) -> Result<bool, Errno> {
+        let mut on: libc::c_int = 0;
+        // SAFETY: PR_GET_CHILD_SUBREAPER writes an int through the pointer.
+        check_int(unsafe {
+            libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut on as *mut libc::c_int)
+        })?;
+        Ok(on != 0)
+    }
+
+    fn set_child_subreaper(&self, on: bool) -> Result<(), Errno> {
         // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument.
-        check_int(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) })
+        check_int(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong) })
             .map(drop)
     }
 
@@ -361,6 +489,37 @@ impl Sys for Linux {
         check_int(unsafe { libc::setsid() }).map(drop)
     }
 
+    fn getsid(&self) -> Pid {
+        // SAFETY: no pointers.
+        unsafe { libc::getsid(0) }
+    }
+
+    fn detach_controlling_tty(&self, fd: Fd) -> Result<(), Errno> {
+        // SAFETY: TIOCNOTTY takes no argument.
+        check_int(unsafe { libc::ioctl(fd, libc::TIOCNOTTY) }).map(drop)
+    }
+
+    fn open_cwd(&self) -> Result<Fd, Errno> {
+        // O_PATH: needs no read permission on the directory.
+        // SAFETY: a valid C string.
+        check_int(unsafe {
+            libc::open(
+                c".".as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        })
+    }
+
+    fn chdir(&self, path: &CStr) -> Result<(), Errno> {
+        // SAFETY: a valid C string.
+        check_int(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
+    }
+
+    fn fchdir(&self, fd: Fd) -> Result<(), Errno> {
+        // SAFETY: no pointers.
+        check_int(unsafe { libc::fchdir(fd) }).map(drop)
+    }
+
     fn isatty(&self, fd: Fd) -> bool {
         // SAFETY: no pointers.
         unsafe { libc::isatty(fd) == 1 }
@@ -382,13 +541,46 @@ impl Sys for Linux {
     }
 
     fn execvp(&self, argv: &Argv<'_>) -> Errno {
-        match argv.strings.first() {
-            // SAFETY: a null-terminated array of pointers to the C strings
-            // of `argv.strings`, which outlive the call.
-            Some(prog) => unsafe { libc::execvp(prog.as_ptr(), argv.ptrs.as_ptr()) },
-            None => return Errno::ENOENT,
+        let Some(prog) = argv.strings.first() else {
+            return Errno::ENOENT;
         };
-        Errno::last()
+        let name = prog.to_bytes();
+        if name.is_empty() {
+            return Errno::ENOENT;
+        }
+        if name.contains(&b'/') {
+            return execve_or_sh(prog, argv);
+        }
+        // The search of execvp(3), written out so that the static (musl) and
+        // a glibc build behave the same: musl's execvp returns ENOEXEC for a
+        // file without `#!` where glibc's runs it with /bin/sh.
+        let mut buf = [0u8; libc::PATH_MAX as usize + 1];
+        let mut denied = false;
+        for dir in argv.search.to_bytes().split(|b| *b == b':') {
+            // An empty entry is the current directory.
+            let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+            let len = dir.len() + 1 + name.len();
+            if len >= buf.len() {
+                continue;
+            }
+            buf[..dir.len()].copy_from_slice(dir);
+            buf[dir.len()] = b'/';
+            buf[dir.len() + 1..len].copy_from_slice(name);
+            buf[len] = 0;
+            let Ok(path) = CStr::from_bytes_with_nul(&buf[..=len]) else {
+                continue;
+            };
+            match execve_or_sh(path, argv) {
+                // Not here: on to the next entry (glibc's list).
+                Errno(
+                    libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT,
+                ) => {}
+                // Found but not executable: remember it, keep looking.
+                Errno::EACCES => denied = true,
+                err => return err,
+            }
+        }
+        if denied { Errno::EACCES } else { Errno::ENOENT }
     }
 
     fn exit_child(&self, code: i32) -> ! {

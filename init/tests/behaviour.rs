@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::path::Path;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -380,20 +381,210 @@ fn pause_mode_reaps_and_exits_0_on_sigterm_or_sigint() {
     }
 }
 
+/// The `SigBlk` and `SigIgn` lines of a `cat /proc/self/status` output (cat,
+/// not grep: GNU grep catches SIGSEGV for its own stack overflows).
+fn blocked_and_ignored(status: &str) -> Vec<&str> {
+    status
+        .lines()
+        .filter(|l| l.starts_with("SigBlk:") || l.starts_with("SigIgn:"))
+        .collect()
+}
+
 #[test]
-fn workload_starts_with_no_blocked_or_ignored_signals() {
+fn workload_starts_with_no_blocked_signals_and_its_callers_ignored_ones() {
     // Started with SIGINT and SIGHUP ignored (as `nohup` or a shell's
-    // background job would), the init still gives its workload defaults.
+    // background job would), the init passes them on ignored, as exec does
+    // and tini does; it blocks nothing in the workload. The workload sees
+    // what it would see without the init in between.
     let script = format!(
-        "trap '' INT HUP; exec {} -- grep -E '^Sig(Blk|Ign)' /proc/self/status",
+        "trap '' INT HUP; exec {} -- cat /proc/self/status",
         init_bin().display()
     );
     let out = run(command("sh").args(["-c", &script]), LIMIT);
     assert_eq!(out.code(), Some(0), "{out:?}");
-    assert_eq!(
-        out.stdout,
-        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    let direct = run(
+        command("sh").args(["-c", "trap '' INT HUP; exec cat /proc/self/status"]),
+        LIMIT,
     );
+    let want = blocked_and_ignored(&direct.stdout);
+    assert_eq!(blocked_and_ignored(&out.stdout), want);
+    assert_eq!(want[0], "SigBlk:\t0000000000000000");
+    let ignored = u64::from_str_radix(want[1].trim_start_matches("SigIgn:\t"), 16).unwrap();
+    assert_eq!(ignored & 0b11, 0b11, "INT and HUP: {want:?}");
+}
+
+/// `program ARGS` started with `ignored` set to SIG_IGN.
+fn with_ignored(program: &Path, ignored: &'static [i32], args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = command(program);
+    cmd.args(args);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for sig in ignored {
+                if libc::signal(*sig, libc::SIG_IGN) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    run(&mut cmd, LIMIT)
+}
+
+#[test]
+fn every_personality_keeps_the_signals_its_caller_ignored() {
+    // tini's test: a program started with SIGINT, SIGTTOU and SIGSEGV
+    // ignored sees them ignored, as it would without the init; the real
+    // tini and catatonit, when installed, agree. (The real dumb-init
+    // catches every signal, so its workload gets them all at the default.)
+    const IGNORED: &[i32] = &[libc::SIGINT, libc::SIGTTOU, libc::SIGSEGV];
+    let direct = with_ignored(Path::new("cat"), IGNORED, &["/proc/self/status"]);
+    let want = blocked_and_ignored(&direct.stdout);
+    let bits = IGNORED.iter().fold(0u64, |m, s| m | 1 << (s - 1));
+    let ignored = u64::from_str_radix(want[1].trim_start_matches("SigIgn:\t"), 16).unwrap();
+    assert_eq!(ignored & bits, bits, "{want:?}");
+    let scratch = Scratch::new("ignored");
+    let args = ["--", "cat", "/proc/self/status"];
+    for name in ["cradle-init", "tini", "dumb-init", "catatonit"] {
+        let args = if name == "dumb-init" {
+            &args[1..]
+        } else {
+            &args[..]
+        };
+        let out = with_ignored(&scratch.init_as(name), IGNORED, args);
+        assert_eq!(out.code(), Some(0), "{name}: {out:?}");
+        assert_eq!(blocked_and_ignored(&out.stdout), want, "{name}");
+        if let Some(real) = testkit::which(name).filter(|_| name != "dumb-init") {
+            // SigIgn only: the real catatonit leaves SIGTSTP & co. blocked.
+            let out = with_ignored(&real, IGNORED, args);
+            assert_eq!(
+                blocked_and_ignored(&out.stdout)[1],
+                want[1],
+                "the real {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_caller_that_ignored_sigchld_still_gets_the_workload_status() {
+    // Ignored, SIGCHLD makes the kernel reap children unasked: the init
+    // would lose its workload's status. The workload still gets it ignored.
+    let direct = with_ignored(Path::new("cat"), &[libc::SIGCHLD], &["/proc/self/status"]);
+    let want = blocked_and_ignored(&direct.stdout);
+    let out = with_ignored(
+        &init_bin(),
+        &[libc::SIGCHLD],
+        &["--", "cat", "/proc/self/status"],
+    );
+    assert_eq!(blocked_and_ignored(&out.stdout), want);
+    // A shell sets SIGCHLD back to its default, to wait for its own children.
+    let out = with_ignored(&init_bin(), &[libc::SIGCHLD], &["--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.code(), Some(3), "{out:?}");
+}
+
+#[test]
+fn as_tini_an_inherited_subreaper_mark_is_not_warned_about() {
+    use std::os::unix::process::CommandExt;
+    // The mark survives exec: a parent that set it and exec'd tini gave it
+    // a working reaper, and tini asks the kernel before warning.
+    let scratch = Scratch::new("inherited-subreaper");
+    let ours = scratch.init_as("tini");
+    let real = testkit::which("tini");
+    for program in [Some(&ours), real.as_ref()].into_iter().flatten() {
+        let mut cmd = command(program);
+        cmd.args([
+            "--",
+            "sh",
+            "-c",
+            "(sh -c 'sleep 0.3; set -- $(cat /proc/$$/stat); echo $4' &); sleep 0.6",
+        ]);
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| match libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
+        let mut running = Running::start(cmd.stderr(std::process::Stdio::piped()));
+        let pid = running.child.id();
+        let mut stderr = running.child.stderr.take().unwrap();
+        let (status, lines) = running.finish(LIMIT);
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
+        assert!(status.success(), "{program:?}: {err}");
+        assert_eq!(err, "", "{program:?}");
+        // The mark was real: the orphan came to the init.
+        assert_eq!(lines, [pid.to_string()], "{program:?}");
+    }
+    // Without the mark, the warning (so the check above is not vacuous).
+    let out = run(command(&ours).args(["--", "true"]), LIMIT);
+    assert!(out.stderr.contains("zombie reaping won't work"), "{out:?}");
+}
+
+#[test]
+fn as_dumb_init_and_ours_the_init_leaves_the_callers_directory() {
+    // The workload starts in the caller's directory; the init itself moves
+    // to / as dumb-init does, so it keeps no directory busy. tini and
+    // catatonit stay where they are started.
+    let scratch = Scratch::new("cwd");
+    let dir = scratch.path().join("here");
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    // The real dumb-init leaves after the fork: give it the time.
+    let script = "pwd -P; sleep 0.3; readlink /proc/$PPID/cwd";
+    for (name, init_cwd) in [
+        ("cradle-init", "/"),
+        ("dumb-init", "/"),
+        ("tini", dir.to_str().unwrap()),
+        ("catatonit", dir.to_str().unwrap()),
+    ] {
+        let mut programs = vec![scratch.init_as(name)];
+        if name == "dumb-init" {
+            programs.extend(testkit::which(name));
+        }
+        for program in programs {
+            let out = run(
+                command(&program)
+                    .current_dir(&dir)
+                    .args(["sh", "-c", script]),
+                LIMIT,
+            );
+            assert_eq!(out.code(), Some(0), "{program:?}: {out:?}");
+            assert_eq!(
+                out.stdout,
+                format!("{}\n{init_cwd}\n", dir.display()),
+                "{program:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_script_without_a_shebang_runs_through_bin_sh() {
+    // As execvp(3) in glibc, and tini, dumb-init and catatonit (all glibc):
+    // a file the kernel refuses with ENOEXEC is run by /bin/sh, found by
+    // path or on PATH.
+    let scratch = Scratch::new("no-shebang");
+    let script = scratch.path().join("no-shebang");
+    std::fs::write(&script, "echo ran \"$0\" \"$1\"\nexit 7\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        scratch.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for program in ["no-shebang".to_string(), script.display().to_string()] {
+        let out = run(
+            command(init_bin())
+                .env("PATH", &path)
+                .args(["--", &program, "arg"]),
+            LIMIT,
+        );
+        assert_eq!(out.code(), Some(7), "{program}: {out:?}");
+        assert_eq!(out.stdout, format!("ran {} arg\n", script.display()));
+    }
 }
 
 #[test]

@@ -302,3 +302,190 @@ fn dumb_init_stops_with_its_session_on_sigtstp_and_resumes_on_sigcont() {
     let (status, _) = running.finish(LIMIT);
     assert_eq!(status.code(), Some(128 + libc::SIGTERM));
 }
+
+/// `text` with the numbers that differ from run to run (pids) replaced by
+/// `N`: every run of digits after `(`, `:`, `[`, `PID `, `pid: '`,
+/// `pid '`, `pid=`.
+fn masked(text: &str) -> String {
+    let mut out = without_pids(text);
+    for prefix in ["PID ", "pid: '", "pid '", "pid="] {
+        let mut rest = out.as_str();
+        let mut done = String::new();
+        while let Some(at) = rest.find(prefix) {
+            let (head, tail) = rest.split_at(at + prefix.len());
+            done.push_str(head);
+            let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+            if digits > 0 {
+                done.push('N');
+            }
+            rest = &tail[digits..];
+        }
+        done.push_str(rest);
+        out = done;
+    }
+    out
+}
+
+/// Runs the real `original` and ours invoked by the same name with each of
+/// `cases`, and asserts the same exit code, stdout and stderr, byte for
+/// byte once pids and the programs' paths are masked (and `ours_only`, a
+/// text only ours prints, removed). With `sorted`, lines are compared in
+/// sorted order: the init's and its child's lines race.
+fn compare_texts(original: &str, cases: &[&[&str]], env: &[(&str, &str)], sorted: bool) {
+    let Some(real) = testkit::require_tool(original) else {
+        return;
+    };
+    let scratch = Scratch::new("texts");
+    let ours = scratch.init_as(original);
+    let outcome = |program: &Path, args: &[&str]| {
+        let out = run(command(program).envs(env.iter().copied()).args(args), LIMIT);
+        let path = program.to_string_lossy();
+        let clean = |s: &str| {
+            let s = masked(&s.replace(&*path, "PROG")).replace(" - git.cradle", "");
+            if sorted {
+                let mut lines: Vec<&str> = s.lines().collect();
+                lines.sort_unstable();
+                lines.join("\n")
+            } else {
+                s
+            }
+        };
+        (out.code(), clean(&out.stdout), clean(&out.stderr))
+    };
+    for args in cases {
+        let want = outcome(&real, args);
+        let got = outcome(&ours, args);
+        assert_eq!(got, want, "{original} {args:?}");
+    }
+}
+
+#[test]
+fn as_dumb_init_prints_its_texts_byte_for_byte() {
+    compare_texts(
+        "dumb-init",
+        &[
+            &["--yolo", "true"],
+            &["--yolo=3", "true"],
+            &["-Z", "true"],
+            &["-cZ", "true"],
+            &["-h"],
+            &["--help"],
+            &["--he"],
+            &["-vV"],
+            &["--ve", "true"],
+            &["--single-child=1", "true"],
+            &["--rewrite"],
+            &["-r"],
+            // dumb-init takes signals 1 to 31 only, read as scanf("%d:%d").
+            &["-r", "40:1", "true"],
+            &["-r", "1:40", "true"],
+            &["-r", "0:1", "true"],
+            &["-r", "15:", "true"],
+            &["-r", "3 :4", "true"],
+            &["-r", " +3: 4x", "sh", "-c", "exit 4"],
+            &["--rewrite=x", "true"],
+            &["--sing", "sh", "-c", "exit 5"],
+            &[],
+        ],
+        &[],
+        false,
+    );
+    // Its -v lines, from the init and from the child before exec.
+    compare_texts(
+        "dumb-init",
+        &[
+            &["-v", "true"],
+            &["--verbose", "-c", "sh", "-c", "kill -KILL $$"],
+            &[
+                "-v",
+                "-r",
+                "10:0",
+                "-r",
+                "12:15",
+                "sh",
+                "-c",
+                "kill -USR1 $PPID; sleep 0.3; kill -USR2 $PPID; sleep 5",
+            ],
+        ],
+        &[],
+        true,
+    );
+    compare_texts(
+        "dumb-init",
+        &[&["sh", "-c", "exit 3"]],
+        &[("DUMB_INIT_DEBUG", "1")],
+        true,
+    );
+}
+
+#[test]
+fn as_tini_prints_its_texts_byte_for_byte() {
+    compare_texts(
+        "tini",
+        &[
+            // Options tini does not have are refused, not taken as ours.
+            &["-P", "--", "true"],
+            &["-c", "--", "true"],
+            &["-r", "1:2", "--", "true"],
+            &["--grace", "1", "--", "true"],
+            &["--help"],
+            &["--yolo"],
+            &["-V"],
+            &["-s", "--version"],
+            &["-h"],
+            &["-p"],
+            &["-e"],
+            &["-e", "300", "--", "true"],
+            &["-e", "3x", "--", "true"],
+            &["-s", "-e", " 4", "--", "sh", "-c", "exit 4"],
+            &["-p", "15", "--", "true"],
+            &["-p", "KILL", "--", "true"],
+            &["-p", "sigkill", "--", "true"],
+        ],
+        &[],
+        false,
+    );
+    compare_texts(
+        "tini",
+        &[
+            &["-s", "--", "sh", "-c", "exit 3"],
+            &["-s", "--", "sh", "-c", "kill -USR1 $PPID; sleep 5"],
+            &["-s", "-g", "--", "sh", "-c", "kill -TERM $$"],
+            &["-s", "--", "/nonexistent/program"],
+        ],
+        &[("TINI_VERBOSITY", "3")],
+        false,
+    );
+}
+
+#[test]
+fn as_catatonit_prints_its_texts_byte_for_byte() {
+    compare_texts(
+        "catatonit",
+        &[
+            &["-c", "--", "true"],
+            &["-s", "--", "true"],
+            &["-v", "--", "true"],
+            &["--yolo"],
+            &["--help"],
+            &["--grace", "1", "--", "true"],
+            &["--vers"],
+            &["--version=1"],
+            &["-gV"],
+            &["-h"],
+            &[],
+        ],
+        &[],
+        false,
+    );
+}
+
+#[test]
+fn own_name_keeps_real_time_signals_for_rewrite() {
+    // dumb-init refuses -r 40:1; our own name takes every signal.
+    let out = run(
+        command(init_bin()).args(["-r", "40:1", "--rewrite=34:0", "--", "true"]),
+        LIMIT,
+    );
+    assert_eq!((out.code(), out.stderr.as_str()), (Some(0), ""), "{out:?}");
+}

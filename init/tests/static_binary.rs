@@ -193,3 +193,17 @@ fn works_as_podman_init_path() {
     let out = podman_run("kill -TERM $$; sleep 5");
     assert_eq!(out.code(), Some(143), "{out:?}");
 }
+
+#[test]
+fn static_init_runs_a_script_without_a_shebang_through_bin_sh() {
+    // musl's execvp gives up with ENOEXEC (exit 126) where glibc's, and a
+    // program embedding the library (library.rs), runs /bin/sh.
+    let Some(path) = static_init() else { return };
+    let scratch = Scratch::new("static-script");
+    let script = scratch.path().join("no-shebang");
+    std::fs::write(&script, "echo \"$0\" \"$1\"; exit 7\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = run(command(&path).arg("--").arg(&script).arg("x"), LIMIT);
+    assert_eq!(out.code(), Some(7), "{out:?}");
+    assert_eq!(out.stdout, format!("{} x\n", script.display()));
+}

@@ -170,3 +170,97 @@ fn ctrl_z_from_an_interactive_shell_stops_the_init_with_its_workload_and_fg_resu
     let status = wait_limit(&mut shell, LIMIT);
     assert!(status.success(), "{seen:?}");
 }
+
+/// Every line the terminal shows until the last slave descriptor closes.
+fn all_lines(rx: &Receiver<String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(LIMIT) {
+        seen.push(line);
+    }
+    seen
+}
+
+/// Runs `program ARGS` on a new terminal as its session leader, as a
+/// container runtime runs PID 1 with `-t`; returns its status and what the
+/// terminal showed.
+fn run_on_terminal(program: &std::path::Path, args: &[&str]) -> (Option<i32>, Vec<String>) {
+    let (master, slave) = openpty();
+    let mut cmd = command(program);
+    cmd.args(args);
+    on_terminal(&mut cmd, slave);
+    let mut child = cmd.spawn().unwrap();
+    let _guard = SessionGuard(child.id() as i32);
+    drop(cmd);
+    let rx = lines_of(master);
+    let status = wait_limit(&mut child, LIMIT);
+    (status.code(), all_lines(&rx))
+}
+
+/// `lines` as `&str`s, to compare with literals.
+fn strs(lines: &[String]) -> Vec<&str> {
+    lines.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn as_dumb_init_the_workload_gets_the_terminal() {
+    // dumb-init's default: the workload leads a session of its own, and the
+    // init hands it the terminal, so it can open /dev/tty and is the
+    // terminal's foreground group (job control works in it). The SIGHUP and
+    // SIGCONT that giving the terminal up sends the init are not forwarded.
+    let scratch = Scratch::new("dumb-init-tty");
+    let ours = scratch.init_as("dumb-init");
+    let script = "trap 'echo got-hup' HUP; exec 3</dev/tty && echo tty-ok; \
+                  set -- $(cat /proc/$$/stat); [ \"$8\" = \"$5\" ] && [ \"$6\" = $$ ] && echo foreground; \
+                  sleep 0.2; echo done";
+    let want = ["tty-ok", "foreground", "done"];
+    let (code, lines) = run_on_terminal(&ours, &["sh", "-c", script]);
+    assert_eq!((code, strs(&lines)), (Some(0), want.to_vec()));
+    if let Some(real) = testkit::which("dumb-init") {
+        let (code, lines) = run_on_terminal(&real, &["sh", "-c", script]);
+        assert_eq!(
+            (code, strs(&lines)),
+            (Some(0), want.to_vec()),
+            "the real one"
+        );
+    }
+    if testkit::which("bash").is_some() {
+        // bash -m says "no job control" when it cannot take the terminal.
+        let (code, lines) = run_on_terminal(
+            &ours,
+            &["bash", "-m", "-c", "sleep 0.1 & fg >/dev/null; echo fg-ok"],
+        );
+        assert_eq!((code, strs(&lines)), (Some(0), vec!["fg-ok"]));
+    }
+}
+
+#[test]
+fn as_dumb_init_its_hand_off_debug_lines_match() {
+    let Some(real) = testkit::require_tool("dumb-init") else {
+        return;
+    };
+    let scratch = Scratch::new("dumb-init-tty-v");
+    let ours = scratch.init_as("dumb-init");
+    let lines = |program: &std::path::Path| {
+        let (code, lines) = run_on_terminal(program, &["-v", "sh", "-c", "exit 4"]);
+        let mut lines: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                let digits = |c: char| c.is_ascii_digit();
+                match l.split_once("PID ") {
+                    Some((head, tail)) => format!("{head}PID N{}", tail.trim_start_matches(digits)),
+                    None => l.clone(),
+                }
+            })
+            .collect();
+        lines.sort();
+        (code, lines)
+    };
+    let want = lines(&real);
+    assert!(
+        want.1
+            .iter()
+            .any(|l| l == "[dumb-init] Ignoring tty hand-off signal 1."),
+        "{want:?}"
+    );
+    assert_eq!(lines(&ours), want);
+}
