@@ -4,6 +4,7 @@
 mod bench;
 mod build_image;
 mod build_init;
+mod build_launcher;
 mod build_probe;
 mod test;
 mod util;
@@ -16,6 +17,7 @@ usage: cargo xtask <task>
 
 tasks:
   build-init            build the static init (musl) and check it is static
+  build-launcher        build the static launcher (musl) into target/static
   build-probe           build the static test probe
   build-image [NAME]    build the static init, then images/NAME (default: default)
   bench init|unpack|build|run
@@ -39,6 +41,7 @@ fn run(args: &[String]) -> Result<()> {
     };
     match task {
         "build-init" => build_init::run(rest).map(drop),
+        "build-launcher" => build_launcher::run(rest).map(drop),
         "build-probe" => build_probe::run(rest).map(drop),
         "build-image" => build_image::run(rest).map(drop),
         "bench" => bench::run(rest),

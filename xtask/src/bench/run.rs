@@ -1,10 +1,12 @@
 //! `cargo xtask bench run [--image IMAGE.tar] [--runs N]`: wall time of
-//! running `/bin/true` from the default image with our launcher (release
-//! build, warm cache), against `crun run` and `runc run` on a bundle of the
+//! running `/bin/true` from the default image with our launcher (the static
+//! build of `cargo xtask build-launcher`, and the glibc release build; warm
+//! cache), against `crun run` and `runc run` on a bundle of the
 //! same rootfs, `bwrap` and `unshare -fpmuin chroot` of that rootfs; then the
 //! cold start (empty cache) against unpacking the same layers with GNU tar.
 //! Everything is measured in the same invocation, interleaved (one run of
-//! each in turn, so a busy machine slows all alike), and printed with ratios.
+//! each in turn, so a busy machine slows all alike), and printed with the
+//! ratio of each median to crun's.
 //!
 //! crun refuses this machine's hybrid cgroup layout (v1 controllers plus a
 //! cgroup2 mount holding only hugetlb); it runs in a private mount namespace
@@ -42,12 +44,14 @@ pub fn run(args: &[String]) -> Result<()> {
         None => crate::build_image::run(&[])?,
     };
     let launcher = build_launcher()?;
+    let static_launcher = crate::build_launcher::build()?;
     run_cmd(
         Command::new("unshare")
             .args(["-m", "--propagation", "private"])
             .arg(std::env::current_exe()?)
             .args(["bench", "run", "--inner"])
             .arg(&launcher)
+            .arg(&static_launcher)
             .arg(&image)
             .arg(runs.to_string()),
     )
@@ -55,10 +59,11 @@ pub fn run(args: &[String]) -> Result<()> {
 
 /// Inside the private mount namespace: prepare, measure, print.
 fn inner(args: &[String]) -> Result<()> {
-    let [launcher, image, runs] = args else {
-        bail!("usage: bench run --inner LAUNCHER IMAGE RUNS");
+    let [launcher, static_launcher, image, runs] = args else {
+        bail!("usage: bench run --inner LAUNCHER STATIC_LAUNCHER IMAGE RUNS");
     };
     let (launcher, image) = (PathBuf::from(launcher), PathBuf::from(image));
+    let static_launcher = PathBuf::from(static_launcher);
     let runs: usize = runs.parse()?;
     if Path::new("/sys/fs/cgroup/unified").exists() {
         let _ = Command::new("umount")
@@ -77,8 +82,8 @@ fn inner(args: &[String]) -> Result<()> {
             .arg(&rootfs),
     )?;
     let cache = work.join("cache");
-    let ours = {
-        let (launcher, image, cache) = (launcher.clone(), image.clone(), cache.clone());
+    let run_with = |launcher: &Path| {
+        let (launcher, image, cache) = (launcher.to_path_buf(), image.clone(), cache.clone());
         move || {
             let mut c = Command::new(&launcher);
             c.env("CRADLE_ROOT", &cache)
@@ -88,10 +93,19 @@ fn inner(args: &[String]) -> Result<()> {
             c
         }
     };
+    let ours = run_with(&static_launcher);
     run_cmd(&mut ours()).context("warming the cache")?;
 
-    let mut candidates: Vec<(String, Box<dyn Fn() -> Command>)> =
-        vec![("cradle launcher (warm)".into(), Box::new(ours.clone()))];
+    let mut candidates: Vec<(String, Box<dyn Fn() -> Command>)> = vec![
+        (
+            "cradle launcher (static, warm)".into(),
+            Box::new(ours.clone()),
+        ),
+        (
+            "cradle launcher (glibc, warm)".into(),
+            Box::new(run_with(&launcher)),
+        ),
+    ];
     for runtime in ["crun", "runc"] {
         if installed(runtime) && write_spec(runtime, &bundle).is_ok() {
             let bundle = bundle.clone();
@@ -154,7 +168,7 @@ fn inner(args: &[String]) -> Result<()> {
         }
     };
     let cold_candidates: Vec<(String, Box<dyn Fn() -> Command>)> = vec![
-        ("cradle launcher (cold)".into(), Box::new(ours)),
+        ("cradle launcher (static, cold)".into(), Box::new(ours)),
         ("GNU tar -xzf (layers)".into(), Box::new(tar_cmd)),
     ];
     let cold = interleaved(COLD_RUNS, &cold_candidates, &|| {
@@ -285,20 +299,22 @@ fn print_table(
         .and_then(|(_, s)| **s);
     println!("bench run: /bin/true, {runs} runs each (warm), {COLD_RUNS} cold");
     println!(
-        "{:<26} {:>10} {:>10} {:>10}",
+        "{:<32} {:>10} {:>10} {:>10}",
         "", "mean ms", "median ms", "vs crun"
     );
     for (name, stats) in &rows {
         match stats {
             Some(s) => {
-                let ratio = crun.map_or("-".into(), |c| format!("{:.2}x", ms(s.mean) / ms(c.mean)));
+                let ratio = crun.map_or("-".into(), |c| {
+                    format!("{:.2}x", ms(s.median) / ms(c.median))
+                });
                 println!(
-                    "{name:<26} {:>10.2} {:>10.2} {ratio:>10}",
+                    "{name:<32} {:>10.2} {:>10.2} {ratio:>10}",
                     ms(s.mean),
                     ms(s.median)
                 );
             }
-            None => println!("{name:<26} {:>10} {:>10} {:>10}", "-", "-", "-"),
+            None => println!("{name:<32} {:>10} {:>10} {:>10}", "-", "-", "-"),
         }
     }
     let (Some(ours), Some(tar)) = (cold[0], cold[1]) else {
@@ -306,14 +322,14 @@ fn print_table(
         return;
     };
     println!(
-        "{:<26} {:>10.2} {:>10.2} {:>9.2}x GNU tar",
-        "cradle launcher (cold)",
+        "{:<32} {:>10.2} {:>10.2} {:>9.2}x GNU tar",
+        "cradle launcher (static, cold)",
         ms(ours.mean),
         ms(ours.median),
-        ms(ours.mean) / ms(tar.mean)
+        ms(ours.median) / ms(tar.median)
     );
     println!(
-        "{:<26} {:>10.2} {:>10.2}",
+        "{:<32} {:>10.2} {:>10.2}",
         "GNU tar -xzf (layers)",
         ms(tar.mean),
         ms(tar.median)
