@@ -297,7 +297,7 @@ impl Cache {
         let dir = self.layer_dir(&layer.digest);
         let lock = dir.with_extension("lock");
         loop {
-            let held = Lock::shared(&lock)?;
+            let held = Lock::shared_kept(&lock)?;
             if dir.exists() {
                 self.hold(held);
                 return Ok(dir);
@@ -513,14 +513,19 @@ fn set_mode(dir: &Path, mode: u32) -> Result<()> {
         .map_err(Error::io("restricting the mode of", dir))
 }
 
-/// Removes the lock files in `dir` nobody holds.
+/// Removes the lock files in `dir` nobody holds, but those of a layer (a
+/// directory of the same name) or an image (its `.json` record) still
+/// there, which are kept ([`Lock::shared_kept`]).
 fn reclaim_lock_files(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().is_some_and(|e| e == "lock") {
+        if path.extension().is_some_and(|e| e == "lock")
+            && !path.with_extension("").exists()
+            && !path.with_extension("json").exists()
+        {
             drop(Lock::try_exclusive(&path, false));
         }
     }
@@ -681,12 +686,17 @@ pub(crate) fn random_id() -> String {
 
 /// A lock file, flocked. The last holder removes the file, so that lock
 /// files do not pile up; one opened before that and locked after is a lock
-/// on nothing, which [`still_named`] tells, and is taken again.
+/// on nothing, which [`still_named`] tells, and is taken again. The locks
+/// of layers and images are kept ([`Lock::shared_kept`]): one per layer or
+/// image, removed with it, so that a warm run makes and removes no inode
+/// for them (ext4's inode allocator, scanning past recently deleted
+/// inodes, cost a run 0.3 ms per file here).
 #[derive(Debug)]
 pub(crate) struct Lock {
     file: File,
     path: PathBuf,
     exclusive: bool,
+    keep: bool,
 }
 
 impl Lock {
@@ -696,6 +706,7 @@ impl Lock {
             file: flock_waiting(path, libc::LOCK_EX)?,
             path: path.to_path_buf(),
             exclusive: true,
+            keep: false,
         })
     }
 
@@ -705,6 +716,19 @@ impl Lock {
             file: flock_waiting(path, libc::LOCK_SH)?,
             path: path.to_path_buf(),
             exclusive: false,
+            keep: false,
+        })
+    }
+
+    /// [`Lock::shared`], leaving the file when released: the lock of
+    /// something that outlives the run (a layer, an image), removed by
+    /// whoever removes that, holding it exclusively.
+    pub(crate) fn shared_kept(path: &Path) -> Result<Lock> {
+        Ok(Lock {
+            file: flock_waiting(path, libc::LOCK_SH)?,
+            path: path.to_path_buf(),
+            exclusive: false,
+            keep: true,
         })
     }
 
@@ -724,6 +748,7 @@ impl Lock {
             file,
             path: path.to_path_buf(),
             exclusive: true,
+            keep: false,
         })
     }
 }
@@ -734,6 +759,9 @@ impl Drop for Lock {
         // exclusive one without waiting (flock(2): conversion drops the
         // shared lock first, so of two leaving at once one gets it).
         // SAFETY: flock on an fd we own.
+        if self.keep {
+            return;
+        }
         let last = self.exclusive
             || unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
         if last && still_named(&self.file, &self.path) {

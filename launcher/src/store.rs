@@ -120,7 +120,7 @@ pub(crate) fn record_use(cache: &Cache, image: &Image) -> Result<()> {
         layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
         last_used: now(),
     };
-    cache.hold(Lock::shared(&lock_path(cache, &record))?);
+    cache.hold(Lock::shared_kept(&lock_path(cache, &record))?);
     // "Last used" to the minute: a record that says the same, written less
     // than a minute ago, is left alone. Replacing a file by rename on every
     // run made ext4 start writing it back (auto_da_alloc) on the warm path.

@@ -40,6 +40,21 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// [`names`] but the lock files a layer or an image keeps while it is
+/// there (`<layer>.lock` beside its directory, `<key>.lock` beside its
+/// record): a lock file without its layer or image still shows.
+fn store_names(dir: &Path) -> Vec<String> {
+    names(dir)
+        .into_iter()
+        .filter(|n| {
+            let Some(stem) = n.strip_suffix(".lock") else {
+                return true;
+            };
+            !(dir.join(stem).is_dir() || dir.join(format!("{stem}.json")).is_file())
+        })
+        .collect()
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().mode() & 0o7777
 }
@@ -100,8 +115,21 @@ fn image_ls_shows_images_and_rm_removes_them_and_the_layers_only_they_use() {
     let root = kit.root.path();
     run_true(&kit, &one);
     run_true(&kit, &two);
-    let layers = names(&root.join("layers/sha256"));
+    let layers = store_names(&root.join("layers/sha256"));
     assert_eq!(layers.len(), 3, "a shared base and two tops: {layers:?}");
+    // Each layer and image keeps its lock file: a warm run makes none.
+    let lock_inodes = |dir: &str| -> Vec<u64> {
+        names(&root.join(dir))
+            .iter()
+            .filter(|n| n.ends_with(".lock"))
+            .map(|n| std::fs::metadata(root.join(dir).join(n)).unwrap().ino())
+            .collect()
+    };
+    let (layer_locks, image_locks) = (lock_inodes("layers/sha256"), lock_inodes("images"));
+    assert_eq!((layer_locks.len(), image_locks.len()), (3, 2));
+    run_true(&kit, &two);
+    assert_eq!(lock_inodes("layers/sha256"), layer_locks);
+    assert_eq!(lock_inodes("images"), image_locks);
     let out = image_cmd(&kit, root, &["ls"]);
     assert!(out.status.success(), "{out:?}");
     let table = String::from_utf8_lossy(&out.stdout);
@@ -130,7 +158,7 @@ fn image_ls_shows_images_and_rm_removes_them_and_the_layers_only_they_use() {
     let out = image_cmd(&kit, root, &["rm", &one.display().to_string()]);
     assert!(out.status.success(), "{out:?}");
     assert!(one.exists(), "rm never removes the user's archive");
-    let left = names(&root.join("layers/sha256"));
+    let left = store_names(&root.join("layers/sha256"));
     assert_eq!(left.len(), 2, "the shared layer stays: {left:?}");
     assert_eq!(left, recorded_layers(root));
     let out = image_cmd(&kit, root, &["rm", "nope"]);
@@ -163,7 +191,7 @@ fn image_ls_shows_images_and_rm_removes_them_and_the_layers_only_they_use() {
     );
     drop(running.stdin.take());
     assert!(running.wait().unwrap().success());
-    assert_eq!(names(&root.join("layers/sha256")).len(), 2);
+    assert_eq!(store_names(&root.join("layers/sha256")).len(), 2);
 
     let out = image_cmd(&kit, root, &["rm", &id_of_two]);
     assert!(out.status.success(), "{out:?}");
@@ -171,6 +199,7 @@ fn image_ls_shows_images_and_rm_removes_them_and_the_layers_only_they_use() {
         String::from_utf8_lossy(&out.stdout).contains(&format!("removed {}", two.display())),
         "{out:?}"
     );
+    // Their lock files went with them.
     assert_eq!(names(&root.join("layers/sha256")), Vec::<String>::new());
     assert_eq!(names(&root.join("images")), Vec::<String>::new());
     let out = image_cmd(&kit, root, &["ls"]);
@@ -192,7 +221,7 @@ fn image_prune_leaves_only_what_images_reference_and_live_launchers_hold() {
     run_true(&kit, &kit.image);
     let referenced = recorded_layers(root);
     assert!(!referenced.is_empty());
-    assert_eq!(names(&root.join("layers/sha256")), referenced);
+    assert_eq!(store_names(&root.join("layers/sha256")), referenced);
     // What dead launchers and interrupted pulls leave, and an old layer.
     let junk_layer = "a".repeat(64);
     for dir in [
@@ -226,10 +255,10 @@ fn image_prune_leaves_only_what_images_reference_and_live_launchers_hold() {
         report.contains(&format!("removed layer sha256:{junk_layer}")),
         "{report}"
     );
-    assert_eq!(names(&root.join("layers/sha256")), referenced);
+    assert_eq!(store_names(&root.join("layers/sha256")), referenced);
     assert_eq!(names(&root.join("tmp")), ["beef-1", "beef-1.lock"]);
     assert_eq!(names(&root.join("containers")), Vec::<String>::new());
-    let images = names(&root.join("images"));
+    let images = store_names(&root.join("images"));
     assert!(
         images.len() == 1 && images[0].ends_with(".json"),
         "{images:?}"
@@ -251,7 +280,7 @@ fn image_prune_leaves_only_what_images_reference_and_live_launchers_hold() {
     let out = image_cmd(&kit, root, &["prune", "-a"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
-        names(&root.join("layers/sha256"))
+        store_names(&root.join("layers/sha256"))
             .into_iter()
             .filter(|n| !n.ends_with(".lock"))
             .collect::<Vec<_>>(),
@@ -331,11 +360,11 @@ fn a_launcher_killed_at_30_random_moments_leaves_nothing_after_the_next_run() {
         );
     }
     assert_eq!(
-        names(&root.join("layers/sha256")),
+        store_names(&root.join("layers/sha256")),
         recorded_layers(root),
         "{context}"
     );
-    let images = names(&root.join("images"));
+    let images = store_names(&root.join("images"));
     assert!(
         images.iter().all(|n| n.ends_with(".json")),
         "{images:?}, {context}"
@@ -390,7 +419,7 @@ fn a_user_other_than_root_cannot_execute_anything_from_the_store() {
     for sub in ["", "layers", "layers/sha256", "images", "tmp", "containers"] {
         assert_eq!(mode(&root.join(sub)), 0o700, "{sub}");
     }
-    let program = names(&root.join("layers/sha256"))
+    let program = store_names(&root.join("layers/sha256"))
         .into_iter()
         .flat_map(|d| {
             let bin = root.join("layers/sha256").join(d).join("bin");
