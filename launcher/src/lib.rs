@@ -271,6 +271,9 @@ pub fn run_observed(
     warn: &mut dyn FnMut(&str),
     started: &mut dyn FnMut(&spawn::Child, &spawn::Plan),
 ) -> Result<i32> {
+    // Before anything else, and held until the container is gone: a host
+    // port that is taken is refused, never shadowed (docker-proxy's rule).
+    let _ports = network::reserve_ports(&opts.publish)?;
     let archive = pull::resolve(&opts.image, &cache::default_root())?;
     let image = image::read(&archive)?;
     let cache = cache::Cache::open(cache::default_root())?;
