@@ -296,7 +296,7 @@ pub fn run_observed(
         resources.join(pid, entered)
     })?;
     started(&child, &plan);
-    let status = supervise::until_exit(child, signals, plan.stop_signal, opts)?;
+    let status = supervise::until_exit(child, signals, plan.stop_signal, opts, warn)?;
     if let Err(err) = container.remove() {
         let cause = std::error::Error::source(&err)
             .map(|c| format!(": {c}"))
