@@ -114,6 +114,17 @@ pub enum Error {
         #[source]
         source: Box<builder::Error>,
     },
+    #[error(
+        "image archive `{}` holds several images; name one as `{}:NAME`: {names}",
+        path.display(), path.display()
+    )]
+    SeveralImages { path: PathBuf, names: String },
+    #[error("image archive `{}` has no image named `{name}`; it has {names}", path.display())]
+    NoSuchImageInArchive {
+        path: PathBuf,
+        name: String,
+        names: String,
+    },
     #[error("pulling `{reference}`")]
     Pull {
         reference: String,
@@ -130,6 +141,16 @@ pub enum Error {
     NoCommand { path: PathBuf },
     #[error("invalid {what} `{value}`")]
     Invalid { what: &'static str, value: String },
+    #[error("invalid environment variable `{entry}`: {why}")]
+    InvalidEnv { entry: String, why: String },
+    #[error("env file `{}` line {line}: {why}", path.display())]
+    EnvFile {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+    #[error("invalid volume `{spec}`: {why}")]
+    InvalidVolume { spec: String, why: String },
     #[error("unpacking layer `{digest}`")]
     Unpack {
         digest: String,
