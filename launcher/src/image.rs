@@ -103,7 +103,13 @@ fn open_named(path: &Path) -> Result<(PathBuf, ImageArchive, Option<String>)> {
             path: file.to_path_buf(),
             source: Box::new(source),
         })?;
-        if let Some(name) = names.iter().find(|n| same_name(n, asked)) {
+        // An exact name first: normalized, `a` and `docker.io/library/a`
+        // are the same, and an archive may hold both.
+        let found = names
+            .iter()
+            .find(|n| *n == asked)
+            .or_else(|| names.iter().find(|n| same_name(n, asked)));
+        if let Some(name) = found {
             return Ok((file.to_path_buf(), archive, Some(name.clone())));
         }
         first_miss.get_or_insert((file.to_path_buf(), asked.to_string(), names));
@@ -404,6 +410,80 @@ mod tests {
         );
         opts.command.clear();
         assert_eq!(argv(&img, &opts).unwrap(), strings(&["/bin/env"]));
+    }
+
+    #[test]
+    fn pid1_is_the_init_unless_no_init() {
+        let ours = image(&["/sbin/cradle-init", "--"], &["/bin/sh"]);
+        let foreign = image(&[], &["/bin/sh"]);
+        let init = |rest: &[&str]| {
+            let mut v = strings(&["/sbin/cradle-init", "--"]);
+            v.extend(strings(rest));
+            v
+        };
+        for (img, entrypoint, no_init, want, bind) in [
+            (&ours, None, false, init(&["/bin/sh"]), false),
+            (&ours, None, true, strings(&["/bin/sh"]), false),
+            (&ours, Some("/app"), false, init(&["/app"]), true),
+            (&ours, Some("/app"), true, strings(&["/app"]), false),
+            (&foreign, None, false, init(&["/bin/sh"]), true),
+            (&foreign, None, true, strings(&["/bin/sh"]), false),
+            (&foreign, Some("/app"), false, init(&["/app"]), true),
+            (&foreign, Some("/app"), true, strings(&["/app"]), false),
+        ] {
+            let opts = Options {
+                entrypoint: entrypoint.map(str::to_string),
+                no_init,
+                ..Default::default()
+            };
+            assert_eq!(
+                pid1_argv(img, &opts).unwrap(),
+                (want, bind),
+                "{:?} {entrypoint:?} {no_init}",
+                img.entrypoint
+            );
+        }
+        // Our init and nothing else: without it nothing is left to run.
+        let bare = image(&["/sbin/cradle-init", "--"], &[]);
+        let opts = Options {
+            no_init: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            pid1_argv(&bare, &opts),
+            Err(Error::NoCommand { .. })
+        ));
+    }
+
+    #[test]
+    fn env_files_are_read_by_dockers_rules() {
+        let parse = |text: &[u8]| parse_env_file(text);
+        assert_eq!(
+            parse(b"\xEF\xBB\xBFA=1 \r\n\t B= x \n#c\n  # c\n\nC\nD==\n").unwrap(),
+            strings(&["A=1 ", "B= x ", "C", "D=="])
+        );
+        assert_eq!(parse(b"").unwrap(), Vec::<String>::new());
+        for (text, line, why) in [
+            (&b"export X=1"[..], 1, "`export X` contains whitespace"),
+            (&b"A=1\nX =1"[..], 2, "`X ` contains whitespace"),
+            (&b"=1"[..], 1, "the name is empty"),
+            (&b"A=\xff"[..], 1, "not UTF-8"),
+        ] {
+            let (at, text) = parse(text).unwrap_err();
+            assert_eq!(at, line, "{text}");
+            assert!(text.contains(why), "{text}");
+        }
+    }
+
+    #[test]
+    fn archive_names_match_as_references() {
+        assert!(same_name("docker.io/library/alpine:3.19", "alpine:3.19"));
+        assert!(same_name("alpine:latest", "alpine"));
+        assert!(same_name("localhost:5000/a/b:v1", "localhost:5000/a/b:v1"));
+        assert!(!same_name("alpine:3.19", "alpine"));
+        assert!(!same_name("localhost:5000/a/b:v1", "localhost:5001/a/b:v1"));
+        // OCI layouts often name an image by its tag alone.
+        assert!(same_name("v1", "v1"));
     }
 
     #[test]
