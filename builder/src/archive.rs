@@ -472,26 +472,148 @@ struct DockerManifest {
     layers: Vec<String>,
 }
 
+/// The regular files of the tar archive `file`, by name. What is not a tar
+/// archive, or one cut short, is said to be so (never with its bytes: a
+/// random file's "header" printed raw garbled the terminal).
 fn index_entries(path: &Path, file: &File) -> Result<HashMap<String, Region>> {
-    let archive_error = |source| Error::Archive {
+    let not_an_image = |what: String| Error::NotAnImage {
+        path: path.to_path_buf(),
+        what,
+    };
+    let len = file
+        .metadata()
+        .map_err(|source| Error::Archive {
+            archive: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    check_tar_start(file, len).map_err(not_an_image)?;
+    let archive_error = |source: io::Error| Error::Archive {
         archive: path.to_path_buf(),
-        source,
+        source: io::Error::new(source.kind(), printable(&source.to_string())),
+    };
+    let truncated = |end: u64| {
+        not_an_image(format!(
+            "it is truncated: {len} bytes, its last entry ends at byte {end} \
+             (an interrupted download or copy?)"
+        ))
     };
     let mut archive = tar::Archive::new(file);
     let mut entries = HashMap::new();
+    // Where the last entry's contents end, padded to a whole block.
+    let mut end = 0;
     for entry in archive.entries_with_seek().map_err(archive_error)? {
-        let entry = entry.map_err(archive_error)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let name = entry.path().map_err(archive_error)?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            // A header cut short: tar blocks are 512 bytes.
+            Err(_) if len % 512 != 0 => return Err(truncated(end.max(len.next_multiple_of(512)))),
+            Err(err) => return Err(archive_error(err)),
+        };
         let region = Region {
             offset: entry.raw_file_position(),
             size: entry.size(),
         };
+        end = region
+            .offset
+            .saturating_add(region.size)
+            .next_multiple_of(512);
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path().map_err(archive_error)?;
         entries.insert(normalize(&name.to_string_lossy()), region);
     }
+    // The tar reader stops quietly at the end of the file, even inside an
+    // entry's contents or before the end-of-archive blocks that every tar
+    // writer puts last.
+    if end > len || len - end < 512 {
+        return Err(truncated(end));
+    }
     Ok(entries)
+}
+
+/// Checks that `file` starts with a tar header (its checksum adds up), and
+/// else says what it looks like instead.
+fn check_tar_start(file: &File, len: u64) -> std::result::Result<(), String> {
+    let mut head = [0u8; 512];
+    let n = file
+        .read_at(&mut head, 0)
+        .map_err(|e| format!("reading its first block: {e}"))?;
+    let head = &head[..n];
+    if len == 0 {
+        return Err("it is empty".into());
+    }
+    if n == 512 && header_checksum_matches(head) {
+        return Ok(());
+    }
+    let short = match n < 512 {
+        true => format!(", {len} bytes, shorter than one tar header"),
+        false => String::new(),
+    };
+    Err(format!(
+        "it is not a tar archive{short}: it looks like {}",
+        looks_like(head)
+    ))
+}
+
+/// A tar header's checksum: the sum of its bytes, the checksum field (148..156,
+/// octal) counted as spaces.
+fn header_checksum_matches(head: &[u8]) -> bool {
+    let field = String::from_utf8_lossy(&head[148..156]);
+    let Ok(stored) = u64::from_str_radix(field.trim_matches(|c: char| c == ' ' || c == '\0'), 8)
+    else {
+        return false;
+    };
+    let sum: u64 = head
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
+        .sum();
+    sum == stored
+}
+
+/// What a file that is not a tar archive seems to be, from its first bytes.
+fn looks_like(head: &[u8]) -> &'static str {
+    let starts = |magic: &[u8]| head.starts_with(magic);
+    if starts(b"\x1f\x8b") {
+        "gzip-compressed data (an image archive is a plain tar: decompress it first)"
+    } else if starts(b"\x28\xb5\x2f\xfd") {
+        "zstd-compressed data (an image archive is a plain tar: decompress it first)"
+    } else if starts(b"\xfd7zXZ\x00") {
+        "xz-compressed data (an image archive is a plain tar: decompress it first)"
+    } else if starts(b"BZh") {
+        "bzip2-compressed data (an image archive is a plain tar: decompress it first)"
+    } else if starts(b"PK\x03\x04") {
+        "a zip archive"
+    } else if starts(b"\x7fELF") {
+        "an ELF program"
+    } else if starts(b"#!") {
+        "a script"
+    } else if head.trim_ascii_start().starts_with(b"{") || head.trim_ascii_start().starts_with(b"[")
+    {
+        "JSON"
+    } else if std::str::from_utf8(head).is_ok_and(|t| !t.contains('\0')) {
+        "text"
+    } else {
+        "binary data of some other kind"
+    }
+}
+
+/// `text` with everything but printable ASCII escaped: the tar reader's
+/// messages quote header bytes, which may be anything.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_ascii_graphic() || c == ' ' {
+            true => c.to_string(),
+            false => c.escape_default().to_string(),
+        })
+        .collect()
 }
 
 /// `./blobs/sha256/x` and `blobs/sha256/x` name the same entry.

@@ -70,6 +70,13 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    #[cfg(feature = "fetch")]
+    #[error("trusting the certificates in `{}`", path.display())]
+    CaCert {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
     #[error("downloading `{url}`: the server answered {status}")]
     HttpStatus { url: String, status: u16 },
     #[error("downloading `{url}`")]

@@ -11,7 +11,7 @@
 //! another image the static init is bind-mounted read-only at that path by
 //! a mount entry (as `launcher run` does), so the bundle names the init's
 //! path on this machine. `/etc/hostname`, `/etc/hosts` and
-//! `/etc/resolv.conf` are written to `DIR/etc/` and bound read-only, and
+//! `/etc/resolv.conf` are written to `DIR/etc/` and bound writable, and
 //! `-v` volumes become bind mounts, as in `launcher run`. The seccomp
 //! profile is [`seccomp`]'s, written as `linux.seccomp` for libseccomp.
 //! The limits of `launcher run` (`--memory` …) become `linux.resources`,
@@ -135,12 +135,11 @@ pub fn runtime_spec(opts: &Options, image: &image::Image, root: &Path) -> Result
         .hostname
         .clone()
         .unwrap_or_else(|| DEFAULT_HOSTNAME.to_string());
-    let mut argv = image::argv(image, opts)?;
+    let (argv, bind_init) = image::pid1_argv(image, opts)?;
     let mut mounts = default_mounts()?;
-    if !opts.no_init && !image::starts_with_init(&argv) {
+    if bind_init {
         let init = spawn::find_init(opts.init_path.as_deref())?;
         mounts.push(init_mount(&init)?);
-        argv.splice(0..0, [image::INIT_IN_IMAGE.to_string(), "--".to_string()]);
     }
     mounts.extend(etc_mounts(&hostname, root)?);
     mounts.extend(volume_mounts(opts)?);
@@ -504,7 +503,9 @@ fn etc_mounts(hostname: &str, root: &Path) -> Result<Vec<Mount>> {
             bind_mount(
                 &host,
                 &Path::new("/etc").join(name),
-                &["rbind", "ro", "nosuid", "nodev", "noexec"],
+                // Writable, as under `launcher run`, docker and podman:
+                // programs rewrite /etc/hosts and /etc/resolv.conf.
+                &["rbind", "rw", "nosuid", "nodev", "noexec"],
             )
         })
         .collect()

@@ -66,7 +66,8 @@ pub fn exec(cache: &Cache, what: &str, request: &Request, sys: &impl Sys) -> Res
         stop_timeout: 10,
         ..Default::default()
     };
-    crate::supervise::until_exit(child, signals, libc::SIGTERM, &opts)
+    // Quiet: `exec` has no warning channel; a second stop signal still kills.
+    crate::supervise::until_exit(child, signals, libc::SIGTERM, &opts, &mut |_| {})
 }
 
 /// The running container's record and a pidfd of its first process.

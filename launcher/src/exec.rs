@@ -62,8 +62,20 @@ pub fn into_workload(sys: &impl Sys, p: &Process, parent_alive: RawFd) -> Result
     start_session(sys, p.tty)?;
     let user = resolve_user_in(Path::new("/"), p.user.as_deref())?;
     let cwd = p.cwd.clone().unwrap_or_else(|| "/".into());
+    // The working directory is entered while still root, as runc does: an
+    // image's `/root` is no less its workdir for `-u nobody` (runc and
+    // podman start there; the process then holds a directory it could not
+    // have entered). Where root is the one refused (root squashed on NFS),
+    // the user may still enter it: tried again after the switch, as runc.
+    let entered = enter_workdir(sys, &cwd);
     set_capabilities(sys, &user)?;
-    enter_workdir(sys, &cwd)?;
+    match entered {
+        Err(Error::Sys {
+            source: nix::errno::Errno::EACCES | nix::errno::Errno::EPERM,
+            ..
+        }) => enter_workdir(sys, &cwd)?,
+        other => other?,
+    }
     sys.cloexec_from(3)
         .map_err(Error::sys("closing inherited file descriptors"))?;
     sys.set_no_new_privs()
@@ -212,10 +224,24 @@ fn set_capabilities(sys: &impl Sys, user: &User) -> Result<()> {
     sys.set_caps(&DEFAULT_CAPS, &DEFAULT_CAPS, &[])
         .map_err(Error::sys("setting capabilities"))?;
     sys.set_ids(user.uid, user.gid, &user.groups)
-        .map_err(Error::sys(format!(
-            "switching to uid {} gid {}",
-            user.uid, user.gid
-        )))?;
+        .map_err(|errno| {
+            let step = format!("switching to uid {} gid {}", user.uid, user.gid);
+            // setuid(2) and setgroups(2) say EINVAL for an id the user
+            // namespace does not map: rootless without subordinate ids,
+            // only root (the user's own id) is.
+            match errno {
+                nix::errno::Errno::EINVAL => Error::Sys {
+                    step: format!(
+                        "{step}: an id not mapped in the container's user namespace; rootless, \
+                         ids other than 0 need a range for your user in /etc/subuid and \
+                         /etc/subgid (`usermod --add-subuids 100000-165535 --add-subgids \
+                         100000-165535 USER`) and newuidmap/newgidmap (Debian's uidmap)"
+                    ),
+                    source: errno,
+                },
+                errno => Error::sys(step)(errno),
+            }
+        })?;
     sys.clear_ambient()
         .map_err(Error::sys("clearing ambient capabilities"))
 }
@@ -739,11 +765,11 @@ mod tests {
             [
                 Call::Setsid,
                 Call::SetCtty(5),
+                Call::Chdir("/".into()),
                 Call::DropBounding(DEFAULT_CAPS.to_vec()),
                 Call::SetCaps(DEFAULT_CAPS.to_vec(), DEFAULT_CAPS.to_vec(), vec![]),
                 Call::SetIds(0, 0, vec![0]),
                 Call::ClearAmbient,
-                Call::Chdir("/".into()),
                 Call::CloexecFrom(3),
                 Call::NoNewPrivs,
                 Call::ParentDeathSignal(libc::SIGKILL),

@@ -42,14 +42,25 @@ impl Image {
 }
 
 /// Opens and verifies `path`. `path` may end in `:NAME` to pick a tagged
-/// image when the archive holds several (`images.tar:alpine`).
+/// image when the archive holds several (`images.tar:alpine`,
+/// `saved.tar:docker.io/library/alpine:3.19`). An archive of several images
+/// without a name is refused, listing them: running the first of them
+/// silently ran whichever `docker save` happened to write first.
 pub fn read(path: &Path) -> Result<Image> {
-    let (path, reference) = split_reference(path);
+    let (path, archive, reference) = open_named(path)?;
     let wrap = |source| Error::Image {
         path: path.clone(),
         source: Box::new(source),
     };
-    let archive = ImageArchive::open(&path).map_err(wrap)?;
+    if reference.is_none() {
+        let images = distinct_images(&archive).map_err(wrap)?;
+        if images.len() > 1 {
+            return Err(Error::SeveralImages {
+                path: path.clone(),
+                names: images.join(", "),
+            });
+        }
+    }
     let image = archive.image(reference.as_deref()).map_err(wrap)?;
     let config = image.config.config().clone().unwrap_or_default();
     Ok(Image {
@@ -64,15 +75,96 @@ pub fn read(path: &Path) -> Result<Image> {
     })
 }
 
-fn split_reference(path: &Path) -> (PathBuf, Option<String>) {
+/// The archive `path` names and the image name after it, if any. A name
+/// may hold colons itself (every `docker save` tag, every registry name
+/// with a port), so each colon is a candidate split: the archive before it
+/// must exist, and the name after it is taken when the archive has an
+/// image of that name ([`same_name`]). A name no candidate has is an error
+/// listing the names there are.
+fn open_named(path: &Path) -> Result<(PathBuf, ImageArchive, Option<String>)> {
+    let open = |file: &Path| {
+        ImageArchive::open(file).map_err(|source| Error::Image {
+            path: file.to_path_buf(),
+            source: Box::new(source),
+        })
+    };
     if path.exists() {
-        return (path.to_path_buf(), None);
+        return Ok((path.to_path_buf(), open(path)?, None));
     }
     let text = path.to_string_lossy();
-    match text.rsplit_once(':') {
-        Some((file, name)) if Path::new(file).exists() => (file.into(), Some(name.into())),
-        _ => (path.to_path_buf(), None),
+    let mut first_miss = None;
+    for (at, _) in text.match_indices(':') {
+        let (file, asked) = (Path::new(&text[..at]), &text[at + 1..]);
+        if !file.is_file() {
+            continue;
+        }
+        let archive = open(file)?;
+        let names = archive.names().map_err(|source| Error::Image {
+            path: file.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        // An exact name first: normalized, `a` and `docker.io/library/a`
+        // are the same, and an archive may hold both.
+        let found = names
+            .iter()
+            .find(|n| *n == asked)
+            .or_else(|| names.iter().find(|n| same_name(n, asked)));
+        if let Some(name) = found {
+            return Ok((file.to_path_buf(), archive, Some(name.clone())));
+        }
+        first_miss.get_or_insert((file.to_path_buf(), asked.to_string(), names));
     }
+    match first_miss {
+        Some((file, name, names)) => Err(Error::NoSuchImageInArchive {
+            path: file,
+            name,
+            names: match names.is_empty() {
+                true => "none: its images have no names".into(),
+                false => names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+        }),
+        // Nothing before any colon exists: the error names the whole path.
+        None => Ok((path.to_path_buf(), open(path)?, None)),
+    }
+}
+
+/// An archive's name for an image and the name asked for are the same:
+/// equal, or equal once both are read as references (`alpine` is
+/// `docker.io/library/alpine:latest`, as docker and podman write it).
+fn same_name(name: &str, asked: &str) -> bool {
+    use builder::registry::Reference;
+    if name == asked {
+        return true;
+    }
+    match (Reference::parse(name), Reference::parse(asked)) {
+        (Ok(a), Ok(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    }
+}
+
+/// The archive's images, each shown by its names: names that lead to the
+/// same manifest are one image (`docker save a:1 a:latest`).
+fn distinct_images(archive: &ImageArchive) -> builder::Result<Vec<String>> {
+    let names = archive.names()?;
+    if names.len() < 2 {
+        return Ok(names);
+    }
+    let mut images: Vec<(String, Vec<String>)> = Vec::new();
+    for name in names {
+        let id = archive.image(Some(&name))?.id;
+        match images.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, names)) => names.push(name),
+            None => images.push((id, vec![name])),
+        }
+    }
+    Ok(images
+        .into_iter()
+        .map(|(_, names)| format!("`{}`", names.join("` = `")))
+        .collect())
 }
 
 /// The command line the container starts with, docker's rules: `--entrypoint`
@@ -92,6 +184,42 @@ pub fn argv(image: &Image, opts: &Options) -> Result<Vec<String>> {
         });
     }
     Ok(argv)
+}
+
+/// What PID 1 runs, and whether our init must be bound at
+/// [`INIT_IN_IMAGE`] for it, after docker's rules ([`argv`]):
+///
+/// - with the init (the default), PID 1 is cradle-init running the
+///   command: our images' Entrypoint already starts it; any other command
+///   line (a foreign image's, or an `--entrypoint`, which replaces ours)
+///   gets it put in front, and our own static init bound, so that it is
+///   the init we know whatever the image has at that path;
+/// - with `--no-init`, the command itself is PID 1, as docker runs it
+///   without `--init`: our images' `/sbin/cradle-init --` is dropped from
+///   their Entrypoint; an `--entrypoint` is run as given.
+pub fn pid1_argv(image: &Image, opts: &Options) -> Result<(Vec<String>, bool)> {
+    let mut argv = argv(image, opts)?;
+    match (opts.no_init, starts_with_init(&argv)) {
+        (true, true) if opts.entrypoint.is_none() => {
+            let skip = if argv.get(1).is_some_and(|a| a == "--") {
+                2
+            } else {
+                1
+            };
+            argv.drain(..skip);
+            if argv.is_empty() {
+                return Err(Error::NoCommand {
+                    path: opts.image.clone(),
+                });
+            }
+            Ok((argv, false))
+        }
+        (true, _) | (false, true) => Ok((argv, false)),
+        (false, false) => {
+            argv.splice(0..0, [INIT_IN_IMAGE.to_string(), "--".to_string()]);
+            Ok((argv, true))
+        }
+    }
 }
 
 /// True when `argv` already starts our init (our images' entrypoint).
@@ -116,14 +244,69 @@ pub fn env(image: &Image, opts: &Options, hostname: &str) -> Result<Vec<String>>
         .filter(|e| e.contains('='))
         .for_each(|e| vars.set(e));
     for file in &opts.env_files {
-        let text = std::fs::read_to_string(file).map_err(Error::io("reading env file", file))?;
-        text.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .for_each(|l| vars.set(l));
+        let bytes = std::fs::read(file).map_err(Error::io("reading env file", file))?;
+        for entry in parse_env_file(&bytes).map_err(|(line, why)| Error::EnvFile {
+            path: file.clone(),
+            line,
+            why,
+        })? {
+            vars.set(&entry);
+        }
     }
-    opts.env.iter().for_each(|e| vars.set(e));
+    for entry in &opts.env {
+        let name = entry
+            .split_once('=')
+            .map_or(entry.as_str(), |(name, _)| name);
+        check_env_name(name).map_err(|why| Error::InvalidEnv {
+            entry: entry.clone(),
+            why,
+        })?;
+        vars.set(entry);
+    }
     Ok(vars.into_entries())
+}
+
+/// A variable's name as `-e` and env files take it: not empty, and without
+/// blanks (docker's rule; `export X` or `X ` is a mistake in the file, not
+/// a name).
+pub fn check_env_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.contains([' ', '\t']) {
+        return Err(format!("the name `{name}` contains whitespace"));
+    }
+    Ok(())
+}
+
+/// The entries of an `--env-file`, by docker's rules (moby's
+/// `opts/envfile.go`): a UTF-8 BOM is dropped; each line loses its leading
+/// whitespace and is skipped when empty or a `#` comment; `NAME=VALUE`
+/// keeps its value exactly (trailing blanks too); a name alone is passed
+/// from the launcher's environment ([`Vars::set`]). A name that is empty
+/// or has blanks, and bytes that are not UTF-8, are errors: the line's
+/// number and what is wrong with it.
+pub fn parse_env_file(bytes: &[u8]) -> std::result::Result<Vec<String>, (usize, String)> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut out = Vec::new();
+    // Lines as Go's bufio.ScanLines cuts them: at \n, less one \r before it.
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    for (number, raw) in lines.into_iter().enumerate().map(|(i, l)| (i + 1, l)) {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let line = std::str::from_utf8(raw)
+            .map_err(|_| (number, "it is not UTF-8".to_string()))?
+            .trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name = line.split_once('=').map_or(line, |(name, _)| name);
+        check_env_name(name).map_err(|why| (number, format!("`{line}`: {why}")))?;
+        out.push(line.to_string());
+    }
+    Ok(out)
 }
 
 /// Variables in the order their names first came, each with its last value
@@ -227,6 +410,80 @@ mod tests {
         );
         opts.command.clear();
         assert_eq!(argv(&img, &opts).unwrap(), strings(&["/bin/env"]));
+    }
+
+    #[test]
+    fn pid1_is_the_init_unless_no_init() {
+        let ours = image(&["/sbin/cradle-init", "--"], &["/bin/sh"]);
+        let foreign = image(&[], &["/bin/sh"]);
+        let init = |rest: &[&str]| {
+            let mut v = strings(&["/sbin/cradle-init", "--"]);
+            v.extend(strings(rest));
+            v
+        };
+        for (img, entrypoint, no_init, want, bind) in [
+            (&ours, None, false, init(&["/bin/sh"]), false),
+            (&ours, None, true, strings(&["/bin/sh"]), false),
+            (&ours, Some("/app"), false, init(&["/app"]), true),
+            (&ours, Some("/app"), true, strings(&["/app"]), false),
+            (&foreign, None, false, init(&["/bin/sh"]), true),
+            (&foreign, None, true, strings(&["/bin/sh"]), false),
+            (&foreign, Some("/app"), false, init(&["/app"]), true),
+            (&foreign, Some("/app"), true, strings(&["/app"]), false),
+        ] {
+            let opts = Options {
+                entrypoint: entrypoint.map(str::to_string),
+                no_init,
+                ..Default::default()
+            };
+            assert_eq!(
+                pid1_argv(img, &opts).unwrap(),
+                (want, bind),
+                "{:?} {entrypoint:?} {no_init}",
+                img.entrypoint
+            );
+        }
+        // Our init and nothing else: without it nothing is left to run.
+        let bare = image(&["/sbin/cradle-init", "--"], &[]);
+        let opts = Options {
+            no_init: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            pid1_argv(&bare, &opts),
+            Err(Error::NoCommand { .. })
+        ));
+    }
+
+    #[test]
+    fn env_files_are_read_by_dockers_rules() {
+        let parse = |text: &[u8]| parse_env_file(text);
+        assert_eq!(
+            parse(b"\xEF\xBB\xBFA=1 \r\n\t B= x \n#c\n  # c\n\nC\nD==\n").unwrap(),
+            strings(&["A=1 ", "B= x ", "C", "D=="])
+        );
+        assert_eq!(parse(b"").unwrap(), Vec::<String>::new());
+        for (text, line, why) in [
+            (&b"export X=1"[..], 1, "`export X` contains whitespace"),
+            (&b"A=1\nX =1"[..], 2, "`X ` contains whitespace"),
+            (&b"=1"[..], 1, "the name is empty"),
+            (&b"A=\xff"[..], 1, "not UTF-8"),
+        ] {
+            let (at, text) = parse(text).unwrap_err();
+            assert_eq!(at, line, "{text}");
+            assert!(text.contains(why), "{text}");
+        }
+    }
+
+    #[test]
+    fn archive_names_match_as_references() {
+        assert!(same_name("docker.io/library/alpine:3.19", "alpine:3.19"));
+        assert!(same_name("alpine:latest", "alpine"));
+        assert!(same_name("localhost:5000/a/b:v1", "localhost:5000/a/b:v1"));
+        assert!(!same_name("alpine:3.19", "alpine"));
+        assert!(!same_name("localhost:5000/a/b:v1", "localhost:5001/a/b:v1"));
+        // OCI layouts often name an image by its tag alone.
+        assert!(same_name("v1", "v1"));
     }
 
     #[test]

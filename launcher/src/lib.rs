@@ -114,6 +114,17 @@ pub enum Error {
         #[source]
         source: Box<builder::Error>,
     },
+    #[error(
+        "image archive `{}` holds several images; name one as `{}:NAME`: {names}",
+        path.display(), path.display()
+    )]
+    SeveralImages { path: PathBuf, names: String },
+    #[error("image archive `{}` has no image named `{name}`; it has {names}", path.display())]
+    NoSuchImageInArchive {
+        path: PathBuf,
+        name: String,
+        names: String,
+    },
     #[error("pulling `{reference}`")]
     Pull {
         reference: String,
@@ -130,6 +141,16 @@ pub enum Error {
     NoCommand { path: PathBuf },
     #[error("invalid {what} `{value}`")]
     Invalid { what: &'static str, value: String },
+    #[error("invalid environment variable `{entry}`: {why}")]
+    InvalidEnv { entry: String, why: String },
+    #[error("env file `{}` line {line}: {why}", path.display())]
+    EnvFile {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+    #[error("invalid volume `{spec}`: {why}")]
+    InvalidVolume { spec: String, why: String },
     #[error("unpacking layer `{digest}`")]
     Unpack {
         digest: String,
@@ -271,6 +292,9 @@ pub fn run_observed(
     warn: &mut dyn FnMut(&str),
     started: &mut dyn FnMut(&spawn::Child, &spawn::Plan),
 ) -> Result<i32> {
+    // Before anything else, and held until the container is gone: a host
+    // port that is taken is refused, never shadowed (docker-proxy's rule).
+    let _ports = network::reserve_ports(&opts.publish)?;
     let archive = pull::resolve(&opts.image, &cache::default_root())?;
     let image = image::read(&archive)?;
     let cache = cache::Cache::open(cache::default_root())?;
@@ -293,7 +317,7 @@ pub fn run_observed(
         resources.join(pid, entered)
     })?;
     started(&child, &plan);
-    let status = supervise::until_exit(child, signals, plan.stop_signal, opts)?;
+    let status = supervise::until_exit(child, signals, plan.stop_signal, opts, warn)?;
     if let Err(err) = container.remove() {
         let cause = std::error::Error::source(&err)
             .map(|c| format!(": {c}"))

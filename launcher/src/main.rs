@@ -21,11 +21,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run IMAGE.tar (ours, an OCI image layout archive, or `docker save`).
+    /// Run IMAGE: an archive (ours, an OCI image layout, `docker save`) or a
+    /// registry reference, pulled once into the store.
     Run(Box<Run>),
     /// Unpack IMAGE.tar's layers, flattened, into DIR (an OCI bundle's rootfs);
     /// a failed export into a DIR that had files leaves what it unpacked.
-    Export { image: PathBuf, dir: PathBuf },
+    Export {
+        /// The image archive (`FILE.tar`, or `FILE.tar:NAME` to pick one of several).
+        image: PathBuf,
+        /// The directory to unpack into (created when missing).
+        dir: PathBuf,
+    },
     /// Write an OCI runtime bundle (config.json and rootfs/) of IMAGE.tar
     /// into DIR, for `crun run` or `runc run`, with `run`'s defaults.
     Bundle(Box<Bundle>),
@@ -122,6 +128,7 @@ enum Image {
     /// Remove IMAGEs (a reference, an archive path, or an id or its prefix)
     /// and the layers no other image uses; never the archive of a path.
     Rm {
+        /// A reference, an archive path, or an id or its prefix (`image ls` shows them).
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
     },
@@ -136,7 +143,7 @@ enum Image {
 #[derive(clap::Args)]
 struct Bundle {
     /// Set an environment variable (NAME=VALUE).
-    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]", value_parser = parse_env)]
     env: Vec<String>,
     /// UID[:GID], or a name from the image's /etc/passwd.
     #[arg(short = 'u', long = "user")]
@@ -144,6 +151,12 @@ struct Bundle {
     /// The container's hostname.
     #[arg(long)]
     hostname: Option<String>,
+    /// Replace the image's Entrypoint (and drop its Cmd); the init stays PID 1 unless --no-init.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Do not add an init: the command runs as PID 1.
+    #[arg(long = "no-init")]
+    no_init: bool,
     /// Bind mount HOST:CONTAINER[:ro].
     #[arg(short = 'v', long = "volume")]
     volume: Vec<String>,
@@ -152,7 +165,7 @@ struct Bundle {
     init_path: Option<PathBuf>,
     #[command(flatten)]
     limits: Limits,
-    /// The image archive.
+    /// The image archive (`FILE.tar`, or `FILE.tar:NAME` to pick one of several).
     image: PathBuf,
     /// The bundle directory (created; must be empty).
     dir: PathBuf,
@@ -164,13 +177,13 @@ struct Bundle {
 #[derive(clap::Args)]
 struct Run {
     /// Set an environment variable (NAME=VALUE, or NAME to pass the launcher's).
-    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]", value_parser = parse_env)]
     env: Vec<String>,
     /// Read environment variables from a file (NAME=VALUE lines).
     #[arg(long = "env-file", value_name = "FILE")]
     env_file: Vec<PathBuf>,
-    /// Working directory inside the container.
-    #[arg(short = 'w', long = "workdir")]
+    /// Working directory inside the container (absolute).
+    #[arg(short = 'w', long = "workdir", value_parser = parse_workdir)]
     workdir: Option<String>,
     /// UID[:GID], or a name from the image's /etc/passwd.
     #[arg(short = 'u', long = "user")]
@@ -178,7 +191,7 @@ struct Run {
     /// The container's hostname (default: the first 12 characters of its id).
     #[arg(long)]
     hostname: Option<String>,
-    /// Replace the image's Entrypoint.
+    /// Replace the image's Entrypoint (and drop its Cmd); the init stays PID 1 unless --no-init.
     #[arg(long)]
     entrypoint: Option<String>,
     /// Bind mount HOST:CONTAINER[:ro].
@@ -251,7 +264,9 @@ struct Run {
     /// With -d: no, on-failure[:N], always, unless-stopped.
     #[arg(long, default_value = "no", value_parser = |s: &str| s.parse::<launcher::state::Restart>())]
     restart: launcher::state::Restart,
-    /// The image archive (`FILE.tar`, or `FILE.tar:NAME` to pick a tagged image).
+    /// An image archive (`FILE.tar`, or `FILE.tar:NAME` to pick one of several)
+    /// or a registry reference (`registry.example.com/repo:tag`), pulled once.
+    #[arg(value_name = "IMAGE")]
     image: PathBuf,
     /// Command and arguments (replace the image's Cmd).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -279,8 +294,8 @@ fn net_config(
 /// The resource limits `run` applies and `bundle` writes into config.json.
 #[derive(clap::Args)]
 struct Limits {
-    /// Memory limit (b, k, m, g: `32m`); the container is killed past it.
-    #[arg(long, value_parser = launcher::resources::parse_bytes)]
+    /// Memory limit (b, k, m, g: `32m`; at least 6m); the container is killed past it.
+    #[arg(long, value_parser = parse_memory)]
     memory: Option<u64>,
     /// Memory plus swap (-1: unlimited swap; default: twice --memory for `run`, the runtime's for `bundle`).
     #[arg(long = "memory-swap", value_parser = launcher::resources::parse_memory_swap, allow_hyphen_values = true)]
@@ -288,8 +303,8 @@ struct Limits {
     /// Most processes and threads at once (0 or -1: unlimited).
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pids_limit: Option<i64>,
-    /// CPU time per wall time (`0.5`: half a core).
-    #[arg(long)]
+    /// CPU time per wall time (`0.5`: half a core), 0.01 up to the number of CPUs.
+    #[arg(long, value_parser = parse_cpus)]
     cpus: Option<f64>,
     /// Relative CPU weight (2..=262144, default 1024).
     #[arg(long = "cpu-shares")]
@@ -315,8 +330,9 @@ impl Limits {
 fn main() {
     // docker exits 125 for a usage error too; --help and --version exit 0.
     let cli = Cli::try_parse().unwrap_or_else(|err| {
-        let _ = err.print();
-        std::process::exit(if err.use_stderr() {
+        let to_stderr = err.use_stderr();
+        let _ = without_hidden_suggestion(err).print();
+        std::process::exit(if to_stderr {
             launcher::EXIT_LAUNCHER_FAILED
         } else {
             0
@@ -330,7 +346,7 @@ fn main() {
         Command::Export { image, dir } => {
             if let Err(err) = launcher::export(&image, &dir) {
                 eprintln!("launcher: {:#}", anyhow::Error::from(err));
-                std::process::exit(1);
+                std::process::exit(launcher::EXIT_LAUNCHER_FAILED);
             }
             return;
         }
@@ -441,6 +457,8 @@ fn bundle(b: Box<Bundle>) -> ! {
         env: b.env,
         user: b.user,
         hostname: b.hostname,
+        entrypoint: b.entrypoint,
+        no_init: b.no_init,
         init_path: b.init_path,
         volumes: b.volume,
         limits,
@@ -457,6 +475,99 @@ fn bundle(b: Box<Bundle>) -> ! {
             std::process::exit(launcher::EXIT_LAUNCHER_FAILED)
         }
     }
+}
+
+/// `err` without a "similar argument exists" that names a hidden flag: the
+/// test-only flags (`--subnet` …) are no answer to a mistyped `--mount`.
+fn without_hidden_suggestion(err: clap::Error) -> clap::Error {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+    let hidden = |flag: &str| {
+        let cli = Cli::command();
+        let mut commands = vec![&cli];
+        let mut found = false;
+        while let Some(command) = commands.pop() {
+            found |= command
+                .get_arguments()
+                .any(|a| a.is_hide_set() && a.get_long().is_some_and(|l| flag == format!("--{l}")));
+            commands.extend(command.get_subcommands());
+        }
+        found
+    };
+    let suggests_hidden = match err.get(ContextKind::SuggestedArg) {
+        Some(ContextValue::String(flag)) => hidden(flag),
+        Some(ContextValue::Strings(flags)) => flags.iter().any(|f| hidden(f)),
+        _ => false,
+    };
+    if !suggests_hidden {
+        return err;
+    }
+    let mut plain = clap::Error::new(err.kind()).with_cmd(&Cli::command());
+    for (kind, value) in err.context() {
+        if kind != ContextKind::SuggestedArg {
+            plain.insert(kind, value.clone());
+        }
+    }
+    plain
+}
+
+/// `-e NAME[=VALUE]`: docker refuses an empty name; a name with blanks
+/// could never be read back by a shell either.
+fn parse_env(text: &str) -> Result<String, String> {
+    launcher::image::check_env_name(text.split_once('=').map_or(text, |(name, _)| name))
+        .map(|()| text.to_string())
+        .map_err(|why| format!("invalid environment variable `{text}`: {why}"))
+}
+
+/// `-w DIR`: absolute, as docker and the OCI runtime spec want (a relative
+/// one became `/DIR`).
+fn parse_workdir(text: &str) -> Result<String, String> {
+    match text.starts_with('/') {
+        true => Ok(text.to_string()),
+        false => Err(format!(
+            "the working directory `{text}` is invalid: it must be an absolute path"
+        )),
+    }
+}
+
+/// docker's smallest `--memory`: below it the container's first process
+/// cannot even start, and the run ended in an OOM report.
+const MIN_MEMORY: u64 = 6 << 20;
+
+fn parse_memory(text: &str) -> Result<u64, String> {
+    match launcher::resources::parse_bytes(text)? {
+        n if n < MIN_MEMORY => Err(format!(
+            "`{text}` is below the minimum memory limit of 6m (6291456 bytes)"
+        )),
+        n => Ok(n),
+    }
+}
+
+/// `--cpus`: from 0.01 to the CPUs this process may run on (docker's range;
+/// a quota above them limits nothing).
+fn parse_cpus(text: &str) -> Result<f64, String> {
+    let cpus = usable_cpus();
+    let n: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of CPUs"))?;
+    if !(0.01..=cpus as f64).contains(&n) {
+        return Err(format!(
+            "`{text}`: the range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available"
+        ));
+    }
+    Ok(n)
+}
+
+/// The CPUs this process may run on (Go's runtime.NumCPU, which docker
+/// uses), at least 1.
+fn usable_cpus() -> usize {
+    use nix::sched::{CpuSet, sched_getaffinity};
+    let set = sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap_or_else(|_| CpuSet::new());
+    let n = (0..CpuSet::count())
+        .filter(|&i| set.is_set(i).unwrap_or(false))
+        .count();
+    n.max(1)
 }
 
 /// `--storage-opt size=SIZE`, the one storage option there is.

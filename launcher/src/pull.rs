@@ -47,16 +47,19 @@ pub fn resolve(image: &Path, cache_root: &Path) -> Result<PathBuf> {
 }
 
 /// A registry reference, not a file: it does not exist, does not end in
-/// `.tar` (or `.tar:NAME`), and is not written as a path (`/…`, `./…`).
+/// `.tar` (or `.tar:NAME`, where NAME may have colons of its own), is not
+/// an existing file followed by `:NAME`, and is not written as a path
+/// (`/…`, `./…`).
 pub fn is_reference(image: &Path) -> bool {
     let text = image.to_string_lossy();
     let file_like = text.starts_with('/')
         || text.starts_with("./")
         || text.starts_with("../")
         || text.ends_with(".tar")
-        || text
-            .rsplit_once(':')
-            .is_some_and(|(f, _)| f.ends_with(".tar"));
+        || text.match_indices(':').any(|(at, _)| {
+            let file = &text[..at];
+            file.ends_with(".tar") || Path::new(file).is_file()
+        });
     !file_like && !image.exists()
 }
 
@@ -70,6 +73,9 @@ mod tests {
         assert!(is_reference(Path::new("quay.io/a/b")));
         assert!(!is_reference(Path::new("missing.tar")));
         assert!(!is_reference(Path::new("images.tar:alpine")));
+        assert!(!is_reference(Path::new(
+            "saved.tar:docker.io/library/alpine:3.19"
+        )));
         assert!(!is_reference(Path::new("/abs/image")));
         assert!(!is_reference(Path::new("./image")));
     }

@@ -93,30 +93,11 @@ pub fn plan(
         .hostname
         .clone()
         .unwrap_or_else(|| container.id.chars().take(12).collect());
-    let mut argv = image::argv(image, opts)?;
-    let mut init = None;
+    let (argv, bind_init) = image::pid1_argv(image, opts)?;
     // Our init is needed either way: bound at /sbin/cradle-init when the
     // image has none, and always as the exec stub.
     let init_path = find_init(opts.init_path.as_deref())?;
-    if opts.no_init && opts.entrypoint.is_none() && image::starts_with_init(&argv) {
-        // Our images' Entrypoint is `/sbin/cradle-init --`: without the init
-        // the command itself is PID 1, as docker runs it without --init.
-        let skip = if argv.get(1).is_some_and(|a| a == "--") {
-            2
-        } else {
-            1
-        };
-        argv.drain(..skip);
-        if argv.is_empty() {
-            return Err(Error::NoCommand {
-                path: opts.image.clone(),
-            });
-        }
-    }
-    if !opts.no_init && !image::starts_with_init(&argv) {
-        init = Some((init_path.clone(), locked_flags(&init_path)));
-        argv.splice(0..0, [image::INIT_IN_IMAGE.to_string(), "--".to_string()]);
-    }
+    let init = bind_init.then(|| (init_path.clone(), locked_flags(&init_path)));
     let stub = Arc::new(crate::exec::Stub::open(&init_path)?);
     let env = image::env(image, opts, &hostname)?;
     let etc = etc_files(&hostname, opts.network);
@@ -261,19 +242,31 @@ fn locked_flags(path: &Path) -> MsFlags {
 
 /// `HOST:CTR[:ro|:rw]`; the host path must exist.
 pub fn parse_volume(spec: &str) -> Result<Volume> {
-    let invalid = || Error::Invalid {
-        what: "volume (want HOST:CONTAINER[:ro])",
-        value: spec.into(),
+    let invalid = |why: String| Error::InvalidVolume {
+        spec: spec.into(),
+        why,
     };
     let parts: Vec<&str> = spec.split(':').collect();
     let (host, target, read_only) = match parts[..] {
         [h, c] => (h, c, false),
         [h, c, "ro"] => (h, c, true),
         [h, c, "rw"] => (h, c, false),
-        _ => return Err(invalid()),
+        [_, _, mode] => {
+            return Err(invalid(format!("the mode `{mode}` is neither ro nor rw")));
+        }
+        _ => return Err(invalid("want HOST:CONTAINER[:ro|:rw]".into())),
     };
-    if !host.starts_with('/') || !target.starts_with('/') {
-        return Err(invalid());
+    if !host.starts_with('/') {
+        // docker takes a bare name for a named volume, which we do not have.
+        return Err(invalid(format!(
+            "the host path `{host}` is not absolute (named volumes are not supported; \
+             write `$PWD/{host}` for a directory here)"
+        )));
+    }
+    if !target.starts_with('/') {
+        return Err(invalid(format!(
+            "the container path `{target}` is not absolute"
+        )));
     }
     let host = std::fs::canonicalize(host).map_err(Error::io("finding volume source", host))?;
     let node = if host.is_dir() { Node::Dir } else { Node::File };

@@ -47,8 +47,17 @@ pub fn catch_signals() -> Result<Signals> {
 }
 
 /// Waits for the container to exit, forwarding signals and the terminal. A
-/// SIGTERM is forwarded as `stop_signal` (the image's StopSignal).
-pub fn until_exit(child: Child, signals: Signals, stop_signal: i32, opts: &Options) -> Result<i32> {
+/// SIGTERM is forwarded as `stop_signal` (the image's StopSignal). The
+/// first stop signal starts the grace period and says so on `notify` (the
+/// wait is not silent); a second one while it runs kills the container at
+/// once, as docker's CLI does on a second ^C.
+pub fn until_exit(
+    child: Child,
+    signals: Signals,
+    stop_signal: i32,
+    opts: &Options,
+    notify: &mut dyn FnMut(&str),
+) -> Result<i32> {
     let mut signals = signals.0;
     let stdin = std::io::stdin();
     let tty_in = opts.tty && termios::tcgetattr(stdin.as_fd()).is_ok();
@@ -62,6 +71,7 @@ pub fn until_exit(child: Child, signals: Signals, stop_signal: i32, opts: &Optio
     }
     let grace = Duration::from_secs(opts.stop_timeout);
     let mut deadline: Option<Instant> = None;
+    let mut stop_requested = false;
     let mut status = reap(&child)?;
     let mut stdin_open = opts.tty && opts.interactive;
     let mut pty_open = child.pty.is_some();
@@ -112,7 +122,16 @@ pub fn until_exit(child: Child, signals: Signals, stop_signal: i32, opts: &Optio
                         resize(m.as_raw_fd());
                     }
                 }
+                s if stop_requested && STOPPING.contains(&s) => {
+                    notify(&format!(
+                        "got {} while stopping: killing the container",
+                        signal_name(s)
+                    ));
+                    let _ = kill(child.pid, Signal::SIGKILL);
+                    deadline = None;
+                }
                 s => {
+                    let stopping = STOPPING.contains(&s) || s == stop_signal;
                     let s = if s == libc::SIGTERM { stop_signal } else { s };
                     if let Ok(s) = Signal::try_from(s) {
                         let _ = kill(child.pid, s);
@@ -120,9 +139,15 @@ pub fn until_exit(child: Child, signals: Signals, stop_signal: i32, opts: &Optio
                         // SAFETY: kill with a real-time signal number.
                         unsafe { libc::kill(child.pid.as_raw(), s) };
                     }
-                    if (STOPPING.contains(&s) || s == stop_signal) && deadline.is_none() {
+                    if stopping && !stop_requested {
+                        stop_requested = true;
                         // None past the clock's end: no SIGKILL, not a panic.
                         deadline = Instant::now().checked_add(grace);
+                        notify(&format!(
+                            "stopping the container: sent {}; SIGKILL in {} s, or at once on a second signal",
+                            signal_name(s),
+                            opts.stop_timeout
+                        ));
                     }
                 }
             }
@@ -161,6 +186,13 @@ pub fn until_exit(child: Child, signals: Signals, stop_signal: i32, opts: &Optio
     }
     drop(signals);
     Ok(status.unwrap_or(crate::EXIT_LAUNCHER_FAILED))
+}
+
+/// `SIGTERM`, or the number of a signal nix has no name for.
+fn signal_name(signal: i32) -> String {
+    Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {signal}"))
 }
 
 fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {

@@ -487,3 +487,84 @@ fn containers_cannot_send_from_the_hosts_127_0_0_0_8() {
     });
     assert_eq!(reached, Vec::<String>::new());
 }
+
+// `-p` never checked the host port: a second container on the same port,
+// or one on the port of a running host service, silently took its traffic.
+// The launcher binds the port first (docker-proxy's rule) and holds it for
+// the container's life; a taken one is refused before anything is set up.
+#[test]
+fn a_host_port_in_use_is_refused_before_anything_is_set_up() {
+    let Some(kit) = kit() else { return };
+    let net = Net::new();
+    let parent = CgroupParent::new();
+    in_private_host(|| {
+        let containers = kit.root.path().join("containers");
+        let state = || {
+            let dirs = match containers.exists() {
+                true => common::entries(&containers).len(),
+                false => 0,
+            };
+            (net.left(), parent.containers(), dirs)
+        };
+        // Refused, and nothing of the refused run left: the state is what
+        // it was before it.
+        let refused = |cmd: &mut Command, address: &str| {
+            let before = state();
+            let out = cmd.output().unwrap();
+            assert_eq!(out.status.code(), Some(125), "{out:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(&format!(
+                    "bind for {address} failed: port is already allocated"
+                )),
+                "{err}"
+            );
+            assert_eq!(state(), before, "{err}");
+        };
+        let run = |spec: &str, args: &[&str]| {
+            let mut cmd = net.cmd(&kit, &["--network", "bridge", "-p", spec]);
+            cmd.args(["--cgroup-parent", &parent.name])
+                .arg(&kit.image)
+                .args(args);
+            cmd
+        };
+        // A host service, listening on every address.
+        let service = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 18090)).unwrap();
+        refused(&mut run("18090:80", &["true"]), "0.0.0.0:18090");
+        // On one address of the host: taken all the same.
+        refused(&mut run("127.0.0.1:18090:80", &["true"]), "127.0.0.1:18090");
+        drop(service);
+
+        // A running container's port, tcp and udp alike.
+        let mut cmd = net.cmd(
+            &kit,
+            &[
+                "--network",
+                "bridge",
+                "-p",
+                "18091:8080",
+                "--hostname",
+                "first",
+            ],
+        );
+        cmd.args(["--cgroup-parent", &parent.name])
+            .arg(&kit.image)
+            .args(["/probe", "serve", "8080", "1"]);
+        let (mut first, _out, _) = spawn_ready(cmd);
+        refused(&mut run("18091:80", &["true"]), "0.0.0.0:18091");
+        assert!(TcpListener::bind((Ipv4Addr::LOCALHOST, 18091)).is_err());
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 18092)).unwrap();
+        refused(&mut run("18092:53/udp", &["true"]), "0.0.0.0:18092");
+        drop(udp);
+        // The first still gets its traffic, and frees the port when it ends.
+        assert_eq!(
+            fetch(Ipv4Addr::LOCALHOST, 18091).unwrap(),
+            "hello from first"
+        );
+        assert!(wait_bounded(&mut first, Duration::from_secs(10)).success());
+        let out = run("18091:80", &["true"]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(TcpListener::bind((Ipv4Addr::LOCALHOST, 18091)).is_ok());
+        assert_eq!(state(), ((0, 0, 0), vec![], 0));
+    });
+}

@@ -17,9 +17,11 @@ pub struct Credentials {
 }
 
 /// The credential files, in the order podman reads them, then docker's:
-/// `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
-/// `~/.config/containers/auth.json`, `$DOCKER_CONFIG/config.json` or
-/// `~/.docker/config.json`. `explicit` (`--authfile`) replaces them all.
+/// `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json` (or,
+/// with XDG_RUNTIME_DIR unset, `/run/containers/UID/auth.json`, where
+/// `podman login` as root writes), `~/.config/containers/auth.json`,
+/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`. `explicit`
+/// (`--authfile`) replaces them all.
 pub fn credential_files(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(file) = explicit {
         return vec![file.to_path_buf()];
@@ -30,8 +32,14 @@ pub fn credential_files(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(file) = var("REGISTRY_AUTH_FILE") {
         files.push(PathBuf::from(file));
     }
-    if let Some(dir) = var("XDG_RUNTIME_DIR") {
-        files.push(Path::new(&dir).join("containers/auth.json"));
+    match var("XDG_RUNTIME_DIR") {
+        Some(dir) => files.push(Path::new(&dir).join("containers/auth.json")),
+        // containers/image's per-uid default (pkg/docker/config).
+        None => files.push(PathBuf::from(format!(
+            "/run/containers/{}/auth.json",
+            // SAFETY: getuid has no preconditions and cannot fail.
+            unsafe { libc::getuid() }
+        ))),
     }
     let config = var("XDG_CONFIG_HOME")
         .map(PathBuf::from)

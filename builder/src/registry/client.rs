@@ -44,12 +44,7 @@ impl Session {
         let creds = auth::find_credentials(&files, reference)?;
         let mut builder = crate::fetch::client_builder(opts.timeout);
         if let Some(path) = &opts.ca_cert {
-            let pem = std::fs::read(path).map_err(Error::io("reading", path))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|source| Error::Fetch {
-                url: path.display().to_string(),
-                source,
-            })?;
-            builder = builder.tls_certs_merge([cert]);
+            builder = builder.tls_backend_preconfigured(crate::registry::tls::trusting(path)?);
         }
         let client = builder.build().map_err(|source| Error::Fetch {
             url: reference.to_string(),

@@ -1,13 +1,14 @@
 //! Registry step: images to and from OCI registries over the distribution
 //! API (`/v2/`). [`reference`] parses names, [`auth`] finds credentials and
-//! reads challenges, [`client`] holds the session, [`push`] and [`pull`]
-//! move the blobs and manifests.
+//! reads challenges, [`client`] holds the session (with `tls` for a private
+//! CA), [`push`] and [`pull`] move the blobs and manifests.
 
 pub mod auth;
 pub mod client;
 pub mod pull;
 pub mod push;
 pub mod reference;
+mod tls;
 
 pub use pull::{Pulled, pull};
 pub use push::{Pushed, push};

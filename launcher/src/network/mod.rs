@@ -33,7 +33,7 @@ pub use firewall::TABLE as FIREWALL_TABLE;
 pub use lease::Record as LeaseRecord;
 pub use netlink::Netlink;
 pub use netns::{Netns, bring_up_loopback, open_netlink_in};
-pub use ports::{PortMapping, Protocol};
+pub use ports::{PortMapping, Protocol, Reservation, reserve_ports};
 pub use subnet::Subnet;
 
 use lease::{Lease, StateLock};
@@ -45,6 +45,20 @@ pub const CONTAINER_IF: &str = "eth0";
 pub enum Error {
     #[error("publish `{spec}`: {why}")]
     Publish { spec: String, why: &'static str },
+    /// The host port is taken: by a host service, or another container's
+    /// reservation ([`reserve_ports`]).
+    #[error("publish `{mapping}`: bind for {address} failed: port is already allocated")]
+    PortAllocated {
+        mapping: PortMapping,
+        address: std::net::SocketAddrV4,
+    },
+    #[error("publish `{mapping}`: binding {address}")]
+    PortBind {
+        mapping: PortMapping,
+        address: std::net::SocketAddrV4,
+        #[source]
+        source: nix::errno::Errno,
+    },
     #[error("network mode `{0}` is not one of none, host, veth, bridge")]
     Mode(String),
     #[error(

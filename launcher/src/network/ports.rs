@@ -1,7 +1,9 @@
-//! Published ports: parsing `-p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp]`.
+//! Published ports: parsing `-p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp]`, and
+//! reserving the host ports ([`reserve_ports`]) for the container's life.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::OwnedFd;
 use std::str::FromStr;
 
 use super::Error;
@@ -88,6 +90,55 @@ impl FromStr for PortMapping {
     }
 }
 
+/// The host ports of a container's `-p` mappings, bound and held: while
+/// it lives nobody else can bind them, and a forwarding rule of ours never
+/// shadows a host service's port. Released when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    _sockets: Vec<OwnedFd>,
+}
+
+/// Parses `specs` and binds each host port (its address, or every local
+/// one), as docker's docker-proxy does before a container starts: the
+/// nftables rules alone forwarded a port that a host service or another
+/// container already had, silently taking its traffic. A port in use is
+/// [`Error::PortAllocated`]. The sockets are bound without SO_REUSEADDR
+/// and never listen: nothing else can bind the port, not even a service
+/// that sets SO_REUSEADDR, and a packet the rules miss is refused, not
+/// queued. Close-on-exec: the workload does not inherit them.
+pub fn reserve_ports(specs: &[String]) -> Result<Reservation, Error> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, socket};
+    let mut sockets = Vec::new();
+    for spec in specs {
+        let mapping: PortMapping = spec.parse()?;
+        let kind = match mapping.protocol {
+            Protocol::Tcp => SockType::Stream,
+            Protocol::Udp => SockType::Datagram,
+        };
+        let address = SocketAddrV4::new(
+            mapping.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            mapping.host_port,
+        );
+        let fail = |source| match source {
+            nix::errno::Errno::EADDRINUSE => Error::PortAllocated { mapping, address },
+            source => Error::PortBind {
+                mapping,
+                address,
+                source,
+            },
+        };
+        let socket =
+            socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC, None).map_err(fail)?;
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            &SockaddrIn::from(address),
+        )
+        .map_err(fail)?;
+        sockets.push(socket);
+    }
+    Ok(Reservation { _sockets: sockets })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +163,27 @@ mod tests {
         assert_eq!(local.host_ip, Some(Ipv4Addr::LOCALHOST));
         assert_eq!(local.to_string(), "127.0.0.1:8080:80/tcp");
         assert_eq!(p("0.0.0.0:1:2").host_ip, None);
+    }
+
+    #[test]
+    fn a_reserved_port_cannot_be_reserved_again_until_released() {
+        // An unused port: the kernel's pick for an ephemeral one.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let spec = vec![format!("127.0.0.1:{port}:80")];
+        let held = reserve_ports(&spec).unwrap();
+        let err = reserve_ports(&spec).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "publish `127.0.0.1:{port}:80/tcp`: bind for 127.0.0.1:{port} failed: port is already allocated"
+            )
+        );
+        // A service that sets SO_REUSEADDR (std's listener does) is kept out too.
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+        drop(held);
+        reserve_ports(&spec).unwrap();
     }
 
     #[test]

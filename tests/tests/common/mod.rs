@@ -171,6 +171,14 @@ impl Layer {
             .unwrap();
         self
     }
+    /// A directory with `mode` ([`Layer::dir`] makes them 0755).
+    pub fn dir_mode(&mut self, path: &str, mode: u32) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Directory, 0, mode);
+        self.b()
+            .append_data(&mut h, path, std::io::empty())
+            .unwrap();
+        self
+    }
     pub fn file(&mut self, path: &str, data: &[u8], mode: u32) -> &mut Self {
         let mut h = Self::header(tar::EntryType::Regular, data.len() as u64, mode);
         self.b().append_data(&mut h, path, data).unwrap();
@@ -361,6 +369,49 @@ pub fn write_docker_save(out: &Path, layers: &[Layer], entrypoint: &[&str], cmd:
         add(name, data);
     }
     add("manifest.json", &manifest);
+    std::fs::write(out, t.into_inner().unwrap()).unwrap();
+}
+
+/// Writes a `docker save` archive of several images over the same `layers`
+/// (newer layout: blobs named by digest), one per `(config, tags)`: the
+/// image config's `config` object, and its RepoTags.
+pub fn write_docker_save_images(
+    out: &Path,
+    layers: &[Layer],
+    images: &[(serde_json::Value, &[&str])],
+) {
+    let layers: Vec<Vec<u8>> = layers.iter().map(Layer::tar_bytes).collect();
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    let mut t = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = Layer::header(tar::EntryType::Regular, data.len() as u64, 0o644);
+        t.append_data(&mut h, name, data).unwrap();
+    };
+    let layer_names: Vec<String> = diff_ids
+        .iter()
+        .map(|d| format!("blobs/sha256/{}", d.trim_start_matches("sha256:")))
+        .collect();
+    for (name, data) in layer_names.iter().zip(&layers) {
+        add(name, data);
+    }
+    let mut manifest = Vec::new();
+    for (config, tags) in images {
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap();
+        let config_name = format!(
+            "blobs/sha256/{}",
+            sha(&config).trim_start_matches("sha256:")
+        );
+        add(&config_name, &config);
+        manifest.push(
+            serde_json::json!({"Config": config_name, "RepoTags": tags, "Layers": layer_names}),
+        );
+    }
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
     std::fs::write(out, t.into_inner().unwrap()).unwrap();
 }
 
