@@ -13,6 +13,7 @@
 
 pub mod bundle;
 pub mod cache;
+pub mod capabilities;
 pub mod cgroups;
 pub mod control;
 pub mod enter;
@@ -27,6 +28,8 @@ pub mod pull;
 pub mod resources;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_profile;
+pub mod security;
 pub mod spawn;
 pub mod state;
 pub mod store;
@@ -104,6 +107,36 @@ pub struct Options {
     pub tmpfs: Vec<String>,
     /// The bridge, subnets and state directory of `veth` and `bridge` modes.
     pub net_config: network::Config,
+    /// `--cap-add`, `--cap-drop`: capability names (or `ALL`), as given.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `--privileged`: every capability and device, no seccomp, writable
+    /// /proc and /sys. Not a container boundary.
+    pub privileged: bool,
+    /// `--security-opt`, as given ([`security`]).
+    pub security_opt: Vec<String>,
+    /// `--ulimit NAME=SOFT[:HARD]`, as given.
+    pub ulimits: Vec<String>,
+    /// `--device HOST[:CTR][:rwm]`, as given.
+    pub devices: Vec<String>,
+    /// `--add-host NAME:IP`, `--dns`, `--dns-search`, as given.
+    pub add_hosts: Vec<String>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    /// `-l/--label K=V`, kept in the container's record.
+    pub labels: Vec<String>,
+    /// `--mount type=…,…`, as given.
+    pub mounts: Vec<String>,
+    /// `--stop-signal`: overrides the image's StopSignal.
+    pub stop_signal: Option<String>,
+    /// `--sysctl NAME=VALUE`, as given.
+    pub sysctls: Vec<String>,
+    /// `--shm-size`: the size of /dev/shm, bytes (default 64 MiB).
+    pub shm_size: Option<u64>,
+    /// `--group-add`: supplementary groups, names or ids.
+    pub group_add: Vec<String>,
+    /// `--pull`, `--ca-cert`, `--authfile`, `--tls-verify` for a reference.
+    pub pull: pull::PullOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +163,17 @@ pub enum Error {
     NoCommand { path: PathBuf },
     #[error("invalid {what} `{value}`")]
     Invalid { what: &'static str, value: String },
+    /// A flag's value that cannot be used; `why` says what is wrong.
+    #[error("invalid {flag} `{value}`: {why}")]
+    Flag {
+        flag: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("invalid {flag}: unknown capability: \"{name}\"")]
+    UnknownCapability { flag: &'static str, name: String },
+    #[error("loading the seccomp profile `{}`: {why}", path.display())]
+    SeccompProfile { path: PathBuf, why: String },
     #[error("unpacking layer `{digest}`")]
     Unpack {
         digest: String,

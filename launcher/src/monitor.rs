@@ -173,6 +173,8 @@ fn config(opts: &Options, detach: Detach) -> state::Config {
         init_path: opts.init_path.clone(),
         restart: detach.restart,
         auto_remove: detach.auto_remove,
+        labels: Default::default(),
+        privileges: state::Privileges::of(opts),
     }
 }
 

@@ -12,6 +12,30 @@ use builder::registry::{self, Reference};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 
+/// `--pull` and the registry flags of `launcher run REF`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullOptions {
+    pub policy: Policy,
+    /// `--ca-cert FILE`: a PEM certificate to trust besides the system's.
+    pub ca_cert: Option<PathBuf>,
+    /// `--authfile FILE`: the one credential file to read.
+    pub auth_file: Option<PathBuf>,
+    /// `--tls-verify=false`: plain http to the registry.
+    pub insecure: bool,
+}
+
+/// `--pull always|missing|never`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// Pull when the store has no copy of the reference (docker's default).
+    #[default]
+    Missing,
+    /// Pull every time; the copy is replaced when the registry has another.
+    Always,
+    /// Never ask the registry: the store's copy, or an error.
+    Never,
+}
+
 /// The image archive to run for `image`: the file itself, or the cached
 /// pull of the reference.
 pub fn resolve(image: &Path, cache_root: &Path) -> Result<PathBuf> {

@@ -143,7 +143,7 @@ pub fn plan(
         lower.push(empty);
     }
     let cwd = opts.workdir.clone().or_else(|| image.workdir.clone());
-    let seccomp = crate::seccomp::default_profile();
+    let security = crate::security::decide(opts)?;
     Ok(Plan {
         hostname,
         new_net,
@@ -182,16 +182,23 @@ pub fn plan(
             cwd,
             user: opts.user.clone().or_else(|| image.user.clone()),
             tty: None,
-            seccomp,
+            seccomp: security.seccomp,
+            caps: security.caps,
+            no_new_privs: security.no_new_privs,
+            rlimits: security.rlimits,
+            group_add: opts.group_add.clone(),
             stub: Some(stub),
         },
         tty: opts.tty,
         interactive: opts.interactive,
-        stop_signal: image
-            .stop_signal
-            .as_deref()
-            .and_then(image::signal_number)
-            .unwrap_or(libc::SIGTERM),
+        stop_signal: match &opts.stop_signal {
+            Some(flag) => crate::image::parse_stop_signal(flag)?,
+            None => image
+                .stop_signal
+                .as_deref()
+                .and_then(image::signal_number)
+                .unwrap_or(libc::SIGTERM),
+        },
     })
 }
 

@@ -117,6 +117,8 @@ pub trait Sys {
     fn clear_ambient(&self) -> Result<(), Errno>;
     fn set_ids(&self, uid: u32, gid: u32, groups: &[u32]) -> Result<(), Errno>;
     fn set_no_new_privs(&self) -> Result<(), Errno>;
+    /// setrlimit(2): `resource`'s soft and hard limit.
+    fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno>;
     /// PR_SET_PDEATHSIG, so the container dies with a SIGKILLed launcher.
     fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno>;
     /// Marks every fd from `first` up close-on-exec (close_range(2)).
@@ -793,6 +795,15 @@ impl Sys for Linux {
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
     }
 
+    fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: a valid rlimit for the duration of the call.
+        check(unsafe { libc::setrlimit(resource as _, &limit) })
+    }
+
     fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno> {
         // SAFETY: prctl with integer arguments.
         check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })
@@ -811,9 +822,24 @@ impl Sys for Linux {
     }
 
     fn apply_seccomp(&self, program: &[seccompiler::sock_filter]) -> Result<(), Errno> {
-        seccompiler::apply_filter(program).map_err(|e| match e {
-            seccompiler::Error::Seccomp(io) => Errno::from_raw(io.raw_os_error().unwrap_or(0)),
-            _ => Errno::EINVAL,
+        // Not seccompiler::apply_filter, which sets no_new_privs first:
+        // whether to set it is `--security-opt no-new-privileges`'s call,
+        // made by the caller. Without it the kernel asks for CAP_SYS_ADMIN.
+        let len = u16::try_from(program.len()).map_err(|_| Errno::E2BIG)?;
+        // seccompiler's sock_filter is the kernel's struct, as libc's is.
+        let prog = libc::sock_fprog {
+            len,
+            filter: program.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: a valid sock_fprog pointing at `program`, which outlives
+        // the call; the kernel copies the filter.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            ) as libc::c_int
         })
     }
 
@@ -935,6 +961,7 @@ pub mod fake {
         ClearAmbient,
         SetIds(u32, u32, Vec<u32>),
         NoNewPrivs,
+        Rlimit(u32, u64, u64),
         ParentDeathSignal(i32),
         CloexecFrom(RawFd),
         Seccomp,
@@ -1135,6 +1162,9 @@ pub mod fake {
         }
         fn set_no_new_privs(&self) -> Result<(), Errno> {
             self.push(Call::NoNewPrivs)
+        }
+        fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
+            self.push(Call::Rlimit(resource, soft, hard))
         }
         fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno> {
             self.push(Call::ParentDeathSignal(sig))

@@ -1,0 +1,349 @@
+//! End to end: the `launcher run` flags docker users reach for (issue 12,
+//! "Flags"), each with docker's meaning and its exit 125 for a bad value:
+//! capabilities, `--privileged`, `--security-opt`, `--ulimit`, `--device`,
+//! `/etc/hosts` and `/etc/resolv.conf` flags, `--mount` and named volumes,
+//! `--sysctl`, `--shm-size`, `--group-add`, `--stop-signal`, `--label`,
+//! `--pull`.
+
+mod common;
+
+use common::{Kit, Layer};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `launcher run ARGS IMAGE sh -c SCRIPT`.
+fn sh(kit: &Kit, args: &[&str], script: &str) -> Output {
+    sh_in(kit, args, &kit.image, script)
+}
+
+fn sh_in(kit: &Kit, args: &[&str], image: &Path, script: &str) -> Output {
+    kit.cmd(args)
+        .arg(image)
+        .args(["sh", "-c", script])
+        .output()
+        .expect("running the launcher")
+}
+
+/// A capability set of /proc/PID/status as a number.
+fn caps(hex: &str) -> u64 {
+    u64::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("`{hex}` is not a capability set"))
+}
+
+/// Fails unless `out` is the launcher's exit 125 with `want` in its message.
+#[track_caller]
+fn refused(out: &Output, want: &str) {
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = stderr(out);
+    assert!(err.contains(want), "wanted `{want}` in: {err}");
+    assert!(err.starts_with("launcher: "), "{err}");
+}
+
+/// Nothing of a refused run stays in the store's container directory.
+#[track_caller]
+fn no_containers_left(kit: &Kit) {
+    let dir = kit.root.path().join("containers");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// busybox, the init and `extra` on top; root's, bob's (1000) and wheel (10)
+/// entries in /etc/passwd and /etc/group.
+fn busybox_image(kit: &Kit, name: &str, extra: impl FnOnce(&mut Layer)) -> Option<PathBuf> {
+    let busybox = testkit::require_tool("busybox")?;
+    let init = common::init()?;
+    let mut top = Layer::default();
+    top.file("sbin/cradle-init", &std::fs::read(init).unwrap(), 0o755);
+    extra(&mut top);
+    let image = kit.root.path().join(format!("{name}.tar"));
+    common::write_image(
+        &image,
+        &[common::busybox_layer(&busybox), top],
+        &["/sbin/cradle-init", "--"],
+        &["/bin/sh"],
+    );
+    Some(image)
+}
+
+// ---- capabilities ----------------------------------------------------------
+
+const CAP_CHOWN: u64 = 1 << 0;
+const CAP_KILL: u64 = 1 << 5;
+const CAP_NET_ADMIN: u64 = 1 << 12;
+const CAP_SYS_ADMIN: u64 = 1 << 21;
+/// Docker's default set.
+const DEFAULT_CAPS: u64 = 0xa80425fb;
+
+#[test]
+fn cap_add_and_cap_drop_change_the_workloads_capabilities() {
+    let Some(kit) = Kit::new() else { return };
+    let report = |args: &[&str]| {
+        let out = kit.probe_run(args, &[]);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let r = common::report(&out);
+        let (eff, bnd) = (
+            caps(&common::value(&r, "CapEff")),
+            caps(&common::value(&r, "CapBnd")),
+        );
+        assert_eq!(eff, bnd, "{args:?}");
+        eff
+    };
+    assert_eq!(report(&[]), DEFAULT_CAPS);
+    // Names with or without CAP_, in any case.
+    let eff = report(&["--cap-add", "net_admin", "--cap-drop", "CAP_CHOWN"]);
+    assert_eq!(eff, DEFAULT_CAPS & !CAP_CHOWN | CAP_NET_ADMIN);
+    assert_eq!(
+        report(&["--cap-drop", "ALL", "--cap-add", "Cap_Kill"]),
+        CAP_KILL
+    );
+    let all = report(&["--cap-add", "all", "--cap-drop", "sys_admin"]);
+    assert_eq!(all & CAP_SYS_ADMIN, 0);
+    assert!(all.count_ones() >= 37, "{all:#x}");
+}
+
+#[test]
+fn an_unknown_capability_is_refused_with_dockers_message() {
+    let Some(kit) = Kit::new() else { return };
+    for (flag, name) in [("--cap-add", "CAP_FLY"), ("--cap-drop", "bogus")] {
+        let out = kit.probe_run(&[flag, name], &[]);
+        refused(
+            &out,
+            &format!("invalid {flag}: unknown capability: \"{name}\""),
+        );
+    }
+    no_containers_left(&kit);
+}
+
+/// Docker's profile lets CAP_SYS_ADMIN mount; our default filter alone
+/// would have refused with EPERM whatever the capabilities.
+#[test]
+fn cap_add_sys_admin_widens_the_seccomp_filter_as_dockers_profile_does() {
+    let Some(kit) = Kit::new() else { return };
+    let script = "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo mounted; \
+                  grep -q ' /mnt/t ' /proc/self/mountinfo && echo listed";
+    let out = sh(&kit, &["--cap-add", "SYS_ADMIN"], script);
+    assert_eq!(stdout(&out), "mounted\nlisted\n", "{out:?}");
+    let out = sh(&kit, &[], script);
+    assert_eq!(stdout(&out), "", "{out:?}");
+    assert!(stderr(&out).contains("ermission denied"), "{out:?}");
+}
+
+#[test]
+fn privileged_has_every_capability_no_seccomp_and_no_no_new_privs() {
+    let Some(kit) = Kit::new() else { return };
+    let out = kit.probe_run(&["--privileged"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let r = common::report(&out);
+    // Every capability the launcher has (this test's own bounding set).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let own = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|hex| caps(hex.trim()))
+        .unwrap();
+    assert_eq!(caps(&common::value(&r, "CapEff")), own & ((1 << 41) - 1));
+    assert_eq!(common::value(&r, "Seccomp"), "0");
+    assert_eq!(common::value(&r, "NoNewPrivs"), "0");
+}
+
+// ---- --security-opt ---------------------------------------------------------
+
+#[test]
+fn seccomp_unconfined_and_no_new_privileges_false_turn_each_off() {
+    let Some(kit) = Kit::new() else { return };
+    let status = |args: &[&str]| {
+        let out = kit.probe_run(args, &[]);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let r = common::report(&out);
+        (
+            common::value(&r, "Seccomp"),
+            common::value(&r, "NoNewPrivs"),
+        )
+    };
+    assert_eq!(status(&[]), ("2".into(), "1".into()));
+    let opt = ["--security-opt", "seccomp=unconfined"];
+    assert_eq!(status(&opt), ("0".into(), "1".into()));
+    for nnp in ["no-new-privileges=false", "no-new-privileges:false"] {
+        assert_eq!(status(&["--security-opt", nnp]), ("2".into(), "0".into()));
+    }
+    let on = ["--privileged", "--security-opt", "no-new-privileges"];
+    assert_eq!(status(&on).1, "1");
+}
+
+/// A setuid-root program run by bob: with no_new_privs (our default) it
+/// gains nothing; with `no-new-privileges=false` it runs with root's
+/// capabilities, as it does under docker.
+#[test]
+fn no_new_privileges_false_lets_a_setuid_program_gain_privileges() {
+    let Some(kit) = Kit::new() else { return };
+    let probe = std::fs::read(&kit.probe).unwrap();
+    let Some(image) = busybox_image(&kit, "setuid", |l| {
+        l.file("suid-probe", &probe, 0o4755);
+    }) else {
+        return;
+    };
+    let eff = |args: &[&str]| {
+        let mut all = vec!["-u", "1000"];
+        all.extend(args);
+        let out = kit
+            .cmd(&all)
+            .arg(&image)
+            .arg("/suid-probe")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let r = common::report(&out);
+        assert_eq!(common::value(&r, "uid"), "1000");
+        caps(&common::value(&r, "CapEff"))
+    };
+    assert_eq!(eff(&[]), 0);
+    assert_eq!(
+        eff(&["--security-opt", "no-new-privileges=false"]),
+        DEFAULT_CAPS
+    );
+}
+
+#[test]
+fn a_seccomp_profile_in_dockers_format_is_enforced() {
+    let Some(kit) = Kit::new() else { return };
+    let profile = kit.root.path().join("profile.json");
+    // Allow all but mkdir (EACCES), and kill(2) with signal 9 (EPERM);
+    // chmod only for those holding a capability the container lacks.
+    let json = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+            {"names": ["kill"], "action": "SCMP_ACT_ERRNO",
+             "args": [{"index": 1, "value": 9, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO",
+             "excludes": {"caps": ["CAP_SYS_MODULE"]}},
+        ]
+    });
+    std::fs::write(&profile, json.to_string()).unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let script = "mkdir /d 2>&1; sleep 30 & kill -9 $! 2>&1; kill -15 $! && echo term; \
+                  touch /f; chmod 600 /f 2>&1; echo done";
+    let out = sh(&kit, &["--security-opt", &opt], script);
+    let text = stdout(&out);
+    assert!(text.contains("Permission denied"), "{out:?}");
+    assert!(text.contains("Operation not permitted"), "{out:?}");
+    assert!(
+        text.contains("term\n") && text.ends_with("done\n"),
+        "{out:?}"
+    );
+    assert_eq!(text.matches("Operation not permitted").count(), 2, "{text}");
+    // The same script without the profile meets none of it.
+    let out = sh(&kit, &[], script);
+    assert_eq!(stdout(&out), "term\ndone\n", "{out:?}");
+}
+
+#[test]
+fn a_bad_security_opt_or_profile_is_refused_naming_it() {
+    let Some(kit) = Kit::new() else { return };
+    let profile = kit.root.path().join("bad.json");
+    std::fs::write(&profile, r#"{"defaultAction": "SCMP_ACT_NOPE"}"#).unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    refused(
+        &kit.probe_run(&["--security-opt", &opt], &[]),
+        "unsupported action `SCMP_ACT_NOPE`",
+    );
+    refused(
+        &kit.probe_run(&["--security-opt", "seccomp=/nonexistent.json"], &[]),
+        "`/nonexistent.json`",
+    );
+    refused(
+        &kit.probe_run(&["--security-opt", "no-new-privileges=maybe"], &[]),
+        "invalid --security-opt `no-new-privileges=maybe`",
+    );
+    no_containers_left(&kit);
+}
+
+// ---- --ulimit ----------------------------------------------------------------
+
+#[test]
+fn ulimits_are_set_for_the_workload() {
+    let Some(kit) = Kit::new() else { return };
+    let script = "echo $(ulimit -Sn) $(ulimit -Hn) $(ulimit -Sc) $(ulimit -Hc)";
+    let args = ["--ulimit", "nofile=1024:4096", "--ulimit", "core=-1"];
+    let out = sh(&kit, &args, script);
+    assert_eq!(stdout(&out), "1024 4096 unlimited unlimited\n", "{out:?}");
+    let out = sh(&kit, &["--ulimit", "nofile=15000"], script);
+    assert!(stdout(&out).starts_with("15000 15000 "), "{out:?}");
+    let out = sh(&kit, &[], script);
+    assert!(!stdout(&out).starts_with("1024 4096"), "{out:?}");
+}
+
+#[test]
+fn a_bad_ulimit_is_refused_with_dockers_message() {
+    let Some(kit) = Kit::new() else { return };
+    for (spec, want) in [
+        (
+            "nofile=20:10",
+            "ulimit soft limit must be less than or equal to hard limit: 20 > 10",
+        ),
+        ("files=10", "invalid ulimit type: files"),
+        ("nofile=ten", "invalid ulimit argument: ten"),
+    ] {
+        refused(&kit.probe_run(&["--ulimit", spec], &[]), want);
+    }
+    // Past fs.nr_open: the kernel refuses, the launcher says which limit.
+    let out = kit.probe_run(&["--ulimit", "nofile=2000000000"], &[]);
+    refused(&out, "--ulimit nofile=2000000000");
+    no_containers_left(&kit);
+}
+
+// ---- --group-add, --stop-signal -------------------------------------------
+
+#[test]
+fn group_add_adds_groups_by_name_and_number() {
+    let Some(kit) = Kit::new() else { return };
+    let Some(image) = busybox_image(&kit, "groups", |_| {}) else {
+        return;
+    };
+    let args = ["-u", "bob", "--group-add", "tty", "--group-add", "4242"];
+    let out = sh_in(
+        &kit,
+        &args,
+        &image,
+        "id -G | tr ' ' '\\n' | sort -n | tr '\\n' ' '",
+    );
+    assert_eq!(stdout(&out), "5 10 1000 4242 ", "{out:?}");
+    let out = sh_in(&kit, &["--group-add", "nosuch"], &image, "id -G");
+    refused(&out, "unable to find group `nosuch`");
+}
+
+#[test]
+fn stop_signal_overrides_the_images() {
+    use std::io::{BufRead, Read};
+    let Some(kit) = Kit::new() else { return };
+    let mut cmd = kit.cmd(&["--stop-signal", "usr1"]);
+    cmd.arg(&kit.image).args(["/probe", "wait-signal"]);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the launcher");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest.trim(), format!("got {}", libc::SIGUSR1));
+    assert_eq!(status.code(), Some(0));
+    refused(
+        &kit.probe_run(&["--stop-signal", "SIGNOPE"], &[]),
+        "invalid --stop-signal `SIGNOPE`: invalid signal",
+    );
+}
