@@ -315,6 +315,7 @@ pub fn run_observed(
     warn: &mut dyn FnMut(&str),
     started: &mut dyn FnMut(&spawn::Child, &spawn::Plan),
 ) -> Result<i32> {
+    let etc_flags = network::dns::Custom::parse(&opts.add_hosts, &opts.dns, &opts.dns_search)?;
     let archive = pull::resolve(&opts.image, &cache::default_root())?;
     let image = image::read(&archive)?;
     let cache = cache::Cache::open(cache::default_root())?;
@@ -331,6 +332,7 @@ pub fn run_observed(
     let signals = supervise::catch_signals()?;
     let mut resources = resources::prepare(opts, &container.id, warn)?;
     resources.write_etc(&plan.hostname, &mut plan.rootfs.etc);
+    etc_flags.apply(&mut plan.rootfs.etc);
     plan.rootfs.cgroup_fs = resources.cgroup_fs();
     let entry = resources.cgroup_entry()?;
     let child = spawn::container(sys, &plan, entry, |pid, entered| {

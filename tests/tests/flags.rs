@@ -347,3 +347,57 @@ fn stop_signal_overrides_the_images() {
         "invalid --stop-signal `SIGNOPE`: invalid signal",
     );
 }
+
+// ---- /etc/hosts and /etc/resolv.conf ------------------------------------------
+
+#[test]
+fn add_host_dns_and_dns_search_reach_the_generated_files() {
+    let Some(kit) = Kit::new() else { return };
+    let args = [
+        "--add-host",
+        "db.internal:10.1.2.3",
+        "--add-host",
+        "v6host=fd00::7",
+        "--dns",
+        "192.0.2.53",
+        "--dns-search",
+        "corp.example",
+    ];
+    let script = "cat /etc/hosts; echo ---; cat /etc/resolv.conf";
+    for net in [&["--network", "none"][..], &["--net", "host"]] {
+        let mut all = args.to_vec();
+        all.extend(net);
+        let out = sh(&kit, &all, script);
+        assert!(out.status.success(), "{out:?}");
+        let text = stdout(&out);
+        let (hosts, resolv) = text.split_once("---\n").unwrap();
+        assert!(
+            hosts.contains("10.1.2.3\tdb.internal\n"),
+            "{net:?}: {hosts}"
+        );
+        assert!(hosts.contains("fd00::7\tv6host\n"), "{net:?}: {hosts}");
+        let servers: Vec<&str> = resolv
+            .lines()
+            .filter(|l| l.starts_with("nameserver"))
+            .collect();
+        assert_eq!(servers, ["nameserver 192.0.2.53"], "{net:?}: {resolv}");
+        let search: Vec<&str> = resolv.lines().filter(|l| l.starts_with("search")).collect();
+        assert_eq!(search, ["search corp.example"], "{net:?}: {resolv}");
+    }
+}
+
+#[test]
+fn bad_add_host_and_dns_values_are_refused() {
+    let Some(kit) = Kit::new() else { return };
+    for (flag, value, want) in [
+        ("--add-host", "justaname", "bad format for add-host"),
+        ("--add-host", "db:10.1.2", "invalid IP address in add-host"),
+        ("--add-host", "a b:10.1.2.3", "invalid host name"),
+        ("--dns", "resolver.example", "not an IP address"),
+        ("--dns-search", "bad domain", "not a valid domain name"),
+    ] {
+        let out = kit.probe_run(&[flag, value], &[]);
+        refused(&out, &format!("invalid {flag} `{value}`: {want}"));
+    }
+    no_containers_left(&kit);
+}

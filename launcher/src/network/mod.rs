@@ -15,7 +15,7 @@
 //! net.teardown()?;                                     // also on Drop, best effort
 //! ```
 
-mod dns;
+pub mod dns;
 mod firewall;
 mod lease;
 mod netlink;
