@@ -35,6 +35,7 @@ pub mod state;
 pub mod store;
 pub mod supervise;
 pub mod sys;
+pub mod sysctl;
 
 use nix::errno::Errno;
 use std::path::PathBuf;

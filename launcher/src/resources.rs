@@ -88,7 +88,9 @@ fn create_cgroup(
 ) -> Result<Option<Cgroup>> {
     let limited = opts.limits != cgroups::Limits::default();
     let userns = rootless || opts.userns == Userns::Auto;
-    let devices = (!userns).then_some(&devices::ALLOWED[..]);
+    // docker's allowlist, the --device nodes; everything with --privileged.
+    let rules: Vec<devices::Rule> = crate::rootfs::devices::cgroup_rules(opts)?;
+    let devices = (!userns).then_some(&rules[..]);
     let parent = opts.cgroup_parent.as_deref();
     let made = CgroupRoot::detect().and_then(|root| {
         // Kills what a SIGKILLed launcher's container left running, too.

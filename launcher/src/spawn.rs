@@ -174,6 +174,7 @@ pub fn plan(
             idmapped_layers: None,
             // Decided once the cgroup exists: `Resources::cgroup_fs` in `run`.
             cgroup_fs: rootfs::CgroupFs::Skip,
+            flags: rootfs::Flags::from_options(opts, new_net)?,
         },
         mapping,
         process: Process {

@@ -69,7 +69,8 @@ pub trait Sys {
     /// The filesystem type (statfs(2) `f_type`) of `path` inside `root`, no
     /// symlink on the way: what a mount there really put there.
     fn fs_type_in(&self, root: &Path, path: &Path) -> Result<i64, Errno>;
-    /// mknod(2) of a character device `path` inside `root` (its parent
+    /// mknod(2) of a device `path` inside `root` (a character device when
+    /// `mode` has only permission bits; S_IFBLK in it for a block one) (its parent
     /// without symlinks), then chmod to `mode` whatever the umask.
     fn mknod_in(&self, root: &Path, path: &Path, mode: u32, dev: u64) -> Result<(), Errno>;
     /// Writes one byte to `fd` and waits for one back (a step the parent
@@ -525,16 +526,21 @@ impl Sys for Linux {
         let name = rel.file_name().ok_or(Errno::EINVAL)?;
         let dir = open_no_symlinks(rootfd.as_raw_fd(), parent, libc::O_PATH | libc::O_DIRECTORY)?;
         let n = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+        // Permission bits alone: a character device.
+        let kind = match mode & libc::S_IFMT {
+            0 => libc::S_IFCHR,
+            _ => 0,
+        };
         // SAFETY: valid C string and an open directory fd; fchmodat does
         // not follow the node (it is not a symlink: we just made it).
         unsafe {
-            check(libc::mknodat(
+            check(libc::mknodat(dir.as_raw_fd(), n.as_ptr(), kind | mode, dev))?;
+            check(libc::fchmodat(
                 dir.as_raw_fd(),
                 n.as_ptr(),
-                libc::S_IFCHR | mode,
-                dev,
-            ))?;
-            check(libc::fchmodat(dir.as_raw_fd(), n.as_ptr(), mode, 0))
+                mode & 0o7777,
+                0,
+            ))
         }
     }
 

@@ -401,3 +401,160 @@ fn bad_add_host_and_dns_values_are_refused() {
     }
     no_containers_left(&kit);
 }
+
+// ---- --device, --privileged's root, --sysctl, --shm-size ---------------------
+
+/// A block node of loop device 7:99 made on the host for `--device`: not
+/// on docker's allowlist, and harmless (an unbound loop device reads as
+/// empty and refuses writes with ENXIO).
+fn loop_node(kit: &Kit) -> PathBuf {
+    let node = kit.root.path().join("loop99");
+    let c = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path; makes one node in the test's own directory.
+    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | 0o640, libc::makedev(7, 99)) };
+    assert_eq!(rc, 0, "mknod {}", node.display());
+    node
+}
+
+/// Reads and writes `/dev/myloop`: `read=…` and `write=…`, ok or the error.
+const READ_WRITE: &str = r#"try() { n=$1; shift; if e=$("$@" 2>&1 >/dev/null); then echo "$n=ok"; else echo "$n=$e"; fi; };
+stat -c 'node=%F %t:%T %a' /dev/myloop; try read dd if=/dev/myloop of=/dev/null count=1;
+try write dd if=/dev/zero of=/dev/myloop count=1"#;
+
+#[test]
+fn device_gives_the_container_a_host_node_with_the_access_asked_for() {
+    let Some(kit) = Kit::new() else { return };
+    let Some(image) = busybox_image(&kit, "devices", |_| {}) else {
+        return;
+    };
+    let node = loop_node(&kit);
+    let field = |out: &Output, key: &str| {
+        stdout(out)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {key}= in {out:?}"))
+    };
+    let spec = format!("{}:/dev/myloop", node.display());
+    let out = sh_in(&kit, &["--device", &spec], &image, READ_WRITE);
+    assert_eq!(
+        field(&out, "node"),
+        "block special file 7:63 640",
+        "{out:?}"
+    );
+    assert_eq!(field(&out, "read"), "ok", "{out:?}");
+    let write = field(&out, "write");
+    assert!(
+        !write.contains("Operation not permitted") && write != "ok",
+        "{write}"
+    );
+    // Read-only: the cgroup refuses opening it for writing.
+    let out = sh_in(
+        &kit,
+        &["--device", &format!("{spec}:r")],
+        &image,
+        READ_WRITE,
+    );
+    assert_eq!(field(&out, "read"), "ok", "{out:?}");
+    assert!(
+        field(&out, "write").contains("Operation not permitted"),
+        "{out:?}"
+    );
+    // Without the flag, the same node made inside cannot be opened.
+    let script = format!("mknod /dev/myloop b 7 99; {READ_WRITE}");
+    let out = sh_in(&kit, &[], &image, &script);
+    assert!(
+        field(&out, "read").contains("Operation not permitted"),
+        "{out:?}"
+    );
+    for (spec, want) in [
+        ("/etc/hostname", "is not a device node"),
+        ("/dev/null:/dev/n:rwx", "invalid device mode: rwx"),
+        ("/nonexistent-device", "error gathering device information"),
+    ] {
+        refused(&kit.probe_run(&["--device", spec], &[]), want);
+    }
+    no_containers_left(&kit);
+}
+
+#[test]
+fn privileged_gets_the_hosts_devices_and_writable_unmasked_proc_and_sys() {
+    let Some(kit) = Kit::new() else { return };
+    let Some(image) = busybox_image(&kit, "privileged", |_| {}) else {
+        return;
+    };
+    let script = "grep -E ' /(proc/sys|proc/kcore|sys) ' /proc/self/mountinfo | cut -d' ' -f5,6; \
+                  ls /dev; dd if=/dev/loop-control of=/dev/null count=0 2>&1 && echo opened";
+    let out = sh_in(&kit, &["--privileged"], &image, script);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    let mounts: Vec<&str> = text.lines().filter(|l| l.starts_with('/')).collect();
+    assert_eq!(
+        mounts.len(),
+        1,
+        "only /sys, no /proc/sys or /proc/kcore cover: {text}"
+    );
+    assert!(mounts[0].starts_with("/sys rw,"), "{text}");
+    let host_only = std::fs::read_dir("/dev")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("loop") || n.starts_with("tty1"));
+    if let Some(name) = host_only {
+        assert!(text.lines().any(|l| l == name), "{name} missing: {text}");
+    }
+    if Path::new("/dev/loop-control").exists() {
+        assert!(text.contains("opened"), "{text}");
+    }
+    // The default container has none of that.
+    let out = sh_in(&kit, &[], &image, script);
+    let text = stdout(&out);
+    assert!(text.contains("/proc/sys ro,"), "{text}");
+    assert!(text.contains("/sys ro,"), "{text}");
+    assert!(!text.lines().any(|l| l == "loop-control"), "{text}");
+    assert!(!text.contains("opened"), "{text}");
+}
+
+#[test]
+fn namespaced_sysctls_are_set_and_others_refused() {
+    let Some(kit) = Kit::new() else { return };
+    let args = [
+        "--sysctl",
+        "net.ipv4.ip_unprivileged_port_start=80",
+        "--sysctl",
+        "kernel.shmmni=1000",
+    ];
+    let script = "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shmmni";
+    let out = sh(&kit, &args, script);
+    assert_eq!(stdout(&out), "80\n1000\n", "{out:?}");
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_ne!(host.trim(), "80", "the host's own value changed");
+    refused(
+        &kit.probe_run(&["--sysctl", "kernel.core_pattern=|/tmp/x"], &[]),
+        "it would change the host",
+    );
+    refused(
+        &kit.probe_run(&["--sysctl", "vm.swappiness=1"], &[]),
+        "it would change the host",
+    );
+    refused(
+        &kit.probe_run(
+            &["--network", "host", "--sysctl", "net.ipv4.ip_forward=1"],
+            &[],
+        ),
+        "not allowed in the host's network namespace",
+    );
+    no_containers_left(&kit);
+}
+
+#[test]
+fn shm_size_sizes_dev_shm() {
+    let Some(kit) = Kit::new() else { return };
+    let script = "grep ' /dev/shm ' /proc/self/mountinfo";
+    let out = sh(&kit, &["--shm-size", "2m"], script);
+    assert!(stdout(&out).contains("size=2048k"), "{out:?}");
+    let out = sh(&kit, &[], script);
+    assert!(stdout(&out).contains("size=65536k"), "{out:?}");
+    let out = kit.probe_run(&["--shm-size", "lots"], &[]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(stderr(&out).contains("`lots`"), "{out:?}");
+}
