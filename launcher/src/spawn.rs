@@ -120,20 +120,12 @@ pub fn plan(
     let stub = Arc::new(crate::exec::Stub::open(&init_path)?);
     let env = image::env(image, opts, &hostname)?;
     let etc = etc_files(&hostname, opts.network);
-    let volumes = opts
-        .volumes
-        .iter()
-        .map(|v| parse_volume(v))
-        .collect::<Result<Vec<_>>>()?;
+    let volumes = rootfs::mounts::volumes(opts, cache.root())?;
     let storage_size = match opts.storage_size {
         0 => crate::DEFAULT_STORAGE_SIZE,
         n => n,
     };
-    let tmpfs = opts
-        .tmpfs
-        .iter()
-        .map(|t| rootfs::volumes::parse_tmpfs(t, storage_size))
-        .collect::<Result<Vec<_>>>()?;
+    let tmpfs = rootfs::mounts::tmpfs(opts, storage_size, cache.root())?;
     let mut lower = layers.to_vec();
     if lower.is_empty() {
         // overlayfs needs a lower directory; an image without layers gets
@@ -286,6 +278,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
     let host = std::fs::canonicalize(host).map_err(Error::io("finding volume source", host))?;
     let node = if host.is_dir() { Node::Dir } else { Node::File };
     Ok(Volume {
+        copy_up: false,
         locked: locked_flags(&host),
         host,
         target: target.into(),

@@ -118,6 +118,12 @@ pub trait Sys {
     fn clear_ambient(&self) -> Result<(), Errno>;
     fn set_ids(&self, uid: u32, gid: u32, groups: &[u32]) -> Result<(), Errno>;
     fn set_no_new_privs(&self) -> Result<(), Errno>;
+    /// Copies what `path` inside `root` holds, when it is a directory, into
+    /// the empty directory `dest` on the host: a named volume's first use.
+    /// `path` is resolved inside `root`; below it nothing is followed
+    /// (symlinks are copied as symlinks), and device nodes, FIFOs and
+    /// sockets are left out.
+    fn copy_up_in(&self, root: &Path, path: &Path, dest: &Path) -> Result<(), Errno>;
     /// setrlimit(2): `resource`'s soft and hard limit.
     fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno>;
     /// PR_SET_PDEATHSIG, so the container dies with a SIGKILLed launcher.
@@ -431,6 +437,61 @@ fn unescape_octal(field: &str) -> Vec<u8> {
 
 fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Mode and owner of `src` onto `dst`, without following either. An owner
+/// that cannot be given (a user namespace without it mapped) is left.
+fn copy_attributes(src: &Path, dst: &Path) -> Result<(), Errno> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(src).map_err(io_errno)?;
+    match std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EINVAL)) => {}
+        other => other.map_err(io_errno)?,
+    }
+    if !meta.file_type().is_symlink() {
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(io_errno)?;
+    }
+    Ok(())
+}
+
+/// [`Sys::copy_up_in`]'s walk: directories, regular files and symlinks,
+/// none followed.
+fn copy_tree(src: &Path, dst: &Path) -> Result<(), Errno> {
+    use std::os::unix::fs::OpenOptionsExt;
+    for entry in std::fs::read_dir(src).map_err(io_errno)? {
+        let entry = entry.map_err(io_errno)?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let kind = entry.file_type().map_err(io_errno)?;
+        if kind.is_dir() {
+            std::fs::create_dir(&to).map_err(io_errno)?;
+            copy_tree(&from, &to)?;
+        } else if kind.is_file() {
+            let mut input = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&from)
+                .map_err(io_errno)?;
+            let mut output = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&to)
+                .map_err(io_errno)?;
+            std::io::copy(&mut input, &mut output).map_err(io_errno)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&from).map_err(io_errno)?;
+            std::os::unix::fs::symlink(target, &to).map_err(io_errno)?;
+        } else {
+            continue;
+        }
+        copy_attributes(&from, &to)?;
+    }
+    Ok(())
 }
 
 fn check(rc: libc::c_int) -> Result<(), Errno> {
@@ -801,6 +862,29 @@ impl Sys for Linux {
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
     }
 
+    fn copy_up_in(&self, root: &Path, path: &Path, dest: &Path) -> Result<(), Errno> {
+        let rootfd = open_dir(root)?;
+        let dir = match open_in_root(
+            rootfd.as_raw_fd(),
+            relative(path),
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        // The directory's own path, symlinks resolved inside the root. No
+        // process of the container runs yet: nothing can swap what lies
+        // below it while it is walked.
+        let real = std::fs::read_link(fd_path(&dir)).map_err(io_errno)?;
+        if !real.starts_with(root) {
+            return Err(Errno::EXDEV);
+        }
+        copy_attributes(&real, dest)?;
+        copy_tree(&real, dest)
+    }
+
     fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
         let limit = libc::rlimit {
             rlim_cur: soft,
@@ -968,6 +1052,8 @@ pub mod fake {
         SetIds(u32, u32, Vec<u32>),
         NoNewPrivs,
         Rlimit(u32, u64, u64),
+        /// image path, volume directory
+        CopyUp(PathBuf, PathBuf),
         ParentDeathSignal(i32),
         CloexecFrom(RawFd),
         Seccomp,
@@ -1171,6 +1257,9 @@ pub mod fake {
         }
         fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
             self.push(Call::Rlimit(resource, soft, hard))
+        }
+        fn copy_up_in(&self, root: &Path, path: &Path, dest: &Path) -> Result<(), Errno> {
+            self.push(Call::CopyUp(root.join(relative(path)), dest.into()))
         }
         fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno> {
             self.push(Call::ParentDeathSignal(sig))

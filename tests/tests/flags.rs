@@ -558,3 +558,130 @@ fn shm_size_sizes_dev_shm() {
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(stderr(&out).contains("`lots`"), "{out:?}");
 }
+
+// ---- named volumes and --mount -------------------------------------------------
+
+/// The image's /data holds a file, a directory, and a symlink out of the
+/// root; /escape is a symlink that climbs above the root to the host's /etc.
+fn volume_image(kit: &Kit) -> Option<PathBuf> {
+    busybox_image(kit, "volumes", |l| {
+        l.dir("data")
+            .file("data/seed.txt", b"from the image\n", 0o640)
+            .dir("data/sub")
+            .file("data/sub/deep.txt", b"deep\n", 0o600)
+            .symlink("data/shadow", "/etc/shadow")
+            .symlink("escape", "../../../../../../../../etc");
+    })
+}
+
+#[test]
+fn a_named_volume_is_made_on_first_use_with_the_images_content_and_kept() {
+    let Some(kit) = Kit::new() else { return };
+    let Some(image) = volume_image(&kit) else {
+        return;
+    };
+    let dir = kit.root.path().join("volumes/appdata");
+    let out = sh_in(
+        &kit,
+        &["-v", "appdata:/data"],
+        &image,
+        "cat /data/seed.txt /data/sub/deep.txt; echo written > /data/new.txt",
+    );
+    assert_eq!(stdout(&out), "from the image\ndeep\n", "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("new.txt")).unwrap(),
+        "written\n"
+    );
+    // Copied as a symlink, never followed to a file of the host.
+    let link = std::fs::symlink_metadata(dir.join("shadow")).unwrap();
+    assert!(link.file_type().is_symlink());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("seed.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    // Kept, and not copied into again: what the container removed stays gone.
+    let out = sh_in(
+        &kit,
+        &["--mount", "type=volume,source=appdata,target=/data"],
+        &image,
+        "rm /data/seed.txt; cat /data/new.txt",
+    );
+    assert_eq!(stdout(&out), "written\n", "{out:?}");
+    let out = sh_in(
+        &kit,
+        &["-v", "appdata:/data:ro"],
+        &image,
+        "ls /data; touch /data/x",
+    );
+    assert_eq!(stdout(&out), "new.txt\nshadow\nsub\n", "{out:?}");
+    assert!(stderr(&out).contains("Read-only file system"), "{out:?}");
+}
+
+/// A target that is the image's symlink climbing out of the root is
+/// resolved inside it: the volume gets the image's /etc, not the host's.
+#[test]
+fn copy_up_through_a_symlink_out_of_the_root_copies_the_images_files() {
+    let Some(kit) = Kit::new() else { return };
+    let Some(image) = volume_image(&kit) else {
+        return;
+    };
+    let out = sh_in(&kit, &["-v", "climb:/escape"], &image, "cat /escape/group");
+    assert!(stdout(&out).contains("wheel:x:10:bob"), "{out:?}");
+    let dir = kit.root.path().join("volumes/climb");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // The image's /etc and the container's own files bound there; none of
+    // the host's (fstab, shadow, …).
+    assert_eq!(
+        names,
+        ["group", "hostname", "hosts", "passwd", "resolv.conf"],
+        "only the container's /etc"
+    );
+    let hostname = std::fs::read_to_string(dir.join("hostname")).unwrap();
+    assert_ne!(
+        hostname,
+        std::fs::read_to_string("/etc/hostname").unwrap_or_default()
+    );
+}
+
+#[test]
+fn mount_binds_and_tmpfs_read_like_dockers() {
+    let Some(kit) = Kit::new() else { return };
+    let host = kit.root.path().join("shared");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("in.txt"), "host file\n").unwrap();
+    let bind = format!("type=bind,src={},dst=/shared,readonly", host.display());
+    let args = [
+        "--mount",
+        &bind,
+        "--mount",
+        "type=tmpfs,destination=/scratch,tmpfs-size=1m",
+    ];
+    let script = "cat /shared/in.txt; touch /shared/x 2>/dev/null || echo ro; \
+                  grep ' /scratch ' /proc/self/mountinfo | grep -o 'size=[0-9a-z]*'";
+    let out = sh(&kit, &args, script);
+    assert_eq!(stdout(&out), "host file\nro\nsize=1024k\n", "{out:?}");
+    for (spec, want) in [
+        (
+            "type=bind,src=/nonexistent-src,dst=/x",
+            "bind source path does not exist",
+        ),
+        (
+            "type=bind,src=/tmp,dst=/x,propagation=shared",
+            "unexpected key",
+        ),
+        ("type=volume,dst=/x", "anonymous volumes are not supported"),
+        ("type=overlay,src=a,dst=/x", "unknown mount type"),
+        ("type=volume,src=../up,dst=/x", "invalid characters"),
+    ] {
+        refused(&kit.probe_run(&["--mount", spec], &[]), want);
+    }
+    refused(&kit.probe_run(&["-v", "b@d:/x"], &[]), "invalid characters");
+    no_containers_left(&kit);
+}

@@ -23,6 +23,7 @@ pub mod cgroup;
 pub mod dev;
 pub mod devices;
 pub mod files;
+pub mod mounts;
 pub mod overlay;
 pub mod proc;
 pub mod sysfs;

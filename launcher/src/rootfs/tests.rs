@@ -237,6 +237,7 @@ fn system_mounts_follow_no_symlink_and_image_paths_stay_in_root() {
         read_only: false,
         node: Node::Dir,
         locked: MsFlags::empty(),
+        copy_up: false,
     });
     p.init = Some(("/i".into(), MsFlags::empty()));
     prepare(&fake, &p).unwrap();
@@ -325,6 +326,7 @@ fn volumes_are_mounted_after_everything_but_the_read_only_root() {
         read_only: false,
         node: Node::Dir,
         locked: MsFlags::empty(),
+        copy_up: false,
     });
     prepare(&fake, &p).unwrap();
     let calls = fake.calls();
@@ -377,6 +379,7 @@ fn read_only_volume_and_root_are_remounted() {
         read_only: true,
         node: Node::Dir,
         locked: MsFlags::MS_NOSUID,
+        copy_up: false,
     });
     prepare(&fake, &p).unwrap();
     let calls = fake.calls();
