@@ -221,6 +221,8 @@ pub enum Error {
     UnsafeRoot { path: PathBuf, why: String },
     #[error("no image `{name}` in the store")]
     NoSuchImage { name: String },
+    #[error("image `{reference}` is not in the store, and --pull=never forbids pulling it")]
+    NotPulled { reference: String },
     #[error("image `{name}` is used by a running container")]
     ImageInUse { name: String },
     #[error(
@@ -317,7 +319,7 @@ pub fn run_observed(
     started: &mut dyn FnMut(&spawn::Child, &spawn::Plan),
 ) -> Result<i32> {
     let etc_flags = network::dns::Custom::parse(&opts.add_hosts, &opts.dns, &opts.dns_search)?;
-    let archive = pull::resolve(&opts.image, &cache::default_root())?;
+    let archive = pull::resolve(&opts.image, &cache::default_root(), &opts.pull)?;
     let image = image::read(&archive)?;
     let cache = cache::Cache::open(cache::default_root())?;
     cache.reclaim_stale();

@@ -4,7 +4,10 @@
 //! verified pull, once; later runs of the same reference use that archive
 //! without asking the registry again (as `docker run` does). A path that
 //! exists, or that looks like one, is left alone. A pulled archive is an
-//! image of the store ([`crate::store`]) from then on.
+//! image of the store ([`crate::store`]) from then on. `--pull always`
+//! pulls again (the new archive replaces the old by rename, so a container
+//! starting from it meanwhile reads one or the other, whole), `--pull
+//! never` only uses the store.
 
 use crate::cache::{Cache, Lock, PULL_LOCK};
 use crate::{Error, Result, store};
@@ -38,7 +41,7 @@ pub enum Policy {
 
 /// The image archive to run for `image`: the file itself, or the cached
 /// pull of the reference.
-pub fn resolve(image: &Path, cache_root: &Path) -> Result<PathBuf> {
+pub fn resolve(image: &Path, cache_root: &Path, flags: &PullOptions) -> Result<PathBuf> {
     if !is_reference(image) {
         return Ok(image.to_path_buf());
     }
@@ -52,14 +55,23 @@ pub fn resolve(image: &Path, cache_root: &Path) -> Result<PathBuf> {
     let images = cache.root().join("images");
     let hex = hex::encode(Sha256::digest(reference.to_string().as_bytes()));
     let archive = images.join(format!("{hex}.tar"));
-    if archive.is_file() {
-        return Ok(archive);
+    match (flags.policy, archive.is_file()) {
+        (Policy::Missing | Policy::Never, true) => return Ok(archive),
+        (Policy::Never, false) => {
+            return Err(Error::NotPulled {
+                reference: reference.to_string(),
+            });
+        }
+        (Policy::Missing | Policy::Always, _) => {}
     }
     // Held while the builder's work files are in images/: a reclaim
     // removes them only when no pull holds it.
     let _pulling = Lock::shared(&images.join(PULL_LOCK))?;
     let opts = registry::Options {
         progress: true,
+        insecure: flags.insecure,
+        ca_cert: flags.ca_cert.clone(),
+        auth_file: flags.auth_file.clone(),
         ..Default::default()
     };
     registry::pull(&reference, &archive, &opts).map_err(|source| Error::Pull {

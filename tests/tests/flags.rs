@@ -685,3 +685,251 @@ fn mount_binds_and_tmpfs_read_like_dockers() {
     refused(&kit.probe_run(&["-v", "b@d:/x"], &[]), "invalid characters");
     no_containers_left(&kit);
 }
+
+// ---- --pull, --ca-cert, --authfile, --tls-verify ----------------------------
+
+/// A `docker-registry` on a free port of 127.0.0.1 (with htpasswd basic
+/// auth for `user`, with TLS from a CA of its own), killed when dropped.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(user: Option<(&str, &str)>, tls: bool) -> Option<Registry> {
+        let program = testkit::require_tool("docker-registry")?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if tls {
+            let (cert, key) = certificates(dir.path());
+            config += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+        }
+        if let Some((user, password)) = user {
+            let file = dir.path().join("htpasswd");
+            let hash = bcrypt::hash(password, 5).unwrap();
+            std::fs::write(&file, format!("{user}:{hash}\n")).unwrap();
+            config += &format!(
+                "auth:\n  htpasswd:\n    realm: flags\n    path: {}\n",
+                file.display()
+            );
+        }
+        let config_file = dir.path().join("config.yml");
+        std::fs::write(&config_file, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = std::process::Command::new(program)
+            .arg("serve")
+            .arg(&config_file)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no registry on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(Registry { child, port, dir })
+    }
+
+    fn reference(&self, repo: &str) -> String {
+        format!("127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CA (`DIR/ca.pem`) and a certificate for 127.0.0.1 signed by it.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (cert_file, key_file)
+}
+
+/// An auth.json for `host` with `user:password`.
+fn auth_file(dir: &Path, host: &str, user: &str, password: &str) -> PathBuf {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = format!("{user}:{password}").into_bytes();
+    let mut b64 = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            b64.push(match i <= chunk.len() {
+                true => ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char,
+                false => '=',
+            });
+        }
+    }
+    let file = dir.join("auth.json");
+    let json = serde_json::json!({"auths": {host: {"auth": b64}}});
+    std::fs::write(&file, json.to_string()).unwrap();
+    file
+}
+
+/// `builder push IMAGE REF [ARGS]`, with no credential file but `args`'.
+fn push(image: &Path, reference: &str, args: &[&str]) -> Option<()> {
+    let builder = testkit::require_artifact("debug/builder", "cargo build -p builder")?;
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(builder)
+        .arg("push")
+        .args(args)
+        .arg(image)
+        .arg(reference)
+        .env("HOME", home.path())
+        .env("CRADLE_CACHE_DIR", home.path())
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("DOCKER_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "push: {out:?}");
+    Some(())
+}
+
+/// An image whose /marker says `text`.
+fn marked_image(kit: &Kit, text: &str) -> Option<PathBuf> {
+    busybox_image(kit, &format!("marked-{text}"), |l| {
+        l.file("marker", format!("{text}\n").as_bytes(), 0o644);
+    })
+}
+
+/// `launcher run ARGS REF cat /marker`, with no credential file.
+fn run_reference(kit: &Kit, args: &[&str], reference: &str) -> Output {
+    let home = kit.root.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    kit.cmd(args)
+        .arg(reference)
+        .args(["cat", "/marker"])
+        .env("HOME", &home)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("DOCKER_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn pull_always_refreshes_a_cached_tag_and_never_only_uses_the_store() {
+    let Some(kit) = Kit::new() else { return };
+    let Some(registry) = Registry::start(None, false) else {
+        return;
+    };
+    let (Some(one), Some(two)) = (marked_image(&kit, "one"), marked_image(&kit, "two")) else {
+        return;
+    };
+    let app = registry.reference("flags/app:v1");
+    let Some(()) = push(&one, &app, &[]) else {
+        return;
+    };
+    let out = run_reference(&kit, &[], &app);
+    assert_eq!(stdout(&out), "one\n", "{out:?}");
+    push(&two, &app, &[]);
+    // missing (the default): the store's copy, as docker.
+    assert_eq!(stdout(&run_reference(&kit, &[], &app)), "one\n");
+    assert_eq!(
+        stdout(&run_reference(&kit, &["--pull", "never"], &app)),
+        "one\n"
+    );
+    let out = run_reference(&kit, &["--pull", "always"], &app);
+    assert_eq!(stdout(&out), "two\n", "{out:?}");
+    assert_eq!(stdout(&run_reference(&kit, &[], &app)), "two\n");
+    let other = registry.reference("flags/other:v1");
+    push(&one, &other, &[]);
+    refused(
+        &run_reference(&kit, &["--pull", "never"], &other),
+        "is not in the store, and --pull=never forbids pulling it",
+    );
+    let out = run_reference(&kit, &["--pull", "sometimes"], &other);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+}
+
+#[test]
+fn authfile_and_ca_cert_reach_a_private_registry() {
+    let Some(kit) = Kit::new() else { return };
+    let Some(registry) = Registry::start(Some(("alice", "s3cret")), true) else {
+        return;
+    };
+    let Some(one) = marked_image(&kit, "one") else {
+        return;
+    };
+    let host = format!("127.0.0.1:{}", registry.port);
+    let auth = auth_file(registry.dir.path(), &host, "alice", "s3cret");
+    let ca = registry.dir.path().join("ca.pem");
+    let (auth, ca) = (auth.to_str().unwrap(), ca.to_str().unwrap());
+    let app = registry.reference("private/app:v1");
+    let Some(()) = push(&one, &app, &["--authfile", auth, "--ca-cert", ca]) else {
+        return;
+    };
+    // Neither the CA nor the credentials: refused, nothing cached.
+    let out = run_reference(&kit, &["--authfile", auth], &app);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let out = run_reference(&kit, &["--ca-cert", ca], &app);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let out = run_reference(&kit, &["--ca-cert", ca, "--authfile", auth], &app);
+    assert_eq!(stdout(&out), "one\n", "{out:?}");
+}
+
+#[test]
+fn tls_verify_false_speaks_plain_http() {
+    let Some(kit) = Kit::new() else { return };
+    let Some(registry) = Registry::start(None, false) else {
+        return;
+    };
+    let Some(one) = marked_image(&kit, "one") else {
+        return;
+    };
+    // 127.1 is 127.0.0.1, but not a name the pull takes for this machine
+    // (localhost, 127.0.0.1, [::1]), where plain http would be tried anyway.
+    let app = format!("127.1:{}/plain/app:v1", registry.port);
+    let Some(()) = push(&one, &app, &["--insecure"]) else {
+        return;
+    };
+    let out = run_reference(&kit, &[], &app);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "https to a plain registry: {out:?}"
+    );
+    let out = run_reference(&kit, &["--tls-verify=false"], &app);
+    assert_eq!(stdout(&out), "one\n", "{out:?}");
+    let out = run_reference(&kit, &["--tls-verify=maybe"], &app);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+}
