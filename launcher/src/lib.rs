@@ -25,6 +25,7 @@ pub mod namespaces;
 pub mod network;
 pub mod pivot;
 pub mod pull;
+pub mod record;
 pub mod resources;
 pub mod rootfs;
 pub mod seccomp;
@@ -319,6 +320,7 @@ pub fn run_observed(
     started: &mut dyn FnMut(&spawn::Child, &spawn::Plan),
 ) -> Result<i32> {
     let etc_flags = network::dns::Custom::parse(&opts.add_hosts, &opts.dns, &opts.dns_search)?;
+    record::parse_labels(&opts.labels)?;
     let archive = pull::resolve(&opts.image, &cache::default_root(), &opts.pull)?;
     let image = image::read(&archive)?;
     let cache = cache::Cache::open(cache::default_root())?;
@@ -326,6 +328,7 @@ pub fn run_observed(
     state::refuse_detached_name(&cache, opts.name.as_deref())?;
     let layers = cache.unpack_layers(&image)?;
     let container = cache.create_container(opts.name.as_deref(), opts.keep)?;
+    record::write(&container, opts)?;
     let mut plan = spawn::plan(opts, &image, &layers, &cache, &container)?;
     if pivot::is_initramfs(sys) {
         warn(

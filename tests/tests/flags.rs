@@ -933,3 +933,51 @@ fn tls_verify_false_speaks_plain_http() {
     let out = run_reference(&kit, &["--tls-verify=maybe"], &app);
     assert_eq!(out.status.code(), Some(125), "{out:?}");
 }
+
+// ---- --label, --net ---------------------------------------------------------
+
+#[test]
+fn labels_are_kept_in_the_containers_record() {
+    use std::io::BufRead;
+    let Some(kit) = Kit::new() else { return };
+    let mut cmd = kit.cmd(&["--name", "labelled", "-l", "tier=web", "--label", "flag"]);
+    cmd.arg(&kit.image).args(["/probe", "wait-signal"]);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the launcher");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let record = kit.root.path().join("containers/labelled/config.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    assert_eq!(
+        json["Labels"],
+        serde_json::json!({"tier": "web", "flag": ""})
+    );
+    assert_eq!(json["Id"], "labelled");
+    assert!(!record.exists(), "the record goes with the container");
+    refused(
+        &kit.probe_run(&["-l", "=x"], &[]),
+        "invalid --label `=x`: the key is empty",
+    );
+    no_containers_left(&kit);
+}
+
+#[test]
+fn net_is_network() {
+    let Some(kit) = Kit::new() else { return };
+    let netns = |args: &[&str]| {
+        let out = kit.probe_run(args, &[]);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        common::value(&common::report(&out), "ns.net")
+    };
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(netns(&["--net", "host"]), host.display().to_string());
+    assert_eq!(netns(&["--net=host"]), host.display().to_string());
+    assert_ne!(netns(&["--net", "none"]), host.display().to_string());
+}
