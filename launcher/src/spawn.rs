@@ -120,6 +120,9 @@ pub fn plan(
     let stub = Arc::new(crate::exec::Stub::open(&init_path)?);
     let env = image::env(image, opts, &hostname)?;
     let etc = etc_files(&hostname, opts.network);
+    // Checked before named volumes are made, so that a bad flag leaves none.
+    let security = crate::security::decide(opts)?;
+    let flags = rootfs::Flags::from_options(opts, new_net)?;
     let volumes = rootfs::mounts::volumes(opts, cache.root())?;
     let storage_size = match opts.storage_size {
         0 => crate::DEFAULT_STORAGE_SIZE,
@@ -135,7 +138,6 @@ pub fn plan(
         lower.push(empty);
     }
     let cwd = opts.workdir.clone().or_else(|| image.workdir.clone());
-    let security = crate::security::decide(opts)?;
     Ok(Plan {
         hostname,
         new_net,
@@ -166,7 +168,7 @@ pub fn plan(
             idmapped_layers: None,
             // Decided once the cgroup exists: `Resources::cgroup_fs` in `run`.
             cgroup_fs: rootfs::CgroupFs::Skip,
-            flags: rootfs::Flags::from_options(opts, new_net)?,
+            flags,
         },
         mapping,
         process: Process {

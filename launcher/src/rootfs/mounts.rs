@@ -18,21 +18,51 @@ use std::path::{Path, PathBuf};
 /// Every bind mount of `opts`, in order: `-v`, then `--mount`'s binds and
 /// volumes. Named volumes live in `state_root/volumes`.
 pub fn volumes(opts: &Options, state_root: &Path) -> Result<Vec<Volume>> {
+    // (volume, is a named one)
     let mut out = Vec::new();
     for spec in &opts.volumes {
         out.push(match named_volume_spec(spec) {
-            Some((name, target, read_only)) => {
-                named(state_root, name, target, read_only, true, spec)?
-            }
-            None => crate::spawn::parse_volume(spec)?,
+            Some((name, target, read_only)) => (
+                named(state_root, name, target, read_only, true, spec)?,
+                true,
+            ),
+            None => (crate::spawn::parse_volume(spec)?, false),
         });
     }
     for spec in &opts.mounts {
-        if let Some(v) = parse_mount(spec, state_root)?.0 {
-            out.push(v);
+        if let (Some(parsed), _) = parse_mount(spec, state_root)? {
+            out.push(parsed);
         }
     }
-    Ok(out)
+    // Only once every spec is known good: a bad one leaves no volume made.
+    out.into_iter()
+        .map(|(mut v, named)| {
+            if named {
+                v.copy_up &= create_volume(state_root, &v.host)?;
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// Makes the named volume's directory when missing; true when made now.
+fn create_volume(state_root: &Path, host: &Path) -> Result<bool> {
+    // The state root was made private by Cache::open; volumes/ is made
+    // 0700 as the rest of it.
+    make_private_dir(&state_root.join("volumes"))?;
+    let created = match std::fs::create_dir(host) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(Error::io("creating volume", host)(e)),
+    };
+    let meta = std::fs::symlink_metadata(host).map_err(Error::io("examining volume", host))?;
+    if !meta.is_dir() {
+        return Err(Error::Invalid {
+            what: "volume (not a directory)",
+            value: host.display().to_string(),
+        });
+    }
+    Ok(created)
 }
 
 /// Every tmpfs of `opts`: `--tmpfs`, then `--mount type=tmpfs`.
@@ -77,8 +107,9 @@ fn valid_volume_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
-/// The named volume `name` at `target`: its directory made when missing,
-/// with copy-up then (unless `copy`, `volume-nocopy`, says no).
+/// The named volume `name` at `target`, checked; its directory is made by
+/// [`create_volume`], with copy-up then (unless `copy`, `volume-nocopy`,
+/// says no).
 fn named(
     state_root: &Path,
     name: &str,
@@ -105,27 +136,13 @@ fn named(
     if !target.starts_with('/') || target == "/" {
         return Err(bad("the container path must be absolute and not `/`".into()));
     }
-    // The state root was made private by Cache::open; volumes/ is made 0700
-    // as the rest of it.
-    let dir = state_root.join("volumes");
-    make_private_dir(&dir)?;
-    let host = dir.join(name);
-    let created = match std::fs::create_dir(&host) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-        Err(e) => return Err(Error::io("creating volume", &host)(e)),
-    };
-    let meta = std::fs::symlink_metadata(&host).map_err(Error::io("examining volume", &host))?;
-    if !meta.is_dir() {
-        return Err(bad(format!("`{}` is not a directory", host.display())));
-    }
     Ok(Volume {
-        host,
+        host: volume_dir(state_root, name),
         target: target.into(),
         read_only,
         node: Node::Dir,
         locked: nix::mount::MsFlags::empty(),
-        copy_up: created && copy,
+        copy_up: copy,
     })
 }
 
@@ -138,8 +155,11 @@ fn make_private_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// One `--mount`: a bind or volume, or a tmpfs as a `--tmpfs` spec.
-fn parse_mount(spec: &str, state_root: &Path) -> Result<(Option<Volume>, Option<String>)> {
+/// One `--mount`: a bind or volume (and whether a named one), or a tmpfs
+/// as a `--tmpfs` spec.
+type Parsed = (Option<(Volume, bool)>, Option<String>);
+
+fn parse_mount(spec: &str, state_root: &Path) -> Result<Parsed> {
     let bad = |why: String| Error::Flag {
         flag: "--mount",
         value: spec.into(),
@@ -182,19 +202,15 @@ fn parse_mount(spec: &str, state_root: &Path) -> Result<(Option<Volume>, Option<
                 return Err(bad(format!("bind source path does not exist: {src}")));
             }
             let ro = if read_only { ":ro" } else { "" };
-            Ok((
-                Some(crate::spawn::parse_volume(&format!("{src}:{dst}{ro}"))?),
-                None,
-            ))
+            let volume = crate::spawn::parse_volume(&format!("{src}:{dst}{ro}"))?;
+            Ok((Some((volume, false)), None))
         }
         "volume" => {
             let name = src.ok_or_else(|| {
                 bad("anonymous volumes are not supported: name one with src=NAME".into())
             })?;
-            Ok((
-                Some(named(state_root, name, dst, read_only, !nocopy, spec)?),
-                None,
-            ))
+            let volume = named(state_root, name, dst, read_only, !nocopy, spec)?;
+            Ok((Some((volume, true)), None))
         }
         "tmpfs" => {
             if src.is_some() {
@@ -248,6 +264,10 @@ mod tests {
         assert!(!v[1].copy_up, "volume-nocopy");
         let again = volumes(&o, root.path()).unwrap();
         assert!(!again[0].copy_up);
+        // A bad spec after a good one: nothing made.
+        let bad = opts(&["fresh:/x"], &["type=nfs,src=a,dst=/y"]);
+        assert!(volumes(&bad, root.path()).is_err());
+        assert!(!volume_dir(root.path(), "fresh").exists());
     }
 
     #[test]
