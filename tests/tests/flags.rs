@@ -981,3 +981,97 @@ fn net_is_network() {
     assert_eq!(netns(&["--net=host"]), host.display().to_string());
     assert_ne!(netns(&["--net", "none"]), host.display().to_string());
 }
+
+// ---- rootless ----------------------------------------------------------------
+
+/// The launcher, init, probe and an image copied where user 65534 can run
+/// them, with a state root it owns.
+struct Rootless {
+    dir: tempfile::TempDir,
+    setpriv: PathBuf,
+}
+
+impl Rootless {
+    fn new(kit: &Kit, image: &Path) -> Option<Rootless> {
+        use std::os::unix::fs::PermissionsExt;
+        let setpriv = testkit::require_tool("setpriv")?;
+        let dir = tempfile::Builder::new()
+            .prefix("cradle-flags-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for (from, name) in [
+            (kit.launcher.clone(), "launcher"),
+            (common::init()?, "cradle-init"),
+            (kit.probe.clone(), "probe"),
+            (image.to_path_buf(), "image.tar"),
+        ] {
+            let to = dir.path().join(name);
+            std::fs::copy(from, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+        Some(Rootless { dir, setpriv })
+    }
+
+    fn sh(&self, args: &[&str], script: &str) -> Output {
+        let d = self.dir.path();
+        std::process::Command::new(&self.setpriv)
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(d.join("launcher"))
+            .env("CRADLE_ROOT", d.join("state"))
+            .env_remove("RUST_BACKTRACE")
+            .arg("run")
+            .args(args)
+            .arg(d.join("image.tar"))
+            .args(["sh", "-c", script])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+#[test]
+fn rootless_containers_take_the_flags_too() {
+    let Some(kit) = Kit::new() else { return };
+    let Some(image) = volume_image(&kit) else {
+        return;
+    };
+    let Some(rootless) = Rootless::new(&kit, &image) else {
+        return;
+    };
+    let args = [
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "chown",
+        "-v",
+        "data:/data",
+        "--device",
+        "/dev/null:/dev/mynull",
+        "--sysctl",
+        "kernel.shmmni=1000",
+        "--ulimit",
+        "nofile=100:200",
+        "--add-host",
+        "db:10.9.9.9",
+    ];
+    let script = "grep CapEff /proc/self/status; cat /data/seed.txt; echo x > /dev/mynull && echo dev; \
+                  cat /proc/sys/kernel/shmmni; ulimit -n; grep db /etc/hosts";
+    let out = rootless.sh(&args, script);
+    assert_eq!(
+        stdout(&out),
+        "CapEff:\t0000000000000001\nfrom the image\ndev\n1000\n100\n10.9.9.9\tdb\n",
+        "{out:?}"
+    );
+    let volume = rootless.dir.path().join("state/volumes/data");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(volume.join("seed.txt")).unwrap().uid(),
+        65534
+    );
+    let out = rootless.sh(&["--sysctl", "kernel.core_pattern=x"], "true");
+    refused(&out, "it would change the host");
+}
