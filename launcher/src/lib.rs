@@ -121,10 +121,14 @@ pub struct Options {
     pub ulimits: Vec<String>,
     /// `--device HOST[:CTR][:rwm]`, as given.
     pub devices: Vec<String>,
+    /// `--device-cgroup-rule 'c|b|a MAJOR:MINOR rwm'`, as given.
+    pub device_cgroup_rules: Vec<String>,
     /// `--add-host NAME:IP`, `--dns`, `--dns-search`, as given.
     pub add_hosts: Vec<String>,
     pub dns: Vec<String>,
     pub dns_search: Vec<String>,
+    /// `--dns-option`: resolv.conf `options`, replacing the generated ones.
+    pub dns_options: Vec<String>,
     /// `-l/--label K=V`, kept in the container's record.
     pub labels: Vec<String>,
     /// `--mount type=…,…`, as given.
@@ -319,7 +323,7 @@ pub fn run_observed(
     warn: &mut dyn FnMut(&str),
     started: &mut dyn FnMut(&spawn::Child, &spawn::Plan),
 ) -> Result<i32> {
-    let etc_flags = network::dns::Custom::parse(&opts.add_hosts, &opts.dns, &opts.dns_search)?;
+    let etc_flags = network::dns::Custom::parse(opts)?;
     record::parse_labels(&opts.labels)?;
     let archive = pull::resolve(&opts.image, &cache::default_root(), &opts.pull)?;
     let image = image::read(&archive)?;

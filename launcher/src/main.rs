@@ -272,6 +272,9 @@ struct Run {
     /// Give the container a host device: HOST[:CONTAINER][:rwm] (root).
     #[arg(long = "device", value_name = "HOST[:CTR][:rwm]")]
     device: Vec<String>,
+    /// Allow devices in the device cgroup: `c|b|a MAJOR|*:MINOR|* rwm` (root).
+    #[arg(long = "device-cgroup-rule", value_name = "RULE")]
+    device_cgroup_rule: Vec<String>,
     /// Add a line to /etc/hosts: NAME:IP.
     #[arg(long = "add-host", value_name = "NAME:IP")]
     add_host: Vec<String>,
@@ -281,6 +284,9 @@ struct Run {
     /// A search domain for /etc/resolv.conf.
     #[arg(long = "dns-search", value_name = "DOMAIN")]
     dns_search: Vec<String>,
+    /// An `options` entry for /etc/resolv.conf (ndots:2, edns0, …).
+    #[arg(long = "dns-option", visible_alias = "dns-opt", value_name = "OPTION")]
+    dns_option: Vec<String>,
     /// A label, kept in the container's record: KEY=VALUE.
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     label: Vec<String>,
@@ -443,9 +449,11 @@ fn main() {
         security_opt: run.security_opt,
         ulimits: run.ulimit,
         devices: run.device,
+        device_cgroup_rules: run.device_cgroup_rule,
         add_hosts: run.add_host,
         dns: run.dns,
         dns_search: run.dns_search,
+        dns_options: run.dns_option,
         labels: run.label,
         mounts: run.mount,
         stop_signal: run.stop_signal,

@@ -362,6 +362,8 @@ fn add_host_dns_and_dns_search_reach_the_generated_files() {
         "192.0.2.53",
         "--dns-search",
         "corp.example",
+        "--dns-option",
+        "ndots:3",
     ];
     let script = "cat /etc/hosts; echo ---; cat /etc/resolv.conf";
     for net in [&["--network", "none"][..], &["--net", "host"]] {
@@ -383,6 +385,11 @@ fn add_host_dns_and_dns_search_reach_the_generated_files() {
         assert_eq!(servers, ["nameserver 192.0.2.53"], "{net:?}: {resolv}");
         let search: Vec<&str> = resolv.lines().filter(|l| l.starts_with("search")).collect();
         assert_eq!(search, ["search corp.example"], "{net:?}: {resolv}");
+        let options: Vec<&str> = resolv
+            .lines()
+            .filter(|l| l.starts_with("options"))
+            .collect();
+        assert_eq!(options, ["options ndots:3"], "{net:?}: {resolv}");
     }
 }
 
@@ -459,12 +466,23 @@ fn device_gives_the_container_a_host_node_with_the_access_asked_for() {
         field(&out, "write").contains("Operation not permitted"),
         "{out:?}"
     );
-    // Without the flag, the same node made inside cannot be opened.
-    let script = format!("mknod /dev/myloop b 7 99; {READ_WRITE}");
+    // Without the flag, the same node made inside cannot be opened; with
+    // a --device-cgroup-rule, it can, for what the rule says.
+    let script = format!("mknod -m 640 /dev/myloop b 7 99; {READ_WRITE}");
     let out = sh_in(&kit, &[], &image, &script);
     assert!(
         field(&out, "read").contains("Operation not permitted"),
         "{out:?}"
+    );
+    let out = sh_in(&kit, &["--device-cgroup-rule", "b 7:* r"], &image, &script);
+    assert_eq!(field(&out, "read"), "ok", "{out:?}");
+    assert!(
+        field(&out, "write").contains("Operation not permitted"),
+        "{out:?}"
+    );
+    refused(
+        &kit.probe_run(&["--device-cgroup-rule", "c 1:3 rwx"], &[]),
+        "invalid device cgroup format",
     );
     for (spec, want) in [
         ("/etc/hostname", "is not a device node"),
@@ -552,8 +570,11 @@ fn shm_size_sizes_dev_shm() {
     let script = "grep ' /dev/shm ' /proc/self/mountinfo";
     let out = sh(&kit, &["--shm-size", "2m"], script);
     assert!(stdout(&out).contains("size=2048k"), "{out:?}");
-    let out = sh(&kit, &[], script);
-    assert!(stdout(&out).contains("size=65536k"), "{out:?}");
+    // Without it, and with 0 (docker's default too; never an uncapped tmpfs).
+    for args in [&[][..], &["--shm-size", "0"]] {
+        let out = sh(&kit, args, script);
+        assert!(stdout(&out).contains("size=65536k"), "{args:?}: {out:?}");
+    }
     let out = kit.probe_run(&["--shm-size", "lots"], &[]);
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(stderr(&out).contains("`lots`"), "{out:?}");

@@ -69,12 +69,14 @@ pub struct Custom {
     servers: Vec<IpAddr>,
     /// `.` alone: no search domains at all.
     search: Vec<String>,
+    options: Vec<String>,
 }
 
 impl Custom {
     /// Checks every value: `NAME:IP` (or `NAME=IP`; an IPv6 address after
     /// the first `:`), addresses, domain names.
-    pub fn parse(add_hosts: &[String], dns: &[String], search: &[String]) -> crate::Result<Custom> {
+    pub fn parse(opts: &crate::Options) -> crate::Result<Custom> {
+        let (add_hosts, dns, search) = (&opts.add_hosts, &opts.dns, &opts.dns_search);
         let bad = |flag, value: &str, why: &str| crate::Error::Flag {
             flag,
             value: value.into(),
@@ -114,10 +116,20 @@ impl Custom {
                 return Err(bad("--dns-search", domain, "not a valid domain name"));
             }
         }
+        for option in &opts.dns_options {
+            let ok = !option.is_empty()
+                && option
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b":-_.".contains(&b));
+            if !ok {
+                return Err(bad("--dns-option", option, "not a resolv.conf option"));
+            }
+        }
         Ok(Custom {
             hosts,
             servers,
             search: search.to_vec(),
+            options: opts.dns_options.clone(),
         })
     }
 
@@ -146,6 +158,7 @@ impl Custom {
             let replaced = match key {
                 "nameserver" => !self.servers.is_empty(),
                 "search" | "domain" => !self.search.is_empty(),
+                "options" => !self.options.is_empty(),
                 _ => false,
             };
             if !replaced {
@@ -164,6 +177,9 @@ impl Custom {
         }
         for server in &self.servers {
             out.push_str(&format!("nameserver {server}\n"));
+        }
+        if !self.options.is_empty() {
+            out.push_str(&format!("options {}\n", self.options.join(" ")));
         }
         out
     }
@@ -192,12 +208,41 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    fn parse(hosts: &[&str], dns: &[&str], search: &[&str]) -> crate::Result<Custom> {
+        Custom::parse(&crate::Options {
+            add_hosts: strings(hosts),
+            dns: strings(dns),
+            dns_search: strings(search),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn dns_options_replace_the_generated_ones() {
+        let custom = Custom::parse(&crate::Options {
+            dns_options: strings(&["ndots:2", "edns0"]),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut etc = vec![(
+            "resolv.conf",
+            "nameserver 1.1.1.1\noptions rotate\n".to_string(),
+        )];
+        custom.apply(&mut etc);
+        assert_eq!(etc[0].1, "nameserver 1.1.1.1\noptions ndots:2 edns0\n");
+        let bad = Custom::parse(&crate::Options {
+            dns_options: strings(&["ndots:2\nnameserver 6.6.6.6"]),
+            ..Default::default()
+        });
+        assert!(bad.is_err());
+    }
+
     #[test]
     fn custom_entries_are_checked_and_added() {
-        let custom = Custom::parse(
-            &strings(&["db:10.0.0.5", "v6=::1", "box.lan:[fe80::1]"]),
-            &strings(&["192.0.2.1", "2001:db8::1"]),
-            &strings(&["corp.example", "lan"]),
+        let custom = parse(
+            &["db:10.0.0.5", "v6=::1", "box.lan:[fe80::1]"],
+            &["192.0.2.1", "2001:db8::1"],
+            &["corp.example", "lan"],
         )
         .unwrap();
         let mut etc = vec![
@@ -216,7 +261,7 @@ mod tests {
             etc[1].1,
             "options edns0\nsearch corp.example lan\nnameserver 192.0.2.1\nnameserver 2001:db8::1\n"
         );
-        let none = Custom::parse(&[], &[], &strings(&["."])).unwrap();
+        let none = parse(&[], &[], &["."]).unwrap();
         let mut etc = vec![("resolv.conf", "nameserver 1.1.1.1\nsearch a\n".to_string())];
         none.apply(&mut etc);
         assert_eq!(etc[0].1, "nameserver 1.1.1.1\n");
@@ -228,7 +273,7 @@ mod tests {
             (vec![], vec!["dns.example"], vec![]),
             (vec![], vec![], vec!["a b"]),
         ] {
-            let got = Custom::parse(&strings(&hosts), &strings(&dns), &strings(&search));
+            let got = parse(&hosts, &dns, &search);
             assert!(got.is_err(), "{hosts:?} {dns:?} {search:?}");
         }
     }

@@ -51,6 +51,10 @@ pub fn plan(opts: &Options) -> Result<Vec<Device>> {
         out.retain(|d| d.target != device.target);
         out.push(device);
     }
+    // Checked here too, before anything is made; applied by cgroup_rules.
+    for spec in &opts.device_cgroup_rules {
+        parse_rule(spec)?;
+    }
     Ok(out)
 }
 
@@ -77,7 +81,60 @@ pub fn cgroup_rules(opts: &Options) -> Result<Vec<Rule>> {
     for spec in &opts.devices {
         rules.push(parse(spec)?.rule());
     }
+    for spec in &opts.device_cgroup_rules {
+        rules.extend(parse_rule(spec)?);
+    }
     Ok(rules)
+}
+
+/// `--device-cgroup-rule`: the v1 `devices.allow` syntax, `c 1:3 rwm`,
+/// `b 8:* r`, `a` (every device, as `a *:* rwm`).
+pub fn parse_rule(spec: &str) -> Result<Vec<Rule>> {
+    let bad = || Error::Flag {
+        flag: "--device-cgroup-rule",
+        value: spec.into(),
+        why: "invalid device cgroup format (want `c|b|a MAJOR:MINOR rwm`)".into(),
+    };
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    let number = |n: &str| match n {
+        "*" => Ok(None),
+        _ => n.parse::<u32>().map(Some).map_err(|_| bad()),
+    };
+    let (kinds, major, minor, access) = match words[..] {
+        ["a"] => (vec![Kind::Char, Kind::Block], None, None, "rwm"),
+        [kind, numbers, access] => {
+            let (major, minor) = numbers.split_once(':').ok_or_else(bad)?;
+            let kinds = match kind {
+                "c" => vec![Kind::Char],
+                "b" => vec![Kind::Block],
+                "a" => vec![Kind::Char, Kind::Block],
+                _ => return Err(bad()),
+            };
+            (kinds, number(major)?, number(minor)?, access)
+        }
+        _ => return Err(bad()),
+    };
+    if access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
+        return Err(bad());
+    }
+    let bits = [
+        ('r', devices::READ),
+        ('w', devices::WRITE),
+        ('m', devices::MKNOD),
+    ];
+    let access = bits
+        .iter()
+        .filter(|(c, _)| access.contains(*c))
+        .fold(0, |acc, (_, b)| acc | b);
+    Ok(kinds
+        .into_iter()
+        .map(|kind| Rule {
+            kind,
+            major,
+            minor,
+            access,
+        })
+        .collect())
 }
 
 /// `HOST[:CTR][:rwm]`, docker's syntax: a second field made only of `r`,
@@ -254,6 +311,31 @@ mod tests {
         ] {
             let err = parse(spec).unwrap_err().to_string();
             assert!(err.contains(want) && err.contains(spec), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn device_cgroup_rules_read_like_v1_lines() {
+        let lines = |spec| {
+            parse_rule(spec)
+                .unwrap()
+                .iter()
+                .map(Rule::v1_line)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lines("c 1:3 rwm"), ["c 1:3 rwm"]);
+        assert_eq!(lines("b 8:* r"), ["b 8:* r"]);
+        assert_eq!(lines("a"), ["c *:* rwm", "b *:* rwm"]);
+        for bad in [
+            "",
+            "c 1:3",
+            "x 1:3 rwm",
+            "c 1-3 rwm",
+            "c 1:3 rwx",
+            "c a:3 r",
+        ] {
+            let err = parse_rule(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid device cgroup format"), "{bad}: {err}");
         }
     }
 

@@ -104,7 +104,8 @@ impl Flags {
         Ok(Flags {
             privileged: opts.privileged,
             devices: devices::plan(opts)?,
-            shm_size: opts.shm_size,
+            // 0 is docker's default too (a tmpfs with size=0 has no cap).
+            shm_size: opts.shm_size.filter(|&n| n > 0),
             sysctls: crate::sysctl::parse(&opts.sysctls, new_net)?,
         })
     }
