@@ -1096,3 +1096,42 @@ fn rootless_containers_take_the_flags_too() {
     let out = rootless.sh(&["--sysctl", "kernel.core_pattern=x"], "true");
     refused(&out, "it would change the host");
 }
+
+/// A real profile of docker's format: podman's (containers-common), with
+/// `defaultErrnoRet`, names of every architecture, argument conditions,
+/// and rules that hold only with or without a capability. It compiles to
+/// stacked filters: allowed or the default ENOSYS, its EPERM rules, and
+/// its EINVAL rule for audit sockets, which holds only without
+/// CAP_AUDIT_WRITE. sethostname, refused unless the container has
+/// CAP_SYS_ADMIN, works once it has.
+#[test]
+fn podmans_own_seccomp_profile_loads_and_is_enforced() {
+    let Some(kit) = Kit::new() else { return };
+    let profile = Path::new("/usr/share/containers/seccomp.json");
+    if !testkit::require(profile.exists(), "podman's seccomp.json is not installed") {
+        return;
+    }
+    let Some(image) = busybox_image(&kit, "podman-profile", |_| {}) else {
+        return;
+    };
+    let opt = format!("seccomp={}", profile.display());
+    let script = "grep -E '^Seccomp(_filters)?:' /proc/self/status | tr -d '\\t'; \
+                  hostname renamed 2>&1; hostname";
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--security-opt", opt.as_str()];
+        args.extend(extra);
+        let out = sh_in(&kit, &args, &image, script);
+        assert!(out.status.success(), "{out:?}");
+        stdout(&out)
+    };
+    let text = run(&[]);
+    assert!(text.starts_with("Seccomp:2\nSeccomp_filters:2\n"), "{text}");
+    assert!(
+        text.contains("sethostname: Operation not permitted"),
+        "{text}"
+    );
+    let text = run(&["--cap-drop", "AUDIT_WRITE"]);
+    assert!(text.starts_with("Seccomp:2\nSeccomp_filters:3\n"), "{text}");
+    let text = run(&["--cap-add", "SYS_ADMIN"]);
+    assert!(text.ends_with("\nrenamed\n"), "{text}");
+}
