@@ -62,6 +62,8 @@ pub enum Network {
     Veth,
     /// A veth pair on the host bridge, NAT out, published ports in (root only).
     Bridge,
+    /// User-mode networking by slirp4netns, published ports too (rootless).
+    Slirp4netns,
 }
 
 /// `--userns`.

@@ -203,8 +203,9 @@ struct Run {
     #[arg(short = 'i', long = "interactive")]
     interactive: bool,
     /// none (a new network namespace with `lo`), host, bridge (a veth on
-    /// the host bridge, NAT out; root) or veth (a point-to-point /30; root).
-    #[arg(long, visible_alias = "net", default_value = "none", value_parser = ["none", "host", "bridge", "veth"])]
+    /// the host bridge, NAT out; root), veth (a point-to-point /30; root)
+    /// or slirp4netns (user-mode networking, rootless too).
+    #[arg(long, visible_alias = "net", default_value = "none", value_parser = ["none", "host", "bridge", "veth", "slirp4netns"])]
     network: String,
     /// Publish a container port: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] (bridge, veth).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
@@ -422,6 +423,7 @@ fn main() {
             "host" => Network::Host,
             "bridge" => Network::Bridge,
             "veth" => Network::Veth,
+            "slirp4netns" => Network::Slirp4netns,
             _ => Network::None,
         },
         name: run.name,

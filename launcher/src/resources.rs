@@ -158,7 +158,10 @@ impl Resources {
         {
             cg.add_process(pid.as_raw() as u32)?;
         }
-        if matches!(self.network.mode(), Mode::Veth | Mode::Bridge) {
+        if matches!(
+            self.network.mode(),
+            Mode::Veth | Mode::Bridge | Mode::Slirp4netns
+        ) {
             self.network.attach(&Netns::Pid(pid.as_raw() as u32))?;
         }
         Ok(())
@@ -222,6 +225,7 @@ fn mode(network: Network) -> Mode {
         Network::Host => Mode::Host,
         Network::Veth => Mode::Veth,
         Network::Bridge => Mode::Bridge,
+        Network::Slirp4netns => Mode::Slirp4netns,
     }
 }
 

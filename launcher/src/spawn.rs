@@ -293,7 +293,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
 pub fn etc_files(hostname: &str, network: Network) -> Vec<(&'static str, String)> {
     let hosts = match network {
         Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
-        Network::None | Network::Veth | Network::Bridge => format!(
+        Network::None | Network::Veth | Network::Bridge | Network::Slirp4netns => format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
         ),
     };

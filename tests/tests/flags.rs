@@ -1135,3 +1135,104 @@ fn podmans_own_seccomp_profile_loads_and_is_enforced() {
     let text = run(&["--cap-add", "SYS_ADMIN"]);
     assert!(text.ends_with("\nrenamed\n"), "{text}");
 }
+
+// ---- --network slirp4netns ---------------------------------------------------
+
+/// A port no one listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn slirp4netns_publishes_ports_and_keeps_the_hosts_loopback_out_of_reach() {
+    use std::io::{BufRead, Read};
+    let Some(kit) = Kit::new() else { return };
+    if testkit::require_tool("slirp4netns").is_none() {
+        return;
+    }
+    // A service on the host's loopback, which the container must not reach
+    // through slirp's gateway (10.0.2.2 is the host's 127.0.0.1 without
+    // --disable-host-loopback).
+    let secret = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let secret_port = secret.local_addr().unwrap().port();
+    let port = free_port();
+    let publish = format!("{port}:8080");
+    let script = format!(
+        "grep nameserver /etc/resolv.conf; grep slirped /etc/hosts; \
+         /probe connect 10.0.2.2 {secret_port}; exec /probe serve 8080 1"
+    );
+    let mut child = kit
+        .cmd(&[
+            "--network",
+            "slirp4netns",
+            "-p",
+            &publish,
+            "--hostname",
+            "slirped",
+        ])
+        .arg(&kit.image)
+        .args(["sh", "-c", &script])
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut before = Vec::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("the server never got ready: {before:?} {err}");
+        }
+        if line.trim() == "ready" {
+            break;
+        }
+        before.push(line.trim().to_string());
+    }
+    assert!(
+        before.contains(&"nameserver 10.0.2.3".to_string()),
+        "{before:?}"
+    );
+    assert!(
+        before.contains(&"10.0.2.100\tslirped".to_string()),
+        "{before:?}"
+    );
+    assert!(
+        before.iter().any(|l| l.starts_with("connect err")),
+        "the host's loopback answered: {before:?}"
+    );
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut got = String::new();
+    conn.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello from slirped\n");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    drop(secret);
+    // slirp4netns went with the container, and its socket directory too.
+    let marker = format!("cradle-slirp-{}-", child.id());
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&marker))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let dirs: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&marker))
+        .collect();
+    assert!(dirs.is_empty(), "{dirs:?}");
+}
