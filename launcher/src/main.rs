@@ -263,7 +263,7 @@ struct Run {
     #[arg(long)]
     privileged: bool,
     /// seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false]
-    /// (default true here, unlike docker).
+    /// (default true here, unlike docker), systempaths=unconfined.
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
     /// A resource limit: NAME=SOFT[:HARD] (nofile, nproc, core, memlock,

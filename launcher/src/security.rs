@@ -70,8 +70,19 @@ pub fn decide(opts: &Options) -> Result<Security> {
 /// `:`, docker's older spelling); `apparmor=…` and `label=…` are accepted
 /// and do nothing, as this launcher applies neither LSM.
 fn parse_security_opts(opts: &[String]) -> Result<(Seccomp, Option<bool>)> {
+    parse_all(opts).map(|(seccomp, nnp, _)| (seccomp, nnp))
+}
+
+/// `--security-opt systempaths=unconfined`: /proc without docker's masked
+/// and read-only paths (and /sys without its masks), as docker has it.
+pub fn system_paths_unconfined(opts: &[String]) -> Result<bool> {
+    parse_all(opts).map(|(_, _, unconfined)| unconfined)
+}
+
+fn parse_all(opts: &[String]) -> Result<(Seccomp, Option<bool>, bool)> {
     let mut seccomp = Seccomp::Default;
     let mut nnp = None;
+    let mut system_paths = false;
     for (i, opt) in opts.iter().enumerate() {
         let bad = |why: &str| Error::Flag {
             flag: "--security-opt",
@@ -96,16 +107,17 @@ fn parse_security_opts(opts: &[String]) -> Result<(Seccomp, Option<bool>)> {
             ("seccomp", Some(path)) if !path.is_empty() => {
                 seccomp = Seccomp::Profile(PathBuf::from(path))
             }
+            ("systempaths", Some("unconfined")) => system_paths = true,
             ("apparmor" | "label", Some(_)) => {}
             _ => {
                 return Err(bad(
                     "expected seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false], \
-                     apparmor=… or label=…",
+                     systempaths=unconfined, apparmor=… or label=…",
                 ));
             }
         }
     }
-    Ok((seccomp, nnp))
+    Ok((seccomp, nnp, system_paths))
 }
 
 /// docker's `--ulimit` names (setrlimit(2)).
@@ -227,6 +239,8 @@ mod tests {
         }))
         .unwrap();
         assert!(d.no_new_privs);
+        assert!(system_paths_unconfined(&["systempaths=unconfined".into()]).unwrap());
+        assert!(!system_paths_unconfined(&[]).unwrap());
         for bad in ["seccomp", "no-new-privileges=maybe", "systempaths=x", "foo"] {
             let err = decide(&opts(|o| o.security_opt = vec![bad.into()])).unwrap_err();
             assert!(err.to_string().contains(&format!("`{bad}`")), "{err}");

@@ -1236,3 +1236,16 @@ fn slirp4netns_publishes_ports_and_keeps_the_hosts_loopback_out_of_reach() {
         .collect();
     assert!(dirs.is_empty(), "{dirs:?}");
 }
+
+#[test]
+fn systempaths_unconfined_unmasks_proc_and_sys() {
+    let Some(kit) = Kit::new() else { return };
+    let script = "grep -cE ' /(proc/kcore|proc/sys|proc/keys|sys/firmware) ' /proc/self/mountinfo; \
+                  grep ' /sys ' /proc/self/mountinfo | cut -d' ' -f6 | cut -c1-2";
+    let out = sh(&kit, &["--security-opt", "systempaths=unconfined"], script);
+    assert_eq!(stdout(&out), "0\nro\n", "{out:?}");
+    let out = sh(&kit, &[], script);
+    let text = stdout(&out);
+    let covered: u32 = text.lines().next().unwrap().parse().unwrap();
+    assert!(covered >= 2, "{text}");
+}

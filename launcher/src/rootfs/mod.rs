@@ -90,6 +90,9 @@ pub struct Plan {
 pub struct Flags {
     /// /proc and /sys writable and unmasked: not a container boundary.
     pub privileged: bool,
+    /// `--security-opt systempaths=unconfined`: no masked or read-only
+    /// paths in /proc and /sys (which stays read-only).
+    pub unmasked: bool,
     pub devices: Vec<devices::Device>,
     /// The size of /dev/shm, bytes; None: 64 MiB.
     pub shm_size: Option<u64>,
@@ -103,6 +106,7 @@ impl Flags {
     pub fn from_options(opts: &crate::Options, new_net: bool) -> Result<Flags> {
         Ok(Flags {
             privileged: opts.privileged,
+            unmasked: crate::security::system_paths_unconfined(&opts.security_opt)?,
             devices: devices::plan(opts)?,
             // 0 is docker's default too (a tmpfs with size=0 has no cap).
             shm_size: opts.shm_size.filter(|&n| n > 0),

@@ -60,8 +60,9 @@ pub(super) fn mount_proc(
                 path.display()
             )))?;
     }
-    if flags.privileged {
-        // docker --privileged: no masks, /proc/sys writable.
+    if flags.privileged || flags.unmasked {
+        // docker --privileged or systempaths=unconfined: no masks,
+        // /proc/sys writable.
         return Ok(());
     }
     mask_paths(sys, root, "/proc", nodes)?;

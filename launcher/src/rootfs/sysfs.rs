@@ -49,5 +49,8 @@ pub(super) fn mount_sys(sys: &impl Sys, plan: &super::Plan) -> Result<()> {
         }
         remount_read_only(sys, root, target, NOSUID_NODEV_NOEXEC, Resolve::NoSymlinks)?;
     }
+    if plan.flags.unmasked {
+        return Ok(());
+    }
     mask_paths(sys, root, "/sys", nodes)
 }

@@ -543,6 +543,7 @@ fn privileged_skips_masks_and_makes_devices_and_sysctls() {
     let mut p = plan();
     p.flags = Flags {
         privileged: true,
+        unmasked: false,
         devices: vec![devices::Device {
             host: "/dev/loop7".into(),
             target: "/dev/disk/x".into(),
