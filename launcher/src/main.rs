@@ -230,6 +230,12 @@ struct Run {
     /// Keep the container's writable layer after it exits.
     #[arg(long)]
     keep: bool,
+    /// Remove the container when it exits: the default, accepted as docker has it.
+    #[arg(long = "rm", conflicts_with = "keep")]
+    _rm: bool,
+    /// Run an init as PID 1: the default, accepted as docker has it.
+    #[arg(long = "init", conflicts_with = "no_init")]
+    _init: bool,
     /// The static init to bind-mount into images without one.
     #[arg(long = "init-path", env = "CRADLE_INIT_PATH")]
     init_path: Option<PathBuf>,

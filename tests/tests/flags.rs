@@ -1249,3 +1249,20 @@ fn systempaths_unconfined_unmasks_proc_and_sys() {
     let covered: u32 = text.lines().next().unwrap().parse().unwrap();
     assert!(covered >= 2, "{text}");
 }
+
+/// `--rm` and `--init` are what the launcher does anyway; docker users
+/// type them out of habit. They still contradict `--keep` and `--no-init`.
+#[test]
+fn rm_and_init_are_accepted_as_the_defaults_they_are() {
+    let Some(kit) = Kit::new() else { return };
+    let out = kit.probe_run(&["--rm", "--init"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let r = common::report(&out);
+    assert!(common::value(&r, "pid1").contains("cradle-init"), "{r:?}");
+    no_containers_left(&kit);
+    for args in [["--rm", "--keep"], ["--init", "--no-init"]] {
+        let out = kit.probe_run(&args, &[]);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {out:?}");
+        assert!(stderr(&out).contains("cannot be used with"), "{out:?}");
+    }
+}
