@@ -28,8 +28,10 @@ pub fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// Writes `container`'s record, replacing it by rename (a reader sees the
-/// old one or the new one, whole).
+/// Writes `container`'s record into its fresh directory, once. Not by
+/// rename over an old one: ext4 flushes a file replaced that way at once
+/// (auto_da_alloc), which cost the warm start 1.5 ms for the image record
+/// (d6977e1).
 pub fn write(container: &Container, opts: &Options) -> Result<()> {
     let labels = parse_labels(&opts.labels)?;
     let created = std::time::SystemTime::now()
@@ -44,9 +46,7 @@ pub fn write(container: &Container, opts: &Options) -> Result<()> {
         "LauncherPid": std::process::id(),
     });
     let path = container.dir.join(RECORD);
-    let staging = container.dir.join(format!(".{RECORD}.tmp"));
-    std::fs::write(&staging, record.to_string()).map_err(Error::io("writing", &staging))?;
-    std::fs::rename(&staging, &path).map_err(Error::io("writing", &path))
+    std::fs::write(&path, record.to_string()).map_err(Error::io("writing", &path))
 }
 
 #[cfg(test)]
