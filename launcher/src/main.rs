@@ -230,9 +230,6 @@ struct Run {
     /// Keep the container's writable layer after it exits.
     #[arg(long)]
     keep: bool,
-    /// Remove the container when it exits: the default, accepted as docker has it.
-    #[arg(long = "rm", conflicts_with = "keep")]
-    _rm: bool,
     /// Run an init as PID 1: the default, accepted as docker has it.
     #[arg(long = "init", conflicts_with = "no_init")]
     _init: bool,

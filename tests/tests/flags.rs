@@ -1250,19 +1250,74 @@ fn systempaths_unconfined_unmasks_proc_and_sys() {
     assert!(covered >= 2, "{text}");
 }
 
-/// `--rm` and `--init` are what the launcher does anyway; docker users
-/// type them out of habit. They still contradict `--keep` and `--no-init`.
+/// `--init` is what the launcher does anyway; docker users type it out of
+/// habit. It still contradicts `--no-init`.
 #[test]
-fn rm_and_init_are_accepted_as_the_defaults_they_are() {
+fn init_is_accepted_as_the_default_it_is() {
     let Some(kit) = Kit::new() else { return };
-    let out = kit.probe_run(&["--rm", "--init"], &[]);
+    let out = kit.probe_run(&["--init"], &[]);
     assert!(out.status.success(), "{out:?}");
     let r = common::report(&out);
     assert!(common::value(&r, "pid1").contains("cradle-init"), "{r:?}");
-    no_containers_left(&kit);
-    for args in [["--rm", "--keep"], ["--init", "--no-init"]] {
-        let out = kit.probe_run(&args, &[]);
-        assert_eq!(out.status.code(), Some(125), "{args:?}: {out:?}");
-        assert!(stderr(&out).contains("cannot be used with"), "{out:?}");
-    }
+    let out = kit.probe_run(&["--init", "--no-init"], &[]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(stderr(&out).contains("cannot be used with"), "{out:?}");
+}
+
+/// A detached container keeps its privileges for `exec` (docker exec's
+/// process has the container's capabilities, filter and limits), and
+/// `inspect` shows them and its labels.
+#[test]
+fn exec_into_a_detached_container_gets_its_privileges_and_inspect_shows_them() {
+    let Some(kit) = Kit::new() else { return };
+    let launcher = |args: &[&str]| {
+        std::process::Command::new(&kit.launcher)
+            .env("CRADLE_ROOT", kit.root.path())
+            .env_remove("RUST_BACKTRACE")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let image = kit.image.to_str().unwrap();
+    let out = launcher(&[
+        "run",
+        "-d",
+        "--name",
+        "privs",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-drop",
+        "CHOWN",
+        "--ulimit",
+        "nofile=512:1024",
+        "--security-opt",
+        "no-new-privileges=false",
+        "-l",
+        "tier=db",
+        image,
+        "sleep",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let script = "grep -E '^(CapEff|NoNewPrivs):' /proc/self/status | tr -d '\\t'; ulimit -n";
+    let out = launcher(&["exec", "privs", "sh", "-c", script]);
+    let want = DEFAULT_CAPS & !CAP_CHOWN | CAP_NET_ADMIN;
+    assert_eq!(
+        stdout(&out),
+        format!("CapEff:{want:016x}\nNoNewPrivs:0\n512\n"),
+        "{out:?}"
+    );
+    let out = launcher(&["inspect", "privs"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json[0]["Config"]["Labels"],
+        serde_json::json!({"tier": "db"})
+    );
+    assert_eq!(
+        json[0]["HostConfig"]["CapAdd"],
+        serde_json::json!(["NET_ADMIN"])
+    );
+    let out = launcher(&["rm", "-f", "privs"]);
+    assert!(out.status.success(), "{out:?}");
 }
