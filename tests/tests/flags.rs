@@ -1321,3 +1321,63 @@ fn exec_into_a_detached_container_gets_its_privileges_and_inspect_shows_them() {
     let out = launcher(&["rm", "-f", "privs"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+/// The processes whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(marker))
+        .collect()
+}
+
+/// A SIGKILLed launcher closes slirp4netns's exit pipe by dying: it goes
+/// too; the socket directory it leaves is removed by the next slirp run.
+#[test]
+fn a_sigkilled_launcher_takes_slirp4netns_along_and_the_next_run_reclaims_its_directory() {
+    use std::io::BufRead;
+    let Some(kit) = Kit::new() else { return };
+    if testkit::require_tool("slirp4netns").is_none() {
+        return;
+    }
+    let mut child = kit
+        .cmd(&["--network", "slirp4netns"])
+        .arg(&kit.image)
+        .args(["/probe", "wait-signal"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let marker = format!("cradle-slirp-{}-", child.id());
+    assert_eq!(processes_with(&marker).len(), 1, "slirp4netns runs");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !processes_with(&marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slirp4netns outlived the launcher"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let dir = std::env::temp_dir().join(format!("{marker}0"));
+    assert!(
+        dir.exists(),
+        "the SIGKILLed launcher's directory is there to reclaim"
+    );
+    let out = kit
+        .cmd(&["--network", "slirp4netns"])
+        .arg(&kit.image)
+        .arg("true")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!dir.exists(), "not reclaimed");
+}

@@ -204,6 +204,37 @@ impl Drop for Slirp {
     }
 }
 
+/// Removes `cradle-slirp-PID-N` directories of `base` that are this
+/// user's and whose launcher PID is gone. Best effort: another launcher
+/// may remove one first.
+fn remove_stale(base: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = stale_pid(&name) else {
+            continue;
+        };
+        let ours =
+            std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if ours && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The launcher's pid in a directory name `cradle-slirp-PID-N`.
+fn stale_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("cradle-slirp-")?;
+    let (pid, n) = rest.split_once('-')?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Netlink {
         op: "create a pipe for",
@@ -213,13 +244,16 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 /// A directory only this user can enter, for the API socket: under
-/// $XDG_RUNTIME_DIR when set, else the temporary directory.
+/// $XDG_RUNTIME_DIR when set, else the temporary directory. Those of
+/// launchers that are gone (SIGKILLed: their slirp4netns went with them,
+/// the directory stayed) are removed first.
 fn private_dir() -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
+    remove_stale(&base);
     for attempt in 0..100u32 {
         let dir = base.join(format!("cradle-slirp-{}-{attempt}", std::process::id()));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
@@ -231,4 +265,27 @@ fn private_dir() -> Result<PathBuf> {
     Err(error("create", base.display())(
         std::io::Error::from_raw_os_error(libc::EEXIST),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_gone_launchers_directories_are_removed() {
+        let base = tempfile::tempdir().unwrap();
+        let gone = base.path().join("cradle-slirp-2147483646-0");
+        let alive = base
+            .path()
+            .join(format!("cradle-slirp-{}-0", std::process::id()));
+        let other = base.path().join("cradle-slirp-x-0");
+        for dir in [&gone, &alive, &other] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        remove_stale(base.path());
+        assert!(!gone.exists());
+        assert!(alive.exists() && other.exists());
+        assert_eq!(stale_pid("cradle-slirp-12-3"), Some(12));
+        assert_eq!(stale_pid("cradle-slirp-12"), None);
+    }
 }
