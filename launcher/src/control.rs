@@ -327,6 +327,11 @@ pub fn inspect(cache: &Cache, what: &str) -> Result<serde_json::Value> {
             "Binds": c.volumes,
             "PortBindings": c.ports,
             "CgroupParent": c.cgroup_parent.clone().unwrap_or_default(),
+            "Privileged": c.privileges.privileged,
+            "CapAdd": c.privileges.cap_add,
+            "CapDrop": c.privileges.cap_drop,
+            "SecurityOpt": c.privileges.security_opt,
+            "GroupAdd": c.privileges.group_add,
         },
         "Config": {
             "Hostname": c.hostname,
@@ -338,6 +343,7 @@ pub fn inspect(cache: &Cache, what: &str) -> Result<serde_json::Value> {
             "Entrypoint": c.entrypoint,
             "Tty": c.tty,
             "StopSignal": signal_name,
+            "Labels": c.labels,
         },
     }))
 }

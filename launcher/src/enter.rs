@@ -185,9 +185,11 @@ impl Target {
 }
 
 /// The container's process (env, user, cwd as it was started with), with
-/// the request's command and changes, and `run`'s seccomp and stub.
+/// the request's command and changes, and `run`'s privileges and stub.
 fn process(record: &state::Record, request: &Request) -> Result<crate::exec::Process> {
     let init = crate::spawn::find_init(record.config.init_path.as_deref())?;
+    // The container's capabilities, seccomp filter, no_new_privs and limits.
+    let security = crate::security::decide(&record.config.privileges.options())?;
     let mut env = record.state.process.env.clone();
     for var in &request.env {
         let var = match var.split_once('=') {
@@ -213,7 +215,11 @@ fn process(record: &state::Record, request: &Request) -> Result<crate::exec::Pro
             .clone()
             .or_else(|| record.state.process.user.clone()),
         tty: None,
-        seccomp: crate::seccomp::default_profile(),
+        seccomp: security.seccomp,
+        caps: security.caps,
+        no_new_privs: security.no_new_privs,
+        rlimits: security.rlimits,
+        group_add: record.config.privileges.group_add.clone(),
         stub: Some(std::sync::Arc::new(crate::exec::Stub::open(&init)?)),
     })
 }

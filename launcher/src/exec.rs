@@ -1,7 +1,10 @@
 //! Step 7, exec: inside the new root, the process becomes the workload: new
 //! session (and controlling terminal with `-t`), user and groups from the
-//! image's /etc/passwd, docker's 14 capabilities, cwd checked inside the
-//! root, inherited fds closed, no_new_privs, seccomp, execve.
+//! image's /etc/passwd, resource limits, the capabilities (docker's 14 by
+//! default), cwd checked inside the root, inherited fds closed,
+//! no_new_privs, seccomp, execve. Without no_new_privs the filter goes on
+//! first, while the process still holds CAP_SYS_ADMIN (seccomp(2) asks for
+//! one of the two), as runc does.
 
 use crate::sys::{Cap, Sys};
 use crate::{Error, Result};
@@ -42,6 +45,14 @@ pub struct Process {
     /// The pty's slave end, with `-t`.
     pub tty: Option<RawFd>,
     pub seccomp: Vec<BpfProgram>,
+    /// Bounding, permitted and effective capabilities.
+    pub caps: Vec<Cap>,
+    pub no_new_privs: bool,
+    /// `--ulimit`s, set while the process may still raise hard limits.
+    pub rlimits: Vec<crate::security::Rlimit>,
+    /// `--group-add`: more supplementary groups, names from the image's
+    /// /etc/group or numbers.
+    pub group_add: Vec<String>,
     /// The init that execs the workload from a sealed in-memory copy
     /// ([`Stub`]); None only in tests of the step sequence.
     pub stub: Option<Arc<Stub>>,
@@ -60,15 +71,20 @@ pub struct User {
 /// the launcher is gone.
 pub fn into_workload(sys: &impl Sys, p: &Process, parent_alive: RawFd) -> Result<Infallible> {
     start_session(sys, p.tty)?;
-    let user = resolve_user_in(Path::new("/"), p.user.as_deref())?;
+    set_rlimits(sys, &p.rlimits)?;
+    let mut user = resolve_user_in(Path::new("/"), p.user.as_deref())?;
+    add_groups(Path::new("/"), &mut user, &p.group_add)?;
     let cwd = p.cwd.clone().unwrap_or_else(|| "/".into());
+    if !p.no_new_privs {
+        install_seccomp(sys, p)?;
+    }
     // The working directory is entered while still root, as runc does: an
     // image's `/root` is no less its workdir for `-u nobody` (runc and
     // podman start there; the process then holds a directory it could not
     // have entered). Where root is the one refused (root squashed on NFS),
     // the user may still enter it: tried again after the switch, as runc.
     let entered = enter_workdir(sys, &cwd);
-    set_capabilities(sys, &user)?;
+    set_capabilities(sys, &user, &p.caps)?;
     match entered {
         Err(Error::Sys {
             source: nix::errno::Errno::EACCES | nix::errno::Errno::EPERM,
@@ -78,23 +94,25 @@ pub fn into_workload(sys: &impl Sys, p: &Process, parent_alive: RawFd) -> Result
     }
     sys.cloexec_from(3)
         .map_err(Error::sys("closing inherited file descriptors"))?;
-    sys.set_no_new_privs()
-        .map_err(Error::sys("setting no_new_privs"))?;
+    if p.no_new_privs {
+        sys.set_no_new_privs()
+            .map_err(Error::sys("setting no_new_privs"))?;
+    }
     die_with_parent(sys, parent_alive)?;
     let (path, argv, env) = command(p, &user)?;
     // A static executable is exec'd from an fd opened without following a
     // magic link: the kernel then resolves no other path (no interpreter),
     // so /proc/self/exe cannot be reached and the stub's extra exec is
     // saved. Anything else goes through the stub. Both are ready before
-    // the filter, which may forbid what making them takes.
+    // the filter, which may forbid what making them takes (a filter
+    // installed early, without no_new_privs, must allow them).
     let exe = sys.open_static_executable(Path::new(&*path.to_string_lossy()));
     let stub = match (&exe, &p.stub) {
         (None, Some(stub)) => Some(stub.seal()?),
         _ => None,
     };
-    for program in &p.seccomp {
-        sys.apply_seccomp(program)
-            .map_err(Error::sys("installing the seccomp filter"))?;
+    if p.no_new_privs {
+        install_seccomp(sys, p)?;
     }
     let step = format!("executing `{}`", path.to_string_lossy());
     if let Some(fd) = exe {
@@ -214,15 +232,70 @@ fn start_session(sys: &impl Sys, tty: Option<RawFd>) -> Result<()> {
     Ok(())
 }
 
-/// Bounding set first (needs CAP_SETPCAP), then the sets, then the ids: a
-/// change to a non-zero uid clears permitted and effective, as docker's
-/// non-root users have none (capabilities(7), "Effect of user ID changes").
-/// Inheritable stays empty, as in moby since CVE-2022-24769.
-fn set_capabilities(sys: &impl Sys, user: &User) -> Result<()> {
-    sys.drop_bounding(&DEFAULT_CAPS)
+fn install_seccomp(sys: &impl Sys, p: &Process) -> Result<()> {
+    for program in &p.seccomp {
+        sys.apply_seccomp(program)
+            .map_err(Error::sys("installing the seccomp filter"))?;
+    }
+    Ok(())
+}
+
+/// Before the capabilities are dropped: raising a hard limit needs
+/// CAP_SYS_RESOURCE.
+fn set_rlimits(sys: &impl Sys, limits: &[crate::security::Rlimit]) -> Result<()> {
+    for l in limits {
+        sys.set_rlimit(l.resource, l.soft, l.hard)
+            .map_err(Error::sys(format!(
+                "setting --ulimit {}={}:{}",
+                crate::security::ulimit_name(l.resource),
+                l.soft as i64,
+                l.hard as i64
+            )))?;
+    }
+    Ok(())
+}
+
+/// `--group-add`: each name looked up in the image's /etc/group (an error
+/// when it has none, as docker's "unable to find group"), each number
+/// taken as it is.
+pub fn add_groups(root: &Path, user: &mut User, names: &[String]) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let group = read_user_file(root, "group")?;
+    for name in names {
+        let gid = match name.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let entry = group
+                    .lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() >= 4 && f[0] == name)
+                    .ok_or_else(|| Error::Child {
+                        step: format!(
+                            "--group-add: unable to find group `{name}` in the image's /etc/group"
+                        ),
+                        source: nix::errno::Errno::ENOENT,
+                    })?;
+                id_field("group", entry[0], "gid", entry[2], "group")?
+            }
+        };
+        if !user.groups.contains(&gid) {
+            user.groups.push(gid);
+        }
+    }
+    Ok(())
+}
+
+/// Bounding set first (needs CAP_SETPCAP), then the ids (with CAP_SETUID
+/// and CAP_SETGID still effective, whatever `--cap-drop` said), then the
+/// sets. A change to a non-zero uid clears permitted and effective, as
+/// docker's non-root users have none (capabilities(7), "Effect of user ID
+/// changes"); they are cleared explicitly too. Inheritable stays empty, as
+/// in moby since CVE-2022-24769.
+fn set_capabilities(sys: &impl Sys, user: &User, caps: &[Cap]) -> Result<()> {
+    sys.drop_bounding(caps)
         .map_err(Error::sys("dropping capabilities from the bounding set"))?;
-    sys.set_caps(&DEFAULT_CAPS, &DEFAULT_CAPS, &[])
-        .map_err(Error::sys("setting capabilities"))?;
     sys.set_ids(user.uid, user.gid, &user.groups)
         .map_err(|errno| {
             let step = format!("switching to uid {} gid {}", user.uid, user.gid);
@@ -242,6 +315,9 @@ fn set_capabilities(sys: &impl Sys, user: &User) -> Result<()> {
                 errno => Error::sys(step)(errno),
             }
         })?;
+    let kept = if user.uid == 0 { caps } else { &[] };
+    sys.set_caps(kept, kept, &[])
+        .map_err(Error::sys("setting capabilities"))?;
     sys.clear_ambient()
         .map_err(Error::sys("clearing ambient capabilities"))
 }
@@ -713,6 +789,48 @@ mod tests {
         );
     }
 
+    // Without no_new_privs seccomp(2) needs CAP_SYS_ADMIN, which the
+    // capability step (or a uid change) takes away: the filter goes first.
+    // Limits go before the capabilities, which CAP_SYS_RESOURCE leaves with.
+    #[test]
+    fn without_no_new_privs_the_filter_goes_on_before_the_capabilities() {
+        let fake = Fake::default();
+        let p = Process {
+            argv: vec!["/bin/true".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: Some("/".into()),
+            user: Some("0".into()),
+            tty: None,
+            seccomp: vec![vec![]],
+            caps: vec![0, 21],
+            no_new_privs: false,
+            rlimits: vec![crate::security::Rlimit {
+                resource: libc::RLIMIT_NOFILE,
+                soft: 10,
+                hard: 20,
+            }],
+            group_add: vec![],
+            stub: None,
+        };
+        let _ = into_workload(&fake, &p, -1).unwrap_err();
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::Setsid,
+                Call::Rlimit(libc::RLIMIT_NOFILE, 10, 20),
+                Call::Seccomp,
+                Call::DropBounding(vec![0, 21]),
+                Call::SetIds(0, 0, vec![0]),
+                Call::SetCaps(vec![0, 21], vec![0, 21], vec![]),
+                Call::ClearAmbient,
+                Call::Chdir("/".into()),
+                Call::CloexecFrom(3),
+                Call::ParentDeathSignal(libc::SIGKILL),
+                Call::Execve("/bin/true".into(), vec!["/bin/true".into()]),
+            ]
+        );
+    }
+
     #[test]
     fn the_stub_is_a_sealed_copy_made_when_asked() {
         let dir = tempfile::tempdir().unwrap();
@@ -756,6 +874,10 @@ mod tests {
             user: Some("0".into()),
             tty: Some(5),
             seccomp: vec![vec![]],
+            caps: DEFAULT_CAPS.to_vec(),
+            no_new_privs: true,
+            rlimits: vec![],
+            group_add: vec![],
             stub: None,
         };
         let err = into_workload(&fake, &p, -1).unwrap_err();
@@ -767,8 +889,8 @@ mod tests {
                 Call::SetCtty(5),
                 Call::Chdir("/".into()),
                 Call::DropBounding(DEFAULT_CAPS.to_vec()),
-                Call::SetCaps(DEFAULT_CAPS.to_vec(), DEFAULT_CAPS.to_vec(), vec![]),
                 Call::SetIds(0, 0, vec![0]),
+                Call::SetCaps(DEFAULT_CAPS.to_vec(), DEFAULT_CAPS.to_vec(), vec![]),
                 Call::ClearAmbient,
                 Call::CloexecFrom(3),
                 Call::NoNewPrivs,

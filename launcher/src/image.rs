@@ -359,6 +359,16 @@ pub fn signal_number(name: &str) -> Option<i32> {
         .map(|s| s as i32)
 }
 
+/// `--stop-signal`: a name (`SIGUSR1`, `usr1`) or a number, else an error
+/// naming it (docker's `invalid signal`).
+pub fn parse_stop_signal(text: &str) -> Result<i32> {
+    signal_number(text).ok_or_else(|| Error::Flag {
+        flag: "--stop-signal",
+        value: text.into(),
+        why: "invalid signal".into(),
+    })
+}
+
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 pub mod bundle;
 pub mod cache;
+pub mod capabilities;
 pub mod cgroups;
 pub mod control;
 pub mod enter;
@@ -24,14 +25,18 @@ pub mod namespaces;
 pub mod network;
 pub mod pivot;
 pub mod pull;
+pub mod record;
 pub mod resources;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_profile;
+pub mod security;
 pub mod spawn;
 pub mod state;
 pub mod store;
 pub mod supervise;
 pub mod sys;
+pub mod sysctl;
 
 use nix::errno::Errno;
 use std::path::PathBuf;
@@ -57,6 +62,8 @@ pub enum Network {
     Veth,
     /// A veth pair on the host bridge, NAT out, published ports in (root only).
     Bridge,
+    /// User-mode networking by slirp4netns, published ports too (rootless).
+    Slirp4netns,
 }
 
 /// `--userns`.
@@ -104,6 +111,40 @@ pub struct Options {
     pub tmpfs: Vec<String>,
     /// The bridge, subnets and state directory of `veth` and `bridge` modes.
     pub net_config: network::Config,
+    /// `--cap-add`, `--cap-drop`: capability names (or `ALL`), as given.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `--privileged`: every capability and device, no seccomp, writable
+    /// /proc and /sys. Not a container boundary.
+    pub privileged: bool,
+    /// `--security-opt`, as given ([`security`]).
+    pub security_opt: Vec<String>,
+    /// `--ulimit NAME=SOFT[:HARD]`, as given.
+    pub ulimits: Vec<String>,
+    /// `--device HOST[:CTR][:rwm]`, as given.
+    pub devices: Vec<String>,
+    /// `--device-cgroup-rule 'c|b|a MAJOR:MINOR rwm'`, as given.
+    pub device_cgroup_rules: Vec<String>,
+    /// `--add-host NAME:IP`, `--dns`, `--dns-search`, as given.
+    pub add_hosts: Vec<String>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    /// `--dns-option`: resolv.conf `options`, replacing the generated ones.
+    pub dns_options: Vec<String>,
+    /// `-l/--label K=V`, kept in the container's record.
+    pub labels: Vec<String>,
+    /// `--mount type=…,…`, as given.
+    pub mounts: Vec<String>,
+    /// `--stop-signal`: overrides the image's StopSignal.
+    pub stop_signal: Option<String>,
+    /// `--sysctl NAME=VALUE`, as given.
+    pub sysctls: Vec<String>,
+    /// `--shm-size`: the size of /dev/shm, bytes (default 64 MiB).
+    pub shm_size: Option<u64>,
+    /// `--group-add`: supplementary groups, names or ids.
+    pub group_add: Vec<String>,
+    /// `--pull`, `--ca-cert`, `--authfile`, `--tls-verify` for a reference.
+    pub pull: pull::PullOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +192,17 @@ pub enum Error {
     },
     #[error("invalid volume `{spec}`: {why}")]
     InvalidVolume { spec: String, why: String },
+    /// A flag's value that cannot be used; `why` says what is wrong.
+    #[error("invalid {flag} `{value}`: {why}")]
+    Flag {
+        flag: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("invalid {flag}: unknown capability: \"{name}\"")]
+    UnknownCapability { flag: &'static str, name: String },
+    #[error("loading the seccomp profile `{}`: {why}", path.display())]
+    SeccompProfile { path: PathBuf, why: String },
     #[error("unpacking layer `{digest}`")]
     Unpack {
         digest: String,
@@ -197,6 +249,8 @@ pub enum Error {
     UnsafeRoot { path: PathBuf, why: String },
     #[error("no image `{name}` in the store")]
     NoSuchImage { name: String },
+    #[error("image `{reference}` is not in the store, and --pull=never forbids pulling it")]
+    NotPulled { reference: String },
     #[error("image `{name}` is used by a running container")]
     ImageInUse { name: String },
     #[error(
@@ -295,13 +349,16 @@ pub fn run_observed(
     // Before anything else, and held until the container is gone: a host
     // port that is taken is refused, never shadowed (docker-proxy's rule).
     let _ports = network::reserve_ports(&opts.publish)?;
-    let archive = pull::resolve(&opts.image, &cache::default_root())?;
+    let etc_flags = network::dns::Custom::parse(opts)?;
+    record::parse_labels(&opts.labels)?;
+    let archive = pull::resolve(&opts.image, &cache::default_root(), &opts.pull)?;
     let image = image::read(&archive)?;
     let cache = cache::Cache::open(cache::default_root())?;
     cache.reclaim_stale();
     state::refuse_detached_name(&cache, opts.name.as_deref())?;
     let layers = cache.unpack_layers(&image)?;
     let container = cache.create_container(opts.name.as_deref(), opts.keep)?;
+    record::write(&container, opts)?;
     let mut plan = spawn::plan(opts, &image, &layers, &cache, &container)?;
     if pivot::is_initramfs(sys) {
         warn(
@@ -311,6 +368,7 @@ pub fn run_observed(
     let signals = supervise::catch_signals()?;
     let mut resources = resources::prepare(opts, &container.id, warn)?;
     resources.write_etc(&plan.hostname, &mut plan.rootfs.etc);
+    etc_flags.apply(&mut plan.rootfs.etc);
     plan.rootfs.cgroup_fs = resources.cgroup_fs();
     let entry = resources.cgroup_entry()?;
     let child = spawn::container(sys, &plan, entry, |pid, entered| {

@@ -216,8 +216,9 @@ struct Run {
     #[arg(short = 'i', long = "interactive")]
     interactive: bool,
     /// none (a new network namespace with `lo`), host, bridge (a veth on
-    /// the host bridge, NAT out; root) or veth (a point-to-point /30; root).
-    #[arg(long, default_value = "none", value_parser = ["none", "host", "bridge", "veth"])]
+    /// the host bridge, NAT out; root), veth (a point-to-point /30; root)
+    /// or slirp4netns (user-mode networking, rootless too).
+    #[arg(long, visible_alias = "net", default_value = "none", value_parser = ["none", "host", "bridge", "veth", "slirp4netns"])]
     network: String,
     /// Publish a container port: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] (bridge, veth).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
@@ -242,6 +243,9 @@ struct Run {
     /// Keep the container's writable layer after it exits.
     #[arg(long)]
     keep: bool,
+    /// Run an init as PID 1: the default, accepted as docker has it.
+    #[arg(long = "init", conflicts_with = "no_init")]
+    _init: bool,
     /// The static init to bind-mount into images without one.
     #[arg(long = "init-path", env = "CRADLE_INIT_PATH")]
     init_path: Option<PathBuf>,
@@ -264,8 +268,74 @@ struct Run {
     /// With -d: no, on-failure[:N], always, unless-stopped.
     #[arg(long, default_value = "no", value_parser = |s: &str| s.parse::<launcher::state::Restart>())]
     restart: launcher::state::Restart,
+    /// Add a capability (a name with or without CAP_, any case, or ALL).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a capability (a name with or without CAP_, any case, or ALL).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Every capability and device, no seccomp, writable /proc and /sys:
+    /// not a container boundary (see SECURITY.md).
+    #[arg(long)]
+    privileged: bool,
+    /// seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false]
+    /// (default true here, unlike docker), systempaths=unconfined.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
+    /// A resource limit: NAME=SOFT[:HARD] (nofile, nproc, core, memlock,
+    /// stack, …; -1: unlimited).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
+    /// Give the container a host device: HOST[:CONTAINER][:rwm] (root).
+    #[arg(long = "device", value_name = "HOST[:CTR][:rwm]")]
+    device: Vec<String>,
+    /// Allow devices in the device cgroup: `c|b|a MAJOR|*:MINOR|* rwm` (root).
+    #[arg(long = "device-cgroup-rule", value_name = "RULE")]
+    device_cgroup_rule: Vec<String>,
+    /// Add a line to /etc/hosts: NAME:IP.
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// A name server for /etc/resolv.conf.
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<String>,
+    /// A search domain for /etc/resolv.conf.
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// An `options` entry for /etc/resolv.conf (ndots:2, edns0, …).
+    #[arg(long = "dns-option", visible_alias = "dns-opt", value_name = "OPTION")]
+    dns_option: Vec<String>,
+    /// A label, kept in the container's record: KEY=VALUE.
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// A mount in docker's syntax: type=bind|tmpfs|volume,src=…,dst=…[,ro][,…].
+    #[arg(long = "mount", value_name = "SPEC")]
+    mount: Vec<String>,
+    /// The signal a SIGTERM to the launcher is forwarded as (default: the image's StopSignal).
+    #[arg(long = "stop-signal", value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// A namespaced kernel parameter: NAME=VALUE (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*).
+    #[arg(long = "sysctl", value_name = "NAME=VALUE")]
+    sysctl: Vec<String>,
+    /// The size of /dev/shm (default 64m).
+    #[arg(long = "shm-size", value_name = "SIZE", value_parser = launcher::resources::parse_bytes)]
+    shm_size: Option<u64>,
+    /// A supplementary group for the workload (a name in the image's /etc/group, or a number).
+    #[arg(long = "group-add", value_name = "GROUP")]
+    group_add: Vec<String>,
+    /// When to pull a registry reference: missing (default), always, never.
+    #[arg(long, default_value = "missing", value_parser = ["always", "missing", "never"])]
+    pull: String,
+    /// A PEM certificate to trust for the registry, besides the system's.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// The credential file to read for the registry (podman's auth.json format).
+    #[arg(long = "authfile", value_name = "FILE")]
+    authfile: Option<PathBuf>,
+    /// false: speak plain http to the registry.
+    #[arg(long = "tls-verify", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    tls_verify: bool,
     /// An image archive (`FILE.tar`, or `FILE.tar:NAME` to pick one of several)
-    /// or a registry reference (`registry.example.com/repo:tag`), pulled once.
+    /// or a registry reference (`registry.example.com/repo:tag`), pulled as --pull says.
     #[arg(value_name = "IMAGE")]
     image: PathBuf,
     /// Command and arguments (replace the image's Cmd).
@@ -372,6 +442,7 @@ fn main() {
             "host" => Network::Host,
             "bridge" => Network::Bridge,
             "veth" => Network::Veth,
+            "slirp4netns" => Network::Slirp4netns,
             _ => Network::None,
         },
         name: run.name,
@@ -393,6 +464,33 @@ fn main() {
             run.veth_subnet,
             run.network_state,
         ),
+        cap_add: run.cap_add,
+        cap_drop: run.cap_drop,
+        privileged: run.privileged,
+        security_opt: run.security_opt,
+        ulimits: run.ulimit,
+        devices: run.device,
+        device_cgroup_rules: run.device_cgroup_rule,
+        add_hosts: run.add_host,
+        dns: run.dns,
+        dns_search: run.dns_search,
+        dns_options: run.dns_option,
+        labels: run.label,
+        mounts: run.mount,
+        stop_signal: run.stop_signal,
+        sysctls: run.sysctl,
+        shm_size: run.shm_size,
+        group_add: run.group_add,
+        pull: launcher::pull::PullOptions {
+            policy: match run.pull.as_str() {
+                "always" => launcher::pull::Policy::Always,
+                "never" => launcher::pull::Policy::Never,
+                _ => launcher::pull::Policy::Missing,
+            },
+            ca_cert: run.ca_cert,
+            auth_file: run.authfile,
+            insecure: !run.tls_verify,
+        },
     };
     if run.detach {
         let detach = launcher::monitor::Detach {

@@ -173,6 +173,9 @@ fn config(opts: &Options, detach: Detach) -> state::Config {
         init_path: opts.init_path.clone(),
         restart: detach.restart,
         auto_remove: detach.auto_remove,
+        // Checked by run before the monitor starts.
+        labels: crate::record::parse_labels(&opts.labels).unwrap_or_default(),
+        privileges: state::Privileges::of(opts),
     }
 }
 

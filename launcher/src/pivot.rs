@@ -130,6 +130,7 @@ mod tests {
             workdir: None,
             idmapped_layers: None,
             cgroup_fs: rootfs::CgroupFs::Skip,
+            flags: Default::default(),
         };
         rootfs::prepare(&fake, &plan).unwrap();
         into(&fake, &plan.root).unwrap();

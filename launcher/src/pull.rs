@@ -4,7 +4,10 @@
 //! verified pull, once; later runs of the same reference use that archive
 //! without asking the registry again (as `docker run` does). A path that
 //! exists, or that looks like one, is left alone. A pulled archive is an
-//! image of the store ([`crate::store`]) from then on.
+//! image of the store ([`crate::store`]) from then on. `--pull always`
+//! pulls again (the new archive replaces the old by rename, so a container
+//! starting from it meanwhile reads one or the other, whole), `--pull
+//! never` only uses the store.
 
 use crate::cache::{Cache, Lock, PULL_LOCK};
 use crate::{Error, Result, store};
@@ -12,9 +15,33 @@ use builder::registry::{self, Reference};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 
+/// `--pull` and the registry flags of `launcher run REF`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullOptions {
+    pub policy: Policy,
+    /// `--ca-cert FILE`: a PEM certificate to trust besides the system's.
+    pub ca_cert: Option<PathBuf>,
+    /// `--authfile FILE`: the one credential file to read.
+    pub auth_file: Option<PathBuf>,
+    /// `--tls-verify=false`: plain http to the registry.
+    pub insecure: bool,
+}
+
+/// `--pull always|missing|never`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// Pull when the store has no copy of the reference (docker's default).
+    #[default]
+    Missing,
+    /// Pull every time; the copy is replaced when the registry has another.
+    Always,
+    /// Never ask the registry: the store's copy, or an error.
+    Never,
+}
+
 /// The image archive to run for `image`: the file itself, or the cached
 /// pull of the reference.
-pub fn resolve(image: &Path, cache_root: &Path) -> Result<PathBuf> {
+pub fn resolve(image: &Path, cache_root: &Path, flags: &PullOptions) -> Result<PathBuf> {
     if !is_reference(image) {
         return Ok(image.to_path_buf());
     }
@@ -28,14 +55,23 @@ pub fn resolve(image: &Path, cache_root: &Path) -> Result<PathBuf> {
     let images = cache.root().join("images");
     let hex = hex::encode(Sha256::digest(reference.to_string().as_bytes()));
     let archive = images.join(format!("{hex}.tar"));
-    if archive.is_file() {
-        return Ok(archive);
+    match (flags.policy, archive.is_file()) {
+        (Policy::Missing | Policy::Never, true) => return Ok(archive),
+        (Policy::Never, false) => {
+            return Err(Error::NotPulled {
+                reference: reference.to_string(),
+            });
+        }
+        (Policy::Missing | Policy::Always, _) => {}
     }
     // Held while the builder's work files are in images/: a reclaim
     // removes them only when no pull holds it.
     let _pulling = Lock::shared(&images.join(PULL_LOCK))?;
     let opts = registry::Options {
         progress: true,
+        insecure: flags.insecure,
+        ca_cert: flags.ca_cert.clone(),
+        auth_file: flags.auth_file.clone(),
         ..Default::default()
     };
     registry::pull(&reference, &archive, &opts).map_err(|source| Error::Pull {

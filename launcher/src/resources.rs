@@ -88,7 +88,9 @@ fn create_cgroup(
 ) -> Result<Option<Cgroup>> {
     let limited = opts.limits != cgroups::Limits::default();
     let userns = rootless || opts.userns == Userns::Auto;
-    let devices = (!userns).then_some(&devices::ALLOWED[..]);
+    // docker's allowlist, the --device nodes; everything with --privileged.
+    let rules: Vec<devices::Rule> = crate::rootfs::devices::cgroup_rules(opts)?;
+    let devices = (!userns).then_some(&rules[..]);
     let parent = opts.cgroup_parent.as_deref();
     let made = CgroupRoot::detect().and_then(|root| {
         // Kills what a SIGKILLed launcher's container left running, too.
@@ -156,7 +158,10 @@ impl Resources {
         {
             cg.add_process(pid.as_raw() as u32)?;
         }
-        if matches!(self.network.mode(), Mode::Veth | Mode::Bridge) {
+        if matches!(
+            self.network.mode(),
+            Mode::Veth | Mode::Bridge | Mode::Slirp4netns
+        ) {
             self.network.attach(&Netns::Pid(pid.as_raw() as u32))?;
         }
         Ok(())
@@ -220,6 +225,7 @@ fn mode(network: Network) -> Mode {
         Network::Host => Mode::Host,
         Network::Veth => Mode::Veth,
         Network::Bridge => Mode::Bridge,
+        Network::Slirp4netns => Mode::Slirp4netns,
     }
 }
 

@@ -101,20 +101,15 @@ pub fn plan(
     let stub = Arc::new(crate::exec::Stub::open(&init_path)?);
     let env = image::env(image, opts, &hostname)?;
     let etc = etc_files(&hostname, opts.network);
-    let volumes = opts
-        .volumes
-        .iter()
-        .map(|v| parse_volume(v))
-        .collect::<Result<Vec<_>>>()?;
+    // Checked before named volumes are made, so that a bad flag leaves none.
+    let security = crate::security::decide(opts)?;
+    let flags = rootfs::Flags::from_options(opts, new_net)?;
+    let volumes = rootfs::mounts::volumes(opts, cache.root())?;
     let storage_size = match opts.storage_size {
         0 => crate::DEFAULT_STORAGE_SIZE,
         n => n,
     };
-    let tmpfs = opts
-        .tmpfs
-        .iter()
-        .map(|t| rootfs::volumes::parse_tmpfs(t, storage_size))
-        .collect::<Result<Vec<_>>>()?;
+    let tmpfs = rootfs::mounts::tmpfs(opts, storage_size, cache.root())?;
     let mut lower = layers.to_vec();
     if lower.is_empty() {
         // overlayfs needs a lower directory; an image without layers gets
@@ -124,7 +119,6 @@ pub fn plan(
         lower.push(empty);
     }
     let cwd = opts.workdir.clone().or_else(|| image.workdir.clone());
-    let seccomp = crate::seccomp::default_profile();
     Ok(Plan {
         hostname,
         new_net,
@@ -155,6 +149,7 @@ pub fn plan(
             idmapped_layers: None,
             // Decided once the cgroup exists: `Resources::cgroup_fs` in `run`.
             cgroup_fs: rootfs::CgroupFs::Skip,
+            flags,
         },
         mapping,
         process: Process {
@@ -163,16 +158,23 @@ pub fn plan(
             cwd,
             user: opts.user.clone().or_else(|| image.user.clone()),
             tty: None,
-            seccomp,
+            seccomp: security.seccomp,
+            caps: security.caps,
+            no_new_privs: security.no_new_privs,
+            rlimits: security.rlimits,
+            group_add: opts.group_add.clone(),
             stub: Some(stub),
         },
         tty: opts.tty,
         interactive: opts.interactive,
-        stop_signal: image
-            .stop_signal
-            .as_deref()
-            .and_then(image::signal_number)
-            .unwrap_or(libc::SIGTERM),
+        stop_signal: match &opts.stop_signal {
+            Some(flag) => crate::image::parse_stop_signal(flag)?,
+            None => image
+                .stop_signal
+                .as_deref()
+                .and_then(image::signal_number)
+                .unwrap_or(libc::SIGTERM),
+        },
     })
 }
 
@@ -271,6 +273,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
     let host = std::fs::canonicalize(host).map_err(Error::io("finding volume source", host))?;
     let node = if host.is_dir() { Node::Dir } else { Node::File };
     Ok(Volume {
+        copy_up: false,
         locked: locked_flags(&host),
         host,
         target: target.into(),
@@ -283,7 +286,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
 pub fn etc_files(hostname: &str, network: Network) -> Vec<(&'static str, String)> {
     let hosts = match network {
         Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
-        Network::None | Network::Veth | Network::Bridge => format!(
+        Network::None | Network::Veth | Network::Bridge | Network::Slirp4netns => format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
         ),
     };

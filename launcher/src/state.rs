@@ -142,6 +142,52 @@ pub struct Config {
     pub init_path: Option<PathBuf>,
     pub restart: Restart,
     pub auto_remove: bool,
+    /// `-l/--label`s, as docker's inspect shows them.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// What `exec` starts with besides: the run's privilege flags, as given
+    /// ([`crate::security::decide`] decides from them again).
+    #[serde(default)]
+    pub privileges: Privileges,
+}
+
+/// `run`'s `--cap-add`, `--cap-drop`, `--privileged`, `--security-opt`,
+/// `--ulimit`, `--group-add`: a process `exec` starts gets what the
+/// container's first process got, as with docker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Privileges {
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    pub security_opt: Vec<String>,
+    pub ulimits: Vec<String>,
+    pub group_add: Vec<String>,
+}
+
+impl Privileges {
+    pub fn of(opts: &crate::Options) -> Privileges {
+        Privileges {
+            cap_add: opts.cap_add.clone(),
+            cap_drop: opts.cap_drop.clone(),
+            privileged: opts.privileged,
+            security_opt: opts.security_opt.clone(),
+            ulimits: opts.ulimits.clone(),
+            group_add: opts.group_add.clone(),
+        }
+    }
+
+    /// As the [`crate::Options`] that [`crate::security::decide`] reads.
+    pub fn options(&self) -> crate::Options {
+        crate::Options {
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            privileged: self.privileged,
+            security_opt: self.security_opt.clone(),
+            ulimits: self.ulimits.clone(),
+            group_add: self.group_add.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// The running process as the container's init was started: what `exec`

@@ -69,7 +69,8 @@ pub trait Sys {
     /// The filesystem type (statfs(2) `f_type`) of `path` inside `root`, no
     /// symlink on the way: what a mount there really put there.
     fn fs_type_in(&self, root: &Path, path: &Path) -> Result<i64, Errno>;
-    /// mknod(2) of a character device `path` inside `root` (its parent
+    /// mknod(2) of a device `path` inside `root` (a character device when
+    /// `mode` has only permission bits; S_IFBLK in it for a block one) (its parent
     /// without symlinks), then chmod to `mode` whatever the umask.
     fn mknod_in(&self, root: &Path, path: &Path, mode: u32, dev: u64) -> Result<(), Errno>;
     /// Writes one byte to `fd` and waits for one back (a step the parent
@@ -117,6 +118,14 @@ pub trait Sys {
     fn clear_ambient(&self) -> Result<(), Errno>;
     fn set_ids(&self, uid: u32, gid: u32, groups: &[u32]) -> Result<(), Errno>;
     fn set_no_new_privs(&self) -> Result<(), Errno>;
+    /// Copies what `path` inside `root` holds, when it is a directory, into
+    /// the empty directory `dest` on the host: a named volume's first use.
+    /// `path` is resolved inside `root`; below it nothing is followed
+    /// (symlinks are copied as symlinks), and device nodes, FIFOs and
+    /// sockets are left out.
+    fn copy_up_in(&self, root: &Path, path: &Path, dest: &Path) -> Result<(), Errno>;
+    /// setrlimit(2): `resource`'s soft and hard limit.
+    fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno>;
     /// PR_SET_PDEATHSIG, so the container dies with a SIGKILLed launcher.
     fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno>;
     /// Marks every fd from `first` up close-on-exec (close_range(2)).
@@ -430,6 +439,61 @@ fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Mode and owner of `src` onto `dst`, without following either. An owner
+/// that cannot be given (a user namespace without it mapped) is left.
+fn copy_attributes(src: &Path, dst: &Path) -> Result<(), Errno> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(src).map_err(io_errno)?;
+    match std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EINVAL)) => {}
+        other => other.map_err(io_errno)?,
+    }
+    if !meta.file_type().is_symlink() {
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(io_errno)?;
+    }
+    Ok(())
+}
+
+/// [`Sys::copy_up_in`]'s walk: directories, regular files and symlinks,
+/// none followed.
+fn copy_tree(src: &Path, dst: &Path) -> Result<(), Errno> {
+    use std::os::unix::fs::OpenOptionsExt;
+    for entry in std::fs::read_dir(src).map_err(io_errno)? {
+        let entry = entry.map_err(io_errno)?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let kind = entry.file_type().map_err(io_errno)?;
+        if kind.is_dir() {
+            std::fs::create_dir(&to).map_err(io_errno)?;
+            copy_tree(&from, &to)?;
+        } else if kind.is_file() {
+            let mut input = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&from)
+                .map_err(io_errno)?;
+            let mut output = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&to)
+                .map_err(io_errno)?;
+            std::io::copy(&mut input, &mut output).map_err(io_errno)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&from).map_err(io_errno)?;
+            std::os::unix::fs::symlink(target, &to).map_err(io_errno)?;
+        } else {
+            continue;
+        }
+        copy_attributes(&from, &to)?;
+    }
+    Ok(())
+}
+
 fn check(rc: libc::c_int) -> Result<(), Errno> {
     if rc < 0 { Err(Errno::last()) } else { Ok(()) }
 }
@@ -523,16 +587,21 @@ impl Sys for Linux {
         let name = rel.file_name().ok_or(Errno::EINVAL)?;
         let dir = open_no_symlinks(rootfd.as_raw_fd(), parent, libc::O_PATH | libc::O_DIRECTORY)?;
         let n = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+        // Permission bits alone: a character device.
+        let kind = match mode & libc::S_IFMT {
+            0 => libc::S_IFCHR,
+            _ => 0,
+        };
         // SAFETY: valid C string and an open directory fd; fchmodat does
         // not follow the node (it is not a symlink: we just made it).
         unsafe {
-            check(libc::mknodat(
+            check(libc::mknodat(dir.as_raw_fd(), n.as_ptr(), kind | mode, dev))?;
+            check(libc::fchmodat(
                 dir.as_raw_fd(),
                 n.as_ptr(),
-                libc::S_IFCHR | mode,
-                dev,
-            ))?;
-            check(libc::fchmodat(dir.as_raw_fd(), n.as_ptr(), mode, 0))
+                mode & 0o7777,
+                0,
+            ))
         }
     }
 
@@ -793,6 +862,38 @@ impl Sys for Linux {
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
     }
 
+    fn copy_up_in(&self, root: &Path, path: &Path, dest: &Path) -> Result<(), Errno> {
+        let rootfd = open_dir(root)?;
+        let dir = match open_in_root(
+            rootfd.as_raw_fd(),
+            relative(path),
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        // The directory's own path, symlinks resolved inside the root. No
+        // process of the container runs yet: nothing can swap what lies
+        // below it while it is walked.
+        let real = std::fs::read_link(fd_path(&dir)).map_err(io_errno)?;
+        if !real.starts_with(root) {
+            return Err(Errno::EXDEV);
+        }
+        copy_attributes(&real, dest)?;
+        copy_tree(&real, dest)
+    }
+
+    fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: a valid rlimit for the duration of the call.
+        check(unsafe { libc::setrlimit(resource as _, &limit) })
+    }
+
     fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno> {
         // SAFETY: prctl with integer arguments.
         check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })
@@ -811,9 +912,24 @@ impl Sys for Linux {
     }
 
     fn apply_seccomp(&self, program: &[seccompiler::sock_filter]) -> Result<(), Errno> {
-        seccompiler::apply_filter(program).map_err(|e| match e {
-            seccompiler::Error::Seccomp(io) => Errno::from_raw(io.raw_os_error().unwrap_or(0)),
-            _ => Errno::EINVAL,
+        // Not seccompiler::apply_filter, which sets no_new_privs first:
+        // whether to set it is `--security-opt no-new-privileges`'s call,
+        // made by the caller. Without it the kernel asks for CAP_SYS_ADMIN.
+        let len = u16::try_from(program.len()).map_err(|_| Errno::E2BIG)?;
+        // seccompiler's sock_filter is the kernel's struct, as libc's is.
+        let prog = libc::sock_fprog {
+            len,
+            filter: program.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: a valid sock_fprog pointing at `program`, which outlives
+        // the call; the kernel copies the filter.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            ) as libc::c_int
         })
     }
 
@@ -935,6 +1051,9 @@ pub mod fake {
         ClearAmbient,
         SetIds(u32, u32, Vec<u32>),
         NoNewPrivs,
+        Rlimit(u32, u64, u64),
+        /// image path, volume directory
+        CopyUp(PathBuf, PathBuf),
         ParentDeathSignal(i32),
         CloexecFrom(RawFd),
         Seccomp,
@@ -1135,6 +1254,12 @@ pub mod fake {
         }
         fn set_no_new_privs(&self) -> Result<(), Errno> {
             self.push(Call::NoNewPrivs)
+        }
+        fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
+            self.push(Call::Rlimit(resource, soft, hard))
+        }
+        fn copy_up_in(&self, root: &Path, path: &Path, dest: &Path) -> Result<(), Errno> {
+            self.push(Call::CopyUp(root.join(relative(path)), dest.into()))
         }
         fn set_parent_death_signal(&self, sig: i32) -> Result<(), Errno> {
             self.push(Call::ParentDeathSignal(sig))

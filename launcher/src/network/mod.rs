@@ -1,6 +1,7 @@
 //! Networking of one container: `none`, `host`, `veth` (the seed's
-//! point-to-point pair) or `bridge` (a host bridge with NAT and published
-//! ports), set up over netlink around the clone and undone at exit.
+//! point-to-point pair), `bridge` (a host bridge with NAT and published
+//! ports), set up over netlink around the clone and undone at exit, or
+//! `slirp4netns` (user-mode networking, rootless too: [`slirp`]).
 //!
 //! In `launcher run`:
 //!
@@ -15,12 +16,13 @@
 //! net.teardown()?;                                     // also on Drop, best effort
 //! ```
 
-mod dns;
+pub mod dns;
 mod firewall;
 mod lease;
 mod netlink;
 mod netns;
 mod ports;
+pub mod slirp;
 mod subnet;
 
 use std::io;
@@ -59,10 +61,11 @@ pub enum Error {
         #[source]
         source: nix::errno::Errno,
     },
-    #[error("network mode `{0}` is not one of none, host, veth, bridge")]
+    #[error("network mode `{0}` is not one of none, host, veth, bridge, slirp4netns")]
     Mode(String),
     #[error(
-        "publish ports with `--network {0}`: only veth and bridge have an address to forward to"
+        "publish ports with `--network {0}`: only veth, bridge and slirp4netns have an address \
+         to forward to"
     )]
     PortsNeedAddress(&'static str),
     #[error("{op} `{operand}`")]
@@ -109,6 +112,8 @@ pub enum Mode {
     Veth,
     /// A veth pair whose host end is on the bridge, NAT out, ports in.
     Bridge,
+    /// User-mode networking by slirp4netns: `tap0`, ports through its API.
+    Slirp4netns,
 }
 
 impl Mode {
@@ -118,6 +123,7 @@ impl Mode {
             Self::Host => "host",
             Self::Veth => "veth",
             Self::Bridge => "bridge",
+            Self::Slirp4netns => "slirp4netns",
         }
     }
 }
@@ -131,6 +137,7 @@ impl FromStr for Mode {
             "host" => Self::Host,
             "veth" => Self::Veth,
             "bridge" => Self::Bridge,
+            "slirp4netns" => Self::Slirp4netns,
             other => return Err(Error::Mode(other.into())),
         })
     }
@@ -179,6 +186,8 @@ pub struct Network {
     /// The process that made it: a forked child that drops a copy must not
     /// tear down its parent's network.
     owner: u32,
+    /// `slirp4netns` mode's process, once attached.
+    slirp: Option<slirp::Slirp>,
 }
 
 impl Network {
@@ -195,12 +204,13 @@ impl Network {
             rules: false,
             torn_down: false,
             owner: std::process::id(),
+            slirp: None,
         };
         match mode {
             Mode::None | Mode::Host if !ports.is_empty() => {
                 return Err(Error::PortsNeedAddress(mode.as_str()));
             }
-            Mode::None | Mode::Host => {}
+            Mode::None | Mode::Host | Mode::Slirp4netns => {}
             Mode::Bridge => {
                 let _lock = StateLock::take(&config.state_dir)?;
                 ensure_bridge(config)?;
@@ -238,9 +248,12 @@ impl Network {
         self.mode
     }
 
-    /// The container's address, in `veth` and `bridge` modes.
+    /// The container's address, in `veth`, `bridge` and `slirp4netns` modes.
     pub fn address(&self) -> Option<Ipv4Addr> {
-        self.lease.as_ref().map(|l| l.record.address)
+        match self.mode {
+            Mode::Slirp4netns => Some(slirp::ADDRESS),
+            _ => self.lease.as_ref().map(|l| l.record.address),
+        }
     }
 
     /// The host's side: the bridge's address or the veth's host end.
@@ -256,10 +269,18 @@ impl Network {
     /// The container's `/etc/resolv.conf`; `host` mode shares the host's.
     pub fn resolv_conf(&self) -> String {
         let host = read_host_resolv_conf();
-        if self.mode == Mode::Host {
-            host
-        } else {
-            resolv_conf(&host)
+        match self.mode {
+            Mode::Host => host,
+            // Its own name server, which asks the host's (loopback ones too).
+            Mode::Slirp4netns => {
+                let kept: String = resolv_conf(&host)
+                    .lines()
+                    .filter(|l| !l.starts_with("nameserver"))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                format!("nameserver {}\n{kept}", slirp::DNS)
+            }
+            _ => resolv_conf(&host),
         }
     }
 
@@ -274,6 +295,17 @@ impl Network {
     /// through the host, and forwards the published ports.
     pub fn attach(&mut self, netns: &Netns) -> Result<()> {
         if self.mode == Mode::Host {
+            return Ok(());
+        }
+        if self.mode == Mode::Slirp4netns {
+            // slirp4netns enters the namespace itself; the child brings up
+            // `lo` (the launcher may not enter a rootless one).
+            let Netns::Pid(pid) = *netns else {
+                return Err(Error::Mode("slirp4netns without a process".into()));
+            };
+            // SAFETY: geteuid cannot fail.
+            let rootless = unsafe { libc::geteuid() } != 0;
+            self.slirp = Some(slirp::Slirp::start(pid, rootless, &self.ports)?);
             return Ok(());
         }
         let ns_fd = netns
@@ -353,6 +385,9 @@ impl Network {
     fn undo_all(&mut self) -> Result<()> {
         if std::mem::replace(&mut self.torn_down, true) {
             return Ok(());
+        }
+        if let Some(mut slirp) = self.slirp.take() {
+            slirp.stop();
         }
         let Some(lease) = self.lease.take() else {
             return Ok(());

@@ -482,12 +482,18 @@ fn attach_to_a_missing_namespace_names_it() {
 
 #[test]
 fn modes_parse_from_their_names() {
-    for mode in [Mode::None, Mode::Host, Mode::Veth, Mode::Bridge] {
+    for mode in [
+        Mode::None,
+        Mode::Host,
+        Mode::Veth,
+        Mode::Bridge,
+        Mode::Slirp4netns,
+    ] {
         assert_eq!(mode.as_str().parse::<Mode>().unwrap(), mode);
     }
     assert_eq!(
         "slirp".parse::<Mode>().unwrap_err().to_string(),
-        "network mode `slirp` is not one of none, host, veth, bridge"
+        "network mode `slirp` is not one of none, host, veth, bridge, slirp4netns"
     );
 }
 

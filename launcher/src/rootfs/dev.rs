@@ -33,12 +33,15 @@ pub enum DevNodes {
     Bind,
 }
 
-pub(super) fn mount_dev(
-    sys: &impl Sys,
-    root: &Path,
-    tty_gid: Option<u32>,
-    nodes: DevNodes,
-) -> Result<()> {
+pub(super) fn mount_dev(sys: &impl Sys, plan: &super::Plan) -> Result<()> {
+    let (root, tty_gid, nodes) = (plan.root.as_path(), plan.tty_gid, plan.dev_nodes);
+    // Without --shm-size, docker's 64 MiB.
+    let shm = format!(
+        "mode=1777,size={}",
+        plan.flags
+            .shm_size
+            .map_or("65536k".to_string(), |n| n.to_string())
+    );
     mount_system(
         sys,
         root,
@@ -91,7 +94,7 @@ pub(super) fn mount_dev(
             "shm",
             "tmpfs",
             NOSUID_NODEV_NOEXEC,
-            Some("mode=1777,size=65536k"),
+            Some(shm.as_str()),
         ),
         ("/dev/mqueue", "mqueue", "mqueue", NOSUID_NODEV_NOEXEC, None),
     ] {

@@ -21,7 +21,9 @@
 
 pub mod cgroup;
 pub mod dev;
+pub mod devices;
 pub mod files;
+pub mod mounts;
 pub mod overlay;
 pub mod proc;
 pub mod sysfs;
@@ -77,6 +79,40 @@ pub struct Plan {
     pub idmapped_layers: Option<std::os::fd::RawFd>,
     /// What `/sys/fs/cgroup` is made of ([`CgroupFs`]).
     pub cgroup_fs: CgroupFs,
+    /// What `run`'s flags add: devices, sysctls, /dev/shm's size, and
+    /// `--privileged`'s writable /proc and /sys.
+    pub flags: Flags,
+}
+
+/// `--privileged`, `--device`, `--shm-size`, `--sysctl`, `--mount`'s
+/// extra mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Flags {
+    /// /proc and /sys writable and unmasked: not a container boundary.
+    pub privileged: bool,
+    /// `--security-opt systempaths=unconfined`: no masked or read-only
+    /// paths in /proc and /sys (which stays read-only).
+    pub unmasked: bool,
+    pub devices: Vec<devices::Device>,
+    /// The size of /dev/shm, bytes; None: 64 MiB.
+    pub shm_size: Option<u64>,
+    /// `--sysctl`s, checked to be namespaced: path below /proc/sys, value.
+    pub sysctls: Vec<(PathBuf, String)>,
+}
+
+impl Flags {
+    /// The flags of `opts`, checked; `new_net`: the container has a
+    /// network namespace of its own (for `net.*` sysctls).
+    pub fn from_options(opts: &crate::Options, new_net: bool) -> Result<Flags> {
+        Ok(Flags {
+            privileged: opts.privileged,
+            unmasked: crate::security::system_paths_unconfined(&opts.security_opt)?,
+            devices: devices::plan(opts)?,
+            // 0 is docker's default too (a tmpfs with size=0 has no cap).
+            shm_size: opts.shm_size.filter(|&n| n > 0),
+            sysctls: crate::sysctl::parse(&opts.sysctls, new_net)?,
+        })
+    }
 }
 
 const NONE: Option<&Path> = None;
@@ -93,9 +129,10 @@ pub fn prepare(sys: &impl Sys, plan: &Plan) -> Result<()> {
     files::make_workdir(sys, plan)?;
     files::mount_init(sys, plan)?;
     files::mount_etc_files(sys, plan)?;
-    dev::mount_dev(sys, &plan.root, plan.tty_gid, plan.dev_nodes)?;
-    proc::mount_proc(sys, &plan.root, plan.dev_nodes)?;
-    sysfs::mount_sys(sys, &plan.root, plan.fresh_sysfs, plan.dev_nodes)?;
+    dev::mount_dev(sys, plan)?;
+    devices::make_devices(sys, &plan.root, &plan.flags.devices, plan.dev_nodes)?;
+    proc::mount_proc(sys, &plan.root, plan.dev_nodes, &plan.flags)?;
+    sysfs::mount_sys(sys, plan)?;
     cgroup::mount_cgroup_fs(sys, &plan.root, &plan.cgroup_fs, !plan.fresh_sysfs)?;
     volumes::mount_volumes(sys, plan)?;
     volumes::mount_tmpfs(sys, plan)?;

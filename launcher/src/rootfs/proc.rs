@@ -37,7 +37,12 @@ pub const READ_ONLY: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-pub(super) fn mount_proc(sys: &impl Sys, root: &Path, nodes: DevNodes) -> Result<()> {
+pub(super) fn mount_proc(
+    sys: &impl Sys,
+    root: &Path,
+    nodes: DevNodes,
+    flags: &super::Flags,
+) -> Result<()> {
     mount_system(
         sys,
         root,
@@ -46,6 +51,20 @@ pub(super) fn mount_proc(sys: &impl Sys, root: &Path, nodes: DevNodes) -> Result
         NOSUID_NODEV_NOEXEC,
         None,
     )?;
+    // Before /proc/sys turns read-only; their names were checked to be
+    // of the container's own namespaces (crate::sysctl).
+    for (path, value) in &flags.sysctls {
+        sys.write_in(root, path, value.as_bytes())
+            .map_err(crate::Error::sys(format!(
+                "setting sysctl `{}`",
+                path.display()
+            )))?;
+    }
+    if flags.privileged || flags.unmasked {
+        // docker --privileged or systempaths=unconfined: no masks,
+        // /proc/sys writable.
+        return Ok(());
+    }
     mask_paths(sys, root, "/proc", nodes)?;
     for path in READ_ONLY {
         let path = Path::new(path);

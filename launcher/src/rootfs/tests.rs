@@ -27,6 +27,7 @@ fn plan() -> Plan {
         workdir: None,
         idmapped_layers: None,
         cgroup_fs: CgroupFs::Skip,
+        flags: Flags::default(),
     }
 }
 
@@ -236,6 +237,7 @@ fn system_mounts_follow_no_symlink_and_image_paths_stay_in_root() {
         read_only: false,
         node: Node::Dir,
         locked: MsFlags::empty(),
+        copy_up: false,
     });
     p.init = Some(("/i".into(), MsFlags::empty()));
     prepare(&fake, &p).unwrap();
@@ -324,6 +326,7 @@ fn volumes_are_mounted_after_everything_but_the_read_only_root() {
         read_only: false,
         node: Node::Dir,
         locked: MsFlags::empty(),
+        copy_up: false,
     });
     prepare(&fake, &p).unwrap();
     let calls = fake.calls();
@@ -376,6 +379,7 @@ fn read_only_volume_and_root_are_remounted() {
         read_only: true,
         node: Node::Dir,
         locked: MsFlags::MS_NOSUID,
+        copy_up: false,
     });
     prepare(&fake, &p).unwrap();
     let calls = fake.calls();
@@ -529,4 +533,67 @@ fn host_sys_gets_its_cgroup_tree_covered_before_cgroup2() {
     let fake = Fake::default();
     cgroup::mount_cgroup_fs(&fake, Path::new("/r"), &CgroupFs::Skip, false).unwrap();
     assert_eq!(fake.calls(), []);
+}
+
+/// `--privileged`: no masks, no read-only paths, a writable sysfs; the
+/// devices and sysctls are made before /proc/sys could turn read-only.
+#[test]
+fn privileged_skips_masks_and_makes_devices_and_sysctls() {
+    let fake = Fake::default();
+    let mut p = plan();
+    p.flags = Flags {
+        privileged: true,
+        unmasked: false,
+        devices: vec![devices::Device {
+            host: "/dev/loop7".into(),
+            target: "/dev/disk/x".into(),
+            kind: crate::cgroups::devices::Kind::Block,
+            major: 7,
+            minor: 7,
+            mode: 0o660,
+            access: crate::cgroups::devices::RWM,
+        }],
+        shm_size: Some(1 << 20),
+        sysctls: vec![("/proc/sys/kernel/shmmax".into(), "4096".into())],
+    };
+    prepare(&fake, &p).unwrap();
+    let calls = fake.calls();
+    let at = |call: &Call| calls.iter().position(|c| c == call).unwrap();
+    let made = at(&Call::Mknod(
+        "/c/rootfs/dev/disk/x".into(),
+        libc::S_IFBLK | 0o660,
+        libc::makedev(7, 7),
+    ));
+    assert!(at(&Call::Mkdir("/c/rootfs/dev/disk".into())) < made);
+    let proc = at(&mount(
+        Some("proc"),
+        "/c/rootfs/proc",
+        Some("proc"),
+        NOSUID_NODEV_NOEXEC,
+        None,
+    ));
+    assert!(made < proc);
+    assert_eq!(
+        calls[proc + 1],
+        Call::Write("/c/rootfs/proc/sys/kernel/shmmax".into(), "4096".into())
+    );
+    assert!(calls.contains(&mount(
+        Some("sysfs"),
+        "/c/rootfs/sys",
+        Some("sysfs"),
+        NOSUID_NODEV_NOEXEC,
+        None
+    )));
+    assert!(calls.contains(&mount(
+        Some("shm"),
+        "/c/rootfs/dev/shm",
+        Some("tmpfs"),
+        NOSUID_NODEV_NOEXEC,
+        Some("mode=1777,size=1048576")
+    )));
+    let remounts = calls
+        .iter()
+        .filter(|c| matches!(c, Call::Mount { flags, .. } if flags.contains(MsFlags::MS_RDONLY)))
+        .count();
+    assert_eq!(remounts, 0, "{calls:#?}");
 }

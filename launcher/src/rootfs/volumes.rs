@@ -21,6 +21,9 @@ pub struct Volume {
     /// Flags of the host mount that a remount must keep (nosuid, nodev,
     /// noexec are locked in a user namespace).
     pub locked: MsFlags,
+    /// A named volume made for this run: the image's content at `target`
+    /// is copied into it first, as docker does on a volume's first use.
+    pub copy_up: bool,
 }
 
 pub(super) fn mount_volumes(sys: &impl Sys, plan: &Plan) -> Result<()> {
@@ -30,6 +33,14 @@ pub(super) fn mount_volumes(sys: &impl Sys, plan: &Plan) -> Result<()> {
             v.host.display(),
             v.target.display()
         );
+        if v.copy_up {
+            sys.copy_up_in(&plan.root, &v.target, &v.host)
+                .map_err(Error::sys(format!(
+                    "copying the image's `{}` into volume `{}`",
+                    v.target.display(),
+                    v.host.display()
+                )))?;
+        }
         sys.mount_in(
             &plan.root,
             &v.target,
