@@ -819,11 +819,12 @@ mod tests {
                 Call::Setsid,
                 Call::Rlimit(libc::RLIMIT_NOFILE, 10, 20),
                 Call::Seccomp,
+                // The workdir while still root, as with no_new_privs.
+                Call::Chdir("/".into()),
                 Call::DropBounding(vec![0, 21]),
                 Call::SetIds(0, 0, vec![0]),
                 Call::SetCaps(vec![0, 21], vec![0, 21], vec![]),
                 Call::ClearAmbient,
-                Call::Chdir("/".into()),
                 Call::CloexecFrom(3),
                 Call::ParentDeathSignal(libc::SIGKILL),
                 Call::Execve("/bin/true".into(), vec!["/bin/true".into()]),
