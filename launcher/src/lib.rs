@@ -348,7 +348,12 @@ pub fn run_observed(
 ) -> Result<i32> {
     // Before anything else, and held until the container is gone: a host
     // port that is taken is refused, never shadowed (docker-proxy's rule).
-    let _ports = network::reserve_ports(&opts.publish)?;
+    // slirp4netns binds and holds the ports itself: only checked for it.
+    let mut ports = Some(network::reserve_ports(&opts.publish)?);
+    if opts.network == Network::Slirp4netns {
+        ports = None;
+    }
+    let _ports = ports;
     let etc_flags = network::dns::Custom::parse(opts)?;
     record::parse_labels(&opts.labels)?;
     let archive = pull::resolve(&opts.image, &cache::default_root(), &opts.pull)?;

@@ -259,9 +259,9 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
         _ => return Err(invalid("want HOST:CONTAINER[:ro|:rw]".into())),
     };
     if !host.starts_with('/') {
-        // docker takes a bare name for a named volume, which we do not have.
+        // A bare name is a named volume, taken before this (see `mounts`).
         return Err(invalid(format!(
-            "the host path `{host}` is not absolute (named volumes are not supported; \
+            "the host path `{host}` is not absolute (a named volume's name has no `/`; \
              write `$PWD/{host}` for a directory here)"
         )));
     }

@@ -430,7 +430,8 @@ fn broken_archives_say_what_is_wrong_in_plain_text() {
 fn a_volume_that_is_not_absolute_says_which_side_and_why() {
     let Some(kit) = Kit::new() else { return };
     for (spec, what) in [
-        ("data:/data", "the host path `data` is not absolute"),
+        // `data:/data` is the named volume `data`, as in docker.
+        ("./data:/data", "the host path `./data` is not absolute"),
         ("/tmp:data", "the container path `data` is not absolute"),
         ("/tmp:/data:rx", "the mode `rx` is neither ro nor rw"),
         ("/tmp", "want HOST:CONTAINER[:ro|:rw]"),
@@ -597,7 +598,7 @@ fn suggestions_never_name_hidden_flags() {
         return;
     };
     for (typo, hidden) in [
-        ("--mount", "--subnet"),
+        ("--subnets", "--subnet"),
         ("--subne", "--subnet"),
         ("--bridge", "--bridge-name"),
     ] {
