@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run IMAGE: an archive (ours, an OCI image layout, `docker save`) or a
-    /// registry reference, pulled once into the store.
+    /// registry reference, pulled into the store as --pull says.
     Run(Box<Run>),
     /// Unpack IMAGE.tar's layers, flattened, into DIR (an OCI bundle's rootfs);
     /// a failed export into a DIR that had files leaves what it unpacked.
@@ -220,7 +220,7 @@ struct Run {
     /// or slirp4netns (user-mode networking, rootless too).
     #[arg(long, visible_alias = "net", default_value = "none", value_parser = ["none", "host", "bridge", "veth", "slirp4netns"])]
     network: String,
-    /// Publish a container port: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] (bridge, veth).
+    /// Publish a container port: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] (bridge, veth, slirp4netns).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
     #[command(flatten)]
