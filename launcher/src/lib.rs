@@ -363,7 +363,11 @@ pub fn run_observed(
     state::refuse_detached_name(&cache, opts.name.as_deref())?;
     let layers = cache.unpack_layers(&image)?;
     let container = cache.create_container(opts.name.as_deref(), opts.keep)?;
-    record::write(&container, opts)?;
+    // Only where something reads it: labels, or a kept layer's record. A
+    // file made and removed on every run costs ext4 an inode allocation.
+    if !opts.labels.is_empty() || opts.keep {
+        record::write(&container, opts)?;
+    }
     let mut plan = spawn::plan(opts, &image, &layers, &cache, &container)?;
     if pivot::is_initramfs(sys) {
         warn(

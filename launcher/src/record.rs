@@ -1,7 +1,8 @@
 //! The container's record, `containers/ID/config.json` in the state root:
 //! its name, image, command and `--label`s, for the tools that list and
-//! inspect containers. Written before the clone; it goes with the state
-//! directory (it stays with `--keep`).
+//! inspect containers. Written before the clone, for a container with
+//! labels or `--keep`; it goes with the state directory (it stays with
+//! `--keep`).
 
 use crate::cache::Container;
 use crate::{Error, Options, Result};
