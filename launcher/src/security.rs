@@ -120,24 +120,26 @@ fn parse_all(opts: &[String]) -> Result<(Seccomp, Option<bool>, bool)> {
     Ok((seccomp, nnp, system_paths))
 }
 
-/// docker's `--ulimit` names (setrlimit(2)).
+/// docker's `--ulimit` names (setrlimit(2)). The numbers are u32 with
+/// glibc and i32 with musl.
+#[allow(clippy::unnecessary_cast)]
 const ULIMITS: &[(&str, u32)] = &[
-    ("as", libc::RLIMIT_AS),
-    ("core", libc::RLIMIT_CORE),
-    ("cpu", libc::RLIMIT_CPU),
-    ("data", libc::RLIMIT_DATA),
-    ("fsize", libc::RLIMIT_FSIZE),
-    ("locks", libc::RLIMIT_LOCKS),
-    ("memlock", libc::RLIMIT_MEMLOCK),
-    ("msgqueue", libc::RLIMIT_MSGQUEUE),
-    ("nice", libc::RLIMIT_NICE),
-    ("nofile", libc::RLIMIT_NOFILE),
-    ("nproc", libc::RLIMIT_NPROC),
-    ("rss", libc::RLIMIT_RSS),
-    ("rtprio", libc::RLIMIT_RTPRIO),
-    ("rttime", libc::RLIMIT_RTTIME),
-    ("sigpending", libc::RLIMIT_SIGPENDING),
-    ("stack", libc::RLIMIT_STACK),
+    ("as", libc::RLIMIT_AS as u32),
+    ("core", libc::RLIMIT_CORE as u32),
+    ("cpu", libc::RLIMIT_CPU as u32),
+    ("data", libc::RLIMIT_DATA as u32),
+    ("fsize", libc::RLIMIT_FSIZE as u32),
+    ("locks", libc::RLIMIT_LOCKS as u32),
+    ("memlock", libc::RLIMIT_MEMLOCK as u32),
+    ("msgqueue", libc::RLIMIT_MSGQUEUE as u32),
+    ("nice", libc::RLIMIT_NICE as u32),
+    ("nofile", libc::RLIMIT_NOFILE as u32),
+    ("nproc", libc::RLIMIT_NPROC as u32),
+    ("rss", libc::RLIMIT_RSS as u32),
+    ("rtprio", libc::RLIMIT_RTPRIO as u32),
+    ("rttime", libc::RLIMIT_RTTIME as u32),
+    ("sigpending", libc::RLIMIT_SIGPENDING as u32),
+    ("stack", libc::RLIMIT_STACK as u32),
 ];
 
 /// The name of resource `resource`, for messages.
@@ -197,11 +199,12 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unnecessary_cast)] // i32 with musl
     fn ulimits_read_like_dockers() {
         assert_eq!(
             parse_ulimit("nofile=1024:2048").unwrap(),
             Rlimit {
-                resource: libc::RLIMIT_NOFILE,
+                resource: libc::RLIMIT_NOFILE as u32,
                 soft: 1024,
                 hard: 2048
             }
