@@ -1051,7 +1051,7 @@ fn cvt(ret: libc::c_int) -> io::Result<()> {
 
 fn timespec(secs: i64) -> libc::timespec {
     libc::timespec {
-        tv_sec: secs as libc::time_t,
+        tv_sec: secs as _,
         tv_nsec: 0,
     }
 }
