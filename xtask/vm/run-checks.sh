@@ -198,10 +198,44 @@ check_cleanup() {
     fi
 }
 
+# `cargo xtask vm-test --bench`: a warm start of /bin/true with the static
+# and the glibc launcher (release builds) and with crun, interleaved, one
+# run of each in turn; `BENCH name median_us runs` per candidate. The
+# probe reads the clock: busybox's date has no nanoseconds.
+run_bench() {
+    rounds=${BENCH_ROUNDS:-25}
+    export CRADLE_ROOT=/tmp/bench-store
+    mkdir -p /tmp/bundle && launcher-static export $IMG /tmp/bundle/rootfs >/tmp/err 2>&1 &&
+        (cd /tmp/bundle && crun spec) >>/tmp/err 2>&1 &&
+        sed -i 's/"terminal": true/"terminal": false/; s/"sh"/"\/bin\/true"/' /tmp/bundle/config.json ||
+        { fail bench "preparing crun's bundle: $(oneline /tmp/err)"; return; }
+    launcher-static run $IMG /bin/true >/tmp/err 2>&1 || { fail bench "warming: $(oneline /tmp/err)"; return; }
+    i=0
+    while [ $i -lt $rounds ]; do
+        i=$((i + 1))
+        for c in static glibc crun; do
+            t0=$(/probe now)
+            case $c in
+                static) launcher-static run $IMG /bin/true ;;
+                glibc) launcher-glibc run $IMG /bin/true ;;
+                crun) crun run -b /tmp/bundle bench-$i ;;
+            esac >/dev/null 2>/tmp/err-$c || { fail bench "$c: $(oneline /tmp/err-$c)"; return; }
+            t1=$(/probe now)
+            echo $((t1 - t0)) >>/tmp/times-$c
+        done
+    done
+    for c in static glibc crun; do
+        echo "BENCH $c $(sort -n /tmp/times-$c | sed -n "$((rounds / 2 + 1))p") $rounds"
+    done
+    pass bench
+}
+
 if ! setup_system; then
     fail setup "mounting, loading modules: see the console above"
 elif ! setup_cgroups; then
     fail setup "laying out the cgroup v2 tree: see the console above"
+elif [ "$1" = bench ]; then
+    run_bench
 else
     check_default_init
     check_memory

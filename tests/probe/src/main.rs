@@ -18,6 +18,7 @@
 //! probe connect ADDR PORT print the line a TCP server at ADDR:PORT sends (retrying 10s), or `connect err ERRNO`
 //! probe fork N            fork up to N sleeping children, print `forked=K` and `fork_errno=E`, kill them
 //! probe rawsend udp|tcp DST PORT [SRC]  an AF_PACKET frame to DST:PORT via the gateway (raw.rs)
+//! probe now               print CLOCK_MONOTONIC in microseconds (busybox's date has no %N)
 //! ```
 
 mod raw;
@@ -44,11 +45,22 @@ fn main() {
         "fork" => fork_children(num(1)),
         "rawsend" => raw::rawsend(arg(1), arg(2), num(3) as u16, arg(4)),
         "sleep" => std::thread::sleep(std::time::Duration::from_millis(num(1) as u64)),
+        "now" => println!("{}", monotonic_us()),
         other => {
             eprintln!("probe: unknown command `{other}`");
             std::process::exit(2);
         }
     }
+}
+
+fn monotonic_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 fn read(path: &str) -> String {

@@ -18,6 +18,13 @@ pub struct Artifacts {
     pub launcher: PathBuf,
     pub probe: PathBuf,
     pub image: PathBuf,
+    /// `--bench`: the release launchers (static, glibc), and crun.
+    pub bench: Option<BenchPrograms>,
+}
+
+pub struct BenchPrograms {
+    pub static_launcher: PathBuf,
+    pub glibc_launcher: PathBuf,
 }
 
 /// Where things are in the guest; the script uses the same paths.
@@ -58,6 +65,15 @@ pub fn assemble(output: &Path, kernel: &Kernel, artifacts: &Artifacts, script: &
     add_program(&mut tree, &find_program("nft")?, "usr/sbin/nft")?;
     // busybox's setpriv lacks --reuid, --regid, --clear-groups.
     add_program(&mut tree, &find_program("setpriv")?, "usr/bin/setpriv")?;
+    if let Some(bench) = &artifacts.bench {
+        tree.file(
+            "usr/bin/launcher-static",
+            0o755,
+            &read(&bench.static_launcher)?,
+        )?;
+        add_program(&mut tree, &bench.glibc_launcher, "usr/bin/launcher-glibc")?;
+        add_program(&mut tree, &find_program("crun")?, "usr/bin/crun")?;
+    }
     add_busybox(&mut tree)?;
     add_modules(&mut tree, kernel)?;
     tree.file(GUEST_SCRIPT, 0o755, script.as_bytes())?;
