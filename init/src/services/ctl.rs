@@ -19,15 +19,18 @@ const REQUEST_TIMEOUT_MS: libc::c_int = 200;
 pub fn serve<S: Sys>(sup: &mut Supervisor<'_, S>, conn: Fd, uid: u32) {
     // SAFETY: getuid has no preconditions.
     let own = unsafe { libc::getuid() };
+    // Read first even from a peer that is refused: closing with its
+    // request unread would reset the connection and lose the answer.
+    let request = read_request(conn);
     let reply = if uid != 0 && uid != own {
         "error: permission denied\n".into()
     } else {
-        match read_request(conn) {
+        match request {
             Some(line) => sup.request(&line),
             None => "error: no request\n".into(),
         }
     };
-    os::write_all(conn, reply.as_bytes());
+    os::send_all(conn, reply.as_bytes());
     os::close(conn);
 }
 
@@ -84,7 +87,7 @@ pub fn client(sys: &impl Sys, path: &str, args: &[&[u8]]) -> u8 {
     };
     let mut line = request.join(" ");
     line.push('\n');
-    os::write_all(conn, line.as_bytes());
+    os::send_all(conn, line.as_bytes());
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     loop {

@@ -170,6 +170,23 @@ pub fn write_all(fd: Fd, mut buf: &[u8]) {
     }
 }
 
+/// Sends all of `buf` on a socket, without SIGPIPE when the peer left:
+/// the init blocks every signal and forwards what it reads, so a client
+/// hanging up must not turn into a SIGPIPE for the workload.
+pub fn send_all(fd: Fd, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        // SAFETY: a live buffer of its length.
+        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            return;
+        }
+        buf = &buf[n as usize..];
+    }
+}
+
 fn sockaddr(path: &str) -> Result<(libc::sockaddr_un, libc::socklen_t), Errno> {
     let mut addr: libc::sockaddr_un = unsafe { core::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
