@@ -611,3 +611,49 @@ fn without_services_it_stays_the_plain_init() {
     let out = run(&mut command(init_bin()), LIMIT);
     assert_eq!(out.code(), Some(1), "still asks for a command: {out:?}");
 }
+
+/// `name: N kB` from /proc/PID/status.
+fn status_field(pid: i32, name: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} for {pid}"))
+}
+
+#[test]
+fn the_static_init_stays_under_256_kib_and_asleep_with_20_services() {
+    let Some(init_path) = testkit::require_artifact("static/cradle-init", "cargo xtask build-init")
+    else {
+        return;
+    };
+    if !can_unshare() {
+        return;
+    }
+    let s = Setup::new("svc-rss");
+    for i in 0..20 {
+        s.define(&format!("s{i:02}"), "command = [\"sleep\", \"1000\"]\n");
+    }
+    let mut cmd = command("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(&init_path)
+        .args(["--services", &s.services()])
+        .env("CRADLE_CTL_SOCKET", s.socket());
+    let init = Running::start(cmd.stderr(std::process::Stdio::null()));
+    let pid = init.init_pid(true);
+    wait_for("20 up", LIMIT, || {
+        let out = s.ctl(&["status"]);
+        out.stdout.lines().filter(|l| l.contains(" up ")).count() == 20
+    });
+    let rss = status_field(pid, "VmRSS");
+    assert!(rss <= 256, "VmRSS {rss} kB with 20 services");
+    // Nothing happens: no wakeup at all (no periodic polling).
+    let before = status_field(pid, "voluntary_ctxt_switches");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = status_field(pid, "voluntary_ctxt_switches");
+    assert_eq!(after, before, "wakeups while idle");
+    kill(pid, libc::SIGTERM);
+    let (status, _) = init.finish(LIMIT);
+    assert_eq!(status.code(), Some(0));
+}
