@@ -67,6 +67,24 @@ impl Setup {
         cmd
     }
 
+    /// Lets other users reach the scratch directory (search permission on
+    /// the way to it), for services and clients that are not root.
+    fn open_to_others(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut dir = self.dir().to_path_buf();
+        while dir.pop() {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+            if mode & 0o001 == 0 {
+                let _ =
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o001));
+            }
+            if dir == testkit::target_dir() {
+                break;
+            }
+        }
+        std::fs::set_permissions(self.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
     fn ctl(&self, args: &[&str]) -> Output {
         let mut cmd = command(init_bin());
         cmd.arg("ctl")
@@ -182,6 +200,22 @@ fn starts_in_dependency_order_with_each_readiness_kind() {
         Some("main"),
         "{logged:?}"
     );
+}
+
+#[test]
+fn notify_readiness_works_for_a_service_of_another_user() {
+    if !can_unshare() || testkit::require_tool("socat").is_none() {
+        return;
+    }
+    let s = Setup::new("svc-notify-user");
+    s.open_to_others();
+    s.define(
+        "n",
+        "command = [\"sh\", \"-c\", \"printf READY=1 | socat - UNIX-SENDTO:$NOTIFY_SOCKET; exec sleep 1000\"]\n\
+         user = \"nobody\"\nready = { notify = true }\n",
+    );
+    let out = run(&mut s.init(&["true"]), Duration::from_secs(15));
+    assert_eq!(out.code(), Some(0), "{out:?}");
 }
 
 #[test]
@@ -363,17 +397,7 @@ fn ctl_refuses_another_user_whatever_the_socket_mode() {
     // A hostile local user got the socket opened up (or the directory
     // was): the peer's credentials still decide.
     use std::os::unix::fs::PermissionsExt;
-    let mut dir = s.dir().to_path_buf();
-    while dir.pop() {
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
-        if mode & 0o001 == 0 {
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o001));
-        }
-        if dir == testkit::target_dir() {
-            break;
-        }
-    }
-    std::fs::set_permissions(s.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    s.open_to_others();
     std::fs::set_permissions(s.socket(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let mut cmd = command("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])

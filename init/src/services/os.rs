@@ -238,6 +238,12 @@ pub fn bind_unix(path: &str, kind: libc::c_int) -> Result<Fd, Errno> {
     Ok(fd)
 }
 
+pub fn chown(path: &str, uid: u32, gid: u32) {
+    let p = cstr(path);
+    // SAFETY: a NUL-terminated path.
+    unsafe { libc::chown(p.as_ptr(), uid, gid) };
+}
+
 pub fn unlink(path: &str) {
     let p = cstr(path);
     // SAFETY: a NUL-terminated path.

@@ -180,6 +180,13 @@ impl<S: Sys> Supervisor<'_, S> {
             let path = format!("{}.{}.notify", self.ctl_path, self.svcs[i].def.name);
             match os::bind_unix(&path, libc::SOCK_DGRAM) {
                 Ok(fd) => {
+                    // The socket is 0600: a service running as another
+                    // user gets it as its own, or could not send to it.
+                    if let Some((uid, gid)) =
+                        self.svcs[i].def.user.as_deref().and_then(os::resolve_user)
+                    {
+                        os::chown(&path, uid, gid);
+                    }
                     self.svcs[i].notify_fd = fd;
                     self.svcs[i].notify_path = Some(path);
                 }
