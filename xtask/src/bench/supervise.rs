@@ -246,43 +246,35 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
-/// (pid, ppid, comm) of every process.
-fn processes() -> Vec<(i32, i32, String)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let ppid = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        out.push((pid, ppid, comm));
-    }
-    out
-}
-
-/// Every process below `root`, with `root`.
+/// Every process below `root`, with `root`, and their names: walked by
+/// the kernel's `children` lists rather than a scan of all of /proc, so
+/// that polling it to time a restart costs little next to the restart.
 fn tree(root: i32) -> Vec<(i32, String)> {
-    let all = processes();
     let mut found = vec![root];
     let mut at = 0;
     while at < found.len() {
-        let parent = found[at];
-        found.extend(all.iter().filter(|p| p.1 == parent).map(|p| p.0));
+        let pid = found[at];
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        for task in tasks {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            found.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
+        }
         at += 1;
     }
-    all.into_iter()
-        .filter(|p| found.contains(&p.0))
-        .map(|p| (p.0, p.2))
+    found
+        .into_iter()
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            (pid, comm.trim_end().to_string())
+        })
         .collect()
 }
 
