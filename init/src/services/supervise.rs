@@ -1134,4 +1134,93 @@ mod tests {
         // "ghi" + LINE_MAX-3 z went out, then LINE_MAX z, 8 left.
         assert_eq!(svc.partial[0].len(), 8);
     }
+
+    fn supervisor<'a>(
+        fake: &'a crate::fake::Fake,
+        init: &'a Init,
+        def: Def,
+    ) -> Supervisor<'a, crate::fake::Fake> {
+        Supervisor {
+            sys: fake,
+            init,
+            svcs: vec![new_svc(def)],
+            inherited: Inherited {
+                mask: crate::sys::SigMask(0),
+                sigchld_ignored: false,
+                cwd: None,
+            },
+            sigfd: -1,
+            ctl_fd: -1,
+            ctl_path: String::new(),
+            main: None,
+            main_started: false,
+            main_deadline: None,
+            code: None,
+            shutting: false,
+            rest: Rest::Services,
+            none_left: false,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_max_then_gives_up_and_starts_over_after_a_healthy_run() {
+        // The fake's clock stands at 100 s.
+        let fake = crate::fake::Fake::new();
+        let init = Init::new(["x"]);
+        let mut def = Def::longrun("x", "x", vec![c"x".to_owned()]);
+        def.restart_limit = 12;
+        def.critical = true;
+        let mut s = supervisor(&fake, &init, def);
+        let mut delays = Vec::new();
+        for _ in 0..12 {
+            s.svcs[0].since = Duration::from_secs(99);
+            s.decide(0, Status::Exited(1));
+            assert_eq!(s.svcs[0].state, State::Backoff);
+            delays.push(s.svcs[0].timer.unwrap() - Duration::from_secs(100));
+        }
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(
+            delays,
+            [
+                ms(0),
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1600),
+                ms(3200),
+                ms(6400),
+                ms(12800),
+                ms(25600),
+                ms(30000),
+                ms(30000)
+            ]
+        );
+        // Up 10 s: the count in a row starts over, the restart is at once.
+        s.svcs[0].since = Duration::from_secs(90);
+        s.decide(0, Status::Signaled(9));
+        assert_eq!(s.svcs[0].timer, Some(Duration::from_secs(100)));
+        // The limit reached: given up, and critical: the run ends with its code.
+        for _ in 0..12 {
+            s.svcs[0].since = Duration::from_secs(99);
+            s.decide(0, Status::Exited(7));
+        }
+        assert_eq!(s.svcs[0].state, State::Failed);
+        assert_eq!((s.code, s.shutting), (Some(ExitCode(7)), true));
+        assert_eq!(s.svcs[0].restarts, 12 + 1 + 11);
+    }
+
+    #[test]
+    fn a_oneshot_is_done_on_0_and_given_up_otherwise() {
+        let fake = crate::fake::Fake::new();
+        let init = Init::new(["x"]);
+        let mut def = Def::longrun("x", "x", vec![c"x".to_owned()]);
+        def.kind = Kind::Oneshot;
+        def.restart = Restart::Never;
+        let mut s = supervisor(&fake, &init, def);
+        s.decide(0, Status::Exited(0));
+        assert_eq!(s.svcs[0].state, State::Done);
+        s.decide(0, Status::Exited(2));
+        assert_eq!((s.svcs[0].state, s.code), (State::Failed, None));
+    }
 }
