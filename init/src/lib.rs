@@ -5,7 +5,10 @@
 //! group of its own with the terminal, forwards every signal it gets to it,
 //! reaps every zombie, and returns the workload's exit status. Invoked as
 //! `tini`/`docker-init`, `dumb-init` or `catatonit`/`podman-init`, it takes
-//! on that init's defaults and messages ([`Personality`]).
+//! on that init's defaults and messages ([`Personality`]). Under its own
+//! name, with service definitions present, it supervises them too
+//! ([`services`]): started in dependency order, restarted with backoff,
+//! stopped in reverse order, controlled over a unix socket.
 //!
 //! Embedding it in another runtime, in the child that is to become PID 1:
 //!
