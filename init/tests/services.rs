@@ -250,10 +250,11 @@ fn a_crash_loop_backs_off_then_fails_the_container_when_critical() {
         .map(|w| (w[1] - w[0]) / 1_000_000)
         .collect();
     // At once, then 100, 200, 400 ms.
-    assert!(gaps[0] < 90, "the first restart is at once: {gaps:?}");
+    // (Each gap also holds a shell's start, longer on a loaded machine.)
+    assert!(gaps[0] < 100, "the first restart is at once: {gaps:?}");
     for (gap, least) in gaps[1..].iter().zip([100, 200, 400]) {
         assert!(
-            *gap >= least - 10 && *gap < least * 3,
+            *gap >= least - 5 && *gap < least * 2 + 200,
             "backoff doubles from 100 ms: {gaps:?}"
         );
     }
@@ -266,9 +267,15 @@ fn stops_in_reverse_dependency_order_with_each_stop_signal() {
     }
     let s = Setup::new("svc-stop");
     let log = s.log();
+    // b needs a through a oneshot, long done when the stop comes: the
+    // order still holds across it.
+    s.define(
+        "m",
+        "type = \"oneshot\"\ncommand = [\"true\"]\ndepends_on = [\"a\"]\n",
+    );
     for (name, deps, sig) in [
         ("a", "[]", "TERM"),
-        ("b", "[\"a\"]", "USR1"),
+        ("b", "[\"m\"]", "USR1"),
         ("c", "[\"b\"]", "INT"),
     ] {
         s.define(
