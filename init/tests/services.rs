@@ -372,6 +372,13 @@ fn ctl_status_signal_stop_and_start() {
         "{text}"
     );
 
+    let before = field(&status(&s), "two", 2);
+    assert_eq!(s.ctl(&["restart", "two"]).code(), Some(0));
+    wait_for("restarted by ctl", LIMIT, || {
+        let text = status(&s);
+        field(&text, "two", 1) == "up" && field(&text, "two", 2) != before
+    });
+
     assert_eq!(s.ctl(&["stop", "two"]).code(), Some(0));
     wait_for("stopped", LIMIT, || {
         field(&status(&s), "two", 1) == "stopped"
@@ -619,6 +626,33 @@ fn refuses_bad_definitions_naming_file_and_key_before_anything_runs() {
         assert!(out.stderr.starts_with(&want), "{want}\n{out:?}");
         assert!(!Path::new(&mark).exists(), "nothing ran: {out:?}");
         assert!(!Path::new(&s.socket()).exists(), "nothing left behind");
+    }
+    // A definition that is a FIFO (nobody would ever write it) or huge:
+    // refused at once, nothing read for ever.
+    for (make, what) in [
+        (
+            (|p: &Path| {
+                let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: a NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+            }) as fn(&Path),
+            "is no regular file",
+        ),
+        (
+            |p: &Path| std::fs::write(p, vec![b'#'; 1 << 20]).unwrap(),
+            "is larger than 65536 bytes",
+        ),
+    ] {
+        let s = Setup::new("svc-hostile");
+        let file = s.dir().join("services").join("web.toml");
+        make(&file);
+        let out = run(&mut s.init(&["true"]), Duration::from_secs(10));
+        assert_eq!(out.code(), Some(1), "{out:?}");
+        assert!(
+            out.stderr
+                .contains(&format!("`{}`: {what}", file.display())),
+            "{out:?}"
+        );
     }
     let out = run(
         &mut as_pid1(&["--services", "/nonexistent/services", "--", "true"]),

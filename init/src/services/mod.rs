@@ -107,8 +107,14 @@ pub fn load(init: &Init) -> Result<Option<Plan>, Error> {
         for file_name in names.iter().filter(|n| n.ends_with(".toml")) {
             let file = format!("{dir}/{file_name}");
             let name = file_name.trim_end_matches(".toml");
-            let text = os::read_file(&file, MAX_DEFINITION)
-                .map_err(|e| refuse(&file, "", format!("reading: {e}")))?;
+            let text = os::read_file(&file, MAX_DEFINITION).map_err(|e| {
+                let problem = match e.0 {
+                    libc::EFBIG => format!("is larger than {MAX_DEFINITION} bytes"),
+                    libc::EINVAL => "is no regular file".into(),
+                    _ => format!("reading: {e}"),
+                };
+                refuse(&file, "", problem)
+            })?;
             let text = core::str::from_utf8(&text)
                 .map_err(|_| refuse(&file, "", "is not UTF-8".into()))?;
             defs.push(definition::parse(name, &file, text).map_err(from_refusal)?);
