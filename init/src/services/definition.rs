@@ -139,8 +139,8 @@ pub fn parse(name: &str, file: &str, text: &str) -> Result<Def, Refusal> {
     }
     let doc = toml::parse(text).map_err(|e| {
         refuse(
-            &format!("line {}", e.line),
-            format!("not valid TOML: {}", e.message),
+            "",
+            format!("line {}: not valid TOML: {}", e.line, e.message),
         )
     })?;
     let mut def = Def::longrun(name, file, Vec::new());
@@ -517,7 +517,7 @@ mod tests {
                 "critical",
                 "true or false",
             ),
-            ("command = [\"x\"\n", "line 2", "TOML"),
+            ("command = [\"x\"\n", "", "line 2: not valid TOML"),
         ] {
             let err = def(text).unwrap_err();
             assert_eq!(

@@ -114,7 +114,7 @@ pub fn list_dir(path: &str) -> Result<Vec<String>, Errno> {
     }
     // SAFETY: as above, once.
     unsafe { libc::closedir(dir) };
-    names.sort();
+    names.sort_unstable();
     Ok(names)
 }
 
