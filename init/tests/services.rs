@@ -518,8 +518,11 @@ fn runs_an_s6_overlay_layout_unchanged() {
     );
     script(
         &root.join("etc/services.d/app/run"),
-        &format!("echo app run $(pwd) >> {log}; exec sleep 1000"),
+        &format!(
+            "echo app run $(pwd) >> {log}; sleep 0.3; echo app ready >> {log}; echo >&5; exec sleep 1000"
+        ),
     );
+    std::fs::write(root.join("etc/services.d/app/notification-fd"), "5\n").unwrap();
     script(
         &root.join("etc/services.d/flaky/run"),
         &format!("echo flaky run >> {log}; exit 4"),
@@ -530,7 +533,14 @@ fn runs_an_s6_overlay_layout_unchanged() {
     );
     let root_arg = root.display().to_string();
     let out = run(
-        &mut as_pid1(&["--root", &root_arg, "--", "sh", "-c", "sleep 0.5; exit 6"]),
+        &mut as_pid1(&[
+            "--root",
+            &root_arg,
+            "--",
+            "sh",
+            "-c",
+            &format!("echo main >> {log}; exit 6"),
+        ]),
         LIMIT,
     );
     assert_eq!(out.code(), Some(6), "the workload's status: {out:?}");
@@ -538,12 +548,15 @@ fn runs_an_s6_overlay_layout_unchanged() {
     let lines: Vec<&str> = logged.lines().collect();
     assert_eq!(lines[..2], ["init 10", "init 20"], "{lines:?}");
     let app = root.join("etc/services.d/app").display().to_string();
-    let mut rest = lines[2..].to_vec();
+    // The workload starts once app said it is ready (notification-fd).
+    assert_eq!(lines.last(), Some(&"main"), "{lines:?}");
+    let mut rest = lines[2..lines.len() - 1].to_vec();
     rest.sort();
     // finish exiting 125 keeps flaky down (s6-supervise).
     assert_eq!(
         rest,
         [
+            "app ready",
             format!("app run {app}").as_str(),
             "flaky finish 4 0",
             "flaky run"

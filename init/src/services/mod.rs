@@ -135,6 +135,19 @@ pub fn load(init: &Init) -> Result<Option<Plan>, Error> {
             }
             let mut def = s6_def(&name, &run, vec![os::cstr(&run)])?;
             def.workdir = Some(os::cstr(&dir));
+            // s6's readiness: the descriptor the service writes a newline to.
+            let fd_file = format!("{dir}/notification-fd");
+            if os::file_type(&fd_file, false).is_some() {
+                let text = os::read_file(&fd_file, 64).unwrap_or_default();
+                let fd = core::str::from_utf8(&text)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<i32>().ok())
+                    .filter(|n| (3..=1023).contains(n))
+                    .ok_or_else(|| {
+                        refuse(&fd_file, "", "expected a descriptor number 3-1023".into())
+                    })?;
+                def.ready = definition::Ready::Fd(fd);
+            }
             let finish = format!("{dir}/finish");
             if os::is_executable(&finish) {
                 def.finish = Some(os::cstr(&finish));
