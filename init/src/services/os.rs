@@ -30,6 +30,7 @@ pub fn read_file(path: &str, limit: usize) -> Result<Vec<u8>, Errno> {
             libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK,
         )
     })?;
+    // SAFETY: plain C data, for which all zeroes is a valid value.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     // SAFETY: a live stat buffer.
     if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
@@ -66,6 +67,7 @@ pub fn read_file(path: &str, limit: usize) -> Result<Vec<u8>, Errno> {
 /// `follow` is false): `S_IFDIR`, `S_IFREG`, …; None when there is none.
 pub fn file_type(path: &str, follow: bool) -> Option<u32> {
     let p = cstr(path);
+    // SAFETY: plain C data, for which all zeroes is a valid value.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     // SAFETY: a NUL-terminated path and a live stat buffer.
     let rc = unsafe {
@@ -188,6 +190,7 @@ pub fn send_all(fd: Fd, mut buf: &[u8]) {
 }
 
 fn sockaddr(path: &str) -> Result<(libc::sockaddr_un, libc::socklen_t), Errno> {
+    // SAFETY: plain C data, for which all zeroes is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { core::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let bytes = path.as_bytes();
@@ -278,6 +281,7 @@ pub fn accept(fd: Fd) -> Option<(Fd, u32)> {
     if conn < 0 {
         return None;
     }
+    // SAFETY: plain C data, for which all zeroes is a valid value.
     let mut cred: libc::ucred = unsafe { core::mem::zeroed() };
     let mut len = core::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: a live ucred and its length.
