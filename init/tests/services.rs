@@ -323,6 +323,39 @@ fn a_stop_timeout_ends_in_sigkill() {
 }
 
 #[test]
+fn a_workload_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    if !can_unshare() {
+        return;
+    }
+    let s = Setup::new("svc-main-kill");
+    s.define("one", "command = [\"sleep\", \"1000\"]\n");
+    let services = s.services();
+    let mut cmd = as_pid1(&[
+        "--grace",
+        "0.3",
+        "--services",
+        &services,
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+    ]);
+    cmd.env("CRADLE_CTL_SOCKET", s.socket());
+    let mut init = Running::start(cmd.stderr(std::process::Stdio::null()));
+    let pid = init.init_pid(true);
+    init.expect_line("ready", LIMIT);
+    let started = Instant::now();
+    kill(pid, libc::SIGTERM);
+    let (status, _) = init.finish(LIMIT);
+    assert_eq!(status.code(), Some(128 + 9), "the workload's status");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn ctl_status_signal_stop_and_start() {
     if !can_unshare() {
         return;

@@ -271,7 +271,19 @@ impl<S: Sys> Supervisor<'_, S> {
             }
             return;
         }
-        if self.main.is_some() {
+        if let Some(main) = self.main {
+            if self.main_deadline.is_some_and(|at| at <= now) {
+                log!(
+                    self.sys,
+                    self.init,
+                    Warn,
+                    "workload {main} still running after SIGTERM; killing it"
+                );
+                let _ = self
+                    .sys
+                    .kill(signals::target(self.init, main), libc::SIGKILL);
+                self.main_deadline = None;
+            }
             return;
         }
         for i in (0..self.svcs.len()).rev() {
@@ -281,6 +293,12 @@ impl<S: Sys> Supervisor<'_, S> {
                     self.svcs[i].timer = None;
                 }
                 State::Running if !self.has_live_dependent(i) => self.stop(i),
+                // A finish script that hangs must not hold the stop up.
+                State::Finishing => {
+                    let _ = kill_group(self.sys, self.svcs[i].helper, libc::SIGKILL);
+                    self.svcs[i].helper = 0;
+                    self.svcs[i].state = State::Stopped;
+                }
                 _ => {}
             }
         }
@@ -544,12 +562,16 @@ impl<S: Sys> Supervisor<'_, S> {
             return;
         }
         self.shutting = true;
-        if let Some(main) = self.main {
-            if !main_gone {
-                self.main_deadline = Some(self.sys.now() + MAIN_STOP_TIMEOUT);
-            }
-            let _ = main;
+        if self.main.is_some() && !main_gone {
+            self.main_deadline = Some(self.main_stop_deadline());
         }
+    }
+
+    /// The workload gets `--grace` (10 s by default) between SIGTERM and
+    /// SIGKILL.
+    fn main_stop_deadline(&self) -> Duration {
+        let timeout = self.init.grace.unwrap_or(MAIN_STOP_TIMEOUT);
+        self.sys.now().saturating_add(timeout)
     }
 
     fn start_main(&mut self) {
@@ -569,7 +591,7 @@ impl<S: Sys> Supervisor<'_, S> {
     fn stop_main(&mut self) {
         if let Some(main) = self.main {
             signals::forward(self.sys, self.init, main, libc::SIGTERM);
-            self.main_deadline = Some(self.sys.now() + MAIN_STOP_TIMEOUT);
+            self.main_deadline = Some(self.main_stop_deadline());
         }
     }
 
