@@ -15,6 +15,11 @@ pub struct ImageDef {
     pub rootfs: RootfsDef,
     #[serde(default)]
     pub config: ConfigDef,
+    /// `[services.NAME]`: services for cradle-init to supervise, written to
+    /// `/etc/cradle/services.d/NAME.toml` (keys as the init documents them).
+    /// Each kept as the text of that file.
+    #[serde(default, deserialize_with = "services_as_text")]
+    pub services: BTreeMap<String, String>,
     /// The directory of the definition file: relative paths start here.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -53,6 +58,22 @@ pub struct ConfigDef {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+}
+
+/// `[services.NAME]` tables, each written back as the text of its file.
+fn services_as_text<'de, D>(de: D) -> std::result::Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let tables = BTreeMap::<String, toml::Table>::deserialize(de)?;
+    tables
+        .into_iter()
+        .map(|(name, table)| {
+            toml::to_string(&table)
+                .map(|text| (name, text))
+                .map_err(serde::de::Error::custom)
+        })
+        .collect()
 }
 
 /// Where the rootfs comes from, once the definition is read.
@@ -100,7 +121,39 @@ impl ImageDef {
         if def.tag.is_empty() {
             return Err(invalid("`tag` is empty"));
         }
+        def.check_services(path)?;
         Ok(def)
+    }
+
+    /// Each `[services.NAME]` as the file the init reads, by name.
+    pub fn service_files(&self) -> Vec<(String, String)> {
+        self.services
+            .iter()
+            .map(|(name, text)| (name.clone(), text.clone()))
+            .collect()
+    }
+
+    /// Checks the services with the init's own parser, so that an image
+    /// whose init would refuse to start is refused at build time, naming
+    /// the key.
+    fn check_services(&self, path: &Path) -> Result<()> {
+        let invalid = |name: &str, key: &str, problem: &str| Error::DefinitionInvalid {
+            path: path.to_path_buf(),
+            what: if key.is_empty() {
+                format!("`services.{name}`: {problem}")
+            } else {
+                format!("`services.{name}.{key}`: {problem}")
+            },
+        };
+        let mut defs = Vec::new();
+        for (name, text) in self.service_files() {
+            let def = init::services::definition::parse(&name, &name, &text)
+                .map_err(|r| invalid(&name, &r.key, &r.problem))?;
+            defs.push(def);
+        }
+        init::services::definition::order(&defs)
+            .map(drop)
+            .map_err(|r| invalid(&r.file, &r.key, &r.problem))
     }
 
     /// The rootfs source, relative paths resolved against [`ImageDef::dir`].
@@ -187,6 +240,52 @@ mod tests {
         ];
         for text in bad {
             assert!(parse(text).is_err(), "{text}");
+        }
+    }
+
+    const HOST: &str = "tag = \"t\"\n[rootfs]\nsource = \"host\"\nprograms = [\"sh\"]\n";
+
+    #[test]
+    fn reads_services_as_the_files_the_init_reads() {
+        let def = parse(&format!(
+            "{HOST}[services.web]\ncommand = [\"/bin/srv\", \"-p\", \"8080\"]\n\
+             depends_on = [\"db\"]\nready = {{ tcp = 8080 }}\nenv = {{ A = \"1\" }}\n\
+             [services.db]\ncommand = [\"/bin/db\"]\nrestart = \"always\"\n"
+        ))
+        .unwrap();
+        let files = def.service_files();
+        assert_eq!(files.len(), 2);
+        for (name, text) in &files {
+            let parsed = init::services::definition::parse(name, name, text).unwrap();
+            assert_eq!(&parsed.name, name);
+        }
+        let web = init::services::definition::parse("web", "web", &files[1].1).unwrap();
+        assert_eq!(web.ready, init::services::definition::Ready::Tcp(8080));
+        assert_eq!(web.depends_on, ["db"]);
+    }
+
+    #[test]
+    fn refuses_services_the_init_would_refuse_naming_the_key() {
+        for (services, what) in [
+            (
+                "[services.web]\ncommand = [\"x\"]\nrestrat = \"always\"\n",
+                "`services.web.restrat`: unknown key",
+            ),
+            (
+                "[services.web]\ntype = \"oneshot\"\n",
+                "`services.web.command`: missing",
+            ),
+            (
+                "[services.web]\ncommand = [\"x\"]\ndepends_on = [\"ghost\"]\n",
+                "`services.web.depends_on`: no service is named `ghost`",
+            ),
+            (
+                "[services.\"../x\"]\ncommand = [\"x\"]\n",
+                "`services.../x`: ",
+            ),
+        ] {
+            let err = parse(&format!("{HOST}{services}")).unwrap_err().to_string();
+            assert!(err.contains(what), "{what}: {err}");
         }
     }
 }

@@ -38,7 +38,48 @@ pub fn complete(rootfs: &Path, def: &ImageDef) -> Result<Vec<String>> {
     make_missing_dirs(rootfs)?;
     write_if_missing(rootfs, "etc/passwd", PASSWD)?;
     write_if_missing(rootfs, "etc/group", GROUP)?;
+    write_services(rootfs, def)?;
     Ok(check_command(rootfs, def).into_iter().collect())
+}
+
+/// Where cradle-init looks for service definitions.
+pub const SERVICES_DIR: &str = "etc/cradle/services.d";
+
+/// Writes each `[services.NAME]` to `/etc/cradle/services.d/NAME.toml`.
+/// Nothing is written through a symlink, and a definition the rootfs has
+/// already is an error rather than silently replaced or kept.
+fn write_services(rootfs: &Path, def: &ImageDef) -> Result<()> {
+    if def.services.is_empty() {
+        return Ok(());
+    }
+    let mut path = rootfs.to_path_buf();
+    for component in Path::new(SERVICES_DIR).components() {
+        path.push(component);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => {
+                return Err(Error::DefinitionInvalid {
+                    path: path.clone(),
+                    what: "is in the rootfs but not a directory (a symlink?); services cannot be written there".into(),
+                });
+            }
+            Err(_) => std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&path)
+                .map_err(Error::io("creating", &path))?,
+        }
+    }
+    for (name, text) in def.service_files() {
+        let rel = format!("{SERVICES_DIR}/{name}.toml");
+        if std::fs::symlink_metadata(rootfs.join(&rel)).is_ok() {
+            return Err(Error::DefinitionInvalid {
+                path: rootfs.join(&rel),
+                what: format!("the rootfs has it already; `[services.{name}]` would replace it"),
+            });
+        }
+        write_if_missing(rootfs, &rel, &text)?;
+    }
+    Ok(())
 }
 
 fn make_missing_dirs(rootfs: &Path) -> Result<()> {
@@ -200,5 +241,45 @@ mod tests {
         // Absolute symlinks resolve inside the root, never to the host's file.
         assert!(!executable_in(r, Path::new("/usr/bin/host")));
         assert!(!executable_in(r, Path::new("/bin/missing")));
+    }
+
+    fn with_services(services: &str) -> ImageDef {
+        ImageDef::parse(
+            &format!("tag = \"t\"\n[rootfs]\nsource = \"host\"\nprograms = [\"sh\"]\n{services}"),
+            Path::new("image.toml"),
+            PathBuf::from("/"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn writes_services_where_the_init_reads_them() {
+        let root = tempfile::tempdir().unwrap();
+        let def = with_services("[services.web]\ncommand = [\"/bin/sh\"]\n");
+        complete(root.path(), &def).unwrap();
+        let file = root.path().join(SERVICES_DIR).join("web.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            init::services::definition::parse("web", "web", &text).is_ok(),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn refuses_to_write_services_through_a_symlink_or_over_the_rootfs_s_own() {
+        let outside = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc/cradle")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join(SERVICES_DIR)).unwrap();
+        let def = with_services("[services.web]\ncommand = [\"/bin/sh\"]\n");
+        let err = complete(root.path(), &def).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join(SERVICES_DIR)).unwrap();
+        std::fs::write(root.path().join(SERVICES_DIR).join("web.toml"), "x").unwrap();
+        let err = complete(root.path(), &def).unwrap_err().to_string();
+        assert!(err.contains("has it already"), "{err}");
     }
 }

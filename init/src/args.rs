@@ -92,6 +92,10 @@ pub fn parse<A: AsRef<[u8]>>(
     }
     let workload = &argv[i.min(argv.len())..];
     if workload.is_empty() {
+        // Services alone: they run until a stop signal.
+        if personality == Personality::Cradle && p.init.services.any() {
+            return Ok(Invocation::Run(Box::new(p.init)));
+        }
         return Ok(Invocation::Print(p.missing_program()));
     }
     if let Some(arg) = workload.iter().find(|a| a.contains(&0)) {
@@ -148,6 +152,9 @@ impl Parser {
         if let Some(grace) = env("CRADLE_GRACE").and_then(|v| parse_secs(&lossy(&v))) {
             self.init.grace = Some(grace);
         }
+        if own && let Some(path) = env("CRADLE_CTL_SOCKET") {
+            self.init.services.ctl_socket = Some(lossy(&path));
+        }
         if let Some(level) = env("CRADLE_LOG").and_then(|v| parse_level(&lossy(&v))) {
             self.init.verbosity = level;
         }
@@ -186,6 +193,8 @@ impl Parser {
             "version" => return Err(self.version()),
             "help" => return Err(self.help()),
             "grace" => self.grace(&value)?,
+            "services" => self.init.services.dir = Some(value),
+            "root" => self.init.services.root = Some(value),
             "rewrite" => self.rewrite(&value)?,
             "single-child" => self.single_child(),
             "verbose" => self.verbose(),
@@ -204,6 +213,8 @@ impl Parser {
                 ("version", false),
                 ("help", false),
                 ("grace", true),
+                ("services", true),
+                ("root", true),
                 ("rewrite", true),
                 ("single-child", false),
                 ("verbose", false),

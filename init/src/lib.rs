@@ -5,7 +5,10 @@
 //! group of its own with the terminal, forwards every signal it gets to it,
 //! reaps every zombie, and returns the workload's exit status. Invoked as
 //! `tini`/`docker-init`, `dumb-init` or `catatonit`/`podman-init`, it takes
-//! on that init's defaults and messages ([`Personality`]).
+//! on that init's defaults and messages ([`Personality`]). Under its own
+//! name, with service definitions present, it supervises them too
+//! ([`services`]): started in dependency order, restarted with backoff,
+//! stopped in reverse order, controlled over a unix socket.
 //!
 //! Embedding it in another runtime, in the child that is to become PID 1:
 //!
@@ -44,6 +47,7 @@ mod log;
 mod mounts;
 mod personality;
 mod reap;
+pub mod services;
 mod signals;
 mod spawn;
 mod supervise;
@@ -104,6 +108,14 @@ pub enum Error {
         #[source]
         source: Errno,
     },
+    /// A service definition refused before anything ran; `key` is empty
+    /// when the whole file is at fault.
+    #[error("service definition `{file}`{}: {problem}", if key.is_empty() { String::new() } else { format!(", key `{key}`") })]
+    Service {
+        file: String,
+        key: String,
+        problem: String,
+    },
 }
 
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -144,6 +156,8 @@ pub struct Init {
     pub(crate) mount_proc: bool,
     /// dumb-init says "Running in debug mode." when DUMB_INIT_DEBUG=1.
     pub(crate) announce_debug: bool,
+    /// Where services are defined (cradle's own personality only).
+    pub(crate) services: services::Sources,
 }
 
 impl Init {
@@ -180,6 +194,7 @@ impl Init {
             warn_on_reap: false,
             mount_proc: true,
             announce_debug: false,
+            services: services::Sources::default(),
         }
     }
 
@@ -313,6 +328,26 @@ impl Init {
         self
     }
 
+    /// Supervises the services defined in `dir` (`--services DIR`), which
+    /// must exist, instead of `/etc/cradle/services.d`.
+    pub fn services_dir(mut self, dir: impl Into<String>) -> Init {
+        self.services.dir = Some(dir.into());
+        self
+    }
+
+    /// Looks for `etc/cradle/services.d`, `etc/cont-init.d` and
+    /// `etc/services.d` under `root` instead of `/` (`--root DIR`).
+    pub fn services_root(mut self, root: impl Into<String>) -> Init {
+        self.services.root = Some(root.into());
+        self
+    }
+
+    /// The control socket (`CRADLE_CTL_SOCKET`; `/run/cradle-init.sock`).
+    pub fn ctl_socket(mut self, path: impl Into<String>) -> Init {
+        self.services.ctl_socket = Some(path.into());
+        self
+    }
+
     /// The workload's program, for messages.
     pub fn program(&self) -> alloc::borrow::Cow<'_, str> {
         self.argv.first().map_or("".into(), |p| p.to_string_lossy())
@@ -335,6 +370,11 @@ impl Init {
         if self.announce_debug {
             log::log!(sys, self, Debug, "Running in debug mode.");
         }
+        // Every definition is read and checked before anything runs.
+        let plan = match self.personality {
+            Personality::Cradle if !self.pause => services::load(self)?,
+            _ => None,
+        };
         let mask = signals::block_all(sys)?;
         undo.mask = Some(mask);
         let fd = signals::open_fd(sys)?;
@@ -353,6 +393,9 @@ impl Init {
             sigchld_ignored: undo.sigchld_ignored,
             cwd: undo.cwd,
         };
+        if let Some(plan) = plan {
+            return Ok(services::run(sys, fd, self, plan, inherited));
+        }
         let child = spawn::workload(sys, self, inherited)?;
         Ok(supervise::until_exit(sys, fd, child, self))
     }

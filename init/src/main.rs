@@ -26,6 +26,16 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     }
     let argv = args(argc, argv);
     let env = init::Env::from_process();
+    if argv.get(1) == Some(&&b"ctl"[..])
+        && init::Personality::from_argv0(&String::from_utf8_lossy(argv[0]))
+            == init::Personality::Cradle
+    {
+        let socket = env
+            .get("CRADLE_CTL_SOCKET")
+            .map(|p| String::from_utf8_lossy(&p).into_owned())
+            .unwrap_or_else(|| init::services::CTL_SOCKET.into());
+        return c_int::from(init::services::ctl::client(&Linux, &socket, &argv[2..]));
+    }
     let code = match init::args::parse(&argv, |k| env.get(k)) {
         Ok(Invocation::Run(init)) => match init.run(&Linux) {
             Ok(code) => code.0,

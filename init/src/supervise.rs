@@ -195,7 +195,7 @@ fn stop_gracefully(sys: &impl Sys, fd: Fd, init: &Init, grace: Duration) {
 
 /// Sends `sig` to every process left: all of the namespace as its PID 1,
 /// else every descendant (kill(-1) would reach the whole machine).
-fn stop_all(sys: &impl Sys, init: &Init, sig: i32) {
+pub(crate) fn stop_all(sys: &impl Sys, init: &Init, sig: i32) {
     if sys.getpid() == 1 {
         if let Err(err) = sys.kill(-1, sig)
             && err != crate::errno::Errno::ESRCH

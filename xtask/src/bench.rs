@@ -4,6 +4,7 @@
 mod build;
 mod init;
 mod run;
+mod supervise;
 mod unpack;
 
 use anyhow::{Result, bail};
@@ -15,7 +16,8 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("build") => build::run(rest),
         Some("init") => init::run(rest),
         Some("run") => run::run(rest),
+        Some("supervise") => supervise::run(rest),
         Some(what) => bail!("benchmark `{what}` is not implemented yet"),
-        None => bail!("usage: cargo xtask bench init|unpack|build|run"),
+        None => bail!("usage: cargo xtask bench init|unpack|build|run|supervise"),
     }
 }

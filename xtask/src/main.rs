@@ -20,8 +20,8 @@ tasks:
   build-launcher        build the static launcher (musl) into target/static
   build-probe           build the static test probe
   build-image [NAME]    build the static init, then images/NAME (default: default)
-  bench init|unpack|build|run
-                        measure against tini, dumb-init, catatonit, GNU tar, crun, runc
+  bench init|unpack|build|run|supervise
+                        measure against tini, dumb-init, catatonit, GNU tar, crun, runc, s6, supervisord
   test [ARGS…]          build every artifact the tests need, then `cargo test --workspace ARGS…`
   vm-test               run the launcher's end-to-end checks in a cgroup v2 guest (QEMU)
 ";

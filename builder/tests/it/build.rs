@@ -394,3 +394,21 @@ fn refuses_a_rootfs_past_the_size_limit_and_leaves_nothing_behind() {
     );
     assert_eq!(crate::support::tree(&ws.out()), Vec::<String>::new());
 }
+
+#[test]
+fn services_land_in_the_image_where_the_init_reads_them() {
+    let ws = Workspace::new();
+    let text = "tag = \"localhost/cradle-test/services:latest\"\n[rootfs]\nsource = \"host\"\n\
+                programs = [\"sh\", \"sleep\"]\n[config]\ncmd = [\"sh\"]\n\
+                [services.web]\ncommand = [\"sleep\", \"1000\"]\nready = { tcp = 8080 }\n\
+                [services.setup]\ntype = \"oneshot\"\ncommand = [\"sh\", \"-c\", \"true\"]\n";
+    let def = builder::ImageDef::parse(text, Path::new("image.toml"), ws.dir.path().to_path_buf())
+        .unwrap();
+    let built = builder::build(&def, &ws.options("image.tar")).unwrap();
+    let (files, _) = layers_of(&built.output);
+    for (name, text) in def.service_files() {
+        let entry = &files[&format!("etc/cradle/services.d/{name}.toml")];
+        assert_eq!((entry.1, entry.2), (0o644, 0), "{name}");
+        assert_eq!(entry.4, sha256_hex(text.as_bytes()), "{name}");
+    }
+}
