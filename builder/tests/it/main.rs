@@ -2,6 +2,7 @@
 //! a loopback HTTP server, reproducible builds, and interop with skopeo and
 //! podman.
 
+mod around;
 mod build;
 mod cli;
 #[cfg(feature = "fetch")]
