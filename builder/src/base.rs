@@ -39,7 +39,7 @@ pub(crate) fn prepare(
                 let fetched = fetch::download(&Source::File(path.clone()), expected, &opts.fetch)?;
                 verify::sha256(fetched, expected)?;
             }
-            let base = from_archive(&path, blobs, false)?;
+            let base = from_archive(&path, blobs)?;
             return Ok((base, Vec::new()));
         }
         Source::Registry(reference) => return from_registry(&reference, work, blobs),
@@ -57,7 +57,7 @@ pub(crate) fn prepare(
                 ..opts.clone()
             };
             crate::build_at(&base_def, &base_opts, depth + 1)?;
-            return Ok((from_archive(&built, blobs, true)?, Vec::new()));
+            return Ok((from_archive(&built, blobs)?, Vec::new()));
         }
         source => {
             let expected = def.rootfs.sha256.as_deref().unwrap_or_default();
@@ -99,10 +99,10 @@ pub(crate) fn stamp(epoch: u64) -> Stamp {
 }
 
 /// The image in the archive at `path` as a base: its layers copied into
-/// `blobs` (each verified as it is copied), its config and history. With
-/// `ours`, the archive is a build of this builder, whose top layer is the
-/// init: left out, the image gets its own.
-fn from_archive(path: &Path, blobs: &Blobs, ours: bool) -> Result<Base> {
+/// `blobs` (each verified as it is copied), its config and history. An
+/// image this builder made has the init as its top layer: that one is left
+/// out, the image gets its own.
+fn from_archive(path: &Path, blobs: &Blobs) -> Result<Base> {
     let archive = ImageArchive::open(path)?;
     let image = archive.image(None)?;
     let not_usable = |what: String| Error::NotAnImage {
@@ -124,8 +124,16 @@ fn from_archive(path: &Path, blobs: &Blobs, ours: bool) -> Result<Base> {
             diff_ids.len()
         )));
     }
+    let mut history = image.config.history().clone().unwrap_or_default();
+    let init_on_top = history.last().and_then(|h| h.created_by().as_deref())
+        == Some(&format!("cradle builder: /{}", oci::INIT_PATH))
+        && history.last().and_then(|h| h.empty_layer()) != Some(true);
+    let keep = image.layers.len() - usize::from(init_on_top && !image.layers.is_empty());
+    if init_on_top {
+        history.pop();
+    }
     let mut layers = Vec::new();
-    for (layer, diff_id) in image.layers.iter().zip(diff_ids) {
+    for (layer, diff_id) in image.layers.iter().zip(diff_ids).take(keep) {
         let media_type = archive.layer_media_type(layer)?;
         let mut temp = tempfile::Builder::new()
             .prefix(".layer-")
@@ -149,11 +157,6 @@ fn from_archive(path: &Path, blobs: &Blobs, ours: bool) -> Result<Base> {
             media_type,
         });
     }
-    let mut history = image.config.history().clone().unwrap_or_default();
-    if ours {
-        layers.pop();
-        history.pop();
-    }
     Ok(Base {
         layers,
         config: image.config.config().clone(),
@@ -169,7 +172,7 @@ fn from_registry(reference: &str, work: &Path, blobs: &Blobs) -> Result<(Base, V
     let parsed = crate::registry::Reference::parse(reference)?;
     let pulled_to = work.join("base.tar");
     let pulled = crate::registry::pull(&parsed, &pulled_to, &crate::registry::Options::default())?;
-    let mut base = from_archive(&pulled_to, blobs, false)?;
+    let mut base = from_archive(&pulled_to, blobs)?;
     base.annotations
         .insert(oci::BASE_DIGEST.to_string(), pulled.digest);
     base.annotations

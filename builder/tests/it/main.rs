@@ -3,6 +3,7 @@
 //! podman.
 
 mod around;
+mod bases;
 mod build;
 mod cli;
 #[cfg(feature = "fetch")]

@@ -958,3 +958,56 @@ fn pushes_a_docker_save_archive() {
         .unwrap();
     assert!(bytes == layer, "the layer changed on the way");
 }
+
+/// `[base] source = "docker://…"`: pulled, its layers at the bottom, and
+/// the manifest names what the tag pointed to (image-spec's base
+/// annotations), so a tag that moves later does not hide what was built.
+#[test]
+fn a_registry_base_is_pulled_and_pinned_by_digest_in_the_annotations() {
+    let Some(registry) = Registry::start(None, false) else {
+        return;
+    };
+    let ws = crate::support::Workspace::new();
+    let layer = crate::support::Tar::new()
+        .dir("etc/", 0o755)
+        .file("etc/greeting", b"from the registry\n")
+        .bytes();
+    let saved = ws.dir.path().join("saved.tar");
+    crate::support::docker_save(
+        &saved,
+        &layer,
+        serde_json::json!({"Cmd": ["cat", "/etc/greeting"]}),
+        "saved:v1",
+    );
+    let reference = format!("{}/cradle/base:v1", registry.host());
+    let pushed = ok(&builder(
+        ws.dir.path(),
+        &["push", saved.to_str().unwrap(), &reference],
+    ));
+    let toml = ws.dir.path().join("image.toml");
+    std::fs::write(
+        &toml,
+        format!("tag = \"localhost/cradle-test/on-registry:1\"\n[base]\nsource = \"docker://{reference}\"\n"),
+    )
+    .unwrap();
+    let def = builder::ImageDef::load(&toml).unwrap();
+    let built = builder::build(&def, &ws.options("image.tar")).unwrap();
+    let archive = builder::archive::ImageArchive::open(&built.output).unwrap();
+    let image = archive.image(None).unwrap();
+    assert_eq!(
+        image.layers[0].digest,
+        format!("sha256:{}", crate::support::sha256_hex(&layer))
+    );
+    let top = archive.index().unwrap().manifests()[0].clone();
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(
+        &archive
+            .read_blob(top.digest().as_ref(), top.size())
+            .unwrap(),
+    )
+    .unwrap();
+    let annotations = manifest.annotations().clone().unwrap();
+    assert_eq!(annotations["org.opencontainers.image.base.digest"], pushed);
+    assert_eq!(annotations["org.opencontainers.image.base.name"], reference);
+    let config = image.config.config().clone().unwrap();
+    assert_eq!(config.cmd().clone().unwrap(), ["cat", "/etc/greeting"]);
+}
