@@ -222,7 +222,7 @@ fn rootfs_and_base_tables_read_the_same() {
     // Both at once is one too many.
     assert!(
         builder::ImageDef::parse(
-            &format!("tag = \"t\"\n[rootfs]\nsource = \"scratch\"\n[base]\nsource = \"scratch\"\n"),
+            "tag = \"t\"\n[rootfs]\nsource = \"scratch\"\n[base]\nsource = \"scratch\"\n",
             Path::new("image.toml"),
             PathBuf::from("/defs"),
         )
