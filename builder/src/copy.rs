@@ -71,8 +71,11 @@ fn parse_mode(mode: &str) -> Option<u32> {
 /// One entry of the layer.
 #[derive(Debug)]
 enum Entry {
-    /// Made for a destination's parents.
-    Parent,
+    /// A destination's parent that no copy names. A layer's directory entry
+    /// replaces the one below it (overlayfs shows the top one's owner and
+    /// mode), so it is written as the base has it: from the base's rootfs
+    /// when there is one, else as `layout` makes it (`/tmp` 1777 …).
+    Parent { mode: u32, owner: (u64, u64) },
     Dir {
         mode: u32,
         owner: (u64, u64),
@@ -97,10 +100,12 @@ enum Entry {
 }
 
 /// The layer of `copies`, sources beneath `context`, or None when there
-/// are none. `max_size` bounds the bytes of all files together.
+/// are none. `max_size` bounds the bytes of all files together; `base` is
+/// the base's unpacked rootfs, when it has one.
 pub fn layer(
     copies: &[CopyDef],
     context: &Path,
+    base: Option<&Path>,
     blobs: &Blobs,
     epoch: u64,
     max_size: u64,
@@ -114,6 +119,7 @@ pub fn layer(
         size: 0,
         max_size,
         context: context.to_path_buf(),
+        base: base.map(Path::to_path_buf),
     };
     for copy in copies {
         plan.add(&root, copy, epoch)?;
@@ -134,6 +140,7 @@ struct Plan {
     size: u64,
     max_size: u64,
     context: PathBuf,
+    base: Option<PathBuf>,
 }
 
 impl Plan {
@@ -174,7 +181,7 @@ impl Plan {
                         open_at(&dir, &name, true)
                             .map_err(Error::io("opening", self.context.join(&rel)))?,
                     );
-                    self.add_parents(&target);
+                    self.add_parents(&target)?;
                     if !target.as_os_str().is_empty() {
                         self.entries.insert(target.clone(), dir_entry(&st, &opts));
                     }
@@ -189,7 +196,7 @@ impl Plan {
                     if target.as_os_str().is_empty() {
                         return Err(self.refuse(&copy.src, "a file cannot be copied to `/`"));
                     }
-                    self.add_parents(&target);
+                    self.add_parents(&target)?;
                     self.add_leaf(dir, name, &rel, target, &st, &opts)?;
                 }
             }
@@ -385,13 +392,50 @@ impl Plan {
         Ok(())
     }
 
-    /// Directories for `target`'s parents that no copy made.
-    fn add_parents(&mut self, target: &Path) {
+    /// Directories for `target`'s parents that no copy made, as the base
+    /// has them. One that is a symlink in the base is refused: a directory
+    /// here would replace it.
+    fn add_parents(&mut self, target: &Path) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
         for parent in target.ancestors().skip(1) {
-            if !parent.as_os_str().is_empty() && !self.entries.contains_key(parent) {
-                self.entries.insert(parent.to_path_buf(), Entry::Parent);
+            if parent.as_os_str().is_empty() || self.entries.contains_key(parent) {
+                continue;
             }
+            let known = crate::layout::DIRS
+                .iter()
+                .find(|(dir, _)| Path::new(dir) == parent)
+                .map_or(0o755, |(_, mode)| *mode);
+            let mut entry = Entry::Parent {
+                mode: known,
+                owner: (0, 0),
+            };
+            if let Some(base) = &self.base
+                && let Ok(meta) = std::fs::symlink_metadata(base.join(parent))
+            {
+                if meta.file_type().is_symlink() {
+                    return Err(Error::CopyRefused {
+                        src: Path::new("/").join(target),
+                        what: format!(
+                            "`/{}` is a symlink in the base; copy to the path it points to",
+                            parent.display()
+                        ),
+                    });
+                }
+                if meta.is_dir() {
+                    // Recorded as the base layer records it (all root's
+                    // when it was unpacked without privileges).
+                    let owner = crate::base::stamp(0)
+                        .owner
+                        .unwrap_or((u64::from(meta.uid()), u64::from(meta.gid())));
+                    entry = Entry::Parent {
+                        mode: meta.mode() & 0o7777,
+                        owner,
+                    };
+                }
+            }
+            self.entries.insert(parent.to_path_buf(), entry);
         }
+        Ok(())
     }
 
     fn refuse(&self, src: &str, what: &str) -> Error {
@@ -427,8 +471,8 @@ fn write_entry(tar: &mut Tar, path: &Path, entry: &Entry, epoch: u64) -> Result<
     use tar::EntryType as T;
     let failed = |p: &Path| Error::io("adding to the layer", p.to_path_buf());
     match entry {
-        Entry::Parent => {
-            let mut h = pack::header(T::Directory, 0o755, (0, 0), epoch);
+        Entry::Parent { mode, owner } => {
+            let mut h = pack::header(T::Directory, *mode, *owner, epoch);
             tar.append_data(&mut h, path, std::io::empty())
                 .map_err(failed(path))
         }

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Directories made when missing, with their modes (`/tmp` sticky and
 /// world-writable, `/proc` and `/sys` read-only mount points).
-const DIRS: [(&str, u32); 12] = [
+pub(crate) const DIRS: [(&str, u32); 12] = [
     ("bin", 0o755),
     ("dev", 0o755),
     ("etc", 0o755),

@@ -76,7 +76,9 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
         added.push((layer, "cradle builder: host programs".to_string()));
     }
     let max_copy = copy::max_size_from_env();
-    if let Some(layer) = copy::layer(&def.copy, &def.dir, &blobs, opts.epoch, max_copy)? {
+    let rootfs = work.path().join("rootfs");
+    let rootfs = rootfs.is_dir().then_some(rootfs.as_path());
+    if let Some(layer) = copy::layer(&def.copy, &def.dir, rootfs, &blobs, opts.epoch, max_copy)? {
         let sources: Vec<&str> = def.copy.iter().map(|c| c.src.as_str()).collect();
         added.push((
             oci::Layer::packed(layer),
