@@ -29,6 +29,10 @@ pub fn candidates(flag: Option<&Path>) -> Vec<PathBuf> {
         if let Some(target) = dir.parent() {
             out.push(target.join("static/cradle-init"));
             out.push(target.join("static/init"));
+            out.push(target.join(format!(
+                "{}-unknown-linux-musl/small/init",
+                std::env::consts::ARCH
+            )));
         }
     }
     out.push("/usr/libexec/cradle/cradle-init".into());
