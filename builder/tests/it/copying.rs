@@ -348,3 +348,32 @@ fn parents_of_a_destination_keep_the_base_modes() {
     let built = builder::build(&def, &ws.options("scratch.tar")).unwrap();
     assert_eq!(layer_entries(&built.output, 0)["tmp"].1, 0o1777);
 }
+
+/// The command check of a rootfs base sees the copies too: a command that
+/// a `[[copy]]` puts in place is no warning, a missing one still is.
+#[test]
+fn a_copied_command_is_not_reported_missing() {
+    let ws = Workspace::new();
+    let ctx = context(&ws);
+    write(&ctx.join("run.sh"), "#!/bin/sh\n", 0o755);
+    let body = crate::support::rootfs_tar_gz();
+    std::fs::write(ctx.join("rootfs.tar.gz"), &body).unwrap();
+    let sha = crate::support::sha256_hex(&body);
+    for (cmd, warned) in [("/app/run.sh", false), ("/app/other.sh", true)] {
+        let toml = definition(
+            ws.dir.path(),
+            "app",
+            &format!(
+                "tag = \"localhost/a:1\"\n[base]\nsource = \"rootfs.tar.gz\"\nsha256 = \"{sha}\"\n[[copy]]\nsrc = \"run.sh\"\ndest = \"/app/\"\n[config]\ncmd = [\"{cmd}\"]\n"
+            ),
+        );
+        let def = builder::ImageDef::load(&toml).unwrap();
+        let built = builder::build(&def, &ws.options("app.tar")).unwrap();
+        assert_eq!(
+            !built.warnings.is_empty(),
+            warned,
+            "{cmd}: {:?}",
+            built.warnings
+        );
+    }
+}
