@@ -18,7 +18,9 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 /// Bytes all copies may add up to when `CRADLE_MAX_COPY_SIZE` is unset.
 pub const DEFAULT_MAX_SIZE: u64 = 16 << 30;
@@ -84,7 +86,7 @@ enum Entry {
     /// A file: the directory it is in (an fd beneath the context) and its
     /// name there; opened again when written.
     File {
-        dir: std::rc::Rc<OwnedFd>,
+        dir: Rc<OwnedFd>,
         name: OsString,
         shown: PathBuf,
         mode: u32,
@@ -177,7 +179,7 @@ impl Plan {
                     } else {
                         dest.clone()
                     };
-                    let fd = std::rc::Rc::new(
+                    let fd = Rc::new(
                         open_at(&dir, &name, true)
                             .map_err(Error::io("opening", self.context.join(&rel)))?,
                     );
@@ -207,11 +209,7 @@ impl Plan {
     /// The sources `src` names: (the directory fd it is in, its name, its
     /// path in the context). Every component is looked up beneath `root`
     /// without following a symlink; `*`, `?` and `[…]` match within one.
-    fn expand(
-        &self,
-        root: &OwnedFd,
-        src: &Path,
-    ) -> Result<Vec<(std::rc::Rc<OwnedFd>, OsString, PathBuf)>> {
+    fn expand(&self, root: &OwnedFd, src: &Path) -> Result<Vec<(Rc<OwnedFd>, OsString, PathBuf)>> {
         let parts: Vec<&OsStr> = src
             .components()
             .filter_map(|c| match c {
@@ -225,7 +223,7 @@ impl Plan {
                 "names the build context itself; copy its files by name or with `*`",
             ));
         };
-        let mut dirs = vec![(std::rc::Rc::new(dup(root)?), PathBuf::new())];
+        let mut dirs = vec![(Rc::new(dup(root)?), PathBuf::new())];
         for part in parents {
             let mut next = Vec::new();
             for (fd, rel) in &dirs {
@@ -237,7 +235,7 @@ impl Plan {
                         libc::S_IFDIR => {
                             let sub = open_at(fd, &name, true)
                                 .map_err(Error::io("opening", self.context.join(&rel)))?;
-                            next.push((std::rc::Rc::new(sub), rel));
+                            next.push((Rc::new(sub), rel));
                         }
                         libc::S_IFLNK => {
                             return Err(self.refuse(
@@ -290,7 +288,7 @@ impl Plan {
     /// which `exclude` patterns match.
     fn add_tree(
         &mut self,
-        fd: &std::rc::Rc<OwnedFd>,
+        fd: &Rc<OwnedFd>,
         rel: &Path,
         target: &Path,
         inner: &Path,
@@ -307,7 +305,7 @@ impl Plan {
             let target = target.join(&name);
             let st = stat_at(fd, &name).map_err(Error::io("reading", self.context.join(&rel)))?;
             if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                let sub = std::rc::Rc::new(
+                let sub = Rc::new(
                     open_at(fd, &name, true)
                         .map_err(Error::io("opening", self.context.join(&rel)))?,
                 );
@@ -323,7 +321,7 @@ impl Plan {
     /// A file or a symlink; anything else is refused.
     fn add_leaf(
         &mut self,
-        dir: std::rc::Rc<OwnedFd>,
+        dir: Rc<OwnedFd>,
         name: OsString,
         rel: &Path,
         target: PathBuf,
@@ -518,8 +516,8 @@ fn write_entry(tar: &mut Tar, path: &Path, entry: &Entry, epoch: u64) -> Result<
     }
 }
 
-/// `O_PATH`-free open of the directory `path` (the context itself, which
-/// the user named: it may be reached through symlinks).
+/// Opens the directory `path`: the context itself, which the user named
+/// (reached through symlinks if they say so); below it, only [`open_at`].
 fn open_dir_path(path: &Path) -> Result<OwnedFd> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -528,8 +526,6 @@ fn open_dir_path(path: &Path) -> Result<OwnedFd> {
         .map_err(Error::io("opening the build context", path))?;
     Ok(OwnedFd::from(file))
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 fn dup(fd: &OwnedFd) -> Result<OwnedFd> {
     fd.try_clone()
