@@ -229,3 +229,33 @@ fn rootfs_and_base_tables_read_the_same() {
         .is_err()
     );
 }
+
+/// A base archive is untrusted: a layer whose bytes no longer hash to its
+/// digest is refused while it is copied, and nothing is left behind.
+#[test]
+fn a_base_archive_with_a_tampered_layer_is_refused() {
+    let ws = Workspace::new();
+    let (saved, _) = saved_base(&ws);
+    let mut bytes = std::fs::read(&saved).unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"echo run")
+        .expect("the layer's file is in the archive");
+    bytes[at] = b'E';
+    std::fs::write(&saved, bytes).unwrap();
+    let toml = definition(
+        ws.dir.path(),
+        "app",
+        "tag = \"localhost/cradle-test/app:1\"\n[base]\nsource = \"saved.tar\"\n",
+    );
+    let err = builder::build(&load(&toml), &ws.options("app.tar")).unwrap_err();
+    assert!(
+        matches!(err, builder::Error::DigestMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(
+        ws.files_in(&ws.out()).is_empty(),
+        "{:?}",
+        ws.files_in(&ws.out())
+    );
+}
