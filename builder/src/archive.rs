@@ -48,6 +48,8 @@ pub struct Image {
     pub tag: Option<String>,
     /// `sha256:…` of the config: the image id podman and docker show.
     pub config_digest: String,
+    /// The archive entry holding the config.
+    pub config_entry: String,
     pub config: ImageConfiguration,
     pub layers: Vec<Layer>,
 }
@@ -249,6 +251,7 @@ impl ImageArchive {
             id,
             tag,
             config_digest: config_desc.digest().to_string(),
+            config_entry,
             config,
             layers,
         })
@@ -359,6 +362,7 @@ impl ImageArchive {
         Ok(Image {
             tag: chosen.repo_tags.iter().flatten().next().cloned(),
             config_digest: expected.clone(),
+            config_entry,
             id: expected,
             config,
             layers,
@@ -454,6 +458,52 @@ impl ImageArchive {
             digest: digest.to_string(),
             size,
             entry: blob_entry(digest)?,
+        })
+    }
+}
+
+/// Reading an image's blobs whatever layout holds them, for copying them
+/// into another image or a registry.
+impl ImageArchive {
+    /// The blob `digest` of an OCI layout, as a layer to read.
+    pub fn layout_blob(&self, digest: &str, size: u64) -> Result<Layer> {
+        Ok(Layer {
+            digest: digest.to_string(),
+            size,
+            entry: blob_entry(digest)?,
+        })
+    }
+
+    /// True when it holds an image: an OCI layout or a `docker save` archive.
+    pub fn is_image(&self) -> bool {
+        self.entries.contains_key("index.json") || self.entries.contains_key("manifest.json")
+    }
+
+    /// True for an OCI layout (`index.json`), false for `docker save`.
+    pub fn has_index(&self) -> bool {
+        self.entries.contains_key("index.json")
+    }
+
+    /// `image`'s config as the bytes that hash to its digest, checked.
+    pub fn config_bytes(&self, image: &Image) -> Result<Vec<u8>> {
+        self.read_verified(&image.config_entry, &image.config_digest, None)
+    }
+
+    /// The OCI media type of `layer`, from its first bytes: `docker save`
+    /// lists layers without one (they are plain tars, or gzip in archives
+    /// made from pulled images).
+    pub fn layer_media_type(&self, layer: &Layer) -> Result<oci_spec::image::MediaType> {
+        use oci_spec::image::MediaType;
+        let mut magic = [0u8; 4];
+        let region = self.region(&layer.entry)?;
+        let n = self
+            .blob(region)
+            .read(&mut magic)
+            .map_err(self.read_error())?;
+        Ok(match magic[..n] {
+            [0x1f, 0x8b, ..] => MediaType::ImageLayerGzip,
+            [0x28, 0xb5, 0x2f, 0xfd] => MediaType::ImageLayerZstd,
+            _ => MediaType::ImageLayer,
         })
     }
 }

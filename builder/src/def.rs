@@ -1,5 +1,6 @@
 //! Def step: reads and checks an image definition (`images/NAME/image.toml`;
-//! the schema is documented in `images/README.md`).
+//! the schema is documented in `images/README.md`): its tag, its base (what
+//! the image starts from), the files copied in, and the configuration.
 
 use crate::error::{Error, Result};
 use serde::Deserialize;
@@ -12,7 +13,13 @@ use std::path::{Path, PathBuf};
 pub struct ImageDef {
     /// The image's name, e.g. `localhost/cradle/default:latest`.
     pub tag: String,
+    /// `[base]`, or `[rootfs]` as definitions first called it.
+    #[serde(alias = "base")]
     pub rootfs: RootfsDef,
+    /// `[[copy]]`: files of the build context (the definition's folder)
+    /// added to the image in one layer.
+    #[serde(default)]
+    pub copy: Vec<CopyDef>,
     #[serde(default)]
     pub config: ConfigDef,
     /// `[services.NAME]`: services for cradle-init to supervise, written to
@@ -25,20 +32,42 @@ pub struct ImageDef {
     pub dir: PathBuf,
 }
 
-/// `[rootfs]`: where the root filesystem comes from.
+/// `[base]` (or `[rootfs]`): what the image starts from.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RootfsDef {
-    /// `https://…`, `http://…`, `file://…`, a path, or `host`.
+    /// `https://…`, `http://…`, `file://…` or a path (a rootfs tarball, or
+    /// an OCI or `docker save` archive), `docker://REFERENCE`, `images/NAME`
+    /// (another definition), `host` or `scratch`.
     pub source: String,
-    /// Hex sha256 of the tarball; required unless the source is `host`.
+    /// Hex sha256 of the tarball or archive; required for a tarball.
     pub sha256: Option<String>,
-    /// With `source = "host"`: the host programs to copy, with their libraries.
+    /// Host programs to copy into `/bin`, with their libraries: the whole
+    /// rootfs with `source = "host"`, a layer of their own on any other base.
     #[serde(default)]
     pub programs: Vec<String>,
-    /// With `source = "host"`: programs copied when this machine has them.
+    /// Programs copied like `programs` when this machine has them.
     #[serde(default)]
     pub optional_programs: Vec<String>,
+}
+
+/// `[[copy]]`: files from the build context into the image.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyDef {
+    /// A file, a directory or a glob (`*`, `?` within a name), relative to
+    /// the definition's folder, never out of it.
+    pub src: String,
+    /// Where in the image: an absolute path. A directory when it ends with
+    /// `/`, when `src` is a directory or a glob.
+    pub dest: String,
+    /// `UID[:GID]`, numeric; root's when absent.
+    pub owner: Option<String>,
+    /// Octal mode for the files copied (`"0644"`); their own when absent.
+    pub mode: Option<String>,
+    /// Globs of paths (relative to `src` when it is a directory) left out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 /// `[config]`: the container configuration.
@@ -84,9 +113,19 @@ pub enum Source {
     Host(Vec<String>, Vec<String>),
     /// An `http://` or `https://` URL.
     Url(String),
-    /// A local file (`file://` URL or path).
+    /// A local file (`file://` URL or path): a rootfs tarball, or an image
+    /// archive (OCI layout or `docker save`), told apart by their contents.
     File(PathBuf),
+    /// An image in a registry (`docker://REFERENCE`), pulled.
+    Registry(String),
+    /// Another definition (`images/NAME`): the `image.toml` it names.
+    Definition(PathBuf),
+    /// Nothing: the image is its copies and the init.
+    Scratch,
 }
+
+/// The URL schemes a source may have.
+const SCHEMES: [&str; 4] = ["http", "https", "file", "docker"];
 
 impl ImageDef {
     /// Reads the definition at `path`.
@@ -110,18 +149,50 @@ impl ImageDef {
             path: path.to_path_buf(),
             what: what.to_string(),
         };
+        if let Some((scheme, _)) = def.rootfs.source.split_once("://")
+            && !SCHEMES.contains(&scheme)
+        {
+            return Err(invalid(&format!(
+                "unsupported source scheme `{scheme}://` in `{}` (use https://, http://, file://, docker://, a path, `images/NAME`, `host` or `scratch`)",
+                def.rootfs.source
+            )));
+        }
+        // Digests are compared as text; `sha256sum` prints lowercase, a
+        // copy from elsewhere may not.
+        if let Some(digest) = &mut def.rootfs.sha256 {
+            *digest = digest.to_ascii_lowercase();
+        }
         match (def.source(), &def.rootfs.sha256) {
             (Source::Host(programs, _), _) if programs.is_empty() => {
                 return Err(invalid("`rootfs.programs` is empty"));
             }
             (Source::Host(..), _) => {}
-            (_, None) => return Err(invalid("`rootfs.sha256` is missing")),
+            (Source::Registry(_) | Source::Scratch | Source::Definition(_), Some(_)) => {
+                return Err(invalid(
+                    "`sha256` is only for a tarball or an archive (pin a registry image with `@sha256:…`)",
+                ));
+            }
+            (Source::Registry(reference), None) => check_reference(&reference, path)?,
+            (Source::Scratch | Source::Definition(_), None) => {}
             (_, Some(digest)) => check_digest(digest)?,
+            // An image archive names its blobs by digest; a tarball must be pinned.
+            (Source::File(file), None) if crate::base::is_image_archive(&file) => {}
+            (_, None) => return Err(invalid("`rootfs.sha256` is missing")),
         }
         if def.tag.is_empty() {
             return Err(invalid("`tag` is empty"));
         }
         def.check_services(path)?;
+        // `podman load` refuses a tag that is no reference, after the build.
+        if crate::registry::Reference::parse(&def.tag).is_err() {
+            return Err(invalid(&format!(
+                "`tag = \"{}\"` is not an image reference ([REGISTRY/]REPOSITORY[:TAG], lowercase)",
+                def.tag
+            )));
+        }
+        for copy in &def.copy {
+            crate::copy::check(copy).map_err(|what| invalid(&what))?;
+        }
         Ok(def)
     }
 
@@ -164,6 +235,12 @@ impl ImageDef {
                 self.rootfs.programs.clone(),
                 self.rootfs.optional_programs.clone(),
             )
+        } else if source == "scratch" {
+            Source::Scratch
+        } else if let Some(reference) = source.strip_prefix("docker://") {
+            Source::Registry(reference.to_string())
+        } else if let Some(toml) = self.definition(source) {
+            Source::Definition(toml)
         } else if source.starts_with("http://") || source.starts_with("https://") {
             Source::Url(source.to_string())
         } else if let Some(path) = source.strip_prefix("file://") {
@@ -171,6 +248,19 @@ impl ImageDef {
         } else {
             Source::File(self.dir.join(source))
         }
+    }
+
+    /// `images/NAME` as another definition's `image.toml`: looked for from
+    /// this definition's folder up (`images/app` finds `images/default`
+    /// from `images/app/`), the nearest first.
+    fn definition(&self, source: &str) -> Option<PathBuf> {
+        if !source.starts_with("images/") || source.ends_with(".tar") {
+            return None;
+        }
+        self.dir
+            .ancestors()
+            .map(|dir| dir.join(source).join("image.toml"))
+            .find(|toml| toml.is_file())
     }
 
     /// The command the image runs, for checking that it is in the rootfs:
@@ -183,6 +273,16 @@ impl ImageDef {
             .or(config.cmd.first())
             .map(String::as_str)
     }
+}
+
+/// Checks that a `docker://` source is an image reference.
+fn check_reference(reference: &str, path: &Path) -> Result<()> {
+    crate::registry::Reference::parse(reference)
+        .map(drop)
+        .map_err(|_| Error::DefinitionInvalid {
+            path: path.to_path_buf(),
+            what: format!("`docker://{reference}` is not an image reference"),
+        })
 }
 
 /// Checks that `digest` is 64 lowercase hex digits.

@@ -59,6 +59,13 @@ pub enum Error {
     #[error("image definition `{}`: {what}", path.display())]
     DefinitionInvalid { path: PathBuf, what: String },
 
+    #[error(
+        "no static init found: tried {tried} (build one with `cargo xtask build-init`, or give --init)"
+    )]
+    NoInit { tried: String },
+    #[error("refusing init `{}`: {what}; the init must be a static executable for this machine", path.display())]
+    NotStaticInit { path: PathBuf, what: String },
+
     #[error("unsupported rootfs source `{source_name}`")]
     UnsupportedSource { source_name: String },
     #[error("downloading `{url}`: this builder was built without the `fetch` feature")]
@@ -121,6 +128,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    #[error("refusing to copy `{}`: {what}", src.display())]
+    CopyRefused { src: PathBuf, what: String },
 
     #[error(
         "host program `{name}` is not in /usr/local/sbin, /usr/local/bin, /usr/sbin, /usr/bin, /sbin or /bin"

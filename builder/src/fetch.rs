@@ -56,7 +56,7 @@ pub struct Fetched {
     pub from_cache: bool,
 }
 
-/// Brings `source` (not [`Source::Host`]) to a local file. `expected` (hex
+/// Brings `source` (a URL or a file) to a local file. `expected` (hex
 /// sha256) is the cache key for URLs.
 pub fn download(source: &Source, expected: &str, opts: &Options) -> Result<Fetched> {
     match source {
@@ -77,14 +77,22 @@ pub fn download(source: &Source, expected: &str, opts: &Options) -> Result<Fetch
             crate::reclaim_stale(&dir, crate::PARTIAL_PREFIX);
             let cached = dir.join(expected);
             if cached.exists() {
-                // Hashed again: a cache entry is trusted no more than a download.
-                return Ok(Fetched {
-                    origin: url.clone(),
-                    actual: hash_file(&cached)?,
-                    path: cached,
-                    pending: None,
-                    from_cache: true,
-                });
+                // Hashed again: a cache entry is trusted no more than a
+                // download. One that changed (a disk error, a half-written
+                // copy, someone's edit) is no fault of the URL's: it is
+                // dropped and the file downloaded again.
+                let actual = hash_file(&cached)?;
+                if actual == expected {
+                    return Ok(Fetched {
+                        origin: url.clone(),
+                        actual,
+                        path: cached,
+                        pending: None,
+                        from_cache: true,
+                    });
+                }
+                std::fs::remove_file(&cached)
+                    .map_err(Error::io("removing the corrupt cache entry", &cached))?;
             }
             std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
             let mut temp = crate::locked_tempfile(&dir, crate::PARTIAL_PREFIX)?;
@@ -97,8 +105,8 @@ pub fn download(source: &Source, expected: &str, opts: &Options) -> Result<Fetch
                 from_cache: false,
             })
         }
-        Source::Host(..) => Err(Error::UnsupportedSource {
-            source_name: "host".into(),
+        other => Err(Error::UnsupportedSource {
+            source_name: format!("{other:?}"),
         }),
     }
 }

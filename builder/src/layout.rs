@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Directories made when missing, with their modes (`/tmp` sticky and
 /// world-writable, `/proc` and `/sys` read-only mount points).
-const DIRS: [(&str, u32); 12] = [
+pub(crate) const DIRS: [(&str, u32); 12] = [
     ("bin", 0o755),
     ("dev", 0o755),
     ("etc", 0o755),
@@ -160,13 +160,24 @@ fn check_command(rootfs: &Path, def: &ImageDef) -> Option<String> {
     };
     if candidates
         .iter()
-        .any(|c| executable_in(rootfs, Path::new(c)))
+        .any(|c| executable_in(rootfs, Path::new(c)) || copied(def, Path::new(c)))
     {
         return None;
     }
     Some(format!(
         "the command `{command}` is not an executable in the rootfs"
     ))
+}
+
+/// Whether a `[[copy]]` puts a file at `path` (the copies come after this
+/// check, in a layer of their own): its `dest`, or `dest/NAME` for a
+/// directory destination and a source named NAME.
+fn copied(def: &ImageDef, path: &Path) -> bool {
+    def.copy.iter().any(|copy| {
+        let dest = Path::new(&copy.dest);
+        let name = Path::new(&copy.src).file_name();
+        dest == path || name.is_some_and(|name| dest.join(name) == path)
+    })
 }
 
 /// Whether `path` names an executable file in `root`, resolving symlinks

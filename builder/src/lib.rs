@@ -1,19 +1,30 @@
-//! The builder: from a rootfs tarball to a reproducible OCI image archive.
-//! Steps, in order: `def` (read image.toml), `fetch`, `verify`, `unpack`
-//! (or `host`, for an image of this machine's programs), `layout`, `oci`,
-//! `pack`; `inspect` reads a built archive back.
+//! The builder: from an image definition to a reproducible OCI image
+//! archive. Steps, in order: `def` (read image.toml), `init` (the static
+//! init, checked), `base` (a rootfs by `fetch`, `verify`, `unpack` or
+//! `host`, completed by `layout`; or an image's layers), `copy` (the build
+//! context's files), `oci`, `pack`; `inspect` reads a built archive back.
 
 pub mod archive;
+pub mod base;
+pub mod copy;
 pub mod def;
 mod error;
 pub mod fetch;
 pub mod host;
+pub mod init;
 pub mod inspect;
 pub mod layout;
 pub mod oci;
 pub mod pack;
 #[cfg(feature = "fetch")]
 pub mod registry;
+/// Without `fetch`, only the reference syntax (image definitions check
+/// their tags with it).
+#[cfg(not(feature = "fetch"))]
+pub mod registry {
+    pub mod reference;
+    pub use reference::Reference;
+}
 pub mod unpack;
 pub mod verify;
 
@@ -51,26 +62,35 @@ pub struct Built {
 
 /// Builds the image `def` into `opts.output`.
 pub fn build(def: &ImageDef, opts: &Options) -> Result<Built> {
-    std::fs::metadata(&opts.init).map_err(Error::io("reading the init", &opts.init))?;
+    build_at(def, opts, 0)
+}
+
+/// [`build`] of a definition `depth` bases down.
+pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<Built> {
+    init::check_static(&opts.init)?;
     let work = WorkDir::beside(&opts.output, BUILD_PREFIX)?;
-    let rootfs = work.path().join("rootfs");
-    match def.source() {
-        Source::Host(programs, optional) => host::copy_programs(&programs, &optional, &rootfs)?,
-        source => {
-            let expected = def.rootfs.sha256.as_deref().unwrap_or_default();
-            let tarball = fetch::download(&source, expected, &opts.fetch)?;
-            let tarball = verify::sha256(tarball, expected)?;
-            unpack::extract_file(tarball.path(), &rootfs, &unpack::Options::default())?;
-        }
+    let blobs = pack::Blobs::create(work.path().join("blobs"))?;
+    let (base, warnings) = base::prepare(def, opts, work.path(), &blobs, depth)?;
+    let mut added = Vec::new();
+    if let Some(layer) = programs_layer(def, work.path(), &blobs, opts.epoch)? {
+        added.push((layer, "cradle builder: host programs".to_string()));
     }
-    let warnings = layout::complete(&rootfs, def)?;
-    let image = oci::assemble(
-        &rootfs,
-        &opts.init,
-        def,
-        &work.path().join("blobs"),
-        stamp(opts.epoch),
-    )?;
+    let max_copy = copy::max_size_from_env();
+    let rootfs = work.path().join("rootfs");
+    let rootfs = rootfs.is_dir().then_some(rootfs.as_path());
+    if let Some(layer) = copy::layer(&def.copy, &def.dir, rootfs, &blobs, opts.epoch, max_copy)? {
+        let sources: Vec<&str> = def.copy.iter().map(|c| c.src.as_str()).collect();
+        added.push((
+            oci::Layer::packed(layer),
+            format!("cradle builder: copy {}", sources.join(" ")),
+        ));
+    }
+    let init = pack::layer_with_file(&opts.init, oci::INIT_PATH, 0o755, &blobs, opts.epoch)?;
+    added.push((
+        oci::Layer::packed(init),
+        format!("cradle builder: /{}", oci::INIT_PATH),
+    ));
+    let image = oci::assemble(base, added, def, blobs, opts.epoch)?;
     let size = work.publish(&opts.output, |packed| {
         pack::archive(&image.blobs, &image.index, packed, opts.epoch)
     })?;
@@ -83,15 +103,23 @@ pub fn build(def: &ImageDef, opts: &Options) -> Result<Built> {
     })
 }
 
-/// Owners are kept when we could set them while unpacking (root); a rootfs
-/// unpacked without privileges is all ours, and recorded as root's.
-fn stamp(epoch: u64) -> pack::Stamp {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    pack::Stamp {
-        epoch,
-        owner: (!root).then_some((0, 0)),
+/// With a base other than `host`, the definition's `programs` in a layer
+/// of their own (with `host` they are the rootfs already).
+fn programs_layer(
+    def: &ImageDef,
+    work: &Path,
+    blobs: &pack::Blobs,
+    epoch: u64,
+) -> Result<Option<oci::Layer>> {
+    let (programs, optional) = (&def.rootfs.programs, &def.rootfs.optional_programs);
+    if matches!(def.source(), Source::Host(..)) || (programs.is_empty() && optional.is_empty()) {
+        return Ok(None);
     }
+    let dir = work.join("programs");
+    host::copy_programs(programs, optional, &dir)?;
+    std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+    let layer = pack::layer_from_dir(&dir, blobs, base::stamp(epoch))?;
+    Ok(Some(oci::Layer::packed(layer)))
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment, else 0.

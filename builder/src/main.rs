@@ -23,9 +23,11 @@ enum Command {
         /// The archive to write.
         #[arg(short, long)]
         output: PathBuf,
-        /// The static init to add at /sbin/cradle-init.
+        /// The static init to add at /sbin/cradle-init [default: found as
+        /// the launcher finds it: $CRADLE_INIT_PATH, beside this program,
+        /// target/static/cradle-init, /usr/libexec/cradle/cradle-init].
         #[arg(long)]
-        init: PathBuf,
+        init: Option<PathBuf>,
         /// The download cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
         #[arg(long, env = "CRADLE_CACHE_DIR")]
         cache: Option<PathBuf>,
@@ -181,10 +183,11 @@ fn size_arg(text: &str) -> Result<u64, String> {
 fn build(
     image_toml: PathBuf,
     output: PathBuf,
-    init: PathBuf,
+    init: Option<PathBuf>,
     cache: Option<PathBuf>,
 ) -> Result<()> {
     let def = ImageDef::load(&image_toml)?;
+    let init = builder::init::find(init.as_deref())?;
     let mut fetch = fetch::Options::new(cache.unwrap_or_else(default_cache));
     fetch.progress = true;
     let opts = builder::Options {

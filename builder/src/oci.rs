@@ -1,19 +1,22 @@
-//! OCI step: assembles the image from the completed rootfs and the static
-//! init: the rootfs layer, the init in a layer of its own at
-//! [`INIT_PATH`], the config (`Entrypoint` = the init and `--`), the
-//! manifest, and the index naming the image by its tag. JSON is written
-//! from `oci-spec` structs with keys sorted, so equal images are equal bytes.
+//! OCI step: assembles the image from its layers, bottom first: the base's
+//! (a rootfs packed here, or an image's blobs as they were), then the host
+//! programs and the copies when there are any, then the static init alone
+//! at [`INIT_PATH`]; the config (`Entrypoint` = the init and `--`, the
+//! base image's settings as defaults under the definition's), the manifest
+//! (naming a pulled base by digest), and the index naming the image by its
+//! tag. JSON is written from `oci-spec` structs with keys sorted, so equal
+//! images are equal bytes.
 
-use crate::def::{ImageDef, Source};
+use crate::def::ImageDef;
 use crate::error::{Error, Result};
 use crate::layout::DEFAULT_PATH;
-use crate::pack::{self, Blob, Blobs, LayerBlob, Stamp};
+use crate::pack::{Blob, Blobs, LayerBlob};
 use oci_spec::image::{
-    Arch, ConfigBuilder, DescriptorBuilder, Digest, HistoryBuilder, ImageConfigurationBuilder,
-    ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, PlatformBuilder, RootFsBuilder,
+    Arch, Config, ConfigBuilder, DescriptorBuilder, Digest, History, HistoryBuilder,
+    ImageConfigurationBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType, Os,
+    PlatformBuilder, RootFsBuilder,
 };
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 /// Where the init goes: not `/sbin/init`, which a distribution may have.
@@ -21,6 +24,44 @@ pub const INIT_PATH: &str = "sbin/cradle-init";
 
 /// The annotation that names an image in an OCI layout's index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The annotations naming the image a build started from (image-spec,
+/// annotations.md), so that what a tag pointed to then stays known.
+pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
+
+/// A layer blob in the image's blob directory, with what the config says
+/// of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub blob: Blob,
+    /// `sha256:…` of the uncompressed tar.
+    pub diff_id: String,
+    pub media_type: MediaType,
+}
+
+impl Layer {
+    /// A gzipped layer this builder packed.
+    pub fn packed(layer: LayerBlob) -> Layer {
+        Layer {
+            blob: layer.blob,
+            diff_id: layer.diff_id,
+            media_type: MediaType::ImageLayerGzip,
+        }
+    }
+}
+
+/// What the image starts from: its layers, and for an image base its
+/// config (the defaults) and history.
+#[derive(Debug, Clone, Default)]
+pub struct Base {
+    pub layers: Vec<Layer>,
+    /// The base image's `config`, when the base is an image.
+    pub config: Option<Config>,
+    /// One entry per layer, and the base image's empty ones.
+    pub history: Vec<History>,
+    /// Added to the manifest ([`BASE_DIGEST`], [`BASE_NAME`]).
+    pub annotations: BTreeMap<String, String>,
+}
 
 /// An assembled image: its blobs and the index that leads to them.
 #[derive(Debug)]
@@ -30,24 +71,45 @@ pub struct Image {
     pub index: Vec<u8>,
     pub manifest: Blob,
     pub config: Blob,
-    /// Bottom first: the rootfs, then the init.
-    pub layers: Vec<LayerBlob>,
+    /// Bottom first.
+    pub layers: Vec<Layer>,
 }
 
-/// Builds the layers and JSON documents into `blobs_dir`.
+/// Writes the config, manifest and index for `base`'s layers topped by
+/// `added` (each with the history line that says what it is) into `blobs`.
 pub fn assemble(
-    rootfs: &Path,
-    init: &Path,
+    base: Base,
+    added: Vec<(Layer, String)>,
     def: &ImageDef,
-    blobs_dir: &Path,
-    stamp: Stamp,
+    blobs: Blobs,
+    epoch: u64,
 ) -> Result<Image> {
-    let blobs = Blobs::create(blobs_dir.to_path_buf())?;
-    let rootfs_layer = pack::layer_from_dir(rootfs, &blobs, stamp)?;
-    let init_layer = pack::layer_with_file(init, INIT_PATH, 0o755, &blobs, stamp.epoch)?;
-    let layers = vec![rootfs_layer, init_layer];
-    let config = blobs.add(&config_json(def, &layers, stamp.epoch)?)?;
-    let manifest = blobs.add(&manifest_json(&config, &layers)?)?;
+    let created = rfc3339(epoch);
+    let mut history = base.history;
+    let mut layers = base.layers;
+    for (layer, created_by) in added {
+        history.push(history_entry(&created, created_by)?);
+        layers.push(layer);
+    }
+    let config = blobs.add(&config_json(
+        def,
+        base.config.as_ref(),
+        &layers,
+        history,
+        created,
+    )?)?;
+    let manifest = manifest_for(
+        &config.digest,
+        config.size,
+        layers
+            .iter()
+            .map(|l| (l.blob.digest.as_str(), l.blob.size, l.media_type.clone())),
+        Some(&base.annotations),
+    )?;
+    let manifest = Blob {
+        size: manifest.bytes.len() as u64,
+        digest: blobs.add(&manifest.bytes)?.digest,
+    };
     let index = index_json(&manifest, &def.tag)?;
     Ok(Image {
         blobs,
@@ -56,6 +118,15 @@ pub fn assemble(
         config,
         layers,
     })
+}
+
+/// A history line of a layer made now.
+pub fn history_entry(created: &str, created_by: String) -> Result<History> {
+    HistoryBuilder::default()
+        .created(created.to_string())
+        .created_by(created_by)
+        .build()
+        .map_err(|e| builder_error("history")(e.to_string()))
 }
 
 fn oci_error(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> Error {
@@ -73,57 +144,17 @@ fn digest(value: &str, what: &'static str) -> Result<Digest> {
     Digest::from_str(value).map_err(oci_error(what))
 }
 
-/// The image config: platform, the definition's `[config]` with the init in
-/// front of the entrypoint, the layers' diff ids and a history line each.
-fn config_json(def: &ImageDef, layers: &[LayerBlob], epoch: u64) -> Result<Vec<u8>> {
-    let c = &def.config;
-    let mut entrypoint = vec![format!("/{INIT_PATH}"), "--".to_string()];
-    entrypoint.extend(c.entrypoint.iter().cloned());
-    let mut env = c.env.clone();
-    if !env.iter().any(|kv| kv.starts_with("PATH=")) {
-        env.insert(0, format!("PATH={DEFAULT_PATH}"));
-    }
-    let mut config = ConfigBuilder::default().entrypoint(entrypoint).env(env);
-    if !c.cmd.is_empty() {
-        config = config.cmd(c.cmd.clone());
-    }
-    if let Some(workdir) = &c.workdir {
-        config = config.working_dir(workdir.clone());
-    }
-    if let Some(user) = &c.user {
-        config = config.user(user.clone());
-    }
-    if !c.labels.is_empty() {
-        config = config.labels(c.labels.clone().into_iter().collect::<HashMap<_, _>>());
-    }
-    if let Some(signal) = &c.stop_signal {
-        config = config.stop_signal(signal.clone());
-    }
-    let config = config
-        .build()
-        .map_err(|e| builder_error("config")(e.to_string()))?;
-    let created = rfc3339(epoch);
-    let rootfs_from = match def.source() {
-        Source::Host(..) => "host programs".to_string(),
-        // The content, not where it was found: a mirror gives the same image.
-        _ => format!(
-            "sha256:{}",
-            def.rootfs.sha256.as_deref().unwrap_or_default()
-        ),
-    };
-    let history = [
-        format!("cradle builder: rootfs from {rootfs_from}"),
-        format!("cradle builder: /{INIT_PATH}"),
-    ]
-    .into_iter()
-    .map(|created_by| {
-        HistoryBuilder::default()
-            .created(created.clone())
-            .created_by(created_by)
-            .build()
-            .map_err(|e| builder_error("history")(e.to_string()))
-    })
-    .collect::<Result<Vec<_>>>()?;
+/// The image config: platform, the settings (the definition's over the
+/// base image's) with the init in front of the entrypoint, the layers'
+/// diff ids and the history.
+fn config_json(
+    def: &ImageDef,
+    base: Option<&Config>,
+    layers: &[Layer],
+    history: Vec<History>,
+    created: String,
+) -> Result<Vec<u8>> {
+    let config = settings(def, base)?;
     let rootfs = RootFsBuilder::default()
         .typ("layers")
         .diff_ids(layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>())
@@ -141,32 +172,120 @@ fn config_json(def: &ImageDef, layers: &[LayerBlob], epoch: u64) -> Result<Vec<u
     canonical_json(&image, "the image config")
 }
 
-fn manifest_json(config: &Blob, layers: &[LayerBlob]) -> Result<Vec<u8>> {
+/// The container settings: the definition's `[config]`, each unset one
+/// taken from the base image as docker's `FROM` does (an entrypoint set
+/// here drops the base's cmd, since that was the base entrypoint's
+/// argument list), environment merged by name; then the init in front.
+fn settings(def: &ImageDef, base: Option<&Config>) -> Result<Config> {
+    let c = &def.config;
+    let empty = Config::default();
+    let base = base.unwrap_or(&empty);
+    let base_entrypoint = without_init(base.entrypoint().clone().unwrap_or_default());
+    let (entrypoint, cmd) = if !c.entrypoint.is_empty() {
+        (c.entrypoint.clone(), c.cmd.clone())
+    } else if !c.cmd.is_empty() {
+        (base_entrypoint, c.cmd.clone())
+    } else {
+        (base_entrypoint, base.cmd().clone().unwrap_or_default())
+    };
+    let mut init = vec![format!("/{INIT_PATH}"), "--".to_string()];
+    init.extend(entrypoint);
+    let mut env = base.env().clone().unwrap_or_default();
+    for kv in &c.env {
+        let name = kv.split('=').next().unwrap_or_default();
+        env.retain(|old| old.split('=').next() != Some(name));
+        env.push(kv.clone());
+    }
+    if !env.iter().any(|kv| kv.starts_with("PATH=")) {
+        env.insert(0, format!("PATH={DEFAULT_PATH}"));
+    }
+    let mut config = ConfigBuilder::default().entrypoint(init).env(env);
+    if !cmd.is_empty() {
+        config = config.cmd(cmd);
+    }
+    if let Some(workdir) = c.workdir.clone().or_else(|| base.working_dir().clone()) {
+        config = config.working_dir(workdir);
+    }
+    if let Some(user) = c.user.clone().or_else(|| base.user().clone()) {
+        config = config.user(user);
+    }
+    let mut labels: BTreeMap<String, String> = base
+        .labels()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    labels.extend(c.labels.clone());
+    if !labels.is_empty() {
+        config = config.labels(labels.into_iter().collect::<HashMap<_, _>>());
+    }
+    if let Some(signal) = c.stop_signal.clone().or_else(|| base.stop_signal().clone()) {
+        config = config.stop_signal(signal);
+    }
+    config
+        .build()
+        .map_err(|e| builder_error("config")(e.to_string()))
+}
+
+/// `entrypoint` without a leading `/sbin/cradle-init --`: a base built
+/// here has it, and the image gets its own.
+fn without_init(mut entrypoint: Vec<String>) -> Vec<String> {
+    if entrypoint.first().map(String::as_str) == Some(&format!("/{INIT_PATH}")) {
+        let n = if entrypoint.get(1).map(String::as_str) == Some("--") {
+            2
+        } else {
+            1
+        };
+        entrypoint.drain(..n);
+    }
+    entrypoint
+}
+
+/// A manifest's bytes and digest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub bytes: Vec<u8>,
+    pub digest: String,
+}
+
+/// The OCI manifest of a config and layers (digest, size, media type).
+pub fn manifest_for<'a>(
+    config_digest: &str,
+    config_size: u64,
+    layers: impl Iterator<Item = (&'a str, u64, MediaType)>,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<Manifest> {
+    use sha2::Digest as _;
     let config = DescriptorBuilder::default()
         .media_type(MediaType::ImageConfig)
-        .digest(digest(&config.digest, "config descriptor")?)
-        .size(config.size)
+        .digest(digest(config_digest, "config descriptor")?)
+        .size(config_size)
         .build()
         .map_err(|e| builder_error("config descriptor")(e.to_string()))?;
     let layers = layers
-        .iter()
-        .map(|layer| {
+        .map(|(layer_digest, size, media_type)| {
             DescriptorBuilder::default()
-                .media_type(MediaType::ImageLayerGzip)
-                .digest(digest(&layer.blob.digest, "layer descriptor")?)
-                .size(layer.blob.size)
+                .media_type(media_type)
+                .digest(digest(layer_digest, "layer descriptor")?)
+                .size(size)
                 .build()
                 .map_err(|e| builder_error("layer descriptor")(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let manifest = ImageManifestBuilder::default()
+    let mut manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(config)
-        .layers(layers)
+        .layers(layers);
+    if let Some(annotations) = annotations.filter(|a| !a.is_empty()) {
+        manifest = manifest.annotations(annotations.clone().into_iter().collect::<HashMap<_, _>>());
+    }
+    let manifest = manifest
         .build()
         .map_err(|e| builder_error("manifest")(e.to_string()))?;
-    canonical_json(&manifest, "the manifest")
+    let bytes = canonical_json(&manifest, "the manifest")?;
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+    Ok(Manifest { bytes, digest })
 }
 
 fn index_json(manifest: &Blob, tag: &str) -> Result<Vec<u8>> {

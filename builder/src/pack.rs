@@ -49,6 +49,11 @@ impl Blobs {
         Ok(Blobs { dir })
     }
 
+    /// The directory the blobs are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Where the blob with `digest` (`sha256:<hex>`) is.
     pub fn path_of(&self, digest: &str) -> PathBuf {
         self.dir.join(digest.trim_start_matches("sha256:"))
@@ -148,7 +153,12 @@ pub fn layer_with_file(
 }
 
 /// A header with the fields every entry shares.
-fn header(kind: tar::EntryType, mode: u32, owner: (u64, u64), mtime: u64) -> tar::Header {
+pub(crate) fn header(
+    kind: tar::EntryType,
+    mode: u32,
+    owner: (u64, u64),
+    mtime: u64,
+) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(mode);
@@ -159,7 +169,7 @@ fn header(kind: tar::EntryType, mode: u32, owner: (u64, u64), mtime: u64) -> tar
     header
 }
 
-type Tar = tar::Builder<ChunkWriter>;
+pub(crate) type Tar = tar::Builder<ChunkWriter>;
 
 fn append_tree(
     tar: &mut Tar,
@@ -328,7 +338,10 @@ fn xattrs_of(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
 
 /// Runs `fill` on a tar builder whose bytes are gzipped and hashed on a
 /// second thread, then stores the result as a blob.
-fn write_layer(blobs: &Blobs, fill: impl FnOnce(&mut Tar) -> Result<()>) -> Result<LayerBlob> {
+pub(crate) fn write_layer(
+    blobs: &Blobs,
+    fill: impl FnOnce(&mut Tar) -> Result<()>,
+) -> Result<LayerBlob> {
     let temp = tempfile::Builder::new()
         .prefix(".layer-")
         .tempfile_in(&blobs.dir)
@@ -667,6 +680,15 @@ pub fn archive(blobs: &Blobs, index: &[u8], output: &Path, epoch: u64) -> Result
         .map_err(Error::io("writing", temp.path()))?
         .into_inner()
         .map_err(|e| failed(e.into_error()))?;
+    // An image is for everyone to read (a rootless user runs what root
+    // built), but the temporary file is made 0600: its mode is changed on
+    // the open file, so the path cannot be swapped for another file between
+    // the change and the rename.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(Error::io("setting the mode of", temp.path()))?;
+    }
     file.sync_all().map_err(Error::io("syncing", temp.path()))?;
     let size = file
         .metadata()

@@ -2,9 +2,11 @@
 //! manifests), into a repository. A blob the repository has is skipped
 //! (`HEAD`); one the registry has in another repository is mounted from
 //! there; others are uploaded, in one `PUT` when small, else in `PATCH`
-//! chunks. Every blob is verified in the archive before it is sent.
+//! chunks. Every blob is verified in the archive before it is sent. A
+//! `docker save` archive has no manifest to push: one is made for it (OCI,
+//! its config and layers as they are), as podman does when it pushes one.
 
-use crate::archive::ImageArchive;
+use crate::archive::{ImageArchive, Layer};
 use crate::error::{Error, Result};
 use crate::registry::client::{Access, Session, encode, status_error};
 use crate::registry::reference::Reference;
@@ -29,6 +31,9 @@ pub struct Pushed {
 /// Pushes the image in `archive` (the first entry of its index) to `reference`.
 pub fn push(archive: &Path, reference: &Reference, opts: &Options) -> Result<Pushed> {
     let archive = ImageArchive::open(archive)?;
+    if !archive.has_index() {
+        return push_docker_save(&archive, reference, opts);
+    }
     let index = archive.index()?;
     let top = index
         .manifests()
@@ -52,6 +57,52 @@ pub fn push(archive: &Path, reference: &Reference, opts: &Options) -> Result<Pus
     )?;
     memo.save();
     pushed.digest = digest;
+    Ok(pushed)
+}
+
+/// Pushes the image of a `docker save` archive (its first) under an OCI
+/// manifest made for it.
+fn push_docker_save(
+    archive: &ImageArchive,
+    reference: &Reference,
+    opts: &Options,
+) -> Result<Pushed> {
+    let image = archive.image(None)?;
+    let config = archive.config_bytes(&image)?;
+    let config_blob = Layer {
+        digest: image.config_digest.clone(),
+        size: config.len() as u64,
+        entry: image.config_entry.clone(),
+    };
+    let layers = image
+        .layers
+        .iter()
+        .map(|layer| Ok((layer.clone(), archive.layer_media_type(layer)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let manifest = crate::oci::manifest_for(
+        &image.config_digest,
+        config_blob.size,
+        layers
+            .iter()
+            .map(|(l, media)| (l.digest.as_str(), l.size, media.clone())),
+        None,
+    )?;
+    let session = Session::open(reference, Access::Push, opts)?;
+    let mut memo = Memo::load(opts.memo.as_deref());
+    let mut pushed = Pushed::default();
+    for blob in std::iter::once(&config_blob).chain(layers.iter().map(|(l, _)| l)) {
+        push_blob(&session, archive, blob, &mut memo, &mut pushed, opts)?;
+    }
+    let media_type = oci_spec::image::MediaType::ImageManifest.to_string();
+    put_manifest(
+        &session,
+        reference.target(),
+        &manifest.digest,
+        &media_type,
+        manifest.bytes,
+    )?;
+    memo.save();
+    pushed.digest = manifest.digest;
     Ok(pushed)
 }
 
@@ -87,7 +138,8 @@ fn push_tree(
             serde_json::from_slice(&bytes).map_err(json("image manifest"))?;
         let blobs = std::iter::once(manifest.config()).chain(manifest.layers());
         for blob in blobs {
-            push_blob(session, archive, blob, memo, pushed, opts)?;
+            let blob = archive.layout_blob(blob.digest().as_ref(), blob.size())?;
+            push_blob(session, archive, &blob, memo, pushed, opts)?;
         }
     }
     put_manifest(session, target, &digest, &media_type, bytes)?;
@@ -97,12 +149,12 @@ fn push_tree(
 fn push_blob(
     session: &Session,
     archive: &ImageArchive,
-    desc: &Descriptor,
+    desc: &Layer,
     memo: &mut Memo,
     pushed: &mut Pushed,
     opts: &Options,
 ) -> Result<()> {
-    let digest = desc.digest().to_string();
+    let digest = desc.digest.clone();
     let registry = session.reference.registry.clone();
     let repository = session.reference.repository.clone();
     if blob_exists(session, &digest)? {
@@ -121,11 +173,11 @@ fn push_blob(
         },
         None => start_upload(session)?,
     };
-    let blob = archive.verified_blob(&digest, desc.size())?;
-    if desc.size() > opts.chunk_size {
-        upload_chunked(session, location, blob, &digest, desc.size(), opts)?;
+    let blob = archive.verified_layer(desc)?;
+    if desc.size > opts.chunk_size {
+        upload_chunked(session, location, blob, &digest, desc.size, opts)?;
     } else {
-        upload_whole(session, &location, blob, &digest, desc.size())?;
+        upload_whole(session, &location, blob, &digest, desc.size)?;
     }
     pushed.uploaded += 1;
     memo.record(&registry, &digest, &repository);

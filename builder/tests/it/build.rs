@@ -412,3 +412,58 @@ fn services_land_in_the_image_where_the_init_reads_them() {
         assert_eq!(entry.4, sha256_hex(text.as_bytes()), "{name}");
     }
 }
+
+/// `images/hello-app`, as `cargo xtask build-image hello-app` builds it
+/// (the real static init, images/default built first as its base), run by
+/// the launcher: the copied script reads the copied config.
+#[test]
+fn the_example_application_image_builds_and_runs() {
+    let Some(init) = testkit::require_artifact("static/cradle-init", "cargo xtask build-init")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let toml = testkit::workspace_root().join("images/hello-app/image.toml");
+    let def = builder::ImageDef::load(&toml).unwrap();
+    let opts = builder::Options {
+        init,
+        output: dir.path().join("hello-app.tar"),
+        fetch: builder::fetch::Options::new(dir.path().join("cache")),
+        epoch: 0,
+    };
+    let built = builder::build(&def, &opts).unwrap();
+    let image = builder::inspect::inspect(&built.output).unwrap();
+    assert_eq!(
+        image.layers.len(),
+        3,
+        "default's rootfs, the copies, the init"
+    );
+    let config = image.config.config().clone().unwrap();
+    assert_eq!(config.cmd().clone().unwrap(), ["/app/hello.sh"]);
+    assert_eq!(config.working_dir().as_deref(), Some("/app"));
+    if !testkit::require(testkit::is_root(), "the launcher runs images as root here") {
+        return;
+    }
+    let Some(launcher) = testkit::require_artifact("debug/launcher", "cargo build -p launcher")
+    else {
+        return;
+    };
+    let out = std::process::Command::new(&launcher)
+        .arg("run")
+        .arg(&built.output)
+        .env("CRADLE_ROOT", dir.path().join("root"))
+        .env_remove("RUST_BACKTRACE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello, cradle! (pid 2, in /app)\n"
+    );
+}

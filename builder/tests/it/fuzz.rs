@@ -1779,6 +1779,10 @@ mod definition {
                 Source::Url(_) | Source::File(_) => def.rootfs.sha256.as_deref().is_some_and(|s| {
                     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
                 }),
+                // Pinned by digest where they are read, or nothing to pin.
+                Source::Registry(_) | Source::Definition(_) | Source::Scratch => {
+                    def.rootfs.sha256.is_none()
+                }
             };
         if complete {
             Ok(())

@@ -92,3 +92,57 @@ fn podman_loads_and_runs_it_with_our_init_as_pid_1() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// An image with an image base and copies (`images/hello-app`: the default
+/// image built first, a script and its config copied in) loads and runs in
+/// podman: its three layers stack, its settings come through.
+#[test]
+fn podman_runs_an_application_image_on_a_definition_base() {
+    let Some(podman) = testkit::require_tool("podman") else {
+        return;
+    };
+    if !testkit::require(testkit::is_root(), "podman is set up for root here") {
+        return;
+    }
+    let Some(init) = testkit::require_artifact("static/cradle-init", "cargo xtask build-init")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let toml = testkit::workspace_root().join("images/hello-app/image.toml");
+    let mut def = builder::ImageDef::load(&toml).unwrap();
+    let tag = format!("localhost/cradle-test/hello-{}:latest", std::process::id());
+    def.tag = tag.clone();
+    let opts = builder::Options {
+        init,
+        output: dir.path().join("hello-app.tar"),
+        fetch: builder::fetch::Options::new(dir.path().join("cache")),
+        epoch: 0,
+    };
+    let built = builder::build(&def, &opts).unwrap();
+    let conf = dir.path().join("containers.conf");
+    std::fs::write(&conf, CONTAINERS_CONF).unwrap();
+    let podman = |args: &[&str]| {
+        let mut cmd = Command::new(&podman);
+        cmd.args(args).env("CONTAINERS_CONF", &conf);
+        cmd
+    };
+    run(&mut podman(&["load", "-i", built.output.to_str().unwrap()]));
+    let result = std::panic::catch_unwind(|| {
+        let out = run(&mut podman(&["run", "--rm", &tag]));
+        let pid = out
+            .strip_prefix("Hello, cradle! (pid ")
+            .and_then(|rest| rest.strip_suffix(", in /app)\n"))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert_ne!(
+            pid, "1",
+            "the script ran as PID 1: the init is not in front"
+        );
+        let out = run(&mut podman(&["run", "--rm", &tag, "/app/hello.sh", "x"]));
+        assert!(out.ends_with("argument: x\n"), "{out}");
+    });
+    let _ = podman(&["rmi", "--force", &tag]).output();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -2,8 +2,11 @@
 //! a loopback HTTP server, reproducible builds, and interop with skopeo and
 //! podman.
 
+mod around;
+mod bases;
 mod build;
 mod cli;
+mod copying;
 #[cfg(feature = "fetch")]
 mod fetch;
 mod fuzz;

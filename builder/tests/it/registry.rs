@@ -906,3 +906,108 @@ fn transient_failures_of_gets_are_tried_again() {
     // The manifest and the three blobs each failed once.
     assert_eq!(proxy.noted().len(), 4, "{:?}", proxy.noted());
 }
+
+/// A `docker save` archive has no OCI manifest: push makes one for it
+/// (its config and plain-tar layer as they are), and what is pulled back
+/// is the same image.
+#[test]
+fn pushes_a_docker_save_archive() {
+    let Some(registry) = Registry::start(None, false) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let layer = crate::support::Tar::new()
+        .dir("etc/", 0o755)
+        .file("etc/greeting", b"from docker save\n")
+        .bytes();
+    let saved = home.path().join("saved.tar");
+    crate::support::docker_save(
+        &saved,
+        &layer,
+        serde_json::json!({"Cmd": ["cat", "/etc/greeting"]}),
+        "saved:v1",
+    );
+    let reference = format!("{}/cradle/saved:v1", registry.host());
+    let pushed = ok(&builder(
+        home.path(),
+        &["push", saved.to_str().unwrap(), &reference],
+    ));
+    let pulled_to = home.path().join("pulled.tar");
+    let pulled = ok(&builder(
+        home.path(),
+        &["pull", &reference, "-o", pulled_to.to_str().unwrap()],
+    ));
+    assert_eq!(pulled, pushed);
+    let original = builder::archive::ImageArchive::open(&saved)
+        .unwrap()
+        .image(None)
+        .unwrap();
+    let archive = builder::archive::ImageArchive::open(&pulled_to).unwrap();
+    let image = archive.image(None).unwrap();
+    assert_eq!(image.config_digest, original.config_digest);
+    assert_eq!(image.layers.len(), 1);
+    assert_eq!(
+        image.layers[0].digest,
+        format!("sha256:{}", crate::support::sha256_hex(&layer))
+    );
+    let mut bytes = Vec::new();
+    archive
+        .verified_layer(&image.layers[0])
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    assert!(bytes == layer, "the layer changed on the way");
+}
+
+/// `[base] source = "docker://…"`: pulled, its layers at the bottom, and
+/// the manifest names what the tag pointed to (image-spec's base
+/// annotations), so a tag that moves later does not hide what was built.
+#[test]
+fn a_registry_base_is_pulled_and_pinned_by_digest_in_the_annotations() {
+    let Some(registry) = Registry::start(None, false) else {
+        return;
+    };
+    let ws = crate::support::Workspace::new();
+    let layer = crate::support::Tar::new()
+        .dir("etc/", 0o755)
+        .file("etc/greeting", b"from the registry\n")
+        .bytes();
+    let saved = ws.dir.path().join("saved.tar");
+    crate::support::docker_save(
+        &saved,
+        &layer,
+        serde_json::json!({"Cmd": ["cat", "/etc/greeting"]}),
+        "saved:v1",
+    );
+    let reference = format!("{}/cradle/base:v1", registry.host());
+    let pushed = ok(&builder(
+        ws.dir.path(),
+        &["push", saved.to_str().unwrap(), &reference],
+    ));
+    let toml = ws.dir.path().join("image.toml");
+    std::fs::write(
+        &toml,
+        format!("tag = \"localhost/cradle-test/on-registry:1\"\n[base]\nsource = \"docker://{reference}\"\n"),
+    )
+    .unwrap();
+    let def = builder::ImageDef::load(&toml).unwrap();
+    let built = builder::build(&def, &ws.options("image.tar")).unwrap();
+    let archive = builder::archive::ImageArchive::open(&built.output).unwrap();
+    let image = archive.image(None).unwrap();
+    assert_eq!(
+        image.layers[0].digest,
+        format!("sha256:{}", crate::support::sha256_hex(&layer))
+    );
+    let top = archive.index().unwrap().manifests()[0].clone();
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(
+        &archive
+            .read_blob(top.digest().as_ref(), top.size())
+            .unwrap(),
+    )
+    .unwrap();
+    let annotations = manifest.annotations().clone().unwrap();
+    assert_eq!(annotations["org.opencontainers.image.base.digest"], pushed);
+    assert_eq!(annotations["org.opencontainers.image.base.name"], reference);
+    let config = image.config.config().clone().unwrap();
+    assert_eq!(config.cmd().clone().unwrap(), ["cat", "/etc/greeting"]);
+}

@@ -271,6 +271,50 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// Writes the smallest static executable of this machine's architecture:
+/// an ELF header, one loadable segment, and code that exits 0. The builder
+/// refuses anything else as an init, and building the real one is an xtask.
+pub fn write_static_elf(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    #[cfg(target_arch = "x86_64")]
+    let (machine, code): (u16, &[u8]) = (
+        62,
+        // mov eax, 60 (exit); xor edi, edi; syscall
+        &[0xb8, 0x3c, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05],
+    );
+    #[cfg(target_arch = "aarch64")]
+    let (machine, code): (u16, &[u8]) = (
+        183,
+        // mov x8, #93 (exit); mov x0, #0; svc #0
+        &[
+            0xa8, 0x0b, 0x80, 0xd2, 0x00, 0x00, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4,
+        ],
+    );
+    let base: u64 = 0x40_0000;
+    let start = 64 + 56;
+    let total = (start + code.len()) as u64;
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&machine.to_le_bytes());
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(base + start as u64).to_le_bytes()); // entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    elf.extend_from_slice(&0u32.to_le_bytes()); // flags
+    for half in [64u16, 56, 1, 64, 0, 0] {
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    for word in [0, base, base, total, total, 0x1000] {
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf.extend_from_slice(code);
+    std::fs::write(path, elf).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A place to build: a definition naming `source`, a stand-in init, an
 /// output path and a download cache, all in one temporary directory.
 pub struct Workspace {
@@ -281,7 +325,7 @@ impl Workspace {
     pub fn new() -> Workspace {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("out")).unwrap();
-        std::fs::write(dir.path().join("init"), b"#!/bin/sh\nexec \"$@\"\n").unwrap();
+        write_static_elf(&dir.path().join("init"));
         Workspace { dir }
     }
 
@@ -327,4 +371,48 @@ impl Workspace {
             .filter(|p| !p.ends_with('/'))
             .collect()
     }
+}
+
+/// The OCI (Go) name of this machine's architecture.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Writes a `docker save` archive in its legacy layout (`manifest.json`,
+/// `<hex>.json`, `<id>/layer.tar`) of one image tagged `tag`: one layer,
+/// the plain tar `layer`, and `settings` as its config's `config`.
+pub fn docker_save(path: &Path, layer: &[u8], settings: serde_json::Value, tag: &str) {
+    let diff_id = sha256_hex(layer);
+    let config = serde_json::json!({
+        "architecture": go_arch(),
+        "os": "linux",
+        "config": settings,
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+        "history": [{"created_by": "docker save test"}],
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_name = format!("{}.json", sha256_hex(&config));
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [tag],
+        "Layers": [format!("{diff_id}/layer.tar")],
+    }]))
+    .unwrap();
+    let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, bytes) in [
+        (format!("{diff_id}/layer.tar"), layer),
+        (config_name, config.as_slice()),
+        ("manifest.json".to_string(), manifest.as_slice()),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes).unwrap();
+    }
+    tar.finish().unwrap();
 }

@@ -74,8 +74,8 @@ fn whole_build(
             "tag = \"localhost/cradle/bench:latest\"\n[rootfs]\nsource = \"rootfs.tar.gz\"\nsha256 = \"{sha}\"\n[config]\ncmd = [\"/usr/bin/env\"]\n"
         ),
     )?;
-    // Any file stands in for the init here.
-    let init = builder;
+    // The builder refuses anything but a static executable as the init.
+    let init = crate::build_init::build()?;
     let output = dir.join("bench-image.tar");
     run_cmd(&mut Command::new("sync"))?;
     let start = Instant::now();
@@ -85,7 +85,7 @@ fn whole_build(
         .arg("-o")
         .arg(&output)
         .arg("--init")
-        .arg(init)
+        .arg(&init)
         .stdout(std::process::Stdio::null())
         .status()?;
     anyhow::ensure!(status.success(), "builder build failed: {status}");
