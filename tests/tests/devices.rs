@@ -333,10 +333,13 @@ fn the_hosts_cgroup_trees_are_not_visible_inside() {
     assert!(!text.contains("cradle-e2e-sibling"), "a sibling: {text}");
     // Only the trees the container has a cgroup of its own in.
     let trees = field(&out, "trees");
-    for own in ["devices", "memory", "pids"] {
+    for own in ["devices", "memory"] {
         assert!(trees.split(' ').any(|t| t == own), "{own} in {trees}");
     }
-    for host in ["freezer", "blkio", "cpuset", "systemd", "unified"] {
+    // Without limits: not the cpu, cpuacct and pids trees either.
+    for host in [
+        "freezer", "blkio", "cpuset", "systemd", "unified", "cpu", "cpuacct", "pids",
+    ] {
         assert!(!trees.split(' ').any(|t| t == host), "{host} in {trees}");
     }
     eprintln!("/sys/fs/cgroup inside: {trees}");

@@ -428,12 +428,13 @@ fn create_legacy(
         owner: std::process::id(),
         made_parents: Vec::new(),
     };
-    // memory and pids always: the OOM kill count, the processes to kill at
-    // exit. The others only for a limit (or the device allowlist): joining
-    // a tree costs a directory made and removed, and a mount inside, that
-    // nothing reads without one. cpuacct goes with cpu, for its usage.
+    // memory always: the OOM kill count (global OOM kills too), and the
+    // processes to kill at exit. The others only for a limit (or the device
+    // allowlist): joining a tree costs a directory made and removed, and a
+    // mount inside, that nothing reads without one. cpuacct goes with cpu,
+    // for its usage.
     let wanted = |ctrl: &str| match ctrl {
-        "memory" | "pids" => true,
+        "memory" => true,
         "cpuacct" => needed.contains(&"cpu"),
         other => needed.contains(&other),
     };

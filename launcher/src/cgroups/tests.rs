@@ -202,13 +202,14 @@ fn v1_devices_tree_is_joined_only_to_restrict_devices() {
 }
 
 /// A tree costs a directory made and removed and a mount inside: memory
-/// and pids always (OOM kills, what to kill at exit), cpu and cpuacct only
-/// for a cpu limit.
+/// always (OOM kills, what to kill at exit), pids for a pids limit, cpu and
+/// cpuacct for a cpu limit.
 #[test]
 fn v1_trees_are_joined_for_accounting_and_limits_only() {
     let (tmp, root) = fake_v1(&["memory", "pids", "cpu", "cpuacct", "devices"]);
     let plain = Cgroup::create(&root, None, "plain", &Limits::default(), None).unwrap();
-    assert_eq!(plain.controllers(), ["memory", "pids"]);
+    assert_eq!(plain.controllers(), ["memory"]);
+    assert!(!tmp.path().join("pids/cradle/plain").exists());
     assert!(!tmp.path().join("cpu/cradle/plain").exists());
     assert!(!tmp.path().join("cpuacct/cradle/plain").exists());
     let cpus = Limits {
@@ -216,7 +217,7 @@ fn v1_trees_are_joined_for_accounting_and_limits_only() {
         ..Default::default()
     };
     let limited = Cgroup::create(&root, None, "cpus", &cpus, None).unwrap();
-    assert_eq!(limited.controllers(), ["cpu", "cpuacct", "memory", "pids"]);
+    assert_eq!(limited.controllers(), ["cpu", "cpuacct", "memory"]);
     assert_eq!(
         read(tmp.path().join("cpu/cradle/cpus/cpu.cfs_quota_us")),
         "100000"
@@ -764,10 +765,10 @@ fn parents_it_made_are_removed_with_the_cgroup() {
     let top = format!("/cradle-made-{}", std::process::id());
     let trees: Vec<PathBuf> = match &root {
         CgroupRoot::Unified(h) => vec![h.resolve(&top)],
-        // Without limits or device rules only memory and pids are joined.
+        // Without limits or device rules only memory is joined.
         CgroupRoot::Legacy(map) => map
             .iter()
-            .filter(|(c, _)| ["memory", "pids"].contains(&c.as_str()))
+            .filter(|(c, _)| c.as_str() == "memory")
             .map(|(_, h)| h.resolve(&top))
             .collect(),
     };
