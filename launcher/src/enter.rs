@@ -18,14 +18,13 @@
 //!    ([`crate::supervise`]) and exits with its status.
 
 use crate::cache::Cache;
-use crate::spawn::Child;
+use crate::spawn::{Child, read_report, receive_fd, report_error, seqpacket_pair};
 use crate::state::{self, Status};
 use crate::sys::Sys;
 use crate::{Error, Options, Result};
 use nix::errno::Errno;
 use nix::unistd::ForkResult;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -369,63 +368,6 @@ fn child_side(sys: &impl Sys, c: &ChildSide<'_>) -> Result<std::convert::Infalli
     };
     process.tty = slave.as_ref().map(|s| s.as_raw_fd());
     crate::exec::into_workload(sys, &process, c.alive)
-}
-
-fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-    socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-}
-
-/// One fd sent with SCM_RIGHTS, or None at EOF (the child failed first).
-fn receive_fd(socket: &OwnedFd) -> Option<OwnedFd> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .ok()?;
-    let fd = msg.cmsgs().ok()?.find_map(|c| match c {
-        ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-        _ => None,
-    })?;
-    // SAFETY: the fd was just received and is ours.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// The failed step and its errno, for the parent.
-fn report_error(fd: RawFd, err: &Error) {
-    let errno = match err {
-        Error::Sys { source, .. } | Error::Child { source, .. } => *source as i32,
-        Error::Io { source, .. } => source.raw_os_error().unwrap_or(0),
-        _ => 0,
-    };
-    let text = format!("{errno}\n{err}");
-    // SAFETY: writing a valid buffer to our end of the report pipe.
-    unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
-}
-
-/// EOF (the exec succeeded: the pipe is close-on-exec) or the child's error.
-fn read_report(fd: OwnedFd) -> Option<Error> {
-    let mut text = String::new();
-    let _ = std::fs::File::from(fd).read_to_string(&mut text);
-    if text.is_empty() {
-        return None;
-    }
-    let (errno, step) = text.split_once('\n').unwrap_or(("0", &text));
-    Some(Error::Child {
-        step: step.to_string(),
-        source: Errno::from_raw(errno.parse().unwrap_or(0)),
-    })
 }
 
 #[cfg(test)]

@@ -582,7 +582,7 @@ fn kill_child(pid: Pid, err: Error) -> Error {
     err
 }
 
-fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+pub(crate) fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     socketpair(
         AddressFamily::Unix,
@@ -592,8 +592,8 @@ fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
     )
 }
 
-/// One fd sent with SCM_RIGHTS, or None at EOF.
-fn receive_fd(socket: &OwnedFd) -> Option<OwnedFd> {
+/// One fd sent with SCM_RIGHTS, or None at EOF (the child failed first).
+pub(crate) fn receive_fd(socket: &OwnedFd) -> Option<OwnedFd> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
@@ -741,8 +741,8 @@ fn redirect_stdin(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// `errno` and the failed step, one line each.
-fn report_error(fd: RawFd, err: &Error) {
+/// `errno` and the failed step, one line each, for the parent.
+pub(crate) fn report_error(fd: RawFd, err: &Error) {
     let errno = match err {
         Error::Sys { source, .. } | Error::Child { source, .. } => *source as i32,
         Error::Io { source, .. } => source.raw_os_error().unwrap_or(0),
@@ -753,11 +753,10 @@ fn report_error(fd: RawFd, err: &Error) {
     unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
 }
 
-fn read_report(fd: OwnedFd) -> Option<Error> {
+/// EOF (the exec succeeded: the pipe is close-on-exec) or the child's error.
+pub(crate) fn read_report(fd: OwnedFd) -> Option<Error> {
     let mut text = String::new();
-    // SAFETY: fd is ours, taken over by the File.
-    let mut file = unsafe { std::fs::File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
-    let _ = file.read_to_string(&mut text);
+    let _ = std::fs::File::from(fd).read_to_string(&mut text);
     if text.is_empty() {
         return None;
     }
