@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{CgroupParent, Kit};
+use common::{CgroupParent, Kit, Tmux};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -551,49 +551,6 @@ fn exec_runs_in_the_containers_namespaces_and_cgroup_with_its_restrictions() {
     assert!(stderr(&out).contains("is not running"), "{out:?}");
 }
 
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
-        c.args(["-L", &self.socket]);
-        c
-    }
-    fn screen(&self) -> String {
-        let out = self
-            .cmd()
-            .args(["capture-pane", "-p", "-t", "t"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-    fn wait_for(&self, what: &str, secs: u64) -> String {
-        let mut screen = String::new();
-        eventually(secs, &format!("`{what}` on the screen"), || {
-            screen = self.screen();
-            screen.contains(what)
-        });
-        screen
-    }
-    fn send(&self, keys: &[&str]) {
-        let ok = self
-            .cmd()
-            .args(["send-keys", "-t", "t"])
-            .args(keys)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").status();
-    }
-}
-
 #[test]
 fn exec_it_gives_a_shell_on_a_pty_in_the_container() {
     let Some(lc) = Lc::new() else { return };
@@ -612,26 +569,7 @@ fn exec_it_gives_a_shell_on_a_pty_in_the_container() {
         ),
     )
     .unwrap();
-    let tmux = Tmux {
-        socket: format!("cradle-lifecycle-{}", std::process::id()),
-    };
-    let ok = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            "sh",
-        ])
-        .arg(&script)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let tmux = Tmux::start(format!("cradle-lifecycle-{}", std::process::id()), &script);
     tmux.wait_for("#", 10);
     tmux.send(&[
         "echo typed-$((6*7)) $(hostname) $(readlink /proc/self/fd/0)",

@@ -3,58 +3,9 @@
 
 mod common;
 
+use common::Tmux;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
-        c.args(["-L", &self.socket]);
-        c
-    }
-    fn send(&self, keys: &[&str]) {
-        let ok = self
-            .cmd()
-            .args(["send-keys", "-t", "t"])
-            .args(keys)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-    fn screen(&self) -> String {
-        let out = self
-            .cmd()
-            .args(["capture-pane", "-p", "-t", "t"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-    fn wait_for(&self, what: &str, secs: u64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let screen = self.screen();
-            if screen.contains(what) || Instant::now() > deadline {
-                assert!(
-                    screen.contains(what),
-                    "`{what}` not on the screen:\n{screen}"
-                );
-                return screen;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").status();
-    }
-}
 
 fn wait_file(path: &Path, secs: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -90,26 +41,7 @@ fn interactive_shell_types_interrupts_and_exits_with_its_status() {
         ),
     )
     .unwrap();
-    let tmux = Tmux {
-        socket: format!("cradle-test-{}", std::process::id()),
-    };
-    let ok = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            "sh",
-        ])
-        .arg(&script)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let tmux = Tmux::start(format!("cradle-test-{}", std::process::id()), &script);
     // busybox ash shows "/ # ", dash "# ".
     tmux.wait_for("#", 10);
     tmux.send(&["read h < /etc/hostname; echo typed-$((6*7)) $h", "Enter"]);
