@@ -13,8 +13,8 @@ fn the_init_supervises_services_in_a_container_and_answers_ctl() {
     let defs = tempfile::tempdir().unwrap();
     std::fs::write(
         defs.path().join("web.toml"),
-        "command = [\"sh\", \"-c\", \"echo hello from web; exec sleep 1000\"]\n\
-         depends_on = [\"setup\"]\n",
+        "command = [\"sh\", \"-c\", \"echo hello from web; echo >&3; exec sleep 1000\"]\n\
+         depends_on = [\"setup\"]\nready = { fd = 3 }\n",
     )
     .unwrap();
     std::fs::write(

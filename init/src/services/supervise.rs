@@ -206,7 +206,14 @@ impl<S: Sys> Supervisor<'_, S> {
             os::close(self.ctl_fd);
             os::unlink(&self.ctl_path);
         }
-        for svc in &mut self.svcs {
+        for i in 0..self.svcs.len() {
+            // What a service wrote just before the end is still relayed.
+            for at in 0..2 {
+                if self.svcs[i].out[at] >= 0 {
+                    self.pump(i, at);
+                }
+            }
+            let svc = &mut self.svcs[i];
             if let Some(path) = svc.notify_path.take() {
                 os::close(svc.notify_fd);
                 os::unlink(&path);
