@@ -711,6 +711,7 @@ mod tests {
             owner: None,
             mode: None,
             exclude: vec![],
+            context: None,
         };
         assert!(check(&copy("app.sh", "/app/")).is_ok());
         for (src, dest) in [

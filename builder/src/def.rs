@@ -20,6 +20,13 @@ pub struct ImageDef {
     /// added to the image in one layer.
     #[serde(default)]
     pub copy: Vec<CopyDef>,
+    /// `[[run]]`: commands run over the image so far, one layer each.
+    #[serde(default)]
+    pub run: Vec<RunDef>,
+    /// The `[[copy]]` and `[[run]]` tables in the order the file has them:
+    /// the order they are applied in.
+    #[serde(skip)]
+    pub steps: Vec<Step>,
     #[serde(default)]
     pub config: ConfigDef,
     /// `[services.NAME]`: services for cradle-init to supervise, written to
@@ -68,6 +75,51 @@ pub struct CopyDef {
     /// Globs of paths (relative to `src` when it is a directory) left out.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// The directory `src` is relative to, when not the definition's
+    /// folder (a Containerfile's `COPY --from=STAGE`: that stage's rootfs).
+    #[serde(skip)]
+    pub context: Option<PathBuf>,
+}
+
+/// `[[run]]`: a command run over the image so far, in the launcher's
+/// sandbox; what it changes becomes one layer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunDef {
+    /// The argv, run as it is (exec form).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// A shell command line, run with `/bin/sh -c` (shell form); exactly
+    /// one of `command` and `shell`.
+    pub shell: Option<String>,
+    /// `NAME=value` pairs for this step, over the image's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// The directory the command starts in (the image's when absent).
+    pub workdir: Option<String>,
+    /// UID[:GID] or a name of the image's (the image's user when absent).
+    pub user: Option<String>,
+    /// The step's network: `none` (the default) or what `launcher run
+    /// --network` takes.
+    pub network: Option<String>,
+}
+
+impl RunDef {
+    /// The argv the step runs.
+    pub fn argv(&self) -> Vec<String> {
+        match &self.shell {
+            Some(line) => vec!["/bin/sh".into(), "-c".into(), line.clone()],
+            None => self.command.clone(),
+        }
+    }
+}
+
+/// One step of a definition, by its index in [`ImageDef::copy`] or
+/// [`ImageDef::run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Copy(usize),
+    Run(usize),
 }
 
 /// `[config]`: the container configuration.
@@ -145,6 +197,7 @@ impl ImageDef {
             source,
         })?;
         def.dir = dir;
+        def.steps = step_order(text);
         let invalid = |what: &str| Error::DefinitionInvalid {
             path: path.to_path_buf(),
             what: what.to_string(),
@@ -192,6 +245,14 @@ impl ImageDef {
         }
         for copy in &def.copy {
             crate::copy::check(copy).map_err(|what| invalid(&what))?;
+        }
+        for (i, run) in def.run.iter().enumerate() {
+            if run.command.is_empty() == run.shell.is_none() {
+                return Err(invalid(&format!(
+                    "`[[run]]` number {}: give exactly one of `command = [argv…]` and `shell = \"…\"`",
+                    i + 1
+                )));
+            }
         }
         Ok(def)
     }
@@ -275,6 +336,37 @@ impl ImageDef {
     }
 }
 
+/// The `[[copy]]` and `[[run]]` tables of the (already parsed) `text` in
+/// the order they appear: serde keeps each array's order, not how the two
+/// interleave, so their positions are read with spans.
+fn step_order(text: &str) -> Vec<Step> {
+    #[derive(Deserialize)]
+    struct Positions {
+        #[serde(default)]
+        copy: Vec<toml::Spanned<toml::Table>>,
+        #[serde(default)]
+        run: Vec<toml::Spanned<toml::Table>>,
+    }
+    let Ok(positions) = toml::from_str::<Positions>(text) else {
+        return Vec::new();
+    };
+    let mut steps: Vec<(usize, Step)> = positions
+        .copy
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.span().start, Step::Copy(i)))
+        .chain(
+            positions
+                .run
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.span().start, Step::Run(i))),
+        )
+        .collect();
+    steps.sort_by_key(|(at, _)| *at);
+    steps.into_iter().map(|(_, step)| step).collect()
+}
+
 /// Checks that a `docker://` source is an image reference.
 fn check_reference(reference: &str, path: &Path) -> Result<()> {
     crate::registry::Reference::parse(reference)
@@ -306,6 +398,30 @@ mod tests {
 
     fn parse(text: &str) -> Result<ImageDef> {
         ImageDef::parse(text, Path::new("image.toml"), PathBuf::from("/defs"))
+    }
+
+    #[test]
+    fn steps_keep_the_files_order_across_copy_and_run() {
+        let def = parse(
+            "tag = \"t\"\n[base]\nsource = \"scratch\"\n\
+             [[run]]\nshell = \"echo one\"\n\
+             [[copy]]\nsrc = \"a\"\ndest = \"/a\"\n\
+             [[run]]\ncommand = [\"/bin/true\"]\n\
+             [[copy]]\nsrc = \"b\"\ndest = \"/b\"\n\
+             [config]\ncmd = [\"x\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            def.steps,
+            [Step::Run(0), Step::Copy(0), Step::Run(1), Step::Copy(1)]
+        );
+        assert_eq!(def.run[0].argv(), ["/bin/sh", "-c", "echo one"]);
+        assert_eq!(def.run[1].argv(), ["/bin/true"]);
+        for bad in ["[[run]]\n", "[[run]]\nshell = \"x\"\ncommand = [\"y\"]\n"] {
+            let text = format!("tag = \"t\"\n[base]\nsource = \"scratch\"\n{bad}");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("exactly one of"), "{err}");
+        }
     }
 
     #[test]

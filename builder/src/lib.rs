@@ -28,7 +28,7 @@ pub mod registry {
 pub mod unpack;
 pub mod verify;
 
-pub use def::{ImageDef, Source};
+pub use def::{CopyDef, ImageDef, RunDef, Source, Step};
 pub use error::{Error, Refusal, Result};
 
 use std::path::{Path, PathBuf};
@@ -78,12 +78,31 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
     let max_copy = copy::max_size_from_env();
     let rootfs = work.path().join("rootfs");
     let rootfs = rootfs.is_dir().then_some(rootfs.as_path());
-    if let Some(layer) = copy::layer(&def.copy, &def.dir, rootfs, &blobs, opts.epoch, max_copy)? {
-        let sources: Vec<&str> = def.copy.iter().map(|c| c.src.as_str()).collect();
-        added.push((
-            oci::Layer::packed(layer),
-            format!("cradle builder: copy {}", sources.join(" ")),
-        ));
+    for group in step_groups(def) {
+        match group {
+            Group::Copies(copies) => {
+                let context = copies[0].context.as_deref().unwrap_or(&def.dir);
+                let Some(layer) =
+                    copy::layer(&copies, context, rootfs, &blobs, opts.epoch, max_copy)?
+                else {
+                    continue;
+                };
+                let sources: Vec<&str> = copies.iter().map(|c| c.src.as_str()).collect();
+                added.push((
+                    oci::Layer::packed(layer),
+                    format!("cradle builder: copy {}", sources.join(" ")),
+                ));
+            }
+            Group::Run(run) => {
+                return Err(Error::DefinitionInvalid {
+                    path: def.dir.join("image.toml"),
+                    what: format!(
+                        "`[[run]]` `{}`: run steps are not built yet",
+                        run.argv().join(" ")
+                    ),
+                });
+            }
+        }
     }
     let init = pack::layer_with_file(&opts.init, oci::INIT_PATH, 0o755, &blobs, opts.epoch)?;
     added.push((
@@ -101,6 +120,42 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
         size,
         warnings,
     })
+}
+
+/// What a definition's steps make, in order: each run its own layer,
+/// consecutive copies from the same context one layer together.
+enum Group<'a> {
+    Copies(Vec<CopyDef>),
+    Run(&'a RunDef),
+}
+
+fn step_groups(def: &ImageDef) -> Vec<Group<'_>> {
+    // A definition made in code may leave `steps` empty: copies, then runs.
+    let steps: Vec<Step> = if def.steps.is_empty() {
+        (0..def.copy.len())
+            .map(Step::Copy)
+            .chain((0..def.run.len()).map(Step::Run))
+            .collect()
+    } else {
+        def.steps.clone()
+    };
+    let mut groups: Vec<Group> = Vec::new();
+    for step in steps {
+        match step {
+            Step::Copy(i) => {
+                let copy = &def.copy[i];
+                if let Some(Group::Copies(copies)) = groups.last_mut()
+                    && copies[0].context == copy.context
+                {
+                    copies.push(copy.clone());
+                } else {
+                    groups.push(Group::Copies(vec![copy.clone()]));
+                }
+            }
+            Step::Run(i) => groups.push(Group::Run(&def.run[i])),
+        }
+    }
+    groups
 }
 
 /// With a base other than `host`, the definition's `programs` in a layer
