@@ -389,6 +389,16 @@ impl Stack {
             } else {
                 parse_dpkg(&text, &shown, path != DPKG_STATUS)
             };
+            let key = if path == APK_INSTALLED {
+                "P:"
+            } else {
+                "Package:"
+            };
+            if found.is_empty() && !text.trim().is_empty() && !text.contains(key) {
+                warnings.push(format!(
+                    "`{shown}` has no `{key}` line: not a package database"
+                ));
+            }
             if skipped > 0 {
                 warnings.push(format!(
                     "`{shown}`: {skipped} entries without a well-formed name, version or architecture were left out"
@@ -895,6 +905,177 @@ mod tests {
             let want = want.map(str::to_string).map_err(str::to_string);
             assert_eq!(license_expression(text), want, "{text}");
         }
+    }
+
+    /// A layer: (name, kind, contents or link target), kind `f` file,
+    /// `d` directory, `l` symlink, `h` hardlink.
+    fn layer(entries: &[(&str, char, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            let (kind, size) = match kind {
+                'f' => (tar::EntryType::Regular, data.len()),
+                'd' => (tar::EntryType::Directory, 0),
+                'l' => (tar::EntryType::Symlink, 0),
+                _ => (tar::EntryType::Link, 0),
+            };
+            h.set_entry_type(kind);
+            h.set_size(size as u64);
+            if size == 0 && !data.is_empty() {
+                h.set_link_name(std::str::from_utf8(data).unwrap()).unwrap();
+            }
+            let data: &[u8] = if size == 0 { &[] } else { data };
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn scan_layers(layers: &[Vec<u8>], base_layers: usize) -> Contents {
+        scan(
+            layers.len(),
+            base_layers,
+            |i| Ok(Box::new(std::io::Cursor::new(layers[i].clone()))),
+            |i| format!("layer {i}"),
+        )
+        .unwrap()
+    }
+
+    const STATUS: &[u8] =
+        b"Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.36\n";
+
+    fn names(contents: &Contents) -> Vec<String> {
+        contents.packages.iter().map(Package::purl).collect()
+    }
+
+    #[test]
+    fn a_whiteout_in_a_later_layer_removes_a_database() {
+        let base = layer(&[("var/lib/dpkg/status", 'f', STATUS)]);
+        let found = scan_layers(&[base.clone()], 1);
+        assert_eq!(names(&found), ["pkg:deb/debian/libc6@2.36?arch=amd64"]);
+        let whiteout = layer(&[("var/lib/dpkg/.wh.status", 'f', b"")]);
+        assert!(
+            scan_layers(&[base.clone(), whiteout], 1)
+                .packages
+                .is_empty()
+        );
+        let opaque = layer(&[("var/lib/dpkg/.wh..wh..opq", 'f', b"")]);
+        assert!(scan_layers(&[base.clone(), opaque], 1).packages.is_empty());
+        let parent_gone = layer(&[("var/lib/.wh.dpkg", 'f', b"")]);
+        assert!(
+            scan_layers(&[base.clone(), parent_gone], 1)
+                .packages
+                .is_empty()
+        );
+        // A file where the directory was hides what was under it.
+        let replaced = layer(&[("var/lib/dpkg", 'f', b"not a directory")]);
+        assert!(scan_layers(&[base, replaced], 2).packages.is_empty());
+    }
+
+    #[test]
+    fn a_database_rewritten_in_a_later_layer_is_the_one_read() {
+        let base = layer(&[("var/lib/dpkg/status", 'f', STATUS)]);
+        let newer = STATUS
+            .iter()
+            .copied()
+            .chain(b"\nPackage: curl\nStatus: install ok installed\nArchitecture: amd64\nVersion: 8.0\n".iter().copied())
+            .collect::<Vec<u8>>();
+        let top = layer(&[("var/lib/dpkg/status", 'f', &newer)]);
+        let found = scan_layers(&[base, top], 1);
+        assert_eq!(
+            names(&found),
+            [
+                "pkg:deb/debian/curl@8.0?arch=amd64",
+                "pkg:deb/debian/libc6@2.36?arch=amd64"
+            ]
+        );
+        // The added layer's status file is listed as a file the build added.
+        let files: Vec<_> = found.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(files, ["var/lib/dpkg/status"]);
+        assert_eq!(found.files[0].sha256, hex::encode(Sha256::digest(&newer)));
+    }
+
+    #[test]
+    fn a_symlinked_database_is_reported_not_followed() {
+        for (name, target) in [
+            ("var/lib/dpkg/status", "/var/lib/dpkg/status"),
+            ("var/lib/dpkg/status.d/libc6", "../../../../etc/passwd"),
+            ("lib/apk/db/installed", "/lib/apk/db/installed"),
+        ] {
+            let found = scan_layers(&[layer(&[(name, 'l', target.as_bytes())])], 1);
+            assert!(found.packages.is_empty(), "{name}");
+            assert_eq!(
+                found.warnings,
+                [format!("`/{name}`: it is a symlink: not read")]
+            );
+        }
+        // The database's directory a symlink to the host's.
+        let found = scan_layers(&[layer(&[("var/lib/dpkg", 'l', b"/var/lib/dpkg")])], 1);
+        assert!(found.packages.is_empty());
+        assert_eq!(
+            found.warnings,
+            [
+                "`/var/lib/dpkg` is a symlink, not a directory: the package database in it is not read"
+            ]
+        );
+        // A database written through a symlinked directory of a lower layer.
+        let lower = layer(&[("var", 'l', b"/host")]);
+        let upper = layer(&[("var/lib/dpkg/status", 'f', STATUS)]);
+        let found = scan_layers(&[lower, upper], 2);
+        assert!(found.packages.is_empty());
+        assert_eq!(
+            found.warnings,
+            ["`/var/lib/dpkg/status` is under `/var`, which is not a directory: not read"]
+        );
+    }
+
+    #[test]
+    fn hostile_fields_are_left_out_with_a_warning() {
+        let status = b"Package: \x1b]0;owned\x07\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n\nPackage: ok\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1 2\n\nPackage: good\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n";
+        let found = scan_layers(&[layer(&[("var/lib/dpkg/status", 'f', status)])], 1);
+        assert_eq!(names(&found), ["pkg:deb/debian/good@1?arch=amd64"]);
+        assert_eq!(
+            found.warnings,
+            [
+                "`/var/lib/dpkg/status`: 2 entries without a well-formed name, version or architecture were left out"
+            ]
+        );
+    }
+
+    #[test]
+    fn distroless_status_d_files_are_read_and_their_md5sums_skipped() {
+        let base = layer(&[
+            (
+                "var/lib/dpkg/status.d/libc6",
+                'f',
+                b"Package: libc6\nArchitecture: amd64\nVersion: 2.36\n",
+            ),
+            ("var/lib/dpkg/status.d/libc6.md5sums", 'f', b"0123  lib/x\n"),
+            (
+                "var/lib/dpkg/status.d/base",
+                'f',
+                b"Package: base-files\nArchitecture: amd64\nVersion: 12.4\n",
+            ),
+            ("var/lib/dpkg/status", 'f', STATUS),
+        ]);
+        let found = scan_layers(&[base], 1);
+        assert_eq!(
+            names(&found),
+            [
+                "pkg:deb/debian/base-files@12.4?arch=amd64",
+                "pkg:deb/debian/libc6@2.36?arch=amd64"
+            ]
+        );
+        assert!(found.warnings.is_empty(), "{:?}", found.warnings);
+    }
+
+    #[test]
+    fn hardlinks_in_added_layers_have_their_targets_digests() {
+        let top = layer(&[("app/a", 'f', b"same"), ("app/b", 'h', b"app/a")]);
+        let found = scan_layers(&[top], 0);
+        assert_eq!(found.files.len(), 2);
+        assert_eq!(found.files[0].sha256, found.files[1].sha256);
+        assert_eq!(found.files[1].path, "app/b");
     }
 
     #[test]
