@@ -951,7 +951,7 @@ mod tests {
     #[test]
     fn a_whiteout_in_a_later_layer_removes_a_database() {
         let base = layer(&[("var/lib/dpkg/status", 'f', STATUS)]);
-        let found = scan_layers(&[base.clone()], 1);
+        let found = scan_layers(std::slice::from_ref(&base), 1);
         assert_eq!(names(&found), ["pkg:deb/debian/libc6@2.36?arch=amd64"]);
         let whiteout = layer(&[("var/lib/dpkg/.wh.status", 'f', b"")]);
         assert!(
