@@ -1078,6 +1078,68 @@ mod tests {
         assert_eq!(found.files[1].path, "app/b");
     }
 
+    /// Database text from fragments real files have, random field values
+    /// and random bytes: reading it never panics, and what it lists has
+    /// only the characters package names, versions and PURLs allow.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn fragment() -> impl Strategy<Value = Vec<u8>> {
+            let key = prop::sample::select(vec![
+                "Package",
+                "Version",
+                "Architecture",
+                "Status",
+                "P",
+                "V",
+                "A",
+                "L",
+                "C",
+                " ",
+            ]);
+            let value = prop::collection::vec(any::<u8>(), 0..24);
+            prop_oneof![
+                (key, value).prop_map(|(k, v)| {
+                    let mut line = format!("{k}:").into_bytes();
+                    line.extend(v);
+                    line.push(b'\n');
+                    line
+                }),
+                Just(b"Status: install ok installed\n".to_vec()),
+                Just(b"\n".to_vec()),
+                prop::collection::vec(any::<u8>(), 0..64),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(testkit::fuzz::cases(256)))]
+            #[test]
+            fn databases_never_panic_and_list_only_clean_fields(
+                parts in prop::collection::vec(fragment(), 0..40),
+                which in 0usize..3,
+            ) {
+                let text: Vec<u8> = parts.concat();
+                let name = ["var/lib/dpkg/status", "var/lib/dpkg/status.d/x", "lib/apk/db/installed"][which];
+                let found = scan_layers(&[layer(&[(name, 'f', &text)])], 1);
+                for p in &found.packages {
+                    let purl = p.purl();
+                    prop_assert!(purl.bytes().all(|b| b.is_ascii_graphic()), "{purl}");
+                    for field in [&p.name, &p.version] {
+                        prop_assert!(!field.is_empty() && field.len() <= MAX_FIELD);
+                        prop_assert!(field.bytes().all(|b| b.is_ascii_graphic()), "{field:?}");
+                    }
+                    if let Some(l) = &p.license {
+                        prop_assert!(!l.contains(char::is_control));
+                    }
+                }
+                let subject = Subject { name: "localhost/x:1", digest: "sha256:00", epoch: 0 };
+                let doc = document(&found, &subject).unwrap();
+                prop_assert!(serde_json::from_slice::<serde_json::Value>(&doc).is_ok());
+            }
+        }
+    }
+
     #[test]
     fn normalizes_entry_names() {
         assert_eq!(
