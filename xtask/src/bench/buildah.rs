@@ -4,9 +4,11 @@
 //! with a fresh `--cache`, buildah with fresh `--root`/`--runroot`
 //! storage) and cached (the same build again), printed as medians and
 //! ratios. The cases are FROM-scratch images written once as a
-//! Containerfile for buildah (`--layers --timestamp 0`, runc) and as the
-//! same steps in an `image.toml` for us: COPY busybox-static, COPY a file,
-//! RUN, ENV, CMD; and the RUN writing 2,000 small files. Cases with a RUN
+//! Containerfile for buildah (`--layers --timestamp 0`, runc), and built
+//! by us from the same Containerfile once our builder reads them (`-f`),
+//! from an `image.toml` with the same steps until then: COPY
+//! busybox-static, COPY a file, RUN, ENV, CMD; and the RUN writing 2,000
+//! small files. Cases with a RUN
 //! are measured only when our builder runs `[[run]]` steps (it says so
 //! otherwise), and one without RUN always is. Then whether two cold builds
 //! of each give bit-identical archives (`buildah push` to an
@@ -75,6 +77,7 @@ fn run_cases(
             builder,
             init,
             ctx: &ctx,
+            containerfile: reads_containerfiles(builder)?,
         };
         if case.run.is_some() {
             let supported = *ours_runs.get_or_insert(ours.runs_steps(work)?);
@@ -96,8 +99,13 @@ fn run_cases(
             tag: format!("localhost/cradle-bench/case{n}:latest"),
         };
         println!(
-            "{} ({rounds} rounds, median; buildah storage {driver}, runc):",
-            case.name
+            "{} ({rounds} rounds, median; ours from the {}; buildah storage {driver}, runc):",
+            case.name,
+            if ours.containerfile {
+                "same Containerfile"
+            } else {
+                "image.toml saying the same"
+            }
         );
         measure(&ours, &theirs, work, rounds)?;
     }
@@ -184,19 +192,35 @@ fn median(times: &mut [Duration]) -> f64 {
     times[times.len() / 2].as_secs_f64()
 }
 
-/// Our side: `builder build` of the case's `image.toml`.
+/// Our side: `builder build` of the case's Containerfile when this builder
+/// reads them, else of its `image.toml`.
 struct Ours<'a> {
     builder: &'a Path,
     init: &'a Path,
     ctx: &'a Path,
+    containerfile: bool,
+}
+
+/// Whether `builder build` takes `-f CONTAINERFILE CONTEXT`.
+fn reads_containerfiles(builder: &Path) -> Result<bool> {
+    let help = Command::new(builder).args(["build", "--help"]).output()?;
+    Ok(String::from_utf8_lossy(&help.stdout).contains("--file"))
 }
 
 impl Ours<'_> {
     fn command(&self, cache: &Path, out: &Path) -> Command {
         let mut cmd = Command::new(self.builder);
-        cmd.arg("build")
-            .arg(self.ctx.join("image.toml"))
-            .arg("-o")
+        cmd.arg("build");
+        if self.containerfile {
+            cmd.arg("-f")
+                .arg(self.ctx.join("Containerfile"))
+                .arg("-t")
+                .arg("localhost/cradle-bench/ours:latest")
+                .arg(self.ctx);
+        } else {
+            cmd.arg(self.ctx.join("image.toml"));
+        }
+        cmd.arg("-o")
             .arg(out)
             .arg("--init")
             .arg(self.init)
