@@ -15,7 +15,7 @@
 //! `oci-archive:` for buildah).
 
 use super::unpack::{release_builder, which};
-use crate::util::{run_cmd, target_dir};
+use crate::util::{cargo, run_cmd, target_dir};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -51,6 +51,8 @@ pub fn run(rounds: usize) -> Result<()> {
         return Ok(());
     }
     let builder = release_builder()?;
+    // What runs a [[run]] step's sandbox, found beside the builder.
+    run_cmd(cargo().args(["build", "--release", "--package", "launcher"]))?;
     let init = crate::build_init::build()?;
     let busybox = static_busybox()?;
     let work = target_dir().join("bench-buildah");
