@@ -294,9 +294,11 @@ impl Stack {
             };
             if is_db(&path) && !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
             {
-                let what = match &node {
-                    Node::Other(what) => what,
-                    _ => "a hardlink",
+                let what = match kind {
+                    tar::EntryType::Directory => "a directory",
+                    tar::EntryType::Link => "a hardlink",
+                    tar::EntryType::Symlink => "a symlink",
+                    _ => "not a regular file",
                 };
                 self.dbs
                     .insert(path.clone(), (layer, Db::Unread(format!("it is {what}"))));
@@ -1009,6 +1011,22 @@ mod tests {
                 [format!("`/{name}`: it is a symlink: not read")]
             );
         }
+        let found = scan_layers(&[layer(&[("var/lib/dpkg/status", 'd', b"")])], 1);
+        assert_eq!(
+            found.warnings,
+            ["`/var/lib/dpkg/status`: it is a directory: not read"]
+        );
+        let found = scan_layers(
+            &[layer(&[
+                ("etc/passwd", 'f', b"root"),
+                ("var/lib/dpkg/status", 'h', b"etc/passwd"),
+            ])],
+            1,
+        );
+        assert_eq!(
+            found.warnings,
+            ["`/var/lib/dpkg/status`: it is a hardlink: not read"]
+        );
         // The database's directory a symlink to the host's.
         let found = scan_layers(&[layer(&[("var/lib/dpkg", 'l', b"/var/lib/dpkg")])], 1);
         assert!(found.packages.is_empty());
