@@ -52,7 +52,8 @@ impl Containerd {
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
-        let daemon = Command::new(containerd)
+        let mut daemon = Command::new(containerd);
+        daemon
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -60,9 +61,18 @@ impl Containerd {
             .stderr(log)
             // Its own process group, so that a ^C of the test run reaches it
             // only through our Drop.
-            .process_group(0)
-            .spawn()
-            .expect("starting containerd");
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; it runs in the forked child.
+        // A test process killed outright (SIGKILL) takes containerd with it.
+        unsafe {
+            daemon.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let daemon = daemon.spawn().expect("starting containerd");
         let ours = Containerd { daemon, dir };
         let deadline = Instant::now() + BOUND;
         while !ours.ctr(&["version"]).status.success() {
