@@ -48,7 +48,10 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
 
 /// The SPDX document of an artifact manifest whose `subject` is the
 /// manifest `image_id`, listed in the archive's index or in an index it
-/// names (where `builder build --sbom` puts it, beside the image).
+/// names (where `builder build --sbom` puts it, beside the image). Other
+/// entries of the index that cannot be read are not this image's (it was
+/// read and checked already) and are passed over; the document, once
+/// found, must match its digest.
 fn find_sbom(archive: &ImageArchive, image_id: &str) -> Result<Option<Vec<u8>>> {
     let mut candidates: Vec<Descriptor> = Vec::new();
     for desc in archive.index()?.manifests() {
@@ -57,10 +60,11 @@ fn find_sbom(archive: &ImageArchive, image_id: &str) -> Result<Option<Vec<u8>>> 
             .to_string()
             .ends_with("image.index.v1+json")
         {
-            let bytes = archive.read_blob(desc.digest().as_ref(), desc.size())?;
-            if let Ok(nested) = serde_json::from_slice::<ImageIndex>(&bytes) {
-                candidates.extend(nested.manifests().iter().cloned());
-            }
+            let nested = archive
+                .read_blob(desc.digest().as_ref(), desc.size())
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<ImageIndex>(&bytes).ok());
+            candidates.extend(nested.iter().flat_map(|n| n.manifests().iter().cloned()));
         } else {
             candidates.push(desc.clone());
         }
@@ -70,8 +74,11 @@ fn find_sbom(archive: &ImageArchive, image_id: &str) -> Result<Option<Vec<u8>>> 
         if !is_spdx(desc.artifact_type().as_ref().map(|t| t.to_string())) {
             continue;
         }
-        let bytes = archive.read_blob(desc.digest().as_ref(), desc.size())?;
-        let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else {
+        let manifest = archive
+            .read_blob(desc.digest().as_ref(), desc.size())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<ImageManifest>(&bytes).ok());
+        let Some(manifest) = manifest else {
             continue;
         };
         if manifest.subject().as_ref().map(|s| s.digest().to_string()) != Some(image_id.into()) {

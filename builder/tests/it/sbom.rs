@@ -452,3 +452,25 @@ fn summary_of(archive: &Path) -> String {
         .unwrap();
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// The attached document is checked against its digest like any blob: one
+/// changed after the build is an error, not a document shown as the
+/// image's.
+#[test]
+fn a_tampered_sbom_is_refused() {
+    let ws = Workspace::new();
+    let tarball = rootfs(|t| {
+        t.file("var/lib/dpkg/status", DPKG_STATUS.as_bytes());
+    });
+    let (built, _) = build(&ws, &app(&ws, &tarball), "app.tar");
+    let mut bytes = std::fs::read(&built.output).unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"SPDX-2.3")
+        .expect("the document is in the archive");
+    bytes[at + 5..at + 8].copy_from_slice(b"9.9");
+    std::fs::write(&built.output, &bytes).unwrap();
+    let err = builder::inspect::inspect(&built.output).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("sha256"), "{text}");
+}
