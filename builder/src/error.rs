@@ -59,6 +59,22 @@ pub enum Error {
     #[error("image definition `{}`: {what}", path.display())]
     DefinitionInvalid { path: PathBuf, what: String },
 
+    #[error("`{}` line {line}: `{instruction}`: {what}", path.display())]
+    Containerfile {
+        path: PathBuf,
+        line: usize,
+        instruction: String,
+        what: String,
+    },
+    #[error("building stage `{stage}` of `{}` (line {line})", path.display())]
+    Stage {
+        path: PathBuf,
+        line: usize,
+        stage: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     #[error(
         "no static init found: tried {tried} (build one with `cargo xtask build-init`, or give --init)"
     )]

@@ -6,8 +6,10 @@
 
 pub mod archive;
 pub mod base;
+pub mod containerfile;
 pub mod copy;
 pub mod def;
+pub mod dockerignore;
 mod error;
 pub mod fetch;
 pub mod host;
@@ -44,6 +46,10 @@ pub struct Options {
     /// Mtimes are clamped to this, and it is the image's creation time
     /// (`SOURCE_DATE_EPOCH`, else 0).
     pub epoch: u64,
+    /// Leave the init out: no `/sbin/cradle-init` layer, and the
+    /// entrypoint is the definition's own (`builder build --no-init`, and
+    /// a Containerfile's intermediate stages).
+    pub no_init: bool,
 }
 
 /// A built image.
@@ -67,7 +73,9 @@ pub fn build(def: &ImageDef, opts: &Options) -> Result<Built> {
 
 /// [`build`] of a definition `depth` bases down.
 pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<Built> {
-    init::check_static(&opts.init)?;
+    if !opts.no_init {
+        init::check_static(&opts.init)?;
+    }
     let work = WorkDir::beside(&opts.output, BUILD_PREFIX)?;
     let blobs = pack::Blobs::create(work.path().join("blobs"))?;
     let (base, warnings) = base::prepare(def, opts, work.path(), &blobs, depth)?;
@@ -104,12 +112,14 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
             }
         }
     }
-    let init = pack::layer_with_file(&opts.init, oci::INIT_PATH, 0o755, &blobs, opts.epoch)?;
-    added.push((
-        oci::Layer::packed(init),
-        format!("cradle builder: /{}", oci::INIT_PATH),
-    ));
-    let image = oci::assemble(base, added, def, blobs, opts.epoch)?;
+    if !opts.no_init {
+        let init = pack::layer_with_file(&opts.init, oci::INIT_PATH, 0o755, &blobs, opts.epoch)?;
+        added.push((
+            oci::Layer::packed(init),
+            format!("cradle builder: /{}", oci::INIT_PATH),
+        ));
+    }
+    let image = oci::assemble(base, added, def, blobs, opts.epoch, !opts.no_init)?;
     let size = work.publish(&opts.output, |packed| {
         pack::archive(&image.blobs, &image.index, packed, opts.epoch)
     })?;

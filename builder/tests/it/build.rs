@@ -94,6 +94,7 @@ fn source_date_epoch_changes_only_timestamps() {
         &def,
         &builder::Options {
             epoch,
+            no_init: false,
             ..ws.options("later.tar")
         },
     )
@@ -430,6 +431,7 @@ fn the_example_application_image_builds_and_runs() {
         output: dir.path().join("hello-app.tar"),
         fetch: builder::fetch::Options::new(dir.path().join("cache")),
         epoch: 0,
+        no_init: false,
     };
     let built = builder::build(&def, &opts).unwrap();
     let image = builder::inspect::inspect(&built.output).unwrap();
