@@ -66,8 +66,9 @@ const MAX_SIZE: u64 = 4 << 20;
 pub fn build(req: &Request, opts: &Options) -> Result<Built> {
     let file = Containerfile::load(&req.file)?;
     let target = file.target(req.target.as_deref())?;
-    let ignore = Ignore::load(&req.context)?;
+    let mut ignore = Ignore::load(&req.context)?;
     let work = crate::WorkDir::beside(&opts.output, crate::BUILD_PREFIX)?;
+    exclude_own_files(&mut ignore, &req.context, &opts.output);
     let mut builder = Builder {
         file: &file,
         req,
@@ -92,6 +93,39 @@ pub fn build(req: &Request, opts: &Options) -> Result<Built> {
     }
     built.warnings.splice(0..0, builder.warnings);
     Ok(built)
+}
+
+/// When the output goes into the context (`-o app.tar .`), the archive
+/// and the work directories beside it are no sources: `COPY . /` would
+/// copy the build into itself.
+fn exclude_own_files(ignore: &mut Ignore, context: &Path, output: &Path) {
+    let dir = crate::parent_of(output)
+        .ok()
+        .and_then(|d| d.canonicalize().ok());
+    let (Some(dir), Ok(context)) = (dir, context.canonicalize()) else {
+        return;
+    };
+    let Ok(rel) = dir.strip_prefix(&context) else {
+        return;
+    };
+    let rel = rel.to_string_lossy();
+    let name = output.file_name().unwrap_or_default().to_string_lossy();
+    let mut escaped = String::new();
+    // The name as it is: a `*` or `[` in it is no pattern.
+    for c in name.chars() {
+        if "*?[\\".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    ignore.exclude(&format!("{rel}/{escaped}"));
+    for prefix in [
+        crate::BUILD_PREFIX,
+        crate::PULL_PREFIX,
+        crate::PARTIAL_PREFIX,
+    ] {
+        ignore.exclude(&format!("{rel}/{prefix}*"));
+    }
 }
 
 impl Containerfile {
@@ -1064,15 +1098,16 @@ impl Builder<'_> {
                 _ => return Err(self.fail(ins, format!("flag `--{flag}` is not supported"))),
             }
         }
+        // Both forms have their variables substituted.
         let words = match exec_form(rest) {
             Some(words) => words,
-            None => split_words(rest)
-                .map_err(|w| self.fail(ins, w))?
-                .iter()
-                .map(|w| expand(w, &vars))
-                .collect::<Result<_, _>>()
-                .map_err(|w| self.fail(ins, w))?,
+            None => split_words(rest).map_err(|w| self.fail(ins, w))?,
         };
+        let words: Vec<String> = words
+            .iter()
+            .map(|w| expand(w, &vars))
+            .collect::<Result<_, _>>()
+            .map_err(|w| self.fail(ins, w))?;
         let Some((dest, sources)) = words.split_last().filter(|(_, s)| !s.is_empty()) else {
             return Err(self.fail(ins, "takes SOURCE… DEST"));
         };
@@ -1095,6 +1130,12 @@ impl Builder<'_> {
             None => None,
         };
         for src in sources {
+            // In an image a source is absolute: the root is the rootfs.
+            let src = match (&context, src.trim_start_matches('/')) {
+                (Some(_), "") => ".".to_string(),
+                (Some(_), inside) => inside.to_string(),
+                (None, _) => src.clone(),
+            };
             let copy = CopyDef {
                 src: src.clone(),
                 dest: dest.clone(),
@@ -1107,7 +1148,7 @@ impl Builder<'_> {
             let copy = if add && (src.starts_with("http://") || src.starts_with("https://")) {
                 self.add_url(ins, copy, checksum.as_deref())?
             } else {
-                self.check_source(ins, src)?;
+                self.check_source(ins, &src)?;
                 if add && context.is_none() {
                     self.add_local(ins, copy)?
                 } else {

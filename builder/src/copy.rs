@@ -378,7 +378,10 @@ impl Plan {
             libc::S_IFLNK => {
                 // A directory's symlink is copied as a symlink: resolved in
                 // the container, never here. Named as a source, it is refused.
-                if rel.as_os_str() == OsStr::new(opts.src) {
+                let named = Path::new(opts.src)
+                    .components()
+                    .filter(|c| matches!(c, Component::Normal(_)));
+                if rel.components().eq(named) {
                     return Err(self.refuse(
                         opts.src,
                         "is a symlink; sources are not followed through symlinks",

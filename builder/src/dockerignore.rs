@@ -66,6 +66,14 @@ impl Ignore {
         Ignore { patterns }
     }
 
+    /// Leaves out what `pattern` matches too, whatever the file says.
+    pub fn exclude(&mut self, pattern: &str) {
+        self.patterns.push(Pattern {
+            parts: clean(pattern),
+            exception: false,
+        });
+    }
+
     /// True when `path` (relative to the context) is left out.
     pub fn excludes(&self, path: &Path) -> bool {
         let parts: Vec<&str> = path

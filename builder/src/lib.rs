@@ -196,7 +196,7 @@ pub fn source_date_epoch() -> u64 {
 }
 
 /// The directory `output` goes in (`.` for a bare name), created.
-fn parent_of(output: &Path) -> Result<&Path> {
+pub(crate) fn parent_of(output: &Path) -> Result<&Path> {
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

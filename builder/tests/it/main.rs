@@ -6,6 +6,7 @@ mod around;
 mod bases;
 mod build;
 mod cli;
+mod containerfile;
 mod copying;
 #[cfg(feature = "fetch")]
 mod fetch;
