@@ -4,7 +4,7 @@
 use anyhow::Result;
 use builder::{ImageDef, fetch, inspect, unpack};
 use clap::{Parser, Subcommand};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -28,7 +28,17 @@ enum Command {
         /// target/static/cradle-init, /usr/libexec/cradle/cradle-init].
         #[arg(long)]
         init: Option<PathBuf>,
-        /// The download cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
+        /// The download and step cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
+        #[arg(long, env = "CRADLE_CACHE_DIR")]
+        cache: Option<PathBuf>,
+        /// Run every `[[run]]` step, neither using nor filling the step cache.
+        #[arg(long = "no-cache")]
+        no_cache: bool,
+    },
+    /// Empty the step cache (the layers of `[[run]]` steps, and their
+    /// sandboxes' store); says how much it freed.
+    Prune {
+        /// The cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
         #[arg(long, env = "CRADLE_CACHE_DIR")]
         cache: Option<PathBuf>,
     },
@@ -133,7 +143,13 @@ fn run(cli: Cli) -> Result<()> {
             output,
             init,
             cache,
-        } => build(image_toml, output, init, cache),
+            no_cache,
+        } => build(image_toml, output, init, cache, no_cache),
+        Command::Prune { cache } => {
+            let freed = builder::cache::prune(&cache.unwrap_or_else(default_cache))?;
+            eprintln!("builder: pruned the step cache, {freed} bytes freed");
+            Ok(())
+        }
         Command::Inspect { archive } => inspect(archive),
         #[cfg(feature = "fetch")]
         Command::Push {
@@ -185,6 +201,7 @@ fn build(
     output: PathBuf,
     init: Option<PathBuf>,
     cache: Option<PathBuf>,
+    no_cache: bool,
 ) -> Result<()> {
     let def = ImageDef::load(&image_toml)?;
     let init = builder::init::find(init.as_deref())?;
@@ -195,10 +212,21 @@ fn build(
         output,
         fetch,
         epoch: builder::source_date_epoch(),
+        run: builder::run::Options {
+            no_cache,
+            progress: io::stderr().is_terminal().then_some(show_progress),
+            launcher: None,
+        },
     };
     let built = builder::build(&def, &opts)?;
     for warning in &built.warnings {
         eprintln!("builder: warning: {warning}");
+    }
+    if built.steps > 0 {
+        eprintln!(
+            "builder: {} steps, {} from the cache",
+            built.steps, built.cached
+        );
     }
     eprintln!(
         "builder: wrote `{}` ({} bytes), tag {}",
@@ -207,6 +235,20 @@ fn build(
         def.tag
     );
     print(&format!("{}\n", built.digest))
+}
+
+/// A step's progress on a terminal, as buildah shows it.
+fn show_progress(event: &builder::run::Progress) {
+    use builder::run::Progress;
+    match event {
+        Progress::Step {
+            number,
+            total,
+            what,
+        } => eprintln!("STEP {number}/{total}: {what}"),
+        Progress::Cached { digest } => eprintln!("--> Using cache {digest}"),
+        Progress::Made { digest } => eprintln!("--> {digest}"),
+    }
 }
 
 fn default_cache() -> PathBuf {
