@@ -226,6 +226,37 @@ pub enum Error {
     #[error("reading registry credentials from `{}`: {what}", path.display())]
     Credentials { path: PathBuf, what: String },
 
+    /// A `[[run]]` step's command ended with a status other than 0.
+    #[error("{step} failed: {status}")]
+    RunFailed { step: String, status: String },
+    /// The launcher that runs `[[run]]` steps could not be started.
+    #[error("{step}: starting the launcher `{}`", launcher.display())]
+    RunLauncher {
+        step: String,
+        launcher: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "no launcher found to run `[[run]]` steps (looked at {tried}); set CRADLE_LAUNCHER or put `launcher` beside the builder"
+    )]
+    NoLauncher { tried: String },
+    /// What a `[[run]]` step left that cannot become its layer.
+    #[error("{step}: refusing `{}`: {what}", file.display())]
+    RunLayer {
+        step: String,
+        file: PathBuf,
+        what: String,
+    },
+    /// The step cache could not be used (its directory, its lock).
+    #[error("{op} the step cache `{}`", path.display())]
+    Cache {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// Any other filesystem operation: `op` says which ("creating", "reading" …).
     #[error("{op} `{}`", path.display())]
     Io {

@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod base;
+pub mod cache;
 pub mod containerfile;
 pub mod copy;
 pub mod def;
@@ -27,7 +28,9 @@ pub mod registry {
     pub mod reference;
     pub use reference::Reference;
 }
+pub mod run;
 pub mod unpack;
+pub mod upper;
 pub mod verify;
 
 pub use def::{CopyDef, ImageDef, RunDef, Source, Step};
@@ -46,6 +49,8 @@ pub struct Options {
     /// Mtimes are clamped to this, and it is the image's creation time
     /// (`SOURCE_DATE_EPOCH`, else 0).
     pub epoch: u64,
+    /// How `[[run]]` steps run (the step cache, progress, the launcher).
+    pub run: run::Options,
     /// Leave the init out: no `/sbin/cradle-init` layer, and the
     /// entrypoint is the definition's own (`builder build --no-init`, and
     /// a Containerfile's intermediate stages).
@@ -64,6 +69,10 @@ pub struct Built {
     pub size: u64,
     /// What the caller should tell the user (a command missing from the rootfs …).
     pub warnings: Vec<String>,
+    /// The definition's steps (copies in a row are one), and how many of
+    /// them came from the step cache.
+    pub steps: usize,
+    pub cached: usize,
 }
 
 /// Builds the image `def` into `opts.output`.
@@ -86,32 +95,69 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
     let max_copy = copy::max_size_from_env();
     let rootfs = work.path().join("rootfs");
     let rootfs = rootfs.is_dir().then_some(rootfs.as_path());
-    for group in step_groups(def) {
+    let groups = step_groups(def);
+    let mut sandbox = None;
+    let mut cached = 0;
+    for (i, group) in groups.iter().enumerate() {
+        let progress = |event: run::Progress| {
+            if let Some(report) = opts.run.progress {
+                report(&event);
+            }
+        };
+        progress(run::Progress::Step {
+            number: i + 1,
+            total: groups.len(),
+            what: group.describe(),
+        });
         match group {
             Group::Copies(copies) => {
                 let context = copies[0].context.as_deref().unwrap_or(&def.dir);
                 let Some(layer) =
-                    copy::layer(&copies, context, rootfs, &blobs, opts.epoch, max_copy)?
+                    copy::layer(copies, context, rootfs, &blobs, opts.epoch, max_copy)?
                 else {
                     continue;
                 };
                 let sources: Vec<&str> = copies.iter().map(|c| c.src.as_str()).collect();
+                progress(run::Progress::Made {
+                    digest: layer.blob.digest.clone(),
+                });
                 added.push((
                     oci::Layer::packed(layer),
                     format!("cradle builder: copy {}", sources.join(" ")),
                 ));
             }
-            Group::Run(run) => {
-                return Err(Error::DefinitionInvalid {
-                    path: def.dir.join("image.toml"),
-                    what: format!(
-                        "`[[run]]` `{}`: run steps are not built yet",
-                        run.argv().join(" ")
-                    ),
+            Group::Run(def_run) => {
+                if sandbox.is_none() {
+                    sandbox = Some(run::Sandbox::new(opts)?);
+                }
+                let layers: Vec<oci::Layer> = base
+                    .layers
+                    .iter()
+                    .chain(added.iter().map(|(layer, _)| layer))
+                    .cloned()
+                    .collect();
+                let step = run::Step {
+                    def: def_run,
+                    name: format!("step {} ({})", i + 1, group.describe()),
+                    layers: &layers,
+                    base: base.config.as_ref(),
+                };
+                let sandbox = sandbox.as_ref().expect("made above");
+                let (layer, hit) = run::layer(&step, sandbox, work.path(), &blobs)?;
+                cached += usize::from(hit);
+                let digest = layer.blob.digest.clone();
+                progress(match hit {
+                    true => run::Progress::Cached { digest },
+                    false => run::Progress::Made { digest },
                 });
+                added.push((
+                    layer,
+                    format!("cradle builder: run {}", def_run.argv().join(" ")),
+                ));
             }
         }
     }
+    drop(sandbox);
     if !opts.no_init {
         let init = pack::layer_with_file(&opts.init, oci::INIT_PATH, 0o755, &blobs, opts.epoch)?;
         added.push((
@@ -129,6 +175,8 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
         config: image.config.digest,
         size,
         warnings,
+        steps: groups.len(),
+        cached,
     })
 }
 
@@ -137,6 +185,22 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
 enum Group<'a> {
     Copies(Vec<CopyDef>),
     Run(&'a RunDef),
+}
+
+impl Group<'_> {
+    /// `COPY a b` or `RUN argv…`, as progress and errors show the step.
+    fn describe(&self) -> String {
+        match self {
+            Group::Copies(copies) => {
+                let sources: Vec<&str> = copies.iter().map(|c| c.src.as_str()).collect();
+                format!("COPY {}", sources.join(" "))
+            }
+            Group::Run(run) => match &run.shell {
+                Some(line) => format!("RUN {line}"),
+                None => format!("RUN {}", run.command.join(" ")),
+            },
+        }
+    }
 }
 
 fn step_groups(def: &ImageDef) -> Vec<Group<'_>> {
@@ -389,7 +453,7 @@ pub(crate) fn reclaim_stale(dir: &Path, prefix: &str) {
 
 /// Adds `u+rwx` to every directory under `dir` (not through symlinks), so
 /// that a user without privileges can delete a rootfs with `0555` ones.
-fn make_writable(dir: &Path) {
+pub(crate) fn make_writable(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let Ok(meta) = std::fs::symlink_metadata(dir) else {
         return;

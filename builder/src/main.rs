@@ -4,7 +4,7 @@
 use anyhow::Result;
 use builder::{ImageDef, fetch, inspect, unpack};
 use clap::{Parser, Subcommand};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -51,7 +51,17 @@ enum Command {
         /// target/static/cradle-init, /usr/libexec/cradle/cradle-init].
         #[arg(long, conflicts_with = "no_init")]
         init: Option<PathBuf>,
-        /// The download cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
+        /// The download and step cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
+        #[arg(long, env = "CRADLE_CACHE_DIR")]
+        cache: Option<PathBuf>,
+        /// Run every `[[run]]` step, neither using nor filling the step cache.
+        #[arg(long = "no-cache")]
+        no_cache: bool,
+    },
+    /// Empty the step cache (the layers of `[[run]]` steps, and their
+    /// sandboxes' store); says how much it freed.
+    Prune {
+        /// The cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
         #[arg(long, env = "CRADLE_CACHE_DIR")]
         cache: Option<PathBuf>,
     },
@@ -161,6 +171,7 @@ fn run(cli: Cli) -> Result<()> {
             no_init,
             init,
             cache,
+            no_cache,
         } => {
             let how = BuildArgs {
                 output,
@@ -168,11 +179,17 @@ fn run(cli: Cli) -> Result<()> {
                 no_init,
                 init,
                 cache,
+                no_cache,
             };
             match file {
                 Some(file) => build_containerfile(file, path, build_args, target, how),
                 None => build(path, how),
             }
+        }
+        Command::Prune { cache } => {
+            let freed = builder::cache::prune(&cache.unwrap_or_else(default_cache))?;
+            eprintln!("builder: pruned the step cache, {freed} bytes freed");
+            Ok(())
         }
         Command::Inspect { archive } => inspect(archive),
         #[cfg(feature = "fetch")]
@@ -227,6 +244,7 @@ struct BuildArgs {
     no_init: bool,
     init: Option<PathBuf>,
     cache: Option<PathBuf>,
+    no_cache: bool,
 }
 
 impl BuildArgs {
@@ -244,6 +262,11 @@ impl BuildArgs {
             output,
             fetch,
             epoch: builder::source_date_epoch(),
+            run: builder::run::Options {
+                no_cache: self.no_cache,
+                progress: io::stderr().is_terminal().then_some(show_progress),
+                launcher: None,
+            },
             no_init: self.no_init,
         })
     }
@@ -330,12 +353,32 @@ fn report(built: &builder::Built, tag: &str) -> Result<()> {
     for warning in &built.warnings {
         eprintln!("builder: warning: {warning}");
     }
+    if built.steps > 0 {
+        eprintln!(
+            "builder: {} steps, {} from the cache",
+            built.steps, built.cached
+        );
+    }
     eprintln!(
         "builder: wrote `{}` ({} bytes), tag {tag}",
         built.output.display(),
         built.size,
     );
     print(&format!("{}\n", built.digest))
+}
+
+/// A step's progress on a terminal, as buildah shows it.
+fn show_progress(event: &builder::run::Progress) {
+    use builder::run::Progress;
+    match event {
+        Progress::Step {
+            number,
+            total,
+            what,
+        } => eprintln!("STEP {number}/{total}: {what}"),
+        Progress::Cached { digest } => eprintln!("--> Using cache {digest}"),
+        Progress::Made { digest } => eprintln!("--> {digest}"),
+    }
 }
 
 fn default_cache() -> PathBuf {

@@ -94,6 +94,7 @@ fn source_date_epoch_changes_only_timestamps() {
         &def,
         &builder::Options {
             epoch,
+            run: Default::default(),
             no_init: false,
             ..ws.options("later.tar")
         },
@@ -431,6 +432,7 @@ fn the_example_application_image_builds_and_runs() {
         output: dir.path().join("hello-app.tar"),
         fetch: builder::fetch::Options::new(dir.path().join("cache")),
         epoch: 0,
+        run: Default::default(),
         no_init: false,
     };
     let built = builder::build(&def, &opts).unwrap();
