@@ -49,7 +49,7 @@ enum Command {
         /// The static init to add at /sbin/cradle-init [default: found as
         /// the launcher finds it: $CRADLE_INIT_PATH, beside this program,
         /// target/static/cradle-init, /usr/libexec/cradle/cradle-init].
-        #[arg(long, conflicts_with = "no_init")]
+        #[arg(long)]
         init: Option<PathBuf>,
         /// The download and step cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
         #[arg(long, env = "CRADLE_CACHE_DIR")]
@@ -249,11 +249,12 @@ struct BuildArgs {
 
 impl BuildArgs {
     fn options(self, output: PathBuf) -> Result<builder::Options> {
-        // Without the init there is none to find.
-        let init = if self.no_init {
-            PathBuf::new()
-        } else {
-            builder::init::find(self.init.as_deref())?
+        // Without the init in the image, it is still what RUN steps'
+        // sandboxes run under, when there is one.
+        let init = match builder::init::find(self.init.as_deref()) {
+            Ok(init) => init,
+            Err(_) if self.no_init => PathBuf::new(),
+            Err(err) => return Err(err.into()),
         };
         let mut fetch = fetch::Options::new(self.cache.unwrap_or_else(default_cache));
         fetch.progress = true;

@@ -7,6 +7,7 @@ mod bases;
 mod build;
 mod cli;
 mod containerfile;
+mod containerfile_interop;
 mod copying;
 #[cfg(feature = "fetch")]
 mod fetch;
