@@ -1487,6 +1487,115 @@ mod tests {
         assert!(port("0").is_err() && port("80/icmp").is_err() && port("http").is_err());
     }
 
+    /// The definition stage `index` of `text` translates to (a stage
+    /// that needs no other).
+    fn translate(text: &str, args: &[(&str, &str)]) -> Result<ImageDef> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Containerfile::parse(text, Path::new("Containerfile"))?;
+        let req = Request {
+            file: dir.path().join("Containerfile"),
+            context: dir.path().to_path_buf(),
+            build_args: vars(args),
+            target: None,
+            tag: Some("localhost/t:1".into()),
+        };
+        let opts = Options {
+            init: PathBuf::new(),
+            output: dir.path().join("out.tar"),
+            fetch: crate::fetch::Options::new(dir.path().join("cache")),
+            epoch: 0,
+            run: Default::default(),
+            no_init: false,
+        };
+        let mut builder = Builder {
+            file: &file,
+            req: &req,
+            opts: &opts,
+            work: dir.path().join("work"),
+            ignore: Ignore::default(),
+            globals: Vars::new(),
+            used_args: BTreeSet::new(),
+            built: HashMap::new(),
+            rootfs: HashMap::new(),
+            warnings: Vec::new(),
+            scratch: 0,
+        };
+        builder.read_globals()?;
+        let last = file.stages.len() - 1;
+        Ok(builder.translate(last, true)?.0)
+    }
+
+    #[test]
+    fn run_steps_get_the_form_env_workdir_and_user_of_their_place() {
+        let def = translate(
+            "ARG V=1\nFROM scratch\nARG V\nARG SECRET_FREE\n\
+             RUN echo \"$V\" > /v\n\
+             ENV HOME=/root V=env\n\
+             WORKDIR /srv\n\
+             USER 7:7\n\
+             RUN [\"/bin/tool\", \"$V\"]\n\
+             RUN --network=host fetch\n",
+            &[("V", "2")],
+        )
+        .unwrap();
+        assert_eq!(
+            def.steps,
+            [Step::Run(0), Step::Copy(0), Step::Run(1), Step::Run(2)]
+        );
+        let first = &def.run[0];
+        assert_eq!(first.shell.as_deref(), Some("echo \"$V\" > /v"));
+        assert!(first.command.is_empty());
+        assert_eq!(first.env, ["V=2"]);
+        assert_eq!(
+            (first.workdir.as_deref(), first.user.as_deref()),
+            (None, None)
+        );
+        // Exec form: as written, `$V` left for no shell to expand.
+        let second = &def.run[1];
+        assert_eq!(second.command, ["/bin/tool", "$V"]);
+        assert_eq!(second.shell, None);
+        assert_eq!(second.env, ["HOME=/root", "V=env"]);
+        assert_eq!(second.workdir.as_deref(), Some("/srv"));
+        assert_eq!(second.user.as_deref(), Some("7:7"));
+        assert_eq!(def.run[2].network.as_deref(), Some("host"));
+        // WORKDIR made /srv with a copy of an empty directory.
+        assert_eq!(def.copy[0].dest, "/srv");
+        assert_eq!(def.config.env, ["HOME=/root", "V=env"]);
+    }
+
+    #[test]
+    fn stage_args_come_from_build_args_defaults_or_the_global_scope() {
+        let def = translate(
+            "ARG G=global\nARG ONLY_GLOBAL=x\nFROM scratch\nARG G\nARG L=${G}-local\n\
+             LABEL g=$G l=$L unseen=${ONLY_GLOBAL:-unset}\n",
+            &[],
+        )
+        .unwrap();
+        let labels: Vec<(&str, &str)> = def
+            .config
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            [("g", "global"), ("l", "global-local"), ("unseen", "unset")]
+        );
+        let def = translate(
+            "FROM scratch\nARG G=default\nLABEL g=$G\n",
+            &[("G", "given")],
+        )
+        .unwrap();
+        assert_eq!(def.config.labels["g"], "given");
+        let err = translate("FROM scratch\nARG 9x\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2: `ARG`: `9x` is not a variable name"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn commands_in_exec_and_shell_form() {
         assert_eq!(command("[\"/app\", \"-v\"]"), ["/app", "-v"]);
