@@ -526,3 +526,68 @@ fn the_command_line_builds_with_build_args_tag_and_target() {
         "{stderr}"
     );
 }
+
+/// A Containerfile build SIGKILLed at several moments (stages being
+/// built, unpacked for `COPY --from`, copied) leaves its work directory
+/// with the stages' archives; the next build reclaims all of it and gives
+/// the image a build never killed gives.
+#[test]
+fn a_killed_multi_stage_build_is_reclaimed_by_the_next() {
+    let ctx = Ctx::new(
+        "FROM scratch AS one\nCOPY big /big\nFROM one AS two\nCOPY small /small\n\
+         FROM scratch\nCOPY --from=two /big /small /out/\n",
+    );
+    // Not compressible: each stage takes a while to pack.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..24 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    ctx.write("big", &big).write("small", b"small");
+    let out = ctx.ws.out().join("image.tar");
+    let build = || {
+        let mut cmd = std::process::Command::new(builder_bin());
+        cmd.args(["build", "-f"])
+            .arg(ctx.dir.join("Containerfile"))
+            .arg("-o")
+            .arg(&out)
+            .arg("--init")
+            .arg(ctx.ws.dir.path().join("init"))
+            .arg(&ctx.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+    let mut left_behind = 0;
+    for delay_ms in [30, 150, 400, 900] {
+        let mut child = build().spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        left_behind += std::fs::read_dir(ctx.ws.out())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".cradle-build-")
+            })
+            .count();
+    }
+    assert!(left_behind > 0, "no kill landed during a build");
+    let done = build().status().unwrap();
+    assert!(done.success());
+    let names: Vec<String> = std::fs::read_dir(ctx.ws.out())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["image.tar"]);
+    let whole = ctx.build("whole.tar").unwrap();
+    assert_eq!(builder::inspect::inspect(&out).unwrap().id, whole.digest);
+    assert_eq!(image_files(&out)["out/big"].4, big);
+}
