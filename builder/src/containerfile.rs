@@ -1131,10 +1131,10 @@ impl Builder<'_> {
         };
         for src in sources {
             // In an image a source is absolute: the root is the rootfs.
-            let src = match (&context, src.trim_start_matches('/')) {
-                (Some(_), "") => ".".to_string(),
-                (Some(_), inside) => inside.to_string(),
-                (None, _) => src.clone(),
+            let src = match &context {
+                Some(root) => resolve_in_root(root, src)
+                    .ok_or_else(|| self.fail(ins, format!("`{src}`: too many symlinks")))?,
+                None => src.clone(),
             };
             let copy = CopyDef {
                 src: src.clone(),
@@ -1313,6 +1313,60 @@ impl Builder<'_> {
             url: format!("docker://{reference}"),
         })
     }
+}
+
+/// `path` in the image unpacked at `root`, relative, with the symlinks on
+/// its way resolved as the container would (an absolute target starts
+/// again at `root`, `..` stops there), so that `COPY --from=build
+/// /bin/app` works where `/bin` links to `usr/bin`. Only links are read,
+/// none is followed on this machine; a component with a glob is kept as
+/// it is. None after 40 links (a loop).
+fn resolve_in_root(root: &Path, path: &str) -> Option<String> {
+    use std::ffi::OsString;
+    let components = |p: &Path| -> Vec<OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut pending: std::collections::VecDeque<OsString> = components(Path::new(path)).into();
+    let mut resolved: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let here: PathBuf = resolved.iter().collect();
+        let is_glob = part.to_string_lossy().contains(['*', '?', '[']);
+        let link = (!is_glob)
+            .then(|| std::fs::read_link(root.join(&here).join(&part)).ok())
+            .flatten();
+        match link {
+            Some(target) => {
+                links += 1;
+                if links > 40 {
+                    return None;
+                }
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                for (i, c) in components(&target).into_iter().enumerate() {
+                    pending.insert(i, c);
+                }
+            }
+            None => resolved.push(part),
+        }
+    }
+    let resolved: PathBuf = resolved.iter().collect();
+    Some(if resolved.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        resolved.to_string_lossy().into_owned()
+    })
 }
 
 /// CMD or ENTRYPOINT: the exec form as it is, the shell form under
@@ -1594,6 +1648,31 @@ mod tests {
             err.contains("line 2: `ARG`: `9x` is not a variable name"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn from_sources_resolve_symlinks_inside_the_rootfs_only() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("usr/bin")).unwrap();
+        std::fs::write(r.join("usr/bin/app"), b"app").unwrap();
+        let link = |name: &str, to: &str| std::os::unix::fs::symlink(to, r.join(name)).unwrap();
+        link("bin", "usr/bin");
+        link("escape", "../../../../etc");
+        link("abs", "/usr/bin/app");
+        link("loop", "loop");
+        let cases = [
+            ("/bin/app", "usr/bin/app"),
+            ("/abs", "usr/bin/app"),
+            ("/escape/passwd", "etc/passwd"),
+            ("/bin/../bin/*.so", "usr/bin/*.so"),
+            ("/", "."),
+            ("/../../x", "x"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(resolve_in_root(r, path).as_deref(), Some(want), "{path}");
+        }
+        assert_eq!(resolve_in_root(r, "/loop/x"), None);
     }
 
     #[test]
