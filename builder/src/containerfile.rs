@@ -631,6 +631,8 @@ struct State {
     /// ARGs declared in the stage, with their values.
     args: Vars,
     carried: Carried,
+    /// What FROM named: where `--chown` names are looked up.
+    base: (String, ImageRef),
 }
 
 impl State {
@@ -652,6 +654,7 @@ impl State {
 }
 
 /// Which image a FROM or `COPY --from` names.
+#[derive(Debug, Clone)]
 enum ImageRef {
     Stage(usize),
     Scratch,
@@ -862,7 +865,8 @@ impl Builder<'_> {
         }
         let words = split_words(rest).map_err(|w| self.fail(from, w))?;
         let image = expand(&words[0], &self.globals).map_err(|w| self.fail(from, w))?;
-        let (source, carried) = match self.image_ref(from, &image, index, false)? {
+        let base = self.image_ref(from, &image, index, false)?;
+        let (source, carried) = match base.clone() {
             ImageRef::Stage(j) => {
                 let (archive, carried) = self.stage_archive(j)?;
                 (archive.display().to_string(), carried)
@@ -894,6 +898,7 @@ impl Builder<'_> {
             },
             args: Vars::new(),
             carried,
+            base: (image, base),
         };
         for ins in &stage.instructions {
             self.apply(&mut state, ins, index)?;
@@ -1084,7 +1089,7 @@ impl Builder<'_> {
                 None => None,
             };
             match (flag.as_str(), value) {
-                ("chown", Some(v)) => owner = Some(self.owner(ins, &v)?),
+                ("chown", Some(v)) => owner = Some(self.owner(ins, &v, &state.base)?),
                 ("chmod", Some(v)) => {
                     if u32::from_str_radix(&v, 8).map_or(true, |m| m > 0o7777) {
                         return Err(self.fail(ins, format!("`--chmod={v}` is not an octal mode")));
@@ -1161,16 +1166,67 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// `--chown=UID[:GID]`: numbers only (a name would need the stage's
-    /// /etc/passwd as RUN steps leave it).
-    fn owner(&self, ins: &Instruction, value: &str) -> Result<String> {
-        let (uid, gid) = value.split_once(':').unwrap_or((value, value));
-        if uid.parse::<u32>().is_err() || gid.parse::<u32>().is_err() {
+    /// `--chown=USER[:GROUP]` as numbers: names are looked up in the
+    /// base image's `/etc/passwd` and `/etc/group` (a user alone takes its
+    /// primary group, a number alone the same number, as docker does).
+    /// What RUN steps of this stage add to them is not seen.
+    fn owner(
+        &mut self,
+        ins: &Instruction,
+        value: &str,
+        base: &(String, ImageRef),
+    ) -> Result<String> {
+        let (user, group) = match value.split_once(':') {
+            Some((user, group)) => (user, Some(group)),
+            None => (value, None),
+        };
+        let number = |s: &str| s.parse::<u32>().ok();
+        if let Some(uid) = number(user)
+            && let Some(gid) = group.map_or(Some(uid), number)
+        {
+            return Ok(format!("{uid}:{gid}"));
+        }
+        if matches!(base.1, ImageRef::Scratch) {
             return Err(self.fail(
                 ins,
-                format!("`--chown={value}`: only numeric UID[:GID] is supported, not names"),
+                format!("`--chown={value}`: a stage FROM scratch has no /etc/passwd; give numbers"),
             ));
         }
+        let root = self.rootfs_of(ins, &base.0, base.1.clone())?;
+        let lookup = |db: &str, name: &str| -> Result<Option<(u32, u32)>> {
+            let text = read_small(&root, db)?;
+            Ok(text.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split(':').collect();
+                let id = |i: usize| fields.get(i).and_then(|f| f.parse::<u32>().ok());
+                (fields.first() == Some(&name)).then(|| Some((id(2)?, id(3).unwrap_or(0))))?
+            }))
+        };
+        let missing = |what: &str, name: &str, db: &str| {
+            self.fail(
+                ins,
+                format!(
+                    "`--chown={value}`: {what} `{name}` is not in /{db} of `{}` (what RUN steps add is not read; give numbers)",
+                    base.0
+                ),
+            )
+        };
+        let (uid, primary) = match number(user) {
+            Some(uid) => (uid, uid),
+            None => {
+                lookup("etc/passwd", user)?.ok_or_else(|| missing("user", user, "etc/passwd"))?
+            }
+        };
+        let gid = match group {
+            None => primary,
+            Some(group) => match number(group) {
+                Some(gid) => gid,
+                None => {
+                    lookup("etc/group", group)?
+                        .ok_or_else(|| missing("group", group, "etc/group"))?
+                        .0
+                }
+            },
+        };
         Ok(format!("{uid}:{gid}"))
     }
 
@@ -1367,6 +1423,27 @@ fn resolve_in_root(root: &Path, path: &str) -> Option<String> {
     } else {
         resolved.to_string_lossy().into_owned()
     })
+}
+
+/// The file `rel` of the unpacked image at `root` (its symlinks resolved
+/// inside it), when it is a regular file: at most 1 MiB of it. Empty when
+/// missing.
+fn read_small(root: &Path, rel: &str) -> Result<String> {
+    use std::io::Read;
+    let Some(inside) = resolve_in_root(root, rel) else {
+        return Ok(String::new());
+    };
+    let path = root.join(&inside);
+    let file = match crate::copy::open_beneath(root, Path::new(&inside)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(Error::io("opening", &path)(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(1 << 20)
+        .read_to_end(&mut bytes)
+        .map_err(Error::io("reading", &path))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// CMD or ENTRYPOINT: the exec form as it is, the shell form under

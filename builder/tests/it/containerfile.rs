@@ -459,7 +459,7 @@ fn unsupported_instructions_and_flags_are_refused_naming_the_line() {
             "line 2: `RUN`: flag `--mount`",
         ),
         ("COPY --parents a /x/", "line 2: `COPY`: flag `--parents`"),
-        ("COPY --chown=app a /a", "only numeric UID[:GID]"),
+        ("COPY --chown=app a /a", "FROM scratch has no /etc/passwd"),
         ("COPY a b /x", "line 2: `COPY`: with several sources"),
         (
             "COPY --from=later a /a",
@@ -590,4 +590,39 @@ fn a_killed_multi_stage_build_is_reclaimed_by_the_next() {
     let whole = ctx.build("whole.tar").unwrap();
     assert_eq!(builder::inspect::inspect(&out).unwrap().id, whole.digest);
     assert_eq!(image_files(&out)["out/big"].4, big);
+}
+
+/// `--chown` names are the base image's: a user alone takes its primary
+/// group; one the base does not have is an error naming it. The base's
+/// /etc/passwd is read inside its rootfs (a symlinked /etc resolves there).
+#[test]
+fn chown_names_are_looked_up_in_the_base_image() {
+    let ctx = Ctx::new(
+        "FROM scratch AS base\nCOPY etc/ /real-etc/\nFROM scratch AS linked\n\
+         COPY --from=base /real-etc/ /real-etc/\nCOPY root/ /\n\
+         FROM linked\nCOPY --chown=app a /a\nCOPY --chown=app:staff a /b\nCOPY --chown=7:staff a /c\n",
+    );
+    ctx.write(
+        "etc/passwd",
+        b"root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n",
+    )
+    .write("etc/group", b"root:x:0:\nstaff:x:50:\n")
+    .write("a", b"a");
+    std::fs::create_dir(ctx.dir.join("root")).unwrap();
+    std::os::unix::fs::symlink("/real-etc", ctx.dir.join("root/etc")).unwrap();
+    let built = ctx.build("image.tar").unwrap();
+    let files = image_files(&built.output);
+    assert_eq!((files["a"].2, files["a"].3), (1000, 1001));
+    assert_eq!((files["b"].2, files["b"].3), (1000, 50));
+    assert_eq!((files["c"].2, files["c"].3), (7, 50));
+    let ctx = Ctx::new(
+        "FROM scratch AS base\nCOPY passwd /etc/passwd\nFROM base\nCOPY --chown=ghost a /a\n",
+    );
+    ctx.write("passwd", b"app:x:1000:1000::/:/bin/sh\n")
+        .write("a", b"a");
+    let err = ctx.refused();
+    assert!(
+        err.contains("line 4: `COPY`: `--chown=ghost`: user `ghost` is not in /etc/passwd"),
+        "{err}"
+    );
 }
