@@ -519,6 +519,34 @@ fn the_command_line_builds_with_build_args_tag_and_target() {
     assert_eq!(digest.trim(), image.id);
     assert_eq!(image.tag.as_deref(), Some("localhost/cli:1"));
     assert_eq!(image_files(&out)["who"].4, b"alice");
+    // -t names an image.toml's image too; without -o it says what is missing.
+    let toml = ctx.dir.join("image.toml");
+    std::fs::write(
+        &toml,
+        "tag = \"localhost/a:1\"\n[base]\nsource = \"scratch\"\n",
+    )
+    .unwrap();
+    let with = |extra: &[&str]| {
+        std::process::Command::new(builder_bin())
+            .arg("build")
+            .arg(&toml)
+            .args(extra)
+            .arg("--init")
+            .arg(ctx.ws.dir.path().join("init"))
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    };
+    let done = with(&["-t", "localhost/b:2", "-o", out.to_str().unwrap()]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let tag = builder::inspect::inspect(&out).unwrap().tag;
+    assert_eq!(tag.as_deref(), Some("localhost/b:2"));
+    let missing = with(&[]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("give the archive to write with -o"));
     let bad = run(&["-t", "Not A Tag!!"]);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(
