@@ -1322,7 +1322,12 @@ impl Builder<'_> {
         let file = crate::copy::open_beneath(&self.req.context, rel)
             .map_err(Error::io("opening", &shown))?;
         let dir = self.scratch_dir("add")?;
-        crate::unpack::extract(file, &dir, &crate::unpack::Options::default())
+        // Bounded as copies are: what it unpacks is copied next.
+        let opts = crate::unpack::Options {
+            max_size: crate::copy::max_size_from_env(),
+            ..Default::default()
+        };
+        crate::unpack::extract(file, &dir, &opts)
             .map_err(|e| self.fail(ins, format!("unpacking `{}`: {e}", shown.display())))?;
         if !copy.dest.ends_with('/') {
             copy.dest.push('/');

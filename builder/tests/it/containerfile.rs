@@ -654,3 +654,33 @@ fn chown_names_are_looked_up_in_the_base_image() {
         "{err}"
     );
 }
+
+/// A tarball that ADD would unpack past CRADLE_MAX_COPY_SIZE is refused
+/// while it unpacks, naming the line, and leaves nothing.
+#[test]
+fn add_of_a_tarball_larger_than_the_copy_limit_is_refused() {
+    let ctx = Ctx::new("FROM scratch\nADD huge.tar /srv/\n");
+    let huge = Tar::new().file("zeros", &vec![0u8; 64 << 10]).gzip();
+    ctx.write("huge.tar", &huge);
+    let out = ctx.ws.out().join("image.tar");
+    let done = std::process::Command::new(builder_bin())
+        .args(["build", "-f"])
+        .arg(ctx.dir.join("Containerfile"))
+        .arg("-o")
+        .arg(&out)
+        .arg("--init")
+        .arg(ctx.ws.dir.path().join("init"))
+        .arg(&ctx.dir)
+        .env("CRADLE_MAX_COPY_SIZE", "16K")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(!done.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("line 2: `ADD`") && stderr.contains("limit of 16384 bytes"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(ctx.ws.out()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
