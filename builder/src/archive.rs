@@ -9,6 +9,13 @@
 //! the contents), then blobs are read in place with `pread`: nothing is
 //! copied out, and a layer that the caller already has (a warm cache) is
 //! never read at all.
+//!
+//! An OCI image layout may also be a directory (what `skopeo copy oci:DIR`
+//! writes, and what the builder hands the launcher for a `[[run]]` step, so
+//! that a big base is never archived again per step). Its entries are opened
+//! beneath the directory, one component at a time without following a
+//! symlink, and must be regular files; each is read through the one open
+//! file that was checked, with the same digest checks as an archive's.
 
 use crate::error::{Error, Result};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
@@ -26,8 +33,11 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 #[derive(Debug)]
 pub struct ImageArchive {
     path: PathBuf,
+    /// The tar archive, or the layout directory.
     file: File,
+    /// The tar's regular files; empty for a directory.
     entries: HashMap<String, Region>,
+    dir: bool,
 }
 
 /// Where a regular file's contents are inside the archive.
@@ -67,9 +77,25 @@ pub struct Layer {
 /// The contents of a verified blob, read in place.
 #[derive(Debug)]
 pub struct Blob<'a> {
-    file: &'a File,
+    file: BlobFile<'a>,
     offset: u64,
     remaining: u64,
+}
+
+/// The file a blob is read from: the archive, or a layout directory's entry.
+#[derive(Debug)]
+enum BlobFile<'a> {
+    Archive(&'a File),
+    Entry(File),
+}
+
+impl BlobFile<'_> {
+    fn get(&self) -> &File {
+        match self {
+            BlobFile::Archive(file) => file,
+            BlobFile::Entry(file) => file,
+        }
+    }
 }
 
 impl Read for Blob<'_> {
@@ -80,7 +106,7 @@ impl Read for Blob<'_> {
         if want == 0 {
             return Ok(0);
         }
-        let n = self.file.read_at(&mut buf[..want], self.offset)?;
+        let n = self.file.get().read_at(&mut buf[..want], self.offset)?;
         self.offset += n as u64;
         self.remaining -= n as u64;
         Ok(n)
@@ -129,15 +155,32 @@ impl LayerReader<'_> {
 }
 
 impl ImageArchive {
-    /// Opens `path` and indexes its regular files.
+    /// Opens `path` and indexes its regular files; a directory is opened
+    /// as an OCI image layout, its entries found when they are read.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(Error::io("opening image archive", path))?;
-        let entries = index_entries(path, &file)?;
+        let dir = file
+            .metadata()
+            .map_err(Error::io("opening image archive", path))?
+            .is_dir();
+        let entries = match dir {
+            true => HashMap::new(),
+            false => index_entries(path, &file)?,
+        };
         Ok(Self {
             path: path.to_path_buf(),
             file,
             entries,
+            dir,
         })
+    }
+
+    /// True when the archive has the regular file `entry`.
+    fn has(&self, entry: &str) -> bool {
+        match self.dir {
+            true => self.locate(entry).is_ok(),
+            false => self.entries.contains_key(entry),
+        }
     }
 
     /// The archive's path.
@@ -148,9 +191,9 @@ impl ImageArchive {
     /// Reads the image named `reference` (an OCI `ref.name` or a docker
     /// `RepoTags` entry), or the only/first image when `None`.
     pub fn image(&self, reference: Option<&str>) -> Result<Image> {
-        if self.entries.contains_key("index.json") {
+        if self.has("index.json") {
             self.oci_image(reference)
-        } else if self.entries.contains_key("manifest.json") {
+        } else if self.has("manifest.json") {
             self.docker_image(reference)
         } else {
             Err(self.not_an_image("neither `index.json` nor `manifest.json` is in it"))
@@ -160,7 +203,7 @@ impl ImageArchive {
     /// The names of the images in the archive, as [`Self::image`] takes
     /// them: the OCI index's `ref.name` annotations, or docker's `RepoTags`.
     pub fn names(&self) -> Result<Vec<String>> {
-        if self.entries.contains_key("index.json") {
+        if self.has("index.json") {
             let index: ImageIndex = self.json("index.json", &self.read_entry("index.json")?)?;
             Ok(index
                 .manifests()
@@ -185,14 +228,14 @@ impl ImageArchive {
     /// `finish` accepts them.
     pub fn layer_reader(&self, layer: &Layer) -> Result<LayerReader<'_>> {
         check_digest_form(&layer.digest)?;
-        let region = self.region(&layer.entry)?;
-        if region.size != layer.size {
-            return Err(self.layer_size_error(layer, region.size));
+        let blob = self.blob(&layer.entry)?;
+        if blob.remaining != layer.size {
+            return Err(self.layer_size_error(layer, blob.remaining));
         }
         Ok(LayerReader {
             archive: self,
             layer: layer.clone(),
-            blob: self.blob(region),
+            blob,
             hasher: Sha256::new(),
             read: 0,
         })
@@ -205,7 +248,7 @@ impl ImageArchive {
     /// [`Self::layer_reader`] instead.
     pub fn verified_layer(&self, layer: &Layer) -> Result<Blob<'_>> {
         self.layer_reader(layer)?.finish()?;
-        Ok(self.blob(self.region(&layer.entry)?))
+        self.blob(&layer.entry)
     }
 
     fn layer_size_error(&self, layer: &Layer, size: u64) -> Error {
@@ -370,30 +413,50 @@ impl ImageArchive {
     }
 
     fn region(&self, entry: &str) -> Result<Region> {
-        self.entries
-            .get(entry)
-            .copied()
-            .ok_or_else(|| self.not_an_image(&format!("`{entry}` is missing")))
+        self.locate(entry).map(|(_, region)| region)
     }
 
-    fn blob(&self, region: Region) -> Blob<'_> {
-        Blob {
-            file: &self.file,
+    /// The file holding `entry` and where in it: the archive's region, or
+    /// the layout directory's entry, opened beneath it.
+    fn locate(&self, entry: &str) -> Result<(BlobFile<'_>, Region)> {
+        let missing = || self.not_an_image(&format!("`{entry}` is missing"));
+        if !self.dir {
+            let region = self.entries.get(entry).copied().ok_or_else(missing)?;
+            return Ok((BlobFile::Archive(&self.file), region));
+        }
+        let file = match open_beneath(&self.file, entry) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+            Err(e) => return Err(self.read_error()(e)),
+        };
+        let meta = file.metadata().map_err(self.read_error())?;
+        if !meta.is_file() {
+            return Err(self.not_an_image(&format!("`{entry}` is not a regular file")));
+        }
+        let region = Region {
+            offset: 0,
+            size: meta.len(),
+        };
+        Ok((BlobFile::Entry(file), region))
+    }
+
+    fn blob(&self, entry: &str) -> Result<Blob<'_>> {
+        let (file, region) = self.locate(entry)?;
+        Ok(Blob {
+            file,
             offset: region.offset,
             remaining: region.size,
-        }
+        })
     }
 
     /// Reads a small metadata entry (index.json, manifest.json) whole.
     fn read_entry(&self, entry: &str) -> Result<Vec<u8>> {
-        let region = self.region(entry)?;
-        if region.size > MAX_METADATA {
+        let mut blob = self.blob(entry)?;
+        if blob.remaining > MAX_METADATA {
             return Err(self.not_an_image(&format!("`{entry}` is over {MAX_METADATA} bytes")));
         }
-        let mut out = Vec::with_capacity(region.size as usize);
-        self.blob(region)
-            .read_to_end(&mut out)
-            .map_err(self.read_error())?;
+        let mut out = Vec::with_capacity(blob.remaining as usize);
+        blob.read_to_end(&mut out).map_err(self.read_error())?;
         Ok(out)
     }
 
@@ -440,7 +503,7 @@ impl ImageArchive {
 impl ImageArchive {
     /// The archive's `index.json` (OCI layouts only).
     pub fn index(&self) -> Result<ImageIndex> {
-        if !self.entries.contains_key("index.json") {
+        if !self.has("index.json") {
             return Err(self.not_an_image("it has no `index.json` (a `docker save` archive?)"));
         }
         self.json("index.json", &self.read_entry("index.json")?)
@@ -476,12 +539,12 @@ impl ImageArchive {
 
     /// True when it holds an image: an OCI layout or a `docker save` archive.
     pub fn is_image(&self) -> bool {
-        self.entries.contains_key("index.json") || self.entries.contains_key("manifest.json")
+        self.has("index.json") || self.has("manifest.json")
     }
 
     /// True for an OCI layout (`index.json`), false for `docker save`.
     pub fn has_index(&self) -> bool {
-        self.entries.contains_key("index.json")
+        self.has("index.json")
     }
 
     /// `image`'s config as the bytes that hash to its digest, checked.
@@ -495,9 +558,8 @@ impl ImageArchive {
     pub fn layer_media_type(&self, layer: &Layer) -> Result<oci_spec::image::MediaType> {
         use oci_spec::image::MediaType;
         let mut magic = [0u8; 4];
-        let region = self.region(&layer.entry)?;
         let n = self
-            .blob(region)
+            .blob(&layer.entry)?
             .read(&mut magic)
             .map_err(self.read_error())?;
         Ok(match magic[..n] {
@@ -580,6 +642,46 @@ fn index_entries(path: &Path, file: &File) -> Result<HashMap<String, Region>> {
         return Err(truncated(end));
     }
     Ok(entries)
+}
+
+/// Opens `entry` (`blobs/sha256/<hex>`, `index.json`) of the directory
+/// `dir` without leaving it: component by component, never through a
+/// symlink, `.` or `..`; non-blocking, so that a FIFO put there is opened
+/// (and refused as no regular file) instead of waiting for a writer.
+fn open_beneath(dir: &File, entry: &str) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let parts: Vec<&str> = entry.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{entry}` is not a plain relative name"),
+        ));
+    }
+    let mut current: Option<File> = None;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let flags = libc::O_RDONLY
+            | libc::O_NOFOLLOW
+            | libc::O_CLOEXEC
+            | if last {
+                libc::O_NONBLOCK | libc::O_NOCTTY
+            } else {
+                libc::O_DIRECTORY
+            };
+        let name = std::ffi::CString::new(*part)?;
+        let at = current.as_ref().unwrap_or(dir).as_raw_fd();
+        // SAFETY: `at` is an open directory fd; `name` is NUL-terminated.
+        let fd = unsafe { libc::openat(at, name.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: openat returned a new fd that nothing else owns.
+        current = Some(unsafe { File::from_raw_fd(fd) });
+    }
+    current.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
 }
 
 /// Checks that `file` starts with a tar header (its checksum adds up), and
@@ -798,6 +900,74 @@ mod tests {
         .unwrap();
         t.add("index.json", &index);
         t.write()
+    }
+
+    /// The layout `oci` writes, unpacked into a directory.
+    fn oci_dir(layers: &[&[u8]]) -> tempfile::TempDir {
+        let tar = oci(layers, false);
+        let dir = tempfile::tempdir().unwrap();
+        tar::Archive::new(File::open(tar.path()).unwrap())
+            .unpack(dir.path())
+            .unwrap();
+        dir
+    }
+
+    #[test]
+    fn reads_an_oci_layout_directory_checking_its_layers() {
+        let dir = oci_dir(&[b"one", b"two"]);
+        let archive = ImageArchive::open(dir.path()).unwrap();
+        assert!(archive.is_image());
+        let image = archive.image(None).unwrap();
+        assert_eq!(image.layers.len(), 2);
+        let mut text = String::new();
+        archive
+            .verified_layer(&image.layers[1])
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "two");
+        // A layer changed on disk fails its digest check.
+        let hex = image.layers[0].digest.trim_start_matches("sha256:");
+        std::fs::write(dir.path().join("blobs/sha256").join(hex), b"ONE").unwrap();
+        let err = archive.verified_layer(&image.layers[0]).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    }
+
+    /// A layout directory is input like an archive: a blob that is a
+    /// symlink (to a host file) or a FIFO is refused, not followed or
+    /// waited on; a `..` entry never leaves the directory.
+    #[test]
+    fn a_layout_directory_entry_that_is_a_symlink_or_fifo_is_refused() {
+        let dir = oci_dir(&[b"one"]);
+        let archive = ImageArchive::open(dir.path()).unwrap();
+        let image = archive.image(None).unwrap();
+        let blob = dir
+            .path()
+            .join("blobs/sha256")
+            .join(image.layers[0].digest.trim_start_matches("sha256:"));
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"one").unwrap();
+        std::fs::remove_file(&blob).unwrap();
+        std::os::unix::fs::symlink(&outside, &blob).unwrap();
+        let err = archive.verified_layer(&image.layers[0]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("Too many levels of symbolic links")
+                || matches!(err, Error::Archive { .. }),
+            "{err:#}"
+        );
+        std::fs::remove_file(&blob).unwrap();
+        nix_mkfifo(&blob);
+        let err = archive.verified_layer(&image.layers[0]).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let err = open_beneath(&archive.file, "blobs/../outside").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    fn nix_mkfifo(path: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     }
 
     #[test]

@@ -122,6 +122,7 @@ pub fn layer(
         max_size,
         context: context.to_path_buf(),
         base: base.map(Path::to_path_buf),
+        ignore: None,
     };
     for copy in copies {
         plan.add(&root, copy, epoch)?;
@@ -143,10 +144,13 @@ struct Plan {
     max_size: u64,
     context: PathBuf,
     base: Option<PathBuf>,
+    /// The context's `.dockerignore`, for the copy being added.
+    ignore: Option<crate::dockerignore::Ignore>,
 }
 
 impl Plan {
     fn add(&mut self, root: &OwnedFd, copy: &CopyDef, epoch: u64) -> Result<()> {
+        self.ignore.clone_from(&copy.ignore);
         let owner = copy
             .owner
             .as_deref()
@@ -218,6 +222,10 @@ impl Plan {
             })
             .collect();
         let Some((last, parents)) = parts.split_last() else {
+            // `.`: the context's contents (a Containerfile's `COPY . /app`).
+            if src.components().all(|c| c == Component::CurDir) && src.as_os_str() != "" {
+                return Ok(vec![(Rc::new(dup(root)?), ".".into(), PathBuf::new())]);
+            }
             return Err(self.refuse(
                 &src.display().to_string(),
                 "names the build context itself; copy its files by name or with `*`",
@@ -258,6 +266,10 @@ impl Plan {
         for (fd, rel) in dirs {
             for name in self.names(&fd, &rel, last)? {
                 let path = rel.join(&name);
+                // What `.dockerignore` excludes is not in the context.
+                if self.ignore.as_ref().is_some_and(|i| i.excludes(&path)) {
+                    continue;
+                }
                 out.push((fd.clone(), name, path));
             }
         }
@@ -302,6 +314,12 @@ impl Plan {
                 continue;
             }
             let rel = rel.join(&name);
+            let ignored = self.ignore.as_ref().is_some_and(|i| i.excludes(&rel));
+            // Below an ignored directory only an exception can bring a
+            // path back: looked for when the ignore file has one.
+            if ignored && !self.ignore.as_ref().is_some_and(|i| i.has_exceptions()) {
+                continue;
+            }
             let target = target.join(&name);
             let st = stat_at(fd, &name).map_err(Error::io("reading", self.context.join(&rel)))?;
             if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
@@ -309,9 +327,14 @@ impl Plan {
                     open_at(fd, &name, true)
                         .map_err(Error::io("opening", self.context.join(&rel)))?,
                 );
-                self.insert(target.clone(), dir_entry(&st, opts))?;
+                if !ignored {
+                    self.insert(target.clone(), dir_entry(&st, opts))?;
+                }
                 self.add_tree(&sub, &rel, &target, &inner, opts)?;
+            } else if ignored {
+                continue;
             } else {
+                self.add_parents(&target)?;
                 self.add_leaf(fd.clone(), name, &rel, target, &st, opts)?;
             }
         }
@@ -355,7 +378,10 @@ impl Plan {
             libc::S_IFLNK => {
                 // A directory's symlink is copied as a symlink: resolved in
                 // the container, never here. Named as a source, it is refused.
-                if rel.as_os_str() == OsStr::new(opts.src) {
+                let named = Path::new(opts.src)
+                    .components()
+                    .filter(|c| matches!(c, Component::Normal(_)));
+                if rel.components().eq(named) {
                     return Err(self.refuse(
                         opts.src,
                         "is a symlink; sources are not followed through symlinks",
@@ -525,6 +551,26 @@ fn open_dir_path(path: &Path) -> Result<OwnedFd> {
         .open(path)
         .map_err(Error::io("opening the build context", path))?;
     Ok(OwnedFd::from(file))
+}
+
+/// Opens the regular file `rel` beneath `context` as a source is opened:
+/// one name at a time, never through a symlink (an ADD's tarball).
+pub(crate) fn open_beneath(context: &Path, rel: &Path) -> std::io::Result<File> {
+    let mut dir = OwnedFd::from(File::open(context)?);
+    let parts: Vec<&OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let Some((last, parents)) = parts.split_last() else {
+        return Err(std::io::ErrorKind::IsADirectory.into());
+    };
+    for part in parents {
+        dir = open_at(&dir, part, true)?;
+    }
+    Ok(File::from(open_at(&dir, last, false)?))
 }
 
 fn dup(fd: &OwnedFd) -> Result<OwnedFd> {
@@ -712,6 +758,7 @@ mod tests {
             mode: None,
             exclude: vec![],
             context: None,
+            ignore: None,
         };
         assert!(check(&copy("app.sh", "/app/")).is_ok());
         for (src, dest) in [

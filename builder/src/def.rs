@@ -83,6 +83,10 @@ pub struct CopyDef {
     /// folder (a Containerfile's `COPY --from=STAGE`: that stage's rootfs).
     #[serde(skip)]
     pub context: Option<PathBuf>,
+    /// The build context's `.dockerignore`: what it excludes is not there
+    /// (a Containerfile's COPY and ADD).
+    #[serde(skip)]
+    pub ignore: Option<crate::dockerignore::Ignore>,
 }
 
 /// `[[run]]`: a command run over the image so far, in the launcher's
@@ -143,6 +147,10 @@ pub struct ConfigDef {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+    /// `PORT[/PROTOCOL]` the image says it listens on (ExposedPorts);
+    /// protocol `tcp` when absent.
+    #[serde(default)]
+    pub expose: Vec<String>,
 }
 
 /// `[services.NAME]` tables, each written back as the text of its file.

@@ -59,6 +59,22 @@ pub enum Error {
     #[error("image definition `{}`: {what}", path.display())]
     DefinitionInvalid { path: PathBuf, what: String },
 
+    #[error("`{}` line {line}: `{instruction}`: {what}", path.display())]
+    Containerfile {
+        path: PathBuf,
+        line: usize,
+        instruction: String,
+        what: String,
+    },
+    #[error("building stage `{stage}` of `{}` (line {line})", path.display())]
+    Stage {
+        path: PathBuf,
+        line: usize,
+        stage: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     #[error(
         "no static init found: tried {tried} (build one with `cargo xtask build-init`, or give --init)"
     )]
@@ -217,6 +233,37 @@ pub enum Error {
     },
     #[error("reading registry credentials from `{}`: {what}", path.display())]
     Credentials { path: PathBuf, what: String },
+
+    /// A `[[run]]` step's command ended with a status other than 0.
+    #[error("{step} failed: {status}")]
+    RunFailed { step: String, status: String },
+    /// The launcher that runs `[[run]]` steps could not be started.
+    #[error("{step}: starting the launcher `{}`", launcher.display())]
+    RunLauncher {
+        step: String,
+        launcher: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "no launcher found to run `[[run]]` steps (looked at {tried}); set CRADLE_LAUNCHER or put `launcher` beside the builder"
+    )]
+    NoLauncher { tried: String },
+    /// What a `[[run]]` step left that cannot become its layer.
+    #[error("{step}: refusing `{}`: {what}", file.display())]
+    RunLayer {
+        step: String,
+        file: PathBuf,
+        what: String,
+    },
+    /// The step cache could not be used (its directory, its lock).
+    #[error("{op} the step cache `{}`", path.display())]
+    Cache {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 
     /// Any other filesystem operation: `op` says which ("creating", "reading" …).
     #[error("{op} `{}`", path.display())]

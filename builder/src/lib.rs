@@ -6,8 +6,11 @@
 
 pub mod archive;
 pub mod base;
+pub mod cache;
+pub mod containerfile;
 pub mod copy;
 pub mod def;
+pub mod dockerignore;
 mod error;
 pub mod fetch;
 pub mod host;
@@ -26,7 +29,9 @@ pub mod registry {
     pub mod reference;
     pub use reference::Reference;
 }
+pub mod run;
 pub mod unpack;
+pub mod upper;
 pub mod verify;
 
 pub use def::{CopyDef, ImageDef, RunDef, Source, Step};
@@ -45,6 +50,12 @@ pub struct Options {
     /// Mtimes are clamped to this, and it is the image's creation time
     /// (`SOURCE_DATE_EPOCH`, else 0).
     pub epoch: u64,
+    /// How `[[run]]` steps run (the step cache, progress, the launcher).
+    pub run: run::Options,
+    /// Leave the init out: no `/sbin/cradle-init` layer, and the
+    /// entrypoint is the definition's own (`builder build --no-init`, and
+    /// a Containerfile's intermediate stages).
+    pub no_init: bool,
 }
 
 /// A built image.
@@ -59,6 +70,10 @@ pub struct Built {
     pub size: u64,
     /// What the caller should tell the user (a command missing from the rootfs …).
     pub warnings: Vec<String>,
+    /// The definition's steps (copies in a row are one), and how many of
+    /// them came from the step cache.
+    pub steps: usize,
+    pub cached: usize,
 }
 
 /// Builds the image `def` into `opts.output`.
@@ -68,7 +83,9 @@ pub fn build(def: &ImageDef, opts: &Options) -> Result<Built> {
 
 /// [`build`] of a definition `depth` bases down.
 pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<Built> {
-    init::check_static(&opts.init)?;
+    if !opts.no_init {
+        init::check_static(&opts.init)?;
+    }
     let work = WorkDir::beside(&opts.output, BUILD_PREFIX)?;
     let blobs = pack::Blobs::create(work.path().join("blobs"))?;
     let (base, mut warnings) = base::prepare(def, opts, work.path(), &blobs, depth)?;
@@ -80,38 +97,77 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
     let max_copy = copy::max_size_from_env();
     let rootfs = work.path().join("rootfs");
     let rootfs = rootfs.is_dir().then_some(rootfs.as_path());
-    for group in step_groups(def) {
+    let groups = step_groups(def);
+    let mut sandbox = None;
+    let mut cached = 0;
+    for (i, group) in groups.iter().enumerate() {
+        let progress = |event: run::Progress| {
+            if let Some(report) = opts.run.progress {
+                report(&event);
+            }
+        };
+        progress(run::Progress::Step {
+            number: i + 1,
+            total: groups.len(),
+            what: group.describe(),
+        });
         match group {
             Group::Copies(copies) => {
                 let context = copies[0].context.as_deref().unwrap_or(&def.dir);
                 let Some(layer) =
-                    copy::layer(&copies, context, rootfs, &blobs, opts.epoch, max_copy)?
+                    copy::layer(copies, context, rootfs, &blobs, opts.epoch, max_copy)?
                 else {
                     continue;
                 };
                 let sources: Vec<&str> = copies.iter().map(|c| c.src.as_str()).collect();
+                progress(run::Progress::Made {
+                    digest: layer.blob.digest.clone(),
+                });
                 added.push((
                     oci::Layer::packed(layer),
                     format!("cradle builder: copy {}", sources.join(" ")),
                 ));
             }
-            Group::Run(run) => {
-                return Err(Error::DefinitionInvalid {
-                    path: def.dir.join("image.toml"),
-                    what: format!(
-                        "`[[run]]` `{}`: run steps are not built yet",
-                        run.argv().join(" ")
-                    ),
+            Group::Run(def_run) => {
+                if sandbox.is_none() {
+                    sandbox = Some(run::Sandbox::new(opts)?);
+                }
+                let layers: Vec<oci::Layer> = base
+                    .layers
+                    .iter()
+                    .chain(added.iter().map(|(layer, _)| layer))
+                    .cloned()
+                    .collect();
+                let step = run::Step {
+                    def: def_run,
+                    name: format!("step {} ({})", i + 1, group.describe()),
+                    layers: &layers,
+                    base: base.config.as_ref(),
+                };
+                let sandbox = sandbox.as_ref().expect("made above");
+                let (layer, hit) = run::layer(&step, sandbox, work.path(), &blobs)?;
+                cached += usize::from(hit);
+                let digest = layer.blob.digest.clone();
+                progress(match hit {
+                    true => run::Progress::Cached { digest },
+                    false => run::Progress::Made { digest },
                 });
+                added.push((
+                    layer,
+                    format!("cradle builder: run {}", def_run.argv().join(" ")),
+                ));
             }
         }
     }
-    let init = pack::layer_with_file(&opts.init, oci::INIT_PATH, 0o755, &blobs, opts.epoch)?;
-    added.push((
-        oci::Layer::packed(init),
-        format!("cradle builder: /{}", oci::INIT_PATH),
-    ));
-    let mut image = oci::assemble(base, added, def, blobs, opts.epoch)?;
+    drop(sandbox);
+    if !opts.no_init {
+        let init = pack::layer_with_file(&opts.init, oci::INIT_PATH, 0o755, &blobs, opts.epoch)?;
+        added.push((
+            oci::Layer::packed(init),
+            format!("cradle builder: /{}", oci::INIT_PATH),
+        ));
+    }
+    let mut image = oci::assemble(base, added, def, blobs, opts.epoch, !opts.no_init)?;
     if def.sbom {
         warnings.extend(sbom::attach(&mut image, base_layers, &def.tag, opts.epoch)?);
     }
@@ -124,6 +180,8 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
         config: image.config.digest,
         size,
         warnings,
+        steps: groups.len(),
+        cached,
     })
 }
 
@@ -132,6 +190,22 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
 enum Group<'a> {
     Copies(Vec<CopyDef>),
     Run(&'a RunDef),
+}
+
+impl Group<'_> {
+    /// `COPY a b` or `RUN argv…`, as progress and errors show the step.
+    fn describe(&self) -> String {
+        match self {
+            Group::Copies(copies) => {
+                let sources: Vec<&str> = copies.iter().map(|c| c.src.as_str()).collect();
+                format!("COPY {}", sources.join(" "))
+            }
+            Group::Run(run) => match &run.shell {
+                Some(line) => format!("RUN {line}"),
+                None => format!("RUN {}", run.command.join(" ")),
+            },
+        }
+    }
 }
 
 fn step_groups(def: &ImageDef) -> Vec<Group<'_>> {
@@ -191,7 +265,7 @@ pub fn source_date_epoch() -> u64 {
 }
 
 /// The directory `output` goes in (`.` for a bare name), created.
-fn parent_of(output: &Path) -> Result<&Path> {
+pub(crate) fn parent_of(output: &Path) -> Result<&Path> {
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -384,7 +458,7 @@ pub(crate) fn reclaim_stale(dir: &Path, prefix: &str) {
 
 /// Adds `u+rwx` to every directory under `dir` (not through symlinks), so
 /// that a user without privileges can delete a rootfs with `0555` ones.
-fn make_writable(dir: &Path) {
+pub(crate) fn make_writable(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let Ok(meta) = std::fs::symlink_metadata(dir) else {
         return;

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use builder::{ImageDef, fetch, inspect, unpack};
 use clap::{Parser, Subcommand};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -16,26 +16,59 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the image defined in IMAGE_TOML into an OCI archive.
+    /// Build the image defined in IMAGE_TOML, or with `-f` the
+    /// Containerfile, whose COPY and ADD sources are in the CONTEXT
+    /// directory, into an OCI archive.
     Build {
-        /// The image definition (`images/NAME/image.toml`).
-        image_toml: PathBuf,
-        /// The archive to write.
+        /// The image definition (`images/NAME/image.toml`), or with `-f`
+        /// the build context.
+        #[arg(value_name = "IMAGE_TOML|CONTEXT")]
+        path: PathBuf,
+        /// Build this Containerfile (Dockerfile syntax) instead of an image.toml.
+        #[arg(short = 'f', long = "file", value_name = "CONTAINERFILE")]
+        file: Option<PathBuf>,
+        /// A Containerfile ARG's value (`NAME=VALUE`; `NAME` alone takes it
+        /// from the environment).
+        #[arg(long = "build-arg", value_name = "NAME=VALUE", requires = "file")]
+        build_args: Vec<String>,
+        /// The Containerfile stage to build (the last one by default).
+        #[arg(long, requires = "file")]
+        target: Option<String>,
+        /// The image's tag [image.toml: its `tag`; Containerfile:
+        /// localhost/CONTEXT:latest].
+        #[arg(short = 't', long)]
+        tag: Option<String>,
+        /// The archive to write [required for an image.toml; Containerfile:
+        /// NAME.tar, NAME from the tag].
         #[arg(short, long)]
-        output: PathBuf,
+        output: Option<PathBuf>,
+        /// Leave out the init: no /sbin/cradle-init, the entrypoint as the
+        /// definition gives it.
+        #[arg(long)]
+        no_init: bool,
         /// The static init to add at /sbin/cradle-init [default: found as
         /// the launcher finds it: $CRADLE_INIT_PATH, beside this program,
         /// target/static/cradle-init, /usr/libexec/cradle/cradle-init].
         #[arg(long)]
         init: Option<PathBuf>,
-        /// The download cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
+        /// The download and step cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
         #[arg(long, env = "CRADLE_CACHE_DIR")]
         cache: Option<PathBuf>,
+        /// Run every `[[run]]` step, neither using nor filling the step cache.
+        #[arg(long = "no-cache")]
+        no_cache: bool,
         /// Attach an SPDX 2.3 SBOM: the packages of the image's dpkg and
         /// apk databases, and the files the build added (as `sbom = true`
         /// in the definition).
         #[arg(long)]
         sbom: bool,
+    },
+    /// Empty the step cache (the layers of `[[run]]` steps, and their
+    /// sandboxes' store); says how much it freed.
+    Prune {
+        /// The cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
+        #[arg(long, env = "CRADLE_CACHE_DIR")]
+        cache: Option<PathBuf>,
     },
     /// Print an image archive's tag, digests, layers, config and the
     /// packages its SBOM lists.
@@ -140,12 +173,37 @@ fn print(text: &str) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build {
-            image_toml,
+            path,
+            file,
+            build_args,
+            target,
+            tag,
             output,
+            no_init,
             init,
             cache,
+            no_cache,
             sbom,
-        } => build(image_toml, output, init, cache, sbom),
+        } => {
+            let how = BuildArgs {
+                output,
+                tag,
+                no_init,
+                init,
+                cache,
+                no_cache,
+                sbom,
+            };
+            match file {
+                Some(file) => build_containerfile(file, path, build_args, target, how),
+                None => build(path, how),
+            }
+        }
+        Command::Prune { cache } => {
+            let freed = builder::cache::prune(&cache.unwrap_or_else(default_cache))?;
+            eprintln!("builder: pruned the step cache, {freed} bytes freed");
+            Ok(())
+        }
         Command::Inspect { archive, sbom } => inspect(archive, sbom),
         #[cfg(feature = "fetch")]
         Command::Push {
@@ -192,35 +250,152 @@ fn size_arg(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is not a size (bytes, or a number with K, M, G or T)"))
 }
 
-fn build(
-    image_toml: PathBuf,
-    output: PathBuf,
+/// What `build` takes for either kind of definition.
+struct BuildArgs {
+    output: Option<PathBuf>,
+    tag: Option<String>,
+    no_init: bool,
     init: Option<PathBuf>,
     cache: Option<PathBuf>,
+    no_cache: bool,
     sbom: bool,
-) -> Result<()> {
+}
+
+impl BuildArgs {
+    fn options(self, output: PathBuf) -> Result<builder::Options> {
+        // Without the init in the image, it is still what RUN steps'
+        // sandboxes run under, when there is one.
+        let init = match builder::init::find(self.init.as_deref()) {
+            Ok(init) => init,
+            Err(_) if self.no_init => PathBuf::new(),
+            Err(err) => return Err(err.into()),
+        };
+        let mut fetch = fetch::Options::new(self.cache.unwrap_or_else(default_cache));
+        fetch.progress = true;
+        Ok(builder::Options {
+            init,
+            output,
+            fetch,
+            epoch: builder::source_date_epoch(),
+            run: builder::run::Options {
+                no_cache: self.no_cache,
+                progress: io::stderr().is_terminal().then_some(show_progress),
+                launcher: None,
+            },
+            no_init: self.no_init,
+        })
+    }
+}
+
+fn build(image_toml: PathBuf, mut how: BuildArgs) -> Result<()> {
     let mut def = ImageDef::load(&image_toml)?;
-    def.sbom |= sbom;
-    let init = builder::init::find(init.as_deref())?;
-    let mut fetch = fetch::Options::new(cache.unwrap_or_else(default_cache));
-    fetch.progress = true;
-    let opts = builder::Options {
-        init,
-        output,
-        fetch,
-        epoch: builder::source_date_epoch(),
+    def.sbom |= how.sbom;
+    let Some(output) = how.output.take() else {
+        anyhow::bail!(
+            "building `{}`: give the archive to write with -o",
+            image_toml.display()
+        );
     };
-    let built = builder::build(&def, &opts)?;
+    if let Some(tag) = how.tag.take() {
+        builder::registry::Reference::parse(&tag)?;
+        def.tag = tag;
+    }
+    let built = builder::build(&def, &how.options(output)?)?;
+    report(&built, &def.tag)
+}
+
+fn build_containerfile(
+    file: PathBuf,
+    context: PathBuf,
+    build_args: Vec<String>,
+    target: Option<String>,
+    mut how: BuildArgs,
+) -> Result<()> {
+    let mut args = std::collections::BTreeMap::new();
+    for arg in build_args {
+        let (name, value) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_string(), value.to_string()),
+            // `--build-arg NAME`: its value here, as docker takes it.
+            None => match std::env::var(&arg) {
+                Ok(value) => (arg, value),
+                Err(_) => continue,
+            },
+        };
+        args.insert(name, value);
+    }
+    if !context.is_dir() {
+        anyhow::bail!(
+            "the build context `{}` is not a directory",
+            context.display()
+        );
+    }
+    let request = builder::containerfile::Request {
+        file,
+        context,
+        build_args: args,
+        target,
+        tag: how.tag.take(),
+        sbom: how.sbom,
+    };
+    let output = match how.output.take() {
+        Some(output) => output,
+        None => default_output(&request),
+    };
+    let built = builder::containerfile::build(&request, &how.options(output)?)?;
+    let tag = builder::inspect::inspect(&built.output)?
+        .tag
+        .unwrap_or_default();
+    report(&built, &tag)
+}
+
+/// `NAME.tar` for a Containerfile build without `-o`: NAME is the tag's
+/// last path component, else the context directory's name.
+fn default_output(request: &builder::containerfile::Request) -> PathBuf {
+    let from_tag = request.tag.as_deref().map(|tag| {
+        let name = tag.rsplit('/').next().unwrap_or(tag);
+        name.split([':', '@']).next().unwrap_or(name).to_string()
+    });
+    let name = from_tag
+        .or_else(|| {
+            std::path::absolute(&request.context)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "image".into());
+    PathBuf::from(format!("{name}.tar"))
+}
+
+fn report(built: &builder::Built, tag: &str) -> Result<()> {
     for warning in &built.warnings {
         eprintln!("builder: warning: {warning}");
     }
+    if built.steps > 0 {
+        eprintln!(
+            "builder: {} steps, {} from the cache",
+            built.steps, built.cached
+        );
+    }
     eprintln!(
-        "builder: wrote `{}` ({} bytes), tag {}",
+        "builder: wrote `{}` ({} bytes), tag {tag}",
         built.output.display(),
         built.size,
-        def.tag
     );
     print(&format!("{}\n", built.digest))
+}
+
+/// A step's progress on a terminal, as buildah shows it.
+fn show_progress(event: &builder::run::Progress) {
+    use builder::run::Progress;
+    match event {
+        Progress::Step {
+            number,
+            total,
+            what,
+        } => eprintln!("STEP {number}/{total}: {what}"),
+        Progress::Cached { digest } => eprintln!("--> Using cache {digest}"),
+        Progress::Made { digest } => eprintln!("--> {digest}"),
+    }
 }
 
 fn default_cache() -> PathBuf {

@@ -83,6 +83,7 @@ pub fn assemble(
     def: &ImageDef,
     blobs: Blobs,
     epoch: u64,
+    with_init: bool,
 ) -> Result<Image> {
     let created = rfc3339(epoch);
     let mut history = base.history;
@@ -94,6 +95,7 @@ pub fn assemble(
     let config = blobs.add(&config_json(
         def,
         base.config.as_ref(),
+        with_init,
         &layers,
         history,
         created,
@@ -150,11 +152,12 @@ fn digest(value: &str, what: &'static str) -> Result<Digest> {
 fn config_json(
     def: &ImageDef,
     base: Option<&Config>,
+    with_init: bool,
     layers: &[Layer],
     history: Vec<History>,
     created: String,
 ) -> Result<Vec<u8>> {
-    let config = settings(def, base)?;
+    let config = settings(def, base, with_init)?;
     let rootfs = RootFsBuilder::default()
         .typ("layers")
         .diff_ids(layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>())
@@ -175,8 +178,9 @@ fn config_json(
 /// The container settings: the definition's `[config]`, each unset one
 /// taken from the base image as docker's `FROM` does (an entrypoint set
 /// here drops the base's cmd, since that was the base entrypoint's
-/// argument list), environment merged by name; then the init in front.
-fn settings(def: &ImageDef, base: Option<&Config>) -> Result<Config> {
+/// argument list), environment merged by name, exposed ports added; then
+/// the init in front (`with_init`).
+fn settings(def: &ImageDef, base: Option<&Config>, with_init: bool) -> Result<Config> {
     let c = &def.config;
     let empty = Config::default();
     let base = base.unwrap_or(&empty);
@@ -188,7 +192,11 @@ fn settings(def: &ImageDef, base: Option<&Config>) -> Result<Config> {
     } else {
         (base_entrypoint, base.cmd().clone().unwrap_or_default())
     };
-    let mut init = vec![format!("/{INIT_PATH}"), "--".to_string()];
+    let mut init = if with_init {
+        vec![format!("/{INIT_PATH}"), "--".to_string()]
+    } else {
+        Vec::new()
+    };
     init.extend(entrypoint);
     let mut env = base.env().clone().unwrap_or_default();
     for kv in &c.env {
@@ -199,7 +207,17 @@ fn settings(def: &ImageDef, base: Option<&Config>) -> Result<Config> {
     if !env.iter().any(|kv| kv.starts_with("PATH=")) {
         env.insert(0, format!("PATH={DEFAULT_PATH}"));
     }
-    let mut config = ConfigBuilder::default().entrypoint(init).env(env);
+    let mut config = ConfigBuilder::default().env(env);
+    if !init.is_empty() {
+        config = config.entrypoint(init);
+    }
+    let mut ports = base.exposed_ports().clone().unwrap_or_default();
+    ports.extend(c.expose.iter().cloned());
+    ports.sort();
+    ports.dedup();
+    if !ports.is_empty() {
+        config = config.exposed_ports(ports);
+    }
     if !cmd.is_empty() {
         config = config.cmd(cmd);
     }

@@ -94,6 +94,10 @@ pub struct Options {
     pub network: Network,
     pub name: Option<String>,
     pub keep: bool,
+    /// `--upper-dir DIR` (hidden, the builder's): the overlay's upper and
+    /// work directories are `DIR/upper` and `DIR/work`, made by the caller
+    /// and left to it, instead of the state directory's.
+    pub upper_dir: Option<PathBuf>,
     pub init_path: Option<PathBuf>,
     pub no_init: bool,
     pub userns: Userns,

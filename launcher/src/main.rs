@@ -268,6 +268,13 @@ struct Run {
     /// Keep the container's writable layer after it exits.
     #[arg(long)]
     keep: bool,
+    /// The builder's: DIR/upper and DIR/work (made by the caller, on one
+    /// filesystem) are the writable layer, left in place when the container
+    /// ends, so that a `[[run]]` step's changes can be read from them. A
+    /// directory the caller owns and removes, unlike --keep's state
+    /// directory, which outlives a builder killed before its `launcher rm`.
+    #[arg(long = "upper-dir", value_name = "DIR", hide = true, conflicts_with_all = ["keep", "detach"])]
+    upper_dir: Option<PathBuf>,
     /// Run an init as PID 1: the default, accepted as docker has it.
     #[arg(long = "init", conflicts_with = "no_init")]
     _init: bool,
@@ -473,6 +480,9 @@ fn main() {
         },
         name: run.name,
         keep: run.keep,
+        upper_dir: run
+            .upper_dir
+            .map(|dir| std::path::absolute(&dir).unwrap_or(dir)),
         init_path: run.init_path,
         no_init: run.no_init,
         userns: if run.userns == "auto" {

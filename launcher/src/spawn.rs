@@ -117,6 +117,10 @@ pub fn plan(
         lower.push(empty);
     }
     let cwd = opts.workdir.clone().or_else(|| image.workdir.clone());
+    let upper_dir = opts
+        .upper_dir
+        .clone()
+        .unwrap_or_else(|| container.dir.clone());
     Ok(Plan {
         hostname,
         new_net,
@@ -127,8 +131,8 @@ pub fn plan(
             root: container.rootfs(),
             overlay: Overlay {
                 lower,
-                upper: container.upper(),
-                work: container.work(),
+                upper: upper_dir.join("upper"),
+                work: upper_dir.join("work"),
                 userxattr: rootless || matches!(mapping, IdMapping::Range { .. }),
             },
             volumes,

@@ -1,6 +1,8 @@
-//! `cargo xtask build-image [NAME]`: the static init, then the image
-//! defined in `images/NAME/image.toml` (default: `default`), built by the
-//! `builder` binary into `target/images/NAME.tar`; prints the image digest.
+//! `cargo xtask build-image [NAME [--containerfile]]`: the static init,
+//! then the image defined in `images/NAME/image.toml` (default: `default`),
+//! or with `--containerfile` in `images/NAME/Containerfile` (its `BASE`
+//! the default image, built first), built by the `builder` binary into
+//! `target/images/NAME.tar`; prints the image digest.
 //!
 //! The builder runs as a program rather than a library so that xtask, which
 //! every chore compiles, does not carry the builder's HTTP and OCI crates.
@@ -11,22 +13,46 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 pub fn run(args: &[String]) -> Result<PathBuf> {
-    let name = match args {
-        [] => "default",
-        [name] => name.as_str(),
-        _ => bail!("usage: cargo xtask build-image [NAME]"),
+    let (name, containerfile) = match args {
+        [] => ("default", false),
+        [name] => (name.as_str(), false),
+        [name, flag] if flag == "--containerfile" => (name.as_str(), true),
+        _ => bail!("usage: cargo xtask build-image [NAME [--containerfile]]"),
     };
-    let definition = workspace_root()
-        .join("images")
-        .join(name)
-        .join("image.toml");
+    let dir = workspace_root().join("images").join(name);
+    let definition = dir.join(if containerfile {
+        "Containerfile"
+    } else {
+        "image.toml"
+    });
     if !definition.is_file() {
         bail!("no image definition at `{}`", definition.display());
     }
     let init = crate::build_init::build()?;
     let builder = build_builder()?;
-    let output = target_dir().join("images").join(format!("{name}.tar"));
-    let digest = build(&builder, &definition, &init, &output)?;
+    let images = target_dir().join("images");
+    let output = images.join(format!("{name}.tar"));
+    let digest = if containerfile {
+        // A Containerfile names no definition: its base, the default
+        // image, is built first and given by path.
+        let base = images.join("default.tar");
+        let toml = workspace_root().join("images/default/image.toml");
+        build(&builder, &[toml.as_os_str()], &init, &base)?;
+        let arg = format!("BASE=oci-archive:{}", base.display());
+        let tag = format!("localhost/cradle/{name}:latest");
+        let args = [
+            "-t".as_ref(),
+            tag.as_ref(),
+            "-f".as_ref(),
+            definition.as_os_str(),
+            "--build-arg".as_ref(),
+            arg.as_ref(),
+            dir.as_os_str(),
+        ];
+        build(&builder, &args, &init, &output)?
+    } else {
+        build(&builder, &[definition.as_os_str()], &init, &output)?
+    };
     println!("{digest}  {}", output.display());
     Ok(output)
 }
@@ -38,16 +64,16 @@ pub fn build_builder() -> Result<PathBuf> {
     Ok(target_dir().join("debug").join("builder"))
 }
 
-/// Runs `builder build`; returns the digest it prints.
+/// Runs `builder build ARGS…`; returns the digest it prints.
 fn build(
     builder: &PathBuf,
-    definition: &PathBuf,
+    args: &[&std::ffi::OsStr],
     init: &PathBuf,
     output: &PathBuf,
 ) -> Result<String> {
     let mut cmd = Command::new(builder);
     cmd.arg("build")
-        .arg(definition)
+        .args(args)
         .arg("--output")
         .arg(output)
         .arg("--init")
@@ -55,7 +81,11 @@ fn build(
         .stderr(Stdio::inherit());
     let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
     if !out.status.success() {
-        bail!("building `{}` failed: {}", definition.display(), out.status);
+        bail!(
+            "building `{}` failed: {}",
+            args[args.len() - 1].display(),
+            out.status
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -19,7 +19,8 @@ tasks:
   build-init            build the static init (musl) and check it is static
   build-launcher        build the static launcher (musl) into target/static
   build-probe           build the static test probe
-  build-image [NAME]    build the static init, then images/NAME (default: default)
+  build-image [NAME [--containerfile]]
+                        build the static init, then images/NAME (default: default)
   bench init|unpack|build|run|supervise
                         measure against tini, dumb-init, catatonit, GNU tar, crun, runc, s6, supervisord, buildah
   test [ARGS…]          build every artifact the tests need, then `cargo test --workspace ARGS…`

@@ -94,6 +94,8 @@ fn source_date_epoch_changes_only_timestamps() {
         &def,
         &builder::Options {
             epoch,
+            run: Default::default(),
+            no_init: false,
             ..ws.options("later.tar")
         },
     )
@@ -430,6 +432,8 @@ fn the_example_application_image_builds_and_runs() {
         output: dir.path().join("hello-app.tar"),
         fetch: builder::fetch::Options::new(dir.path().join("cache")),
         epoch: 0,
+        run: Default::default(),
+        no_init: false,
     };
     let built = builder::build(&def, &opts).unwrap();
     let image = builder::inspect::inspect(&built.output).unwrap();

@@ -291,6 +291,8 @@ fn archive_base_and_copies_build_reproducibly() {
     let def = builder::ImageDef::load(&toml).unwrap();
     let opts = |name: &str| builder::Options {
         epoch: 1_700_000_000,
+        run: Default::default(),
+        no_init: false,
         ..ws.options(name)
     };
     let first = builder::build(&def, &opts("first.tar")).unwrap();

@@ -31,6 +31,8 @@ fn build_default(dir: &Path, tag: &str) -> Option<builder::Built> {
         output: dir.join("default.tar"),
         fetch: builder::fetch::Options::new(dir.join("cache")),
         epoch: 0,
+        run: Default::default(),
+        no_init: false,
     };
     Some(builder::build(&def, &opts).unwrap())
 }
@@ -118,6 +120,8 @@ fn podman_runs_an_application_image_on_a_definition_base() {
         output: dir.path().join("hello-app.tar"),
         fetch: builder::fetch::Options::new(dir.path().join("cache")),
         epoch: 0,
+        run: Default::default(),
+        no_init: false,
     };
     let built = builder::build(&def, &opts).unwrap();
     let conf = dir.path().join("containers.conf");

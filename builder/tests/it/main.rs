@@ -6,6 +6,8 @@ mod around;
 mod bases;
 mod build;
 mod cli;
+mod containerfile;
+mod containerfile_interop;
 mod copying;
 #[cfg(feature = "fetch")]
 mod fetch;

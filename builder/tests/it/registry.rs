@@ -1073,3 +1073,71 @@ fn a_registry_base_is_pulled_and_pinned_by_digest_in_the_annotations() {
     let config = image.config.config().clone().unwrap();
     assert_eq!(config.cmd().clone().unwrap(), ["cat", "/etc/greeting"]);
 }
+
+/// A Containerfile's FROM and `COPY --from` may name a registry image:
+/// pulled as `docker://` is, the base pinned by digest as for `[base]`.
+#[test]
+fn a_containerfile_builds_from_a_registry_reference() {
+    let Some(registry) = Registry::start(None, false) else {
+        return;
+    };
+    let ws = crate::support::Workspace::new();
+    let layer = crate::support::Tar::new()
+        .dir("etc/", 0o755)
+        .file("etc/greeting", b"from the registry\n")
+        .bytes();
+    let saved = ws.dir.path().join("saved.tar");
+    crate::support::docker_save(&saved, &layer, serde_json::json!({}), "saved:v1");
+    let reference = format!("{}/cradle/cfile-base:v1", registry.host());
+    let pushed = ok(&builder(
+        ws.dir.path(),
+        &["push", saved.to_str().unwrap(), &reference],
+    ));
+    let context = ws.dir.path().join("context");
+    std::fs::create_dir(&context).unwrap();
+    std::fs::write(
+        context.join("Containerfile"),
+        format!(
+            "ARG BASE={reference}\nFROM $BASE\nCOPY --from={reference} /etc/greeting /copied\n"
+        ),
+    )
+    .unwrap();
+    let req = builder::containerfile::Request {
+        file: context.join("Containerfile"),
+        context,
+        tag: Some("localhost/cradle-test/cfile-registry:1".into()),
+        sbom: false,
+        ..Default::default()
+    };
+    let built = builder::containerfile::build(&req, &ws.options("image.tar")).unwrap();
+    let archive = builder::archive::ImageArchive::open(&built.output).unwrap();
+    let image = archive.image(None).unwrap();
+    assert_eq!(
+        image.layers[0].digest,
+        format!("sha256:{}", crate::support::sha256_hex(&layer))
+    );
+    let top = archive.index().unwrap().manifests()[0].clone();
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(
+        &archive
+            .read_blob(top.digest().as_ref(), top.size())
+            .unwrap(),
+    )
+    .unwrap();
+    let annotations = manifest.annotations().clone().unwrap();
+    assert_eq!(annotations["org.opencontainers.image.base.digest"], pushed);
+    // The copy layer holds the file the registry image had.
+    let copy = &image.layers[1];
+    let mut reader = archive.layer_reader(copy).unwrap();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&mut reader));
+    let mut found = false;
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_string_lossy() == "copied" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            assert_eq!(text, "from the registry\n");
+            found = true;
+        }
+    }
+    assert!(found, "no /copied in the copy layer");
+}

@@ -350,6 +350,8 @@ impl Workspace {
             output: self.out().join(name),
             fetch,
             epoch: 0,
+            run: Default::default(),
+            no_init: false,
         }
     }
 
