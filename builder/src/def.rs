@@ -198,7 +198,11 @@ impl ImageDef {
             path: path.to_path_buf(),
             source,
         })?;
-        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        // `image.toml` alone has the parent "": the current directory.
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         ImageDef::parse(&text, path, dir)
     }
 

@@ -37,3 +37,33 @@ fn inspect_into_a_closed_pipe_exits_quietly() {
         (Some(0), "")
     );
 }
+
+/// `builder build image.toml` from the definition's own folder: its
+/// parent is "", which is the current directory, not a context named ``.
+#[test]
+fn a_definition_named_without_a_folder_builds_from_the_current_directory() {
+    let ws = Workspace::new();
+    let body = rootfs_tar_gz();
+    std::fs::write(ws.dir.path().join("rootfs.tar.gz"), &body).unwrap();
+    std::fs::write(ws.dir.path().join("note.txt"), "hello\n").unwrap();
+    std::fs::write(
+        ws.dir.path().join("image.toml"),
+        format!(
+            "tag = \"localhost/t:1\"\n[base]\nsource = \"rootfs.tar.gz\"\nsha256 = \"{}\"\n\
+             [[copy]]\nsrc = \"note.txt\"\ndest = \"/note.txt\"\n",
+            sha256_hex(&body)
+        ),
+    )
+    .unwrap();
+    let opts = ws.options("image.tar");
+    let out = std::process::Command::new(builder_bin())
+        .current_dir(ws.dir.path())
+        .args(["build", "image.toml", "-o", "out.tar", "--init"])
+        .arg(&opts.init)
+        .env("CRADLE_CACHE_DIR", ws.dir.path().join("cache"))
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(ws.dir.path().join("out.tar").is_file());
+}
