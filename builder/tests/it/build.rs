@@ -430,6 +430,7 @@ fn the_example_application_image_builds_and_runs() {
         output: dir.path().join("hello-app.tar"),
         fetch: builder::fetch::Options::new(dir.path().join("cache")),
         epoch: 0,
+        run: Default::default(),
     };
     let built = builder::build(&def, &opts).unwrap();
     let image = builder::inspect::inspect(&built.output).unwrap();

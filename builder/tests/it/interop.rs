@@ -31,6 +31,7 @@ fn build_default(dir: &Path, tag: &str) -> Option<builder::Built> {
         output: dir.join("default.tar"),
         fetch: builder::fetch::Options::new(dir.join("cache")),
         epoch: 0,
+        run: Default::default(),
     };
     Some(builder::build(&def, &opts).unwrap())
 }
@@ -118,6 +119,7 @@ fn podman_runs_an_application_image_on_a_definition_base() {
         output: dir.path().join("hello-app.tar"),
         fetch: builder::fetch::Options::new(dir.path().join("cache")),
         epoch: 0,
+        run: Default::default(),
     };
     let built = builder::build(&def, &opts).unwrap();
     let conf = dir.path().join("containers.conf");

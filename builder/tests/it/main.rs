@@ -14,6 +14,7 @@ mod interop;
 mod interrupted;
 #[cfg(feature = "fetch")]
 mod registry;
+mod run;
 #[cfg_attr(not(feature = "fetch"), allow(dead_code))]
 mod support;
 mod unpack;

@@ -350,6 +350,7 @@ impl Workspace {
             output: self.out().join(name),
             fetch,
             epoch: 0,
+            run: Default::default(),
         }
     }
 
