@@ -635,3 +635,240 @@ fn a_rootless_build_records_the_owners_the_container_saw() {
         ["d made 0 755", "f made/by 0 600 0"]
     );
 }
+
+/// Two builds of one definition at once, on a cold cache: both succeed with
+/// the same image, and what they left in the cache is whole (a third build
+/// takes every step from it).
+#[test]
+fn concurrent_builds_share_the_cache_without_corrupting_it() {
+    let Some(bench) = Bench::new() else { return };
+    bench.define("[[run]]\nshell = \"echo a > /a\"\n\n[[run]]\nshell = \"echo b > /b\"\n");
+    let spawn = |name: &str| {
+        bench
+            .builder(&["build"])
+            .arg(bench.path("image.toml"))
+            .arg("-o")
+            .arg(bench.path(&format!("out/{name}.tar")))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (one, two) = (spawn("one"), spawn("two"));
+    let (one, two) = (
+        one.wait_with_output().unwrap(),
+        two.wait_with_output().unwrap(),
+    );
+    assert!(
+        one.status.success() && two.status.success(),
+        "{one:?} {two:?}"
+    );
+    assert_eq!(one.stdout, two.stdout);
+    let (three, stderr) = bench.built("three", &[]);
+    assert!(stderr.contains("2 steps, 2 from the cache"), "{stderr}");
+    assert_eq!(
+        std::fs::read(bench.path("out/one.tar")).unwrap(),
+        std::fs::read(three).unwrap()
+    );
+    assert_eq!(
+        bench.cache_entries().len(),
+        2,
+        "{:?}",
+        bench.cache_entries()
+    );
+    bench.assert_nothing_left();
+}
+
+/// On a terminal each step shows as buildah shows it, and whether it came
+/// from the cache; off a terminal only the summary.
+#[test]
+fn progress_shows_each_step_on_a_terminal_only() {
+    let Some(bench) = Bench::new() else { return };
+    let Some(script) = testkit::require_tool("script") else {
+        return;
+    };
+    bench.define(
+        "[[copy]]\nsrc = \"image.toml\"\ndest = \"/def\"\n\n[[run]]\nshell = \"echo a > /a\"\n",
+    );
+    let on_terminal = || {
+        let line = format!(
+            "CRADLE_CACHE_DIR={} CRADLE_LAUNCHER={} {} build {} -o {}",
+            bench.path("cache").display(),
+            bench.launcher.display(),
+            builder_bin().display(),
+            bench.path("image.toml").display(),
+            bench.path("out/tty.tar").display()
+        );
+        let out = Command::new(&script)
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).replace('\r', "")
+    };
+    let first = on_terminal();
+    assert!(
+        first.contains("STEP 1/2: COPY image.toml\n--> sha256:"),
+        "{first}"
+    );
+    assert!(
+        first.contains("STEP 2/2: RUN echo a > /a\n--> sha256:"),
+        "{first}"
+    );
+    assert!(
+        first.contains("builder: 2 steps, 0 from the cache"),
+        "{first}"
+    );
+    let second = on_terminal();
+    assert!(
+        second.contains("STEP 2/2: RUN echo a > /a\n--> Using cache sha256:"),
+        "{second}"
+    );
+    let (_, quiet) = bench.built("quiet", &[]);
+    assert!(!quiet.contains("STEP"), "{quiet}");
+    assert!(
+        quiet.contains("builder: 2 steps, 1 from the cache"),
+        "{quiet}"
+    );
+}
+
+/// A Debian minbase rootfs, made once by `debootstrap --variant=minbase`
+/// from the mirror apt uses here and kept under target/ (CI makes it once
+/// per run), as a gzipped tarball.
+fn debian_minbase() -> Option<PathBuf> {
+    let tarball = testkit::target_dir().join("debian-minbase.tar.gz");
+    if tarball.is_file() {
+        return Some(tarball);
+    }
+    let debootstrap = testkit::require_tool("debootstrap")?;
+    let (mirror, suite) = debian_mirror_and_suite();
+    let rootfs = tempfile::Builder::new()
+        .prefix("cradle-debootstrap-")
+        .tempdir_in(testkit::target_dir())
+        .unwrap();
+    let out = Command::new(debootstrap)
+        .args(["--variant=minbase", &suite])
+        .arg(rootfs.path())
+        .arg(&mirror)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "debootstrap {suite} {mirror}: {out:?}"
+    );
+    let partial = tarball.with_extension(format!("partial-{}", std::process::id()));
+    let out = Command::new("tar")
+        // The downloaded packages debootstrap keeps are not the rootfs.
+        .args([
+            "--numeric-owner",
+            "--exclude=./var/cache/apt/archives/*.deb",
+            "-czf",
+        ])
+        .arg(&partial)
+        .arg("-C")
+        .arg(rootfs.path())
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar: {out:?}");
+    std::fs::rename(&partial, &tarball).unwrap();
+    Some(tarball)
+}
+
+/// The first Debian mirror in apt's sources, and this system's codename.
+fn debian_mirror_and_suite() -> (String, String) {
+    let mut texts = Vec::new();
+    for dir in ["/etc/apt/sources.list.d"] {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            texts.push(std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    texts.push(std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
+    let mirror = texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .find_map(|line| {
+            let line = line.trim();
+            let uri = line.strip_prefix("URIs:").map(str::trim).or_else(|| {
+                line.strip_prefix("deb ")
+                    .map(|rest| rest.split_whitespace().next().unwrap_or(""))
+            })?;
+            (uri.starts_with("http") && !uri.contains("security")).then(|| uri.to_string())
+        })
+        .unwrap_or_else(|| "http://deb.debian.org/debian".into());
+    let suite = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VERSION_CODENAME=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "bookworm".into());
+    (mirror, suite)
+}
+
+/// The issue's real parts: a Debian minbase base served from 127.0.0.1, an
+/// app and its config copied in, steps that use the image's own dpkg and
+/// sh (and delete a whole directory of the base); the image runs, and a
+/// second build is the same bytes, every step from the cache.
+#[test]
+fn a_debian_minbase_base_runs_steps_with_its_own_dpkg_and_sh() {
+    let Some(bench) = Bench::new() else { return };
+    let Some(tarball) = debian_minbase() else {
+        return;
+    };
+    let bytes = std::fs::read(&tarball).unwrap();
+    let sha = crate::support::sha256_hex(&bytes);
+    let server = crate::support::Server::start(bytes);
+    std::fs::write(
+        bench.path("app.sh"),
+        "#!/bin/sh\n. /etc/app.conf\necho \"$GREETING from $(. /etc/os-release; echo $ID)\"\n",
+    )
+    .unwrap();
+    std::fs::write(bench.path("app.conf"), "GREETING=hello\n").unwrap();
+    let text = format!(
+        r#"tag = "localhost/cradle-test/debian-app:1"
+[base]
+source = "{}"
+sha256 = "{sha}"
+
+[[copy]]
+src = "app.sh"
+dest = "/usr/local/bin/app"
+mode = "0755"
+
+[[copy]]
+src = "app.conf"
+dest = "/etc/app.conf"
+
+[[run]]
+shell = "dpkg-query -W -f='${{Package}}\n' | sort > /installed && grep -qx dpkg /installed"
+
+[[run]]
+shell = "rm -rf /usr/share/doc && dpkg -s coreutils | grep -qx 'Status: install ok installed' && app > /app-out"
+
+[config]
+cmd = ["app"]
+"#,
+        server.url("/rootfs.tar.gz")
+    );
+    std::fs::write(bench.path("image.toml"), text).unwrap();
+    let (first, stderr) = bench.built("first", &[]);
+    assert!(stderr.contains("3 steps, 0 from the cache"), "{stderr}");
+    let out = bench.run_in(
+        &first,
+        "cat /app-out; test -e /usr/share/doc || echo no-doc; grep -c . /installed",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["hello from debian", "no-doc"], "{out}");
+    let packages: usize = lines[2].parse().unwrap();
+    assert!(packages > 50, "{out}");
+    let (second, stderr) = bench.built("second", &[]);
+    assert!(stderr.contains("3 steps, 2 from the cache"), "{stderr}");
+    assert_eq!(
+        std::fs::read(first).unwrap(),
+        std::fs::read(second).unwrap()
+    );
+}
