@@ -29,6 +29,10 @@ pub struct ImageDef {
     pub steps: Vec<Step>,
     #[serde(default)]
     pub config: ConfigDef,
+    /// `sbom = true` (or `builder build --sbom`): attach an SPDX document of
+    /// the image's packages and added files.
+    #[serde(default)]
+    pub sbom: bool,
     /// `[services.NAME]`: services for cradle-init to supervise, written to
     /// `/etc/cradle/services.d/NAME.toml` (keys as the init documents them).
     /// Each kept as the text of that file.

@@ -165,6 +165,14 @@ pub enum Error {
         #[source]
         source: oci_spec::OciSpecError,
     },
+    #[error("reading layer `{layer}` for the SBOM")]
+    SbomLayer {
+        layer: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{}` has no SBOM attached (build it with `--sbom`)", path.display())]
+    NoSbom { path: PathBuf },
     #[error("`{}` is not an OCI image archive: {what}", path.display())]
     NotAnImage { path: PathBuf, what: String },
 

@@ -19,6 +19,7 @@ pub mod oci;
 pub mod pack;
 #[cfg(feature = "fetch")]
 pub mod registry;
+pub mod sbom;
 /// Without `fetch`, only the reference syntax (image definitions check
 /// their tags with it).
 #[cfg(not(feature = "fetch"))]
@@ -79,7 +80,8 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
     init::check_static(&opts.init)?;
     let work = WorkDir::beside(&opts.output, BUILD_PREFIX)?;
     let blobs = pack::Blobs::create(work.path().join("blobs"))?;
-    let (base, warnings) = base::prepare(def, opts, work.path(), &blobs, depth)?;
+    let (base, mut warnings) = base::prepare(def, opts, work.path(), &blobs, depth)?;
+    let base_layers = base.layers.len();
     let mut added = Vec::new();
     if let Some(layer) = programs_layer(def, work.path(), &blobs, opts.epoch)? {
         added.push((layer, "cradle builder: host programs".to_string()));
@@ -157,7 +159,10 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
         oci::Layer::packed(init),
         format!("cradle builder: /{}", oci::INIT_PATH),
     ));
-    let image = oci::assemble(base, added, def, blobs, opts.epoch)?;
+    let mut image = oci::assemble(base, added, def, blobs, opts.epoch)?;
+    if def.sbom {
+        warnings.extend(sbom::attach(&mut image, base_layers, &def.tag, opts.epoch)?);
+    }
     let size = work.publish(&opts.output, |packed| {
         pack::archive(&image.blobs, &image.index, packed, opts.epoch)
     })?;

@@ -31,6 +31,11 @@ enum Command {
         /// The download and step cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
         #[arg(long, env = "CRADLE_CACHE_DIR")]
         cache: Option<PathBuf>,
+        /// Attach an SPDX 2.3 SBOM: the packages of the image's dpkg and
+        /// apk databases, and the files the build added (as `sbom = true`
+        /// in the definition).
+        #[arg(long)]
+        sbom: bool,
         /// Run every `[[run]]` step, neither using nor filling the step cache.
         #[arg(long = "no-cache")]
         no_cache: bool,
@@ -42,8 +47,14 @@ enum Command {
         #[arg(long, env = "CRADLE_CACHE_DIR")]
         cache: Option<PathBuf>,
     },
-    /// Print an image archive's tag, digests, layers and config.
-    Inspect { archive: PathBuf },
+    /// Print an image archive's tag, digests, layers, config and the
+    /// packages its SBOM lists.
+    Inspect {
+        archive: PathBuf,
+        /// Print the attached SBOM (SPDX JSON) instead.
+        #[arg(long)]
+        sbom: bool,
+    },
     /// Pack DIR as a reproducible gzipped layer (sorted, numeric owners,
     /// mtimes clamped to SOURCE_DATE_EPOCH); prints its digest and diff id.
     Pack {
@@ -143,14 +154,15 @@ fn run(cli: Cli) -> Result<()> {
             output,
             init,
             cache,
+            sbom,
             no_cache,
-        } => build(image_toml, output, init, cache, no_cache),
+        } => build(image_toml, output, init, cache, sbom, no_cache),
         Command::Prune { cache } => {
             let freed = builder::cache::prune(&cache.unwrap_or_else(default_cache))?;
             eprintln!("builder: pruned the step cache, {freed} bytes freed");
             Ok(())
         }
-        Command::Inspect { archive } => inspect(archive),
+        Command::Inspect { archive, sbom } => inspect(archive, sbom),
         #[cfg(feature = "fetch")]
         Command::Push {
             archive,
@@ -201,9 +213,11 @@ fn build(
     output: PathBuf,
     init: Option<PathBuf>,
     cache: Option<PathBuf>,
+    sbom: bool,
     no_cache: bool,
 ) -> Result<()> {
-    let def = ImageDef::load(&image_toml)?;
+    let mut def = ImageDef::load(&image_toml)?;
+    def.sbom |= sbom;
     let init = builder::init::find(init.as_deref())?;
     let mut fetch = fetch::Options::new(cache.unwrap_or_else(default_cache));
     fetch.progress = true;
@@ -259,8 +273,12 @@ fn default_cache() -> PathBuf {
     base.join("cradle")
 }
 
-fn inspect(archive: PathBuf) -> Result<()> {
+fn inspect(archive: PathBuf, sbom: bool) -> Result<()> {
     let image = inspect::inspect(&archive)?;
+    if sbom {
+        let document = image.sbom.ok_or(builder::Error::NoSbom { path: archive })?;
+        return print(&String::from_utf8_lossy(&document));
+    }
     let mut text = format!(
         "tag:     {}\ndigest:  {}\nconfig:  {}\nlayers:\n",
         image.tag.as_deref().unwrap_or("(none)"),
@@ -272,7 +290,29 @@ fn inspect(archive: PathBuf) -> Result<()> {
     }
     text += &serde_json::to_string_pretty(&image.config)?;
     text.push('\n');
+    if let Some(document) = &image.sbom {
+        text += &sbom_summary(document)?;
+    }
     print(&text)
+}
+
+/// The packages an SBOM lists, one a line, in columns.
+fn sbom_summary(document: &[u8]) -> Result<String> {
+    let packages = builder::sbom::summary(document)
+        .map_err(|e| anyhow::anyhow!("reading the attached SBOM: {e}"))?;
+    let mut text = format!("sbom:    {} packages\n", packages.len());
+    let width = |i: usize| {
+        packages
+            .iter()
+            .map(|p| p[i].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (name, version) = (width(0), width(1));
+    for [n, v, purl] in &packages {
+        text += &format!("  {n:name$}  {v:version$}  {purl}\n");
+    }
+    Ok(text)
 }
 
 #[cfg(feature = "fetch")]

@@ -289,26 +289,129 @@ pub fn manifest_for<'a>(
 }
 
 fn index_json(manifest: &Blob, tag: &str) -> Result<Vec<u8>> {
-    let platform = PlatformBuilder::default()
-        .architecture(Arch::default())
-        .os(Os::Linux)
-        .build()
-        .map_err(|e| builder_error("platform")(e.to_string()))?;
     let descriptor = DescriptorBuilder::default()
         .media_type(MediaType::ImageManifest)
         .digest(digest(&manifest.digest, "manifest descriptor")?)
         .size(manifest.size)
-        .platform(platform)
+        .platform(platform(Arch::default(), Os::Linux)?)
         .annotations(HashMap::from([(REF_NAME.to_string(), tag.to_string())]))
         .build()
         .map_err(|e| builder_error("manifest descriptor")(e.to_string()))?;
+    index_of(vec![descriptor])
+}
+
+fn index_of(manifests: Vec<oci_spec::image::Descriptor>) -> Result<Vec<u8>> {
     let index = ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
-        .manifests(vec![descriptor])
+        .manifests(manifests)
         .build()
         .map_err(|e| builder_error("index")(e.to_string()))?;
     canonical_json(&index, "the index")
+}
+
+fn platform(architecture: Arch, os: Os) -> Result<oci_spec::image::Platform> {
+    PlatformBuilder::default()
+        .architecture(architecture)
+        .os(os)
+        .build()
+        .map_err(|e| builder_error("platform")(e.to_string()))
+}
+
+/// The annotations BuildKit puts on an attestation manifest in an image
+/// index, naming the image manifest it is about; docker and containerd
+/// tooling read them.
+const DOCKER_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+const DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+
+/// The empty JSON object `{}`, the config of an artifact that has none
+/// (image-spec, manifest.md, "Guidance for an Empty Descriptor"), and its
+/// base64 for the descriptor's `data`.
+const EMPTY_JSON: &[u8] = b"{}";
+const EMPTY_JSON_BASE64: &str = "e30=";
+
+/// Attaches `document`, an SPDX JSON SBOM, to `image` as an OCI 1.1
+/// artifact: a manifest whose `artifactType` is [`crate::sbom::MEDIA_TYPE`],
+/// whose one layer is the document and whose `subject` is the image
+/// manifest, which is what `oras discover` and `cosign` look for. The
+/// archive's index then names one image index, tagged, holding the image
+/// manifest (for this platform) and the SBOM's (platform `unknown/unknown`,
+/// as BuildKit marks its attestations): an index.json listing two
+/// manifests side by side makes `podman load` and `skopeo` ask which one
+/// to take, while a runtime picking by platform from an image index
+/// takes the image and leaves the SBOM. The image manifest, and so the
+/// image digest, is the same with or without the SBOM.
+pub fn attach_sbom(image: &mut Image, document: &[u8], tag: &str) -> Result<()> {
+    let sbom_type = MediaType::Other(crate::sbom::MEDIA_TYPE.to_string());
+    let document = image.blobs.add(document)?;
+    let empty = image.blobs.add(EMPTY_JSON)?;
+    let config = DescriptorBuilder::default()
+        .media_type(MediaType::EmptyJSON)
+        .digest(digest(&empty.digest, "empty descriptor")?)
+        .size(empty.size)
+        .data(EMPTY_JSON_BASE64)
+        .build()
+        .map_err(|e| builder_error("empty descriptor")(e.to_string()))?;
+    let layer = DescriptorBuilder::default()
+        .media_type(sbom_type.clone())
+        .digest(digest(&document.digest, "SBOM descriptor")?)
+        .size(document.size)
+        .build()
+        .map_err(|e| builder_error("SBOM descriptor")(e.to_string()))?;
+    let subject = DescriptorBuilder::default()
+        .media_type(MediaType::ImageManifest)
+        .digest(digest(&image.manifest.digest, "subject descriptor")?)
+        .size(image.manifest.size)
+        .build()
+        .map_err(|e| builder_error("subject descriptor")(e.to_string()))?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .artifact_type(sbom_type.clone())
+        .config(config)
+        .layers(vec![layer])
+        .subject(subject)
+        .build()
+        .map_err(|e| builder_error("SBOM manifest")(e.to_string()))?;
+    let manifest = image
+        .blobs
+        .add(&canonical_json(&manifest, "the SBOM manifest")?)?;
+    let image_desc = DescriptorBuilder::default()
+        .media_type(MediaType::ImageManifest)
+        .digest(digest(&image.manifest.digest, "manifest descriptor")?)
+        .size(image.manifest.size)
+        .platform(platform(Arch::default(), Os::Linux)?)
+        .build()
+        .map_err(|e| builder_error("manifest descriptor")(e.to_string()))?;
+    let unknown = || "unknown".to_string();
+    let sbom_desc = DescriptorBuilder::default()
+        .media_type(MediaType::ImageManifest)
+        .artifact_type(sbom_type)
+        .digest(digest(&manifest.digest, "SBOM manifest descriptor")?)
+        .size(manifest.size)
+        .platform(platform(Arch::Other(unknown()), Os::Other(unknown()))?)
+        .annotations(HashMap::from([
+            (
+                DOCKER_REFERENCE_DIGEST.to_string(),
+                image.manifest.digest.clone(),
+            ),
+            (
+                DOCKER_REFERENCE_TYPE.to_string(),
+                "attestation-manifest".to_string(),
+            ),
+        ]))
+        .build()
+        .map_err(|e| builder_error("SBOM manifest descriptor")(e.to_string()))?;
+    let nested = image.blobs.add(&index_of(vec![image_desc, sbom_desc])?)?;
+    let top = DescriptorBuilder::default()
+        .media_type(MediaType::ImageIndex)
+        .digest(digest(&nested.digest, "index descriptor")?)
+        .size(nested.size)
+        .annotations(HashMap::from([(REF_NAME.to_string(), tag.to_string())]))
+        .build()
+        .map_err(|e| builder_error("index descriptor")(e.to_string()))?;
+    image.index = index_of(vec![top])?;
+    Ok(())
 }
 
 /// Compact JSON with every object's keys sorted: `oci-spec` keeps labels and

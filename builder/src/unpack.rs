@@ -207,7 +207,7 @@ fn extract_named(
     })
 }
 
-fn decoder<'r>(
+pub(crate) fn decoder<'r>(
     input: BufReader<impl Read + 'r>,
     kind: Compression,
 ) -> io::Result<Box<dyn Read + 'r>> {

@@ -673,8 +673,10 @@ pub(crate) fn remove_container_dir(dir: &Path) -> io::Result<()> {
 
 pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 16];
-    let ok = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if ok.is_err() {
+    // getrandom(2): no file to open, and it works where /dev is bare.
+    // SAFETY: writing at most 16 bytes into a 16-byte buffer.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got != bytes.len() as isize {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())

@@ -378,13 +378,13 @@ pub fn run_observed(
             "`/` is the initial ramfs, where pivot_root cannot work: entering the root with MS_MOVE and chroot instead",
         );
     }
-    let signals = supervise::catch_signals()?;
+    let mut signals = supervise::catch_signals()?;
     let mut resources = resources::prepare(opts, &container.id, warn)?;
     resources.write_etc(&plan.hostname, &mut plan.rootfs.etc);
     etc_flags.apply(&mut plan.rootfs.etc);
     plan.rootfs.cgroup_fs = resources.cgroup_fs();
     let entry = resources.cgroup_entry()?;
-    let child = spawn::container(sys, &plan, entry, |pid, entered| {
+    let child = spawn::container(sys, &plan, entry, &mut signals, |pid, entered| {
         resources.join(pid, entered)
     })?;
     started(&child, &plan);

@@ -16,18 +16,16 @@ use crate::exec::Process;
 use crate::image::{self, Image};
 use crate::namespaces::{self, IdMapping};
 use crate::rootfs::{self, Overlay, Volume};
+use crate::supervise::{STOPPING, Signals};
 use crate::sys::{Node, Sys};
 use crate::{Error, Network, Options, Result, Userns};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::unistd::Pid;
-use signal_hook::iterator::backend::SignalDelivery;
-use signal_hook::iterator::exfiltrator::SignalOnly;
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -311,10 +309,11 @@ pub fn container(
     sys: &impl Sys,
     plan: &Plan,
     cgroup: Option<cgroups::Entry>,
+    signals: &mut Signals,
     join: impl FnOnce(Pid, bool) -> Result<()>,
 ) -> Result<Child> {
     let channels = Channels::open(plan)?;
-    let stops = Stops::catch()?;
+    let stops = Stops(signals);
     let (born_in, tasks) = match cgroup {
         Some(cgroups::Entry::Born(dir)) => (Some(dir), Vec::new()),
         Some(cgroups::Entry::Tasks(tasks)) => (None, tasks),
@@ -336,28 +335,16 @@ pub fn container(
 /// none is lost, but acts on them only once the workload runs; until then
 /// the launcher waits on its child, and a child stuck before its exec (a
 /// hung mount, a hostile image's file) kept it waiting through all of them.
-/// They are caught a second time here, to kill the child instead. Caught
-/// before the clone, so that a ^C to both (one process group until the
-/// child's setsid) is seen here too.
-struct Stops(SignalDelivery<UnixStream, SignalOnly>);
+/// While it waits, a stop signal kills the child instead; any other is held
+/// for the supervisor to forward.
+struct Stops<'a>(&'a mut Signals);
 
-impl Stops {
-    fn catch() -> Result<Self> {
-        let (read, write) =
-            UnixStream::pair().map_err(Error::io("creating", "the stop signal pipe"))?;
-        read.set_nonblocking(true)
-            .map_err(Error::io("configuring", "the stop signal pipe"))?;
-        let signals = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
-        SignalDelivery::with_pipe(read, write, SignalOnly, signals)
-            .map(Stops)
-            .map_err(Error::io("registering signal handlers", "signal-hook"))
-    }
-
+impl Stops<'_> {
     /// Waits until the child writes to `fd` or closes it; an error naming
     /// the signal when one of ours comes first.
     fn wait_for(&mut self, fd: RawFd) -> Result<()> {
         loop {
-            let mut fds = [fd, self.0.get_read().as_raw_fd()].map(|fd| libc::pollfd {
+            let mut fds = [fd, self.0.fd()].map(|fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
                 revents: 0,
@@ -372,7 +359,10 @@ impl Stops {
             if fds[0].revents != 0 {
                 return Ok(());
             }
-            if let Some(signal) = self.0.pending().next() {
+            let got = self.0.pending();
+            let stop = got.iter().copied().find(|s| STOPPING.contains(s));
+            self.0.hold(got);
+            if let Some(signal) = stop {
                 let name = nix::sys::signal::Signal::try_from(signal)
                     .map(|s| s.as_str().to_string())
                     .unwrap_or_else(|_| signal.to_string());

@@ -10,15 +10,12 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use signal_hook::iterator::backend::SignalDelivery;
-use signal_hook::iterator::exfiltrator::SignalOnly;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// Signals that ask the container to stop: after forwarding one, the
 /// launcher waits `--stop-timeout` seconds, then sends SIGKILL (docker stop).
-const STOPPING: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+pub(crate) const STOPPING: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
 
 /// Every signal a process may catch, less the ones the launcher keeps for
 /// itself (SIGCHLD, SIGPIPE) and the ones signal-hook refuses (fault
@@ -33,17 +30,77 @@ pub fn forwarded_signals() -> Vec<i32> {
 }
 
 /// The launcher's signals, caught from before the clone on, so that none
-/// sent while the container starts is lost (or kills the launcher).
-pub struct Signals(SignalDelivery<UnixStream, SignalOnly>);
+/// sent while the container starts is lost (or kills the launcher): blocked
+/// and read from a signalfd. Two system calls, where a handler per signal
+/// took some 120 (and signal-hook's registry copies its table for each).
+/// Blocked, they stay blocked to the end: one that comes during the clean-up
+/// waits, unread, instead of cutting it short. Every process the launcher
+/// starts empties its mask first (the container's child, `exec`'s child,
+/// and std's `Command`).
+pub struct Signals {
+    fd: OwnedFd,
+    /// Read while the container started, to act on once it runs.
+    held: Vec<i32>,
+}
 
 /// Starts catching [`forwarded_signals`].
 pub fn catch_signals() -> Result<Signals> {
-    let (read, write) = UnixStream::pair().map_err(Error::io("creating", "the signal pipe"))?;
-    read.set_nonblocking(true)
-        .map_err(Error::io("configuring", "the signal pipe"))?;
-    SignalDelivery::with_pipe(read, write, SignalOnly, forwarded_signals())
-        .map(Signals)
-        .map_err(Error::io("registering signal handlers", "signal-hook"))
+    // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset; the
+    // mask is this thread's (the launcher's only one by then); signalfd
+    // returns a new fd or -1.
+    let fd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in forwarded_signals() {
+            libc::sigaddset(&mut set, sig);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(Error::sys("blocking the forwarded signals")(Errno::last()));
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+        if fd < 0 {
+            return Err(Error::sys("creating the signalfd")(Errno::last()));
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    Ok(Signals {
+        fd,
+        held: Vec::new(),
+    })
+}
+
+impl Signals {
+    /// Readable when a signal waits.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The signals that came, in order: those held first.
+    pub fn pending(&mut self) -> Vec<i32> {
+        let mut got = std::mem::take(&mut self.held);
+        const SIZE: usize = std::mem::size_of::<libc::signalfd_siginfo>();
+        let mut buf = [0u8; SIZE * 16];
+        loop {
+            // SAFETY: reading into a buffer of the given length.
+            let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                if n < 0 && Errno::last() == Errno::EINTR {
+                    continue;
+                }
+                return got;
+            }
+            for info in buf[..n as usize].chunks_exact(SIZE) {
+                // ssi_signo is the record's first field, a u32.
+                let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+                got.push(signo as i32);
+            }
+        }
+    }
+
+    /// Keeps `signals` for the next [`Signals::pending`].
+    pub fn hold(&mut self, signals: Vec<i32>) {
+        self.held.extend(signals);
+    }
 }
 
 /// Waits for the container to exit, forwarding signals and the terminal. A
@@ -53,12 +110,11 @@ pub fn catch_signals() -> Result<Signals> {
 /// once, as docker's CLI does on a second ^C.
 pub fn until_exit(
     child: Child,
-    signals: Signals,
+    mut signals: Signals,
     stop_signal: i32,
     opts: &Options,
     notify: &mut dyn FnMut(&str),
 ) -> Result<i32> {
-    let mut signals = signals.0;
     let stdin = std::io::stdin();
     let tty_in = opts.tty && termios::tcgetattr(stdin.as_fd()).is_ok();
     let _raw = match tty_in {
@@ -88,7 +144,7 @@ pub fn until_exit(
             }
             break;
         }
-        let sig_fd = signals.get_read().as_raw_fd();
+        let sig_fd = signals.fd();
         let master = child
             .pty
             .as_ref()
@@ -344,6 +400,32 @@ impl Drop for RawMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // raise(3) signals this thread only, so the test harness's other
+    // threads (which do not block them) never see these.
+    #[test]
+    fn signals_are_read_from_the_signalfd_and_held_ones_come_first() {
+        let mut signals = catch_signals().unwrap();
+        assert!(signals.pending().is_empty());
+        // SAFETY: raising signals this thread now blocks.
+        unsafe {
+            libc::raise(libc::SIGUSR2);
+            libc::raise(libc::SIGWINCH);
+        }
+        let got = signals.pending();
+        assert_eq!(got, [libc::SIGUSR2, libc::SIGWINCH]);
+        signals.hold(vec![libc::SIGHUP]);
+        // SAFETY: as above.
+        unsafe { libc::raise(libc::SIGUSR1) };
+        assert_eq!(signals.pending(), [libc::SIGHUP, libc::SIGUSR1]);
+        assert!(signals.pending().is_empty());
+        // SAFETY: unblocking what catch_signals blocked; nothing is pending.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        }
+    }
 
     #[test]
     fn forwards_catchable_signals_but_keeps_its_own() {

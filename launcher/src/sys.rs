@@ -183,6 +183,68 @@ fn open_no_symlinks(dirfd: RawFd, rel: &Path, flags: i32) -> Result<OwnedFd, Err
     open_in_root(dirfd, rel, flags, libc::RESOLVE_NO_SYMLINKS)
 }
 
+/// Roots kept open, by their host path.
+type KeptRoots = Vec<(PathBuf, std::rc::Rc<OwnedFd>)>;
+
+thread_local! {
+    /// The roots `*_in` calls resolve in, kept open while a [`RootCache`]
+    /// lives: None when off.
+    static ROOTS: std::cell::RefCell<Option<KeptRoots>> = const { std::cell::RefCell::new(None) };
+}
+
+/// While one lives (on this thread), the `*_in` calls keep each root they
+/// open instead of walking its host path again for every mount and file:
+/// assembling a root makes some 60 of them. An open root goes stale when
+/// something is mounted over it, so every call that changes mounts or
+/// namespaces forgets the roots it could have covered: mount, umount2,
+/// pivot_root, chroot and unshare all of them, a mount inside a root every
+/// other one (one of them may lie below the new mount).
+pub struct RootCache(());
+
+impl RootCache {
+    pub fn enable() -> RootCache {
+        ROOTS.with(|r| *r.borrow_mut() = Some(Vec::new()));
+        RootCache(())
+    }
+}
+
+impl Drop for RootCache {
+    fn drop(&mut self) {
+        ROOTS.with(|r| *r.borrow_mut() = None);
+    }
+}
+
+/// `root` opened as a directory: the kept one when a [`RootCache`] has it.
+fn open_root(root: &Path) -> Result<std::rc::Rc<OwnedFd>, Errno> {
+    let kept = ROOTS.with(|r| {
+        r.borrow().as_ref().and_then(|roots| {
+            roots
+                .iter()
+                .find(|(p, _)| p == root)
+                .map(|(_, fd)| fd.clone())
+        })
+    });
+    if let Some(fd) = kept {
+        return Ok(fd);
+    }
+    let fd = std::rc::Rc::new(open_dir(root)?);
+    ROOTS.with(|r| {
+        if let Some(roots) = r.borrow_mut().as_mut() {
+            roots.push((root.to_path_buf(), fd.clone()));
+        }
+    });
+    Ok(fd)
+}
+
+/// Forgets every kept root but `keep`.
+fn forget_roots(keep: Option<&Path>) {
+    ROOTS.with(|r| {
+        if let Some(roots) = r.borrow_mut().as_mut() {
+            roots.retain(|(p, _)| Some(p.as_path()) == keep);
+        }
+    });
+}
+
 fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
     let c = cpath(path)?;
     // SAFETY: c is a valid C string.
@@ -537,6 +599,7 @@ impl Sys for Linux {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), Errno> {
+        forget_roots(None);
         nix::mount::mount(src, dst, fstype, flags, data)
     }
 
@@ -551,18 +614,21 @@ impl Sys for Linux {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), Errno> {
-        let rootfd = open_dir(root)?;
+        let rootfd = open_root(root)?;
         let fd = ensure_in_root(&rootfd, target, node, resolve)?;
         if same_file(&fd, &rootfd) {
             return Err(Errno::EBUSY);
         }
+        forget_roots(Some(root));
         nix::mount::mount(src, fd_path(&fd).as_str(), fstype, flags, data)
     }
 
     fn bind_on_itself_in(&self, root: &Path, path: &Path) -> Result<(), Errno> {
-        let rootfd = open_dir(root)?;
+        let rootfd = open_root(root)?;
         let fd = open_no_symlinks(rootfd.as_raw_fd(), relative(path), libc::O_PATH)?;
         let at = fd_path(&fd);
+        // Bound on itself, the root is another mount than the one kept.
+        forget_roots(None);
         nix::mount::mount(
             Some(at.as_str()),
             at.as_str(),
@@ -573,7 +639,7 @@ impl Sys for Linux {
     }
 
     fn fs_type_in(&self, root: &Path, path: &Path) -> Result<i64, Errno> {
-        let rootfd = open_dir(root)?;
+        let rootfd = open_root(root)?;
         let fd = open_no_symlinks(rootfd.as_raw_fd(), relative(path), libc::O_PATH)?;
         // The magic is an i64 with glibc, a u64 with musl.
         #[allow(clippy::unnecessary_cast)]
@@ -581,7 +647,7 @@ impl Sys for Linux {
     }
 
     fn mknod_in(&self, root: &Path, path: &Path, mode: u32, dev: u64) -> Result<(), Errno> {
-        let rootfd = open_dir(root)?;
+        let rootfd = open_root(root)?;
         let rel = relative(path);
         let parent = rel.parent().unwrap_or(Path::new(""));
         let name = rel.file_name().ok_or(Errno::EINVAL)?;
@@ -622,7 +688,7 @@ impl Sys for Linux {
 
     fn write_in(&self, root: &Path, path: &Path, contents: &[u8]) -> Result<(), Errno> {
         use std::io::Write;
-        let rootfd = open_dir(root)?;
+        let rootfd = open_root(root)?;
         ensure_in_root(&rootfd, path, Node::File, Resolve::InRoot)?;
         let fd = open_in_root(
             rootfd.as_raw_fd(),
@@ -636,12 +702,12 @@ impl Sys for Linux {
     }
 
     fn mkdir_in(&self, root: &Path, path: &Path) -> Result<(), Errno> {
-        let rootfd = open_dir(root)?;
+        let rootfd = open_root(root)?;
         ensure_in_root(&rootfd, path, Node::Dir, Resolve::InRoot).map(drop)
     }
 
     fn kind_in(&self, root: &Path, path: &Path) -> Result<Option<Node>, Errno> {
-        let rootfd = open_dir(root)?;
+        let rootfd = open_root(root)?;
         let fd = match open_no_symlinks(rootfd.as_raw_fd(), relative(path), libc::O_PATH) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
@@ -653,7 +719,7 @@ impl Sys for Linux {
     }
 
     fn symlink_in(&self, root: &Path, target: &str, link: &Path) -> Result<(), Errno> {
-        let rootfd = open_dir(root)?;
+        let rootfd = open_root(root)?;
         let rel = relative(link);
         let parent = rel.parent().unwrap_or(Path::new(""));
         let name = rel.file_name().ok_or(Errno::EINVAL)?;
@@ -668,14 +734,17 @@ impl Sys for Linux {
     }
 
     fn umount2(&self, path: &Path, flags: MntFlags) -> Result<(), Errno> {
+        forget_roots(None);
         nix::mount::umount2(path, flags)
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), Errno> {
+        forget_roots(None);
         nix::unistd::pivot_root(new_root, put_old)
     }
 
     fn chroot(&self, path: &Path) -> Result<(), Errno> {
+        forget_roots(None);
         nix::unistd::chroot(path)
     }
 
@@ -702,6 +771,7 @@ impl Sys for Linux {
     }
 
     fn unshare(&self, flags: nix::sched::CloneFlags) -> Result<(), Errno> {
+        forget_roots(None);
         nix::sched::unshare(flags)
     }
 
@@ -863,7 +933,7 @@ impl Sys for Linux {
     }
 
     fn copy_up_in(&self, root: &Path, path: &Path, dest: &Path) -> Result<(), Errno> {
-        let rootfd = open_dir(root)?;
+        let rootfd = open_root(root)?;
         let dir = match open_in_root(
             rootfd.as_raw_fd(),
             relative(path),

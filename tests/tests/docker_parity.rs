@@ -514,8 +514,7 @@ fn rootless_user_without_subordinate_ids_is_told_what_to_configure() {
     std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let copy = |from: &Path, name: &str, mode: u32| {
         let to = top.path().join(name);
-        std::fs::copy(from, &to).unwrap();
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+        common::copy_file(from, &to, mode);
         to
     };
     copy(&common::init().unwrap(), "cradle-init", 0o755);

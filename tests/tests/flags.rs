@@ -1028,8 +1028,7 @@ impl Rootless {
             (image.to_path_buf(), "image.tar"),
         ] {
             let to = dir.path().join(name);
-            std::fs::copy(from, &to).unwrap();
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+            common::copy_file(&from, &to, 0o755);
         }
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();

@@ -652,8 +652,7 @@ impl Sandbox {
         std::os::unix::fs::chown(&cache, Some(uid), Some(gid)).unwrap();
         let copy = |from: &std::path::Path, name: &str, mode: u32| {
             let to = dir.join(name);
-            std::fs::copy(from, &to).unwrap();
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+            common::copy_file(from, &to, mode);
             to
         };
         // As installed: cradle-init next to the launcher, which starts every

@@ -800,8 +800,7 @@ impl AsUser {
         std::os::unix::fs::chown(&home, Some(Self::UID), Some(Self::UID)).ok()?;
         let copy = |from: &Path, name: &str, mode: u32| {
             let to = dir.join(name);
-            std::fs::copy(from, &to).unwrap();
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+            common::copy_file(from, &to, mode);
             to
         };
         copy(&common::init()?, "cradle-init", 0o755);

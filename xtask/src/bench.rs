@@ -2,6 +2,7 @@
 //! the same invocation and printed as ratios.
 
 mod build;
+mod buildah;
 mod init;
 mod run;
 mod supervise;

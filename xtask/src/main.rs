@@ -21,7 +21,7 @@ tasks:
   build-probe           build the static test probe
   build-image [NAME]    build the static init, then images/NAME (default: default)
   bench init|unpack|build|run|supervise
-                        measure against tini, dumb-init, catatonit, GNU tar, crun, runc, s6, supervisord
+                        measure against tini, dumb-init, catatonit, GNU tar, crun, runc, s6, supervisord, buildah
   test [ARGS…]          build every artifact the tests need, then `cargo test --workspace ARGS…`
   vm-test               run the launcher's end-to-end checks in a cgroup v2 guest (QEMU)
 ";

@@ -15,6 +15,7 @@ mod interrupted;
 #[cfg(feature = "fetch")]
 mod registry;
 mod run;
+mod sbom;
 #[cfg_attr(not(feature = "fetch"), allow(dead_code))]
 mod support;
 mod unpack;

@@ -848,6 +848,68 @@ fn index_is_pushed_with_its_manifests_and_pulled_for_this_platform() {
     assert_eq!(archive_digest(&output), pulled);
 }
 
+/// An image built with `--sbom` pushes as its tagged index: the registry
+/// then holds the SBOM's artifact manifest, whose subject is the image
+/// (what `oras discover` and `cosign` query), and a pull by tag still
+/// gives the image.
+#[test]
+fn an_image_with_an_sbom_pushes_with_it_and_pulls_as_the_image() {
+    let (Some(init), Some(skopeo), Some(registry)) = (
+        testkit::require_artifact("static/cradle-init", "cargo xtask build-init"),
+        testkit::require_tool("skopeo"),
+        Registry::start(None, false),
+    ) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let archive = home.path().join("sbom.tar");
+    let toml = testkit::workspace_root().join("images/default/image.toml");
+    let built = ok(&builder(
+        home.path(),
+        &[
+            "build",
+            "--sbom",
+            "--init",
+            init.to_str().unwrap(),
+            "-o",
+            archive.to_str().unwrap(),
+            toml.to_str().unwrap(),
+        ],
+    ));
+    let reference = format!("{}/cradle/sbom:v1", registry.host());
+    ok(&builder(
+        home.path(),
+        &["push", archive.to_str().unwrap(), &reference],
+    ));
+    let raw = |reference: &str| -> serde_json::Value {
+        let out = Command::new(&skopeo)
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap();
+        serde_json::from_str(&ok(&out)).unwrap()
+    };
+    let index = raw(&reference);
+    let sbom = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["artifactType"] == "application/spdx+json")
+        .expect("the SBOM manifest in the pushed index");
+    let sbom = raw(&format!(
+        "{}/cradle/sbom@{}",
+        registry.host(),
+        sbom["digest"].as_str().unwrap()
+    ));
+    assert_eq!(sbom["subject"]["digest"], built.as_str());
+    let pulled = home.path().join("pulled.tar");
+    let digest = ok(&builder(
+        home.path(),
+        &["pull", &reference, "-o", pulled.to_str().unwrap()],
+    ));
+    assert_eq!(digest, built);
+}
+
 #[test]
 fn refused_mount_falls_back_to_an_upload() {
     let (Some(image), Some(registry)) = (image(), Registry::start(None, false)) else {

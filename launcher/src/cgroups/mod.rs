@@ -323,8 +323,26 @@ impl Cgroup {
         }
         let dir = &self.dirs["devices"];
         write(&dir.join("devices.deny"), devices::V1_DENY_ALL)?;
+        // One rule per write(2), all through one open file.
+        let path = dir.join("devices.allow");
+        let mut allow = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|source| Error::Write {
+                path: path.clone(),
+                value: String::new(),
+                source,
+            })?;
         for line in devices::v1_lines(rules) {
-            write(&dir.join("devices.allow"), &line)?;
+            std::io::Write::write_all(&mut allow, line.as_bytes()).map_err(|source| {
+                Error::Write {
+                    path: path.clone(),
+                    value: line,
+                    source,
+                }
+            })?;
         }
         Ok(())
     }

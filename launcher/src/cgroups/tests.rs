@@ -196,9 +196,12 @@ fn v1_devices_tree_is_joined_only_to_restrict_devices() {
     .unwrap();
     assert_eq!(cg.controllers(), ["devices", "memory"]);
     let dir = tmp.path().join("devices/cradle/root");
-    // The kernel takes one rule per write; the fake keeps the last.
+    // The kernel takes one rule per write; the fake file keeps them all.
     assert_eq!(read(dir.join("devices.deny")), "a");
-    assert_eq!(read(dir.join("devices.allow")), "c 10:200 rwm");
+    assert_eq!(
+        read(dir.join("devices.allow")),
+        devices::v1_lines(&devices::ALLOWED).concat()
+    );
 }
 
 /// A tree costs a directory made and removed and a mount inside: memory
@@ -490,18 +493,19 @@ fn cpus_hold_two_busy_loops_near_half_a_core() {
         "cpus 0.5 ({}): measured {share:.3} of a core over 2s, throttled in {throttled} periods, load {load:.1}",
         version(&root)
     );
-    // The limit holds, and it is the quota that holds it.
+    // The limit holds.
     assert!(share <= 0.65, "measured {share:.3} of a core");
-    assert!(throttled > 0, "the quota never throttled two busy loops");
-    // Near half a core, unless the machine is so loaded that the loops
-    // could not get even that (other builds share these 2 cores).
+    // Near half a core, and it is the quota that holds it, unless the
+    // machine is so loaded that the loops could not get even that (other
+    // builds share these 2 cores): then no period reaches the quota.
     if load < 4.0 {
         assert!(
             share >= 0.35,
             "measured {share:.3} of a core at load {load:.1}"
         );
+        assert!(throttled > 0, "the quota never throttled two busy loops");
     } else {
-        eprintln!("cpus 0.5: lower bound not checked, load average {load:.1}");
+        eprintln!("cpus 0.5: lower bound and throttling not checked, load average {load:.1}");
     }
 }
 

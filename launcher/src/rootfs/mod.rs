@@ -122,6 +122,7 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
 
 /// Assembles the container's root at `plan.root`.
 pub fn prepare(sys: &impl Sys, plan: &Plan) -> Result<()> {
+    let _roots = crate::sys::RootCache::enable();
     overlay::make_root_slave(sys)?;
     overlay::make_state(sys, plan)?;
     overlay::mount_overlay(sys, plan)?;

@@ -140,6 +140,22 @@ pub(super) fn mount_overlay(sys: &impl Sys, plan: &Plan) -> Result<()> {
     overlay.lower = (0..overlay.lower.len())
         .map(|i| Path::new(dir).join(i.to_string()))
         .collect();
+    // Relative to the state directory when inside it (the usual case):
+    // shorter, and free of whatever the state root's path holds.
+    for dir in [&mut overlay.upper, &mut overlay.work] {
+        if let Ok(rel) = dir.strip_prefix(&plan.state) {
+            *dir = rel.to_path_buf();
+        }
+        // overlayfs splits its options at `,` and lowerdir at `:`: a path
+        // with them would be cut into other options.
+        let text = dir.to_string_lossy();
+        if text.contains([',', ':', '\\', '\n']) {
+            return Err(Error::Invalid {
+                what: "overlay directory (overlayfs cannot take a path with `,`, `:`, `\\` or a newline)",
+                value: text.into_owned(),
+            });
+        }
+    }
     sys.chdir(&plan.state)
         .map_err(Error::sys(format!("entering `{}`", plan.state.display())))?;
     let data = overlay_options(&overlay);

@@ -48,6 +48,25 @@ fn mount(
 }
 
 /// 128 layers of full cache paths would pass a page; their short links fit.
+/// overlayfs cuts its options at `,`: an upper directory outside the
+/// state directory (the builder's `--upper-dir`) with one in its path
+/// would smuggle in options of its own.
+#[test]
+fn an_upper_directory_whose_path_holds_a_comma_is_refused() {
+    let sys = Fake::default();
+    let mut p = plan();
+    p.overlay.upper = "/b/x,lowerdir=/etc/upper".into();
+    let err = prepare(&sys, &p).unwrap_err().to_string();
+    assert!(err.contains("overlayfs cannot take a path with"), "{err}");
+    assert!(
+        !sys.calls()
+            .iter()
+            .any(|c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "overlay")),
+        "{:?}",
+        sys.calls()
+    );
+}
+
 #[test]
 fn overlay_options_of_128_layers_fit_in_a_page() {
     let fake = Fake::default();
@@ -122,7 +141,7 @@ fn mounts_base_then_files_then_system_mounts_in_order() {
             "/c/rootfs",
             Some("overlay"),
             MsFlags::empty(),
-            Some("lowerdir=l/1:l/0,upperdir=/c/upper,workdir=/c/work"),
+            Some("lowerdir=l/1:l/0,upperdir=upper,workdir=work"),
         ),
         mount(
             Some("/c/rootfs"),

@@ -9,6 +9,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// The launcher binary (`cargo build -p launcher`, done by `cargo xtask test`).
+/// Copies `from` to `to` with `mode`, by `install`, in a process of its
+/// own: a file this (multi-threaded) test process had open for writing
+/// would be inherited by any child another test forks meanwhile, and
+/// executing the copy then fails with ETXTBSY ("Text file busy").
+pub fn copy_file(from: &Path, to: &Path, mode: u32) {
+    let out = Command::new("install")
+        .arg("-m")
+        .arg(format!("{mode:o}"))
+        .arg(from)
+        .arg(to)
+        .output()
+        .expect("running install");
+    assert!(out.status.success(), "install {from:?} {to:?}: {out:?}");
+}
+
 pub fn launcher() -> Option<PathBuf> {
     testkit::require_artifact("debug/launcher", "cargo build -p launcher")
 }

@@ -1,7 +1,9 @@
 //! `cargo xtask bench build`: our pack (sorted walk, tar, gzip and two
 //! sha256s: a reproducible layer) of the unpacked benchmark rootfs against
 //! `tar czf` (and `tar cf - | pigz`) of the same tree, in the same run, as
-//! ratios; then a whole `builder build` from the benchmark tarball.
+//! ratios; then a whole `builder build` from the benchmark tarball; then
+//! image builds against `buildah bud` ([`super::buildah`]).
+//! `--only pack` or `--only buildah` runs one part.
 
 use super::unpack::{bench_dir, race, release_builder, report, rootfs_tarball, rounds, which};
 use crate::util::run_cmd;
@@ -10,7 +12,23 @@ use std::process::Command;
 use std::time::Instant;
 
 pub fn run(args: &[String]) -> Result<()> {
+    let (only, args) = match args {
+        [flag, part, rest @ ..] if flag == "--only" => (Some(part.as_str()), rest),
+        _ => (None, args),
+    };
     let rounds = rounds(args)?;
+    match only {
+        None => {
+            pack(rounds)?;
+            super::buildah::run(rounds)
+        }
+        Some("pack") => pack(rounds),
+        Some("buildah") => super::buildah::run(rounds),
+        Some(other) => anyhow::bail!("--only takes `pack` or `buildah`, not `{other}`"),
+    }
+}
+
+fn pack(rounds: usize) -> Result<()> {
     let dir = bench_dir()?;
     let tarball = rootfs_tarball(&dir)?;
     let builder = release_builder()?;
