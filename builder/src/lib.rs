@@ -129,9 +129,12 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
                 ));
             }
             Group::Run(def_run) => {
-                if sandbox.is_none() {
-                    sandbox = Some(run::Sandbox::new(opts)?);
-                }
+                // Made at the first step: a definition without any needs
+                // no launcher and no step cache.
+                let sandbox = match &mut sandbox {
+                    Some(sandbox) => sandbox,
+                    None => sandbox.insert(run::Sandbox::new(opts)?),
+                };
                 let layers: Vec<oci::Layer> = base
                     .layers
                     .iter()
@@ -144,7 +147,6 @@ pub(crate) fn build_at(def: &ImageDef, opts: &Options, depth: usize) -> Result<B
                     layers: &layers,
                     base: base.config.as_ref(),
                 };
-                let sandbox = sandbox.as_ref().expect("made above");
                 let (layer, hit) = run::layer(&step, sandbox, work.path(), &blobs)?;
                 cached += usize::from(hit);
                 let digest = layer.blob.digest.clone();

@@ -54,14 +54,14 @@ enum Command {
         /// The download and step cache [default: $XDG_CACHE_HOME/cradle or ~/.cache/cradle].
         #[arg(long, env = "CRADLE_CACHE_DIR")]
         cache: Option<PathBuf>,
-        /// Run every `[[run]]` step, neither using nor filling the step cache.
-        #[arg(long = "no-cache")]
-        no_cache: bool,
         /// Attach an SPDX 2.3 SBOM: the packages of the image's dpkg and
         /// apk databases, and the files the build added (as `sbom = true`
         /// in the definition).
         #[arg(long)]
         sbom: bool,
+        /// Run every `[[run]]` step, neither using nor filling the step cache.
+        #[arg(long = "no-cache")]
+        no_cache: bool,
     },
     /// Empty the step cache (the layers of `[[run]]` steps, and their
     /// sandboxes' store); says how much it freed.

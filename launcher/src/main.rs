@@ -46,7 +46,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run IMAGE: an archive (ours, an OCI image layout, `docker save`) or a
+    /// Run IMAGE: an archive (ours, an OCI image layout, `docker save`), an
+    /// OCI image layout directory, or a
     /// registry reference, pulled into the store as --pull says.
     Run(Box<Run>),
     /// Unpack IMAGE.tar's layers, flattened, into DIR (an OCI bundle's rootfs);

@@ -16,6 +16,7 @@ mod interop;
 mod interrupted;
 #[cfg(feature = "fetch")]
 mod registry;
+mod run;
 mod sbom;
 #[cfg_attr(not(feature = "fetch"), allow(dead_code))]
 mod support;
