@@ -239,6 +239,9 @@ fn forged_layer(name: &str, data: &[u8]) -> (Vec<u8>, String, String) {
     (gz, digest, diff_id)
 }
 
+/// Something done to the cache, given the bench and a host file.
+type Attack = fn(&Bench, &Path);
+
 const ONE_STEP: &str = "[[run]]\nshell = \"echo made > /made\"\n";
 
 // ---------------------------------------------------------------------
@@ -299,7 +302,7 @@ fn a_cache_entry_or_blob_replaced_by_a_symlink_or_truncated_is_a_miss() {
     let (first, _) = bench.built("first");
     let secret = bench.path("shadow");
     std::fs::write(&secret, "root:$6$secret-hash:19000:0:99999:7:::\n").unwrap();
-    let attacks: [(&str, fn(&Bench, &Path)); 3] = [
+    let attacks: [(&str, Attack); 3] = [
         ("entry -> host file", |bench, secret| {
             let entry = &bench.entries()[0];
             std::fs::remove_file(entry).unwrap();
@@ -728,4 +731,53 @@ fn planted_work_directories_are_not_followed_and_the_upper_is_private() {
         "keep"
     );
     assert!(std::fs::symlink_metadata(bench.path("out/.cradle-build-evil")).is_ok());
+}
+
+/// The builder SIGKILLed just after its step ends, at several moments
+/// while the layer is made and written to the cache: whatever entry is
+/// left under its final name names a whole blob of the right digest, and
+/// the next build reclaims the rest and succeeds.
+#[test]
+fn a_builder_killed_while_it_makes_or_caches_the_layer_leaves_no_half_entry() {
+    let Some(bench) = Bench::new() else { return };
+    bench.define(
+        "[[run]]\nshell = \"busybox dd if=/dev/urandom of=/noise bs=1M count=12 2>/dev/null; echo step-done >&2\"\n",
+    );
+    // Rounds killed before the entry was written: some must be, or the
+    // kills came too late to test anything.
+    let mut early = 0;
+    for (round, delay) in [0u64, 150, 400, 900, 1600].into_iter().enumerate() {
+        let _ = std::fs::remove_dir_all(bench.path("cache/steps"));
+        let mut child = bench
+            .command(&format!("k{round}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !String::from_utf8_lossy(&seen).contains("step-done") {
+            if stderr.read(&mut byte).unwrap() == 0 {
+                panic!("{}", String::from_utf8_lossy(&seen));
+            }
+            seen.push(byte[0]);
+        }
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        early += usize::from(bench.entries().is_empty());
+        for entry in bench.entries() {
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
+            let digest = json["digest"].as_str().unwrap();
+            let blob = bench.path("cache/steps/blobs").join(&digest[7..]);
+            let bytes = std::fs::read(&blob)
+                .unwrap_or_else(|e| panic!("round {round}: {entry:?} names a missing blob: {e}"));
+            assert_eq!(format!("sha256:{}", sha256_hex(&bytes)), digest);
+        }
+    }
+    assert!(early > 0, "every kill came after the entry was written");
+    bench.built("after");
+    bench.assert_nothing_left();
 }
