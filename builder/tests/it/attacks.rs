@@ -781,3 +781,26 @@ fn a_builder_killed_while_it_makes_or_caches_the_layer_leaves_no_half_entry() {
     bench.built("after");
     bench.assert_nothing_left();
 }
+
+/// A step that leaves a daemon behind (in the background, its own
+/// session): the step ends when its command does, and nothing of it is
+/// left running on the host to write into the upper while the layer is
+/// made, or afterwards.
+#[test]
+fn a_daemon_left_by_a_step_does_not_outlive_it() {
+    let Some(bench) = Bench::new() else { return };
+    let marker = format!("cradle-attack-daemon-{}", std::process::id());
+    bench.define(&format!(
+        "[[run]]\nshell = \"busybox setsid busybox sh -c 'while :; do echo x >> /late; busybox sleep 1; done; : {marker}' </dev/null >/dev/null 2>&1 & busybox sleep 1\"\n"
+    ));
+    let started = Instant::now();
+    let (image, _) = bench.built("image");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let running = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+    });
+    assert!(!running, "the step's daemon outlived the build");
+    assert!(layer_names(&image, 2).contains(&"late".to_string()));
+    bench.assert_nothing_left();
+}
