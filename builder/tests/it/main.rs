@@ -3,6 +3,7 @@
 //! podman.
 
 mod around;
+mod attacks;
 mod bases;
 mod build;
 mod cli;
