@@ -9,25 +9,7 @@ use clap::{Parser, Subcommand};
 /// process that allocates in bursts.
 #[cfg(target_env = "musl")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `mi_option_purge_delay` (its enum's sixteenth value, the same
-/// in v2 and v3): -1 never gives freed pages back with madvise, which it
-/// otherwise does about 40 times in one run. A launcher holds little memory
-/// for long (a detached container's monitor a few hundred KiB).
-#[cfg(target_env = "musl")]
-fn keep_freed_memory() {
-    const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
-    unsafe extern "C" {
-        fn mi_option_set(option: libc::c_int, value: libc::c_long);
-    }
-    // SAFETY: mimalloc's documented way to set an option; no memory is
-    // passed.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
-}
-
-#[cfg(not(target_env = "musl"))]
-fn keep_freed_memory() {}
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 use launcher::network::Subnet;
 use launcher::{Linux, Network, Options, Userns};
@@ -431,7 +413,6 @@ impl Limits {
 }
 
 fn main() {
-    keep_freed_memory();
     // docker exits 125 for a usage error too; --help and --version exit 0.
     let cli = Cli::try_parse().unwrap_or_else(|err| {
         let to_stderr = err.use_stderr();
