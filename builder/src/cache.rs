@@ -27,6 +27,7 @@ use crate::pack::{Blob, Blobs, LayerBlob};
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The step cache of one build, held shared until the build ends.
@@ -50,7 +51,15 @@ impl StepCache {
     pub fn open(root: &Path) -> Result<StepCache> {
         let dir = root.join("steps");
         let blobs = dir.join("blobs");
-        std::fs::create_dir_all(&blobs).map_err(cache_error("making", &blobs))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&blobs)
+            .map_err(cache_error("making", &blobs))?;
+        // Whoever else can write these can plant the layer a step "made".
+        for at in [root, &dir, &blobs] {
+            check_private(at)?;
+        }
         let lock = lock(root, libc::LOCK_SH)?;
         for at in [&dir, &blobs] {
             crate::reclaim_stale(at, crate::PARTIAL_PREFIX);
@@ -72,10 +81,14 @@ impl StepCache {
     /// damaged (which is then removed).
     pub fn get(&self, key: &str, blobs: &Blobs) -> Result<Option<Layer>> {
         let entry_path = self.dir.join(format!("{key}.json"));
-        let Some(entry) = std::fs::read(&entry_path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok())
-        else {
+        let Some(entry) = open_regular(&entry_path).and_then(|f| {
+            let mut bytes = Vec::new();
+            f.take(64 << 10).read_to_end(&mut bytes).ok()?;
+            serde_json::from_slice::<Entry>(&bytes).ok()
+        }) else {
+            if std::fs::symlink_metadata(&entry_path).is_ok_and(|m| !m.is_file()) {
+                let _ = std::fs::remove_file(&entry_path);
+            }
             return Ok(None);
         };
         let Some(hex) = entry
@@ -87,13 +100,23 @@ impl StepCache {
             return Ok(None);
         };
         let cached = self.dir.join("blobs").join(hex);
-        let Ok(mut from) = File::open(&cached) else {
+        let Some(mut from) = open_regular(&cached) else {
+            if std::fs::symlink_metadata(&cached).is_ok() {
+                let _ = std::fs::remove_file(&cached);
+                let _ = std::fs::remove_file(&entry_path);
+            }
             return Ok(None);
         };
         let mut temp = crate::locked_tempfile(blobs.dir(), crate::PARTIAL_PREFIX)?;
         let (size, actual) =
             copy_hashing(&mut from, temp.as_file_mut()).map_err(Error::io("copying", &cached))?;
-        if actual != entry.digest || size != entry.size {
+        // The config names the layer by its diff id: the uncompressed
+        // bytes must be what the entry says, not only the blob.
+        let diff_id = (actual == entry.digest && size == entry.size)
+            .then(|| diff_id_of(temp.as_file_mut()).ok())
+            .flatten();
+        if actual != entry.digest || size != entry.size || diff_id.as_ref() != Some(&entry.diff_id)
+        {
             // Damaged (a disk error, a hand edit): made again, and replaced.
             let _ = std::fs::remove_file(&cached);
             let _ = std::fs::remove_file(&entry_path);
@@ -165,6 +188,59 @@ pub fn prune(root: &Path) -> Result<u64> {
     Ok(freed)
 }
 
+/// `path` opened for reading when it is a regular file, never through a
+/// symlink and never waiting on a FIFO; None otherwise.
+fn open_regular(path: &Path) -> Option<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    file.metadata().ok().filter(|m| m.is_file()).map(|_| file)
+}
+
+/// Refuses a cache directory that is not ours (a symlink, another
+/// owner), and makes one of ours that others could write 0700 (a umask of
+/// 002 made it so): whoever can write it can plant a step's layer.
+fn check_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir).map_err(cache_error("examining", dir))?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let problem = if !meta.is_dir() {
+        "not a directory (a symlink is not followed)"
+    } else if meta.uid() != me {
+        "owned by another user"
+    } else {
+        if meta.mode() & 0o022 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(cache_error("making private", dir))?;
+        }
+        return Ok(());
+    };
+    Err(cache_error("trusting", dir)(std::io::Error::other(
+        format!("{problem}: the step cache must be a directory of the user building"),
+    )))
+}
+
+/// The diff id (`sha256:` of the gunzipped bytes) of the gzip blob in
+/// `file`, read from its start.
+fn diff_id_of(file: &mut File) -> std::io::Result<String> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    let mut hasher = Sha256::new();
+    let mut gz = flate2::read::MultiGzDecoder::new(&mut *file);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = gz.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
 /// flock(2) of `<root>/steps.lock` with `operation`, waiting.
 fn lock(root: &Path, operation: libc::c_int) -> Result<File> {
     use std::os::fd::AsRawFd;
@@ -173,6 +249,8 @@ fn lock(root: &Path, operation: libc::c_int) -> Result<File> {
         .create(true)
         .truncate(false)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
         .open(&path)
         .map_err(cache_error("locking", &path))?;
     loop {
@@ -229,12 +307,35 @@ fn size_of(path: &Path) -> u64 {
 mod tests {
     use super::*;
 
+    /// `bytes` gzipped as a blob, with their diff id.
     fn layer_in(blobs: &Blobs, bytes: &[u8]) -> LayerBlob {
-        let blob = blobs.add(bytes).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        let blob = blobs.add(&gz.finish().unwrap()).unwrap();
         LayerBlob {
             blob,
-            diff_id: "sha256:".to_string() + &"d".repeat(64),
+            diff_id: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
         }
+    }
+
+    #[test]
+    fn an_entry_whose_diff_id_is_not_its_blobs_is_a_miss() {
+        let root = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let blobs = Blobs::create(work.path().join("blobs")).unwrap();
+        let cache = StepCache::open(root.path()).unwrap();
+        let mut made = layer_in(&blobs, b"layer bytes");
+        made.diff_id = format!("sha256:{}", "d".repeat(64));
+        cache.put("k", &made, &blobs).unwrap();
+        assert!(cache.get("k", &blobs).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_cache_directory_of_another_user_is_refused_naming_it() {
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(root.path(), Some(65534), Some(65534)).unwrap();
+        let err = StepCache::open(root.path()).unwrap_err().to_string();
+        assert!(err.contains(&root.path().display().to_string()), "{err}");
     }
 
     #[test]
@@ -252,10 +353,7 @@ mod tests {
             (hit.blob, hit.diff_id),
             (made.blob.clone(), made.diff_id.clone())
         );
-        assert_eq!(
-            std::fs::read(blobs.path_of(&made.blob.digest)).unwrap(),
-            b"layer bytes"
-        );
+        assert!(blobs.path_of(&made.blob.digest).is_file());
 
         let cached = root
             .path()
@@ -287,7 +385,15 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         let blobs = Blobs::create(work.path().join("blobs")).unwrap();
         let cache = StepCache::open(root.path()).unwrap();
-        let made = layer_in(&blobs, &[7u8; 1000]);
+        // Bytes gzip cannot shrink much: an LCG's high bits.
+        let mut x: u32 = 1;
+        let noise: Vec<u8> = (0..1000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (x >> 24) as u8
+            })
+            .collect();
+        let made = layer_in(&blobs, &noise);
         cache.put("k", &made, &blobs).unwrap();
         drop(cache);
         let freed = prune(root.path()).unwrap();

@@ -297,8 +297,11 @@ impl WorkDir {
         // A reclaimer may have removed it between mkdir and our flock (it
         // looked unlocked): try again with a new name.
         for _ in 0..8 {
+            // 0700: a `[[run]]` step's upper directory (setuid files,
+            // device nodes) lies below it.
             let temp = tempfile::Builder::new()
                 .prefix(prefix)
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .tempdir_in(dir)
                 .map_err(Error::io("creating a work directory in", dir))?;
             if let Some(lock) = lock_if_still_there(temp.path(), true)? {

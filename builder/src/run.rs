@@ -152,8 +152,11 @@ pub(crate) fn layer(
     {
         return Ok((layer, true));
     }
+    // 0700, as the work directory above it: the step's setuid files and
+    // device nodes must be reachable by nobody else while it runs.
     let dir = tempfile::Builder::new()
         .prefix("step-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(work)
         .map_err(Error::io("creating a step directory in", work))?;
     let image = dir.path().join("image");
@@ -258,6 +261,8 @@ fn cache_key(step: &Step, settings: &Settings, sandbox: &Sandbox) -> String {
         "network": settings.network,
         "epoch": sandbox.epoch,
         "rootless": !matches!(sandbox.ids, IdMap::Host),
+        // A layer made under a larger bound is not one this build allows.
+        "max_size": sandbox.max_size,
     });
     hex::encode(Sha256::digest(key.to_string().as_bytes()))
 }

@@ -252,7 +252,6 @@ const ONE_STEP: &str = "[[run]]\nshell = \"echo made > /made\"\n";
 /// stray special file): the build must treat it as a miss, not block
 /// forever in `read` waiting for a writer that never comes.
 #[test]
-#[ignore = "hole: cache.rs StepCache::get reads `<key>.json` with std::fs::read, which blocks on a FIFO"]
 fn a_fifo_as_a_cache_entry_is_a_miss_not_a_hang() {
     let Some(bench) = Bench::new() else { return };
     bench.define(ONE_STEP);
@@ -273,7 +272,6 @@ fn a_fifo_as_a_cache_entry_is_a_miss_not_a_hang() {
 /// The same with the cached blob: `File::open` of a FIFO for reading
 /// blocks until a writer opens it.
 #[test]
-#[ignore = "hole: cache.rs StepCache::get opens the cached blob with File::open (no O_NONBLOCK, no file-type check), which blocks on a FIFO"]
 fn a_fifo_as_a_cached_blob_is_a_miss_not_a_hang() {
     let Some(bench) = Bench::new() else { return };
     bench.define(ONE_STEP);
@@ -352,7 +350,6 @@ fn a_cache_entry_or_blob_replaced_by_a_symlink_or_truncated_is_a_miss() {
 /// match its layer (the digest of the blob is checked; the diff id, which
 /// the config publishes, is taken on trust).
 #[test]
-#[ignore = "hole: cache.rs StepCache::get checks the blob's digest but takes the entry's diff_id on trust; the image's config then names a diff id its layer does not have"]
 fn a_cache_entry_with_a_wrong_diff_id_is_not_trusted() {
     let Some(bench) = Bench::new() else { return };
     bench.define(ONE_STEP);
@@ -390,7 +387,6 @@ fn a_cache_entry_with_a_wrong_diff_id_is_not_trusted() {
 /// builder must refuse such a cache (or ignore it), not take their layer
 /// nor create files where their symlink points.
 #[test]
-#[ignore = "hole: cache.rs StepCache::open/lock trust a cache directory whatever its owner and mode: a layer planted there by another user is used, and steps.lock is opened with O_CREAT through a planted symlink"]
 fn a_cache_directory_another_user_owns_is_not_trusted() {
     let Some(bench) = Bench::new() else { return };
     bench.define(ONE_STEP);
@@ -512,7 +508,7 @@ fn concurrent_builds_writing_one_entry_agree() {
 /// cap of an ordinary `launcher run` does), not only refuse the layer
 /// afterwards, when the host's disk under the output is already full.
 #[test]
-#[ignore = "hole: run.rs layer puts the upper on the output's filesystem (launcher --upper-dir) with no size cap; the bound is checked only after the step, by upper.rs"]
+#[ignore = "known limit (SECURITY.md): run.rs layer puts the upper on the output's filesystem (launcher --upper-dir) with no size cap; the bound is checked only after the step, by upper.rs"]
 fn a_step_cannot_fill_the_hosts_disk_past_the_limit() {
     let Some(bench) = Bench::new() else { return };
     bench.define(
@@ -617,7 +613,6 @@ fn a_whiteout_made_by_the_step_at_a_new_path_means_what_the_container_saw() {
 /// that sets a small one: the limit must hold for the reused layer too
 /// (the cache key does not hold the limit).
 #[test]
-#[ignore = "hole (minor): run.rs cache_key leaves out max_size, and cache.rs get does not check the blob against it: a cached layer bypasses a smaller CRADLE_MAX_COPY_SIZE"]
 fn a_cached_layer_is_held_to_the_current_size_limit() {
     let Some(bench) = Bench::new() else { return };
     bench.define(
@@ -673,7 +668,6 @@ fn a_step_cannot_reach_the_hosts_ipv6_loopback() {
 /// on its path must be closed to others, though the output directory
 /// itself is an ordinary 0755 one.
 #[test]
-#[ignore = "hole: run.rs layer makes the step directory (tempfile tempdir_in) 0755 inside a 0755 work directory (lib.rs WorkDir::beside), on a filesystem without nosuid/nodev: the step's setuid files and device nodes are open to every local user while it runs, and after a SIGKILL until the next build"]
 fn planted_work_directories_are_not_followed_and_the_upper_is_private() {
     let Some(bench) = Bench::new() else { return };
     bench.define(
