@@ -339,3 +339,55 @@ fn ctr_runs_our_image_with_an_sbom_attached() {
         "{line}"
     );
 }
+
+/// `images/web-app` built from its Containerfile (a RUN step, USER,
+/// WORKDIR, ENV, CMD), imported and run by containerd as its image says:
+/// the init wraps the app, which runs as 1000:1000 in /app with its env.
+#[test]
+fn ctr_runs_the_web_app_built_from_its_containerfile() {
+    let Some(builder) = testkit::require_artifact("debug/builder", "cargo build -p builder") else {
+        return;
+    };
+    let Some(default) = testkit::require_artifact("images/default.tar", "cargo xtask build-image")
+    else {
+        return;
+    };
+    let Some(init) = common::init() else {
+        return;
+    };
+    let Some(containerd) = Containerd::start() else {
+        return;
+    };
+    let tag = "localhost/cradle-test/containerd-web-app:latest";
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("web-app.tar");
+    let app = testkit::workspace_root().join("images/web-app");
+    let out = Command::new(builder)
+        .args(["build", "-t", tag, "--init"])
+        .arg(init)
+        .arg("--cache")
+        .arg(dir.path().join("cache"))
+        .arg("-o")
+        .arg(&archive)
+        .arg("-f")
+        .arg(app.join("Containerfile"))
+        .arg("--build-arg")
+        .arg(format!("BASE=oci-archive:{}", default.display()))
+        .arg(&app)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    containerd.ctr_ok(&["images", "import", archive.to_str().unwrap()]);
+    let said = containerd.ctr_ok(&["run", "--rm", tag, "cradle-web-app"]);
+    assert_eq!(
+        said,
+        "web-app: Hello from cradle on port 8080\n\
+         user 1000:1000 in /app\n\
+         defaults: greeting=\"Hello from cradle\"\n"
+    );
+    assert_eq!(containerd.ctr_ok(&["containers", "ls", "--quiet"]), "");
+}
