@@ -781,7 +781,14 @@ fn debian_mirror_and_suite() -> (String, String) {
     let mut texts = Vec::new();
     for dir in ["/etc/apt/sources.list.d"] {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            texts.push(std::fs::read_to_string(entry.path()).unwrap_or_default());
+            // apt reads only these; `x.sources.disabled` and the like are off.
+            let path = entry.path();
+            if path
+                .extension()
+                .is_some_and(|e| e == "list" || e == "sources")
+            {
+                texts.push(std::fs::read_to_string(path).unwrap_or_default());
+            }
         }
     }
     texts.push(std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
@@ -794,7 +801,10 @@ fn debian_mirror_and_suite() -> (String, String) {
                 line.strip_prefix("deb ")
                     .map(|rest| rest.split_whitespace().next().unwrap_or(""))
             })?;
-            (uri.starts_with("http") && !uri.contains("security")).then(|| uri.to_string())
+            // Debian's own archive, not a third party's (nodesource, a
+            // cloud SDK) that has no release of the suite.
+            (uri.starts_with("http") && uri.trim_end_matches('/').ends_with("/debian"))
+                .then(|| uri.to_string())
         })
         .unwrap_or_else(|| "http://deb.debian.org/debian".into());
     let suite = std::fs::read_to_string("/etc/os-release")
