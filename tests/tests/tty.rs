@@ -130,6 +130,12 @@ fn tty_passes_on_all_of_a_large_piped_input() {
     let text = reader.join().unwrap().unwrap();
     assert!(status.success(), "{status:?}");
     let text = String::from_utf8_lossy(&text);
+    // The count ends the output. The terminal's echo of the input comes
+    // before it and may be cut short (n_tty drops echoes when its echo
+    // buffer overflows), so the count can share a line with a partial one.
     let last = text.lines().rev().find(|l| !l.trim().is_empty());
-    assert_eq!(last.map(str::trim), Some("1048576"));
+    assert!(
+        last.is_some_and(|l| l.trim_end().ends_with("1048576")),
+        "last line {last:?}"
+    );
 }
