@@ -168,6 +168,17 @@ impl Containerd {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         unmount_under(self.dir.path());
+        // runc leaves the namespace's parent cgroup in every hierarchy; the
+        // last test to stop removes it (rmdir fails while another's holds
+        // a container).
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(hierarchy.path().join(NAMESPACE));
+        }
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(NAMESPACE));
     }
 }
 
