@@ -241,7 +241,11 @@ fn as_dumb_init_its_hand_off_debug_lines_match() {
     let scratch = Scratch::new("dumb-init-tty-v");
     let ours = scratch.init_as("dumb-init");
     let lines = |program: &std::path::Path| {
-        let (code, lines) = run_on_terminal(program, &["-v", "sh", "-c", "exit 4"]);
+        // The workload outlives the hand-off: dumb-init takes its pending
+        // signals lowest first, so a child that exits at once would put
+        // SIGCHLD (17) ahead of the hand-off's SIGCONT (18) and end the run
+        // before SIGCONT is logged, by chance.
+        let (code, lines) = run_on_terminal(program, &["-v", "sh", "-c", "sleep 0.3; exit 4"]);
         let mut lines: Vec<String> = lines
             .iter()
             .map(|l| {
