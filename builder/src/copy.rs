@@ -672,47 +672,14 @@ fn path_match(pattern: &str, path: &Path) -> bool {
     pattern.len() == parts.len() && pattern.iter().zip(&parts).all(|(p, n)| glob_match(p, n))
 }
 
-/// Shell-style matching within one name: `*` any run, `?` one byte,
-/// `[abc]`/`[a-z]`/`[!a]` one of a set. Names starting with `.` are
-/// matched only by a pattern starting with `.`, as in the shell.
+/// Shell-style matching within one name ([`crate::glob::match_name`]), but
+/// names starting with `.` are matched only by a pattern starting with `.`,
+/// as in the shell.
 fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     if name.first() == Some(&b'.') && pattern.first() != Some(&b'.') {
         return false;
     }
-    matches_from(pattern, name)
-}
-
-fn matches_from(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| matches_from(rest, &name[i..])),
-        Some((b'?', rest)) => !name.is_empty() && matches_from(rest, &name[1..]),
-        Some((b'[', rest)) => {
-            let Some(end) = rest.iter().skip(1).position(|&b| b == b']').map(|i| i + 1) else {
-                return name.first() == Some(&b'[') && matches_from(rest, &name[1..]);
-            };
-            let Some((&c, tail)) = name.split_first() else {
-                return false;
-            };
-            let (negate, set) = match rest[..end].split_first() {
-                Some((b'!' | b'^', set)) => (true, set),
-                _ => (false, &rest[..end]),
-            };
-            let mut hit = false;
-            let mut i = 0;
-            while i < set.len() {
-                if i + 2 < set.len() && set[i + 1] == b'-' {
-                    hit |= (set[i]..=set[i + 2]).contains(&c);
-                    i += 3;
-                } else {
-                    hit |= set[i] == c;
-                    i += 1;
-                }
-            }
-            hit != negate && matches_from(&rest[end + 1..], tail)
-        }
-        Some((&b, rest)) => name.first() == Some(&b) && matches_from(rest, &name[1..]),
-    }
+    crate::glob::match_name(pattern, name)
 }
 
 /// `CRADLE_MAX_COPY_SIZE` (bytes, or with K, M, G, T), else the default.

@@ -13,6 +13,7 @@ pub mod def;
 pub mod dockerignore;
 mod error;
 pub mod fetch;
+mod glob;
 pub mod host;
 pub mod init;
 pub mod inspect;

@@ -292,48 +292,11 @@ fn append_file(
 /// `SCHILY.xattr.` records, by name. SELinux labels belong to the build
 /// machine and are left out, as Docker does.
 fn xattrs_of(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    let mut names = vec![0u8; 1024];
-    // SAFETY: c_path is NUL-terminated; names is a live buffer of that length.
-    let len = unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if len < 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENOTSUP) => Ok(Vec::new()),
-            _ => Err(err),
-        };
-    }
-    let mut found = Vec::new();
-    for name in names[..len as usize]
-        .split(|&b| b == 0)
-        .filter(|n| !n.is_empty())
-    {
-        if name == b"security.selinux" {
-            continue;
-        }
-        let c_name = std::ffi::CString::new(name)?;
-        let mut value = vec![0u8; 64 * 1024];
-        // SAFETY: both strings are NUL-terminated; value is a live buffer.
-        let n = unsafe {
-            libc::lgetxattr(
-                c_path.as_ptr(),
-                c_name.as_ptr(),
-                value.as_mut_ptr().cast(),
-                value.len(),
-            )
-        };
-        if n < 0 {
-            continue;
-        }
-        value.truncate(n as usize);
-        found.push((
-            format!("SCHILY.xattr.{}", String::from_utf8_lossy(name)),
-            value,
-        ));
-    }
-    found.sort();
-    Ok(found)
+    Ok(crate::upper::read_xattrs(path)?
+        .into_iter()
+        .filter(|(name, _)| name != "security.selinux")
+        .map(|(name, value)| (format!("SCHILY.xattr.{name}"), value))
+        .collect())
 }
 
 /// Runs `fill` on a tar builder whose bytes are gzipped and hashed on a

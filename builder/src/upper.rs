@@ -598,7 +598,9 @@ fn list(dir: &File) -> io::Result<Vec<OsString>> {
     }
 }
 
-fn read_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+/// The extended attributes of `path`, not following a symlink, sorted by
+/// name; one listed and then gone (or unreadable by us) is left out.
+pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     let c_path = cstr(path.as_os_str())?;
     let mut names = vec![0u8; 64 * 1024];
     // SAFETY: c_path is NUL-terminated; names is a live buffer of its length.

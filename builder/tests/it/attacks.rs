@@ -7,124 +7,14 @@
 //! These run the real `builder` and `launcher` binaries as root on the
 //! default image with busybox added, like `run.rs`.
 
-use crate::support::{Tar, builder_bin, sha256_hex};
+use crate::support::{Steps as Bench, Tar, sha256_hex};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// A build directory (definition, output, step cache) and the binaries.
-struct Bench {
-    dir: tempfile::TempDir,
-    launcher: PathBuf,
-    base: PathBuf,
-}
-
 impl Bench {
-    /// None (after saying why) when the launcher, the default image,
-    /// busybox or root are missing.
-    fn new() -> Option<Bench> {
-        if !testkit::require(
-            testkit::is_root(),
-            "needs root to run the launcher's sandbox",
-        ) {
-            return None;
-        }
-        let launcher = testkit::require_artifact("debug/launcher", "cargo build -p launcher")?;
-        let base = testkit::require_artifact("images/default.tar", "cargo xtask build-image")?;
-        testkit::require_artifact("static/cradle-init", "cargo xtask build-init")?;
-        testkit::require_tool("busybox")?;
-        let dir = tempfile::Builder::new()
-            .prefix("cradle-attack-")
-            .tempdir()
-            .unwrap();
-        std::fs::create_dir(dir.path().join("out")).unwrap();
-        Some(Bench {
-            dir,
-            launcher,
-            base,
-        })
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// Writes image.toml: the default image with busybox in /bin, then
-    /// `steps` (TOML tables) in order.
-    fn define(&self, steps: &str) {
-        let text = format!(
-            "tag = \"localhost/cradle-test/attack:1\"\n[base]\nsource = \"{}\"\nprograms = [\"busybox\"]\n\n{steps}",
-            self.base.display()
-        );
-        std::fs::write(self.path("image.toml"), text).unwrap();
-    }
-
-    /// `builder build image.toml -o out/NAME.tar`, not yet started.
-    fn command(&self, name: &str) -> Command {
-        let mut cmd = Command::new(builder_bin());
-        cmd.env("CRADLE_CACHE_DIR", self.path("cache"))
-            .env("CRADLE_LAUNCHER", &self.launcher)
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("CRADLE_ROOT")
-            .arg("build")
-            .arg(self.path("image.toml"))
-            .arg("-o")
-            .arg(self.path(&format!("out/{name}.tar")))
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// The build `cmd`, killed if it takes longer than `limit`: its output,
-    /// or `None` when it had to be killed (it hung).
-    fn within(&self, mut cmd: Command, limit: Duration) -> Option<Output> {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + limit;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(child.wait_with_output().unwrap())
-    }
-
-    fn build(&self, name: &str) -> Output {
-        self.within(self.command(name), Duration::from_secs(300))
-            .unwrap_or_else(|| panic!("build {name} hung"))
-    }
-
-    /// A build that must succeed: its archive and stderr.
-    fn built(&self, name: &str) -> (PathBuf, String) {
-        let out = self.build(name);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "build {name} failed: {stderr}");
-        (self.path(&format!("out/{name}.tar")), stderr)
-    }
-
-    /// `launcher run IMAGE sh -c SCRIPT` in a private store: its stdout.
-    fn run_in(&self, image: &Path, script: &str) -> String {
-        let store = tempfile::tempdir().unwrap();
-        let out = Command::new(&self.launcher)
-            .env("CRADLE_ROOT", store.path())
-            .env_remove("RUST_BACKTRACE")
-            .arg("run")
-            .arg(image)
-            .args(["/bin/sh", "-c", script])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "running {script}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// The step cache's entries (`<key>.json`), full paths, sorted.
     fn entries(&self) -> Vec<PathBuf> {
         let mut found: Vec<PathBuf> = std::fs::read_dir(self.path("cache/steps"))
@@ -144,38 +34,6 @@ impl Bench {
         std::fs::read_dir(self.path("cache/steps/blobs"))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
-    }
-
-    /// Nothing a build leaves behind: no work directory beside the output,
-    /// no sandbox state, no `.partial-*` in the cache, no mount under the
-    /// bench.
-    fn assert_nothing_left(&self) {
-        let names = |dir: PathBuf| -> Vec<String> {
-            std::fs::read_dir(dir)
-                .map(|d| {
-                    d.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let out = names(self.path("out"));
-        assert!(
-            out.iter().all(|n| !n.starts_with(".cradle-build-")),
-            "work directories left: {out:?}"
-        );
-        let state = names(self.path("cache/sandbox/containers"));
-        assert!(state.is_empty(), "sandbox state left: {state:?}");
-        for dir in ["cache/steps", "cache/steps/blobs"] {
-            let partial: Vec<String> = names(self.path(dir))
-                .into_iter()
-                .filter(|n| n.starts_with(".partial-"))
-                .collect();
-            assert!(partial.is_empty(), "{dir}: {partial:?}");
-        }
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mine = self.dir.path().to_string_lossy().into_owned();
-        assert!(!mounts.contains(&mine), "mounts left under {mine}");
     }
 }
 
@@ -254,15 +112,17 @@ const ONE_STEP: &str = "[[run]]\nshell = \"echo made > /made\"\n";
 /// forever in `read` waiting for a writer that never comes.
 #[test]
 fn a_fifo_as_a_cache_entry_is_a_miss_not_a_hang() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     bench.define(ONE_STEP);
-    bench.built("first");
+    bench.built("first", &[]);
     let entries = bench.entries();
     assert_eq!(entries.len(), 1, "{entries:?}");
     std::fs::remove_file(&entries[0]).unwrap();
     mkfifo(&entries[0]);
     let out = bench
-        .within(bench.command("second"), Duration::from_secs(60))
+        .within(bench.command("second", &[]), Duration::from_secs(60))
         .expect("the build hung on a FIFO planted as a cache entry");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -274,15 +134,17 @@ fn a_fifo_as_a_cache_entry_is_a_miss_not_a_hang() {
 /// blocks until a writer opens it.
 #[test]
 fn a_fifo_as_a_cached_blob_is_a_miss_not_a_hang() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     bench.define(ONE_STEP);
-    bench.built("first");
+    bench.built("first", &[]);
     let blobs = bench.cached_blobs();
     assert_eq!(blobs.len(), 1, "{blobs:?}");
     std::fs::remove_file(&blobs[0]).unwrap();
     mkfifo(&blobs[0]);
     let out = bench
-        .within(bench.command("second"), Duration::from_secs(60))
+        .within(bench.command("second", &[]), Duration::from_secs(60))
         .expect("the build hung on a FIFO planted as a cached blob");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -296,9 +158,11 @@ fn a_fifo_as_a_cached_blob_is_a_miss_not_a_hang() {
 /// into the image.
 #[test]
 fn a_cache_entry_or_blob_replaced_by_a_symlink_or_truncated_is_a_miss() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     bench.define(ONE_STEP);
-    let (first, _) = bench.built("first");
+    let (first, _) = bench.built("first", &[]);
     let secret = bench.path("shadow");
     std::fs::write(&secret, "root:$6$secret-hash:19000:0:99999:7:::\n").unwrap();
     let attacks: [(&str, Attack); 3] = [
@@ -321,7 +185,7 @@ fn a_cache_entry_or_blob_replaced_by_a_symlink_or_truncated_is_a_miss() {
     ];
     for (i, (what, attack)) in attacks.iter().enumerate() {
         attack(&bench, &secret);
-        let (again, stderr) = bench.built(&format!("again{i}"));
+        let (again, stderr) = bench.built(&format!("again{i}"), &[]);
         assert!(
             stderr.contains("1 steps, 0 from the cache"),
             "{what}: {stderr}"
@@ -337,7 +201,7 @@ fn a_cache_entry_or_blob_replaced_by_a_symlink_or_truncated_is_a_miss() {
             "{what}"
         );
         // The next build finds the repaired entry.
-        let (_, stderr) = bench.built(&format!("hit{i}"));
+        let (_, stderr) = bench.built(&format!("hit{i}"), &[]);
         assert!(
             stderr.contains("1 steps, 1 from the cache"),
             "{what}: {stderr}"
@@ -352,15 +216,17 @@ fn a_cache_entry_or_blob_replaced_by_a_symlink_or_truncated_is_a_miss() {
 /// the config publishes, is taken on trust).
 #[test]
 fn a_cache_entry_with_a_wrong_diff_id_is_not_trusted() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     bench.define(ONE_STEP);
-    bench.built("first");
+    bench.built("first", &[]);
     let entry = &bench.entries()[0];
     let mut json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(entry).unwrap()).unwrap();
     json["diff_id"] = format!("sha256:{}", "e".repeat(64)).into();
     std::fs::write(entry, json.to_string()).unwrap();
-    let (image, _) = bench.built("second");
+    let (image, _) = bench.built("second", &[]);
     let dir = tempfile::tempdir().unwrap();
     let (manifest, config) = open_image(&image, dir.path());
     let layers = manifest["layers"].as_array().unwrap();
@@ -389,9 +255,11 @@ fn a_cache_entry_with_a_wrong_diff_id_is_not_trusted() {
 /// nor create files where their symlink points.
 #[test]
 fn a_cache_directory_another_user_owns_is_not_trusted() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     bench.define(ONE_STEP);
-    bench.built("first");
+    bench.built("first", &[]);
     // The attacker's layer, under the key the definition hashes to.
     let (gz, digest, diff_id) = forged_layer("pwned", b"planted by another user\n");
     std::fs::write(bench.path("cache/steps/blobs").join(&digest[7..]), &gz).unwrap();
@@ -407,7 +275,7 @@ fn a_cache_directory_another_user_owns_is_not_trusted() {
     chown_tree(&bench.path("cache"), 65534);
     std::fs::set_permissions(bench.path("cache"), std::fs::Permissions::from_mode(0o777)).unwrap();
 
-    let out = bench.build("second");
+    let out = bench.build("second", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let mut holes = Vec::new();
     if victim.exists() {
@@ -438,7 +306,9 @@ fn chown_tree(path: &Path, uid: u32) {
 /// definition again) is a hit, so the misses are not vacuous.
 #[test]
 fn steps_differing_only_in_env_user_workdir_or_network_do_not_share_an_entry() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     let command = "shell = \"cat /proc/sys/kernel/random/uuid > /tmp/id-$(id -u)\"\n";
     let variants = [
         "",
@@ -450,7 +320,7 @@ fn steps_differing_only_in_env_user_workdir_or_network_do_not_share_an_entry() {
     ];
     for (i, extra) in variants.iter().enumerate() {
         bench.define(&format!("[[run]]\n{command}{extra}"));
-        let (_, stderr) = bench.built(&format!("v{i}"));
+        let (_, stderr) = bench.built(&format!("v{i}"), &[]);
         assert!(
             stderr.contains("1 steps, 0 from the cache"),
             "variant {extra:?} took another's layer: {stderr}"
@@ -459,7 +329,7 @@ fn steps_differing_only_in_env_user_workdir_or_network_do_not_share_an_entry() {
     assert_eq!(bench.entries().len(), variants.len());
     for (i, extra) in variants.iter().enumerate() {
         bench.define(&format!("[[run]]\n{command}{extra}"));
-        let (_, stderr) = bench.built(&format!("again{i}"));
+        let (_, stderr) = bench.built(&format!("again{i}"), &[]);
         assert!(
             stderr.contains("1 steps, 1 from the cache"),
             "{extra:?}: {stderr}"
@@ -471,12 +341,14 @@ fn steps_differing_only_in_env_user_workdir_or_network_do_not_share_an_entry() {
 /// with the same bytes, one entry is left, and no temporary file.
 #[test]
 fn concurrent_builds_writing_one_entry_agree() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     bench.define("[[run]]\nshell = \"busybox sleep 1; echo x > /x\"\n");
     let children: Vec<_> = (0..3)
         .map(|i| {
             bench
-                .command(&format!("c{i}"))
+                .command(&format!("c{i}"), &[])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -510,14 +382,16 @@ fn concurrent_builds_writing_one_entry_agree() {
 // SECURITY.md states (the bound is checked when the step has ended).
 #[test]
 fn a_step_that_writes_past_the_limit_is_refused_and_leaves_nothing() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     bench.define(
         "[[run]]\nshell = \"busybox dd if=/dev/zero of=/big bs=1M count=64 2>/dev/null\"\n",
     );
     let out = bench
         .within(
             {
-                let mut cmd = bench.command("image");
+                let mut cmd = bench.command("image", &[]);
                 cmd.env("CRADLE_MAX_COPY_SIZE", "4M");
                 cmd
             },
@@ -539,7 +413,9 @@ fn a_step_that_writes_past_the_limit_is_refused_and_leaves_nothing() {
 /// container saw (the same listing, taken in the step and in the image).
 #[test]
 fn replaced_directories_links_and_odd_names_are_recorded_as_the_step_saw_them() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     let view = "cd /a && for f in * .??*; do printf '%s|' \\\"$f\\\"; busybox stat -c '%F' \\\"$f\\\"; done; [ /a/lower -ef /a/hl ] && echo linked; cat dir file/in";
     bench.define(&format!(
         r#"
@@ -550,7 +426,7 @@ shell = "mkdir -p /a/dir/sub && echo in-dir > /a/dir/sub/x && echo file > /a/fil
 shell = "rm -r /a/dir && echo now-a-file > /a/dir && rm /a/file && mkdir /a/file && echo now-a-dir > /a/file/in && ln /a/lower /a/hl && echo nl > \"$(printf '/a/new\\nline')\" && echo ff > \"$(printf '/a/\\377')\" && echo dots > '/a/..dots' && {{ {view}; }} > /seen"
 "#
     ));
-    let (image, _) = bench.built("image");
+    let (image, _) = bench.built("image", &[]);
     let seen = bench.run_in(&image, "cat /seen");
     assert!(
         seen.contains("linked") && seen.contains("now-a-dir"),
@@ -565,14 +441,16 @@ shell = "rm -r /a/dir && echo now-a-file > /a/dir && rm /a/file && mkdir /a/file
 /// it does not crash (stack, fds) nor leave anything behind.
 #[test]
 fn a_directory_deeper_than_path_max_is_recorded_or_refused_cleanly() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     bench.define(
         &format!(
             "[[run]]\nshell = \"mkdir -p /a/{half} /b/{half} && echo deep > /a/{half}/f && mv /a /b/{half}/\"\n",
             half = "d/".repeat(1500)
         ),
     );
-    let out = bench.build("image");
+    let out = bench.build("image", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code().is_some(), "killed by a signal: {stderr}");
     if out.status.success() {
@@ -591,11 +469,13 @@ fn a_directory_deeper_than_path_max_is_recorded_or_refused_cleanly() {
 /// show the same; if it cannot, no whiteout may reach the layer.
 #[test]
 fn a_whiteout_made_by_the_step_at_a_new_path_means_what_the_container_saw() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     bench.define(
         "[[run]]\nshell = \"{ busybox mknod /ghost c 0 0 && echo made || echo refused; [ -e /ghost ] && echo present || echo absent; } > /seen\"\n",
     );
-    let (image, _) = bench.built("image");
+    let (image, _) = bench.built("image", &[]);
     let seen = bench.run_in(&image, "cat /seen");
     let names = layer_names(&image, 2);
     if seen.starts_with("refused") {
@@ -614,12 +494,14 @@ fn a_whiteout_made_by_the_step_at_a_new_path_means_what_the_container_saw() {
 /// (the cache key does not hold the limit).
 #[test]
 fn a_cached_layer_is_held_to_the_current_size_limit() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     bench.define(
         "[[run]]\nshell = \"busybox dd if=/dev/urandom of=/big bs=1M count=8 2>/dev/null\"\n",
     );
-    bench.built("large");
-    let mut cmd = bench.command("small");
+    bench.built("large", &[]);
+    let mut cmd = bench.command("small", &[]);
     cmd.env("CRADLE_MAX_COPY_SIZE", "4M");
     let out = bench.within(cmd, Duration::from_secs(300)).expect("hung");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -637,7 +519,9 @@ fn a_cached_layer_is_held_to_the_current_size_limit() {
 /// loopback either (run.rs tests 127.0.0.1).
 #[test]
 fn a_step_cannot_reach_the_hosts_ipv6_loopback() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
         testkit::require(false, "no IPv6 loopback here");
         return;
@@ -647,7 +531,7 @@ fn a_step_cannot_reach_the_hosts_ipv6_loopback() {
     bench.define(&format!(
         "[[run]]\nshell = \"echo hi | busybox nc -w 3 ::1 {port}\"\n"
     ));
-    let out = bench.build("image");
+    let out = bench.build("image", &[]);
     assert!(!out.status.success(), "the step reached the host: {out:?}");
     assert!(listener.accept().is_err(), "a connection came in");
     // The control: the host itself reaches the listener.
@@ -669,7 +553,9 @@ fn a_step_cannot_reach_the_hosts_ipv6_loopback() {
 /// itself is an ordinary 0755 one.
 #[test]
 fn planted_work_directories_are_not_followed_and_the_upper_is_private() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     bench.define(
         "[[run]]\nshell = \"cp /bin/busybox /suid && chmod 4755 /suid && busybox sleep 3\"\n",
     );
@@ -684,7 +570,7 @@ fn planted_work_directories_are_not_followed_and_the_upper_is_private() {
     std::fs::create_dir(&planted).unwrap();
     std::os::unix::fs::symlink(&target, planted.join("link")).unwrap();
     let mut child = bench
-        .command("image")
+        .command("image", &[])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -733,7 +619,9 @@ fn planted_work_directories_are_not_followed_and_the_upper_is_private() {
 /// the next build reclaims the rest and succeeds.
 #[test]
 fn a_builder_killed_while_it_makes_or_caches_the_layer_leaves_no_half_entry() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     bench.define(
         "[[run]]\nshell = \"busybox dd if=/dev/urandom of=/noise bs=1M count=12 2>/dev/null; echo step-done >&2\"\n",
     );
@@ -743,7 +631,7 @@ fn a_builder_killed_while_it_makes_or_caches_the_layer_leaves_no_half_entry() {
     for (round, delay) in [0u64, 150, 400, 900, 1600].into_iter().enumerate() {
         let _ = std::fs::remove_dir_all(bench.path("cache/steps"));
         let mut child = bench
-            .command(&format!("k{round}"))
+            .command(&format!("k{round}"), &[])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -772,7 +660,7 @@ fn a_builder_killed_while_it_makes_or_caches_the_layer_leaves_no_half_entry() {
         }
     }
     assert!(early > 0, "every kill came after the entry was written");
-    bench.built("after");
+    bench.built("after", &[]);
     bench.assert_nothing_left();
 }
 
@@ -782,13 +670,15 @@ fn a_builder_killed_while_it_makes_or_caches_the_layer_leaves_no_half_entry() {
 /// made, or afterwards.
 #[test]
 fn a_daemon_left_by_a_step_does_not_outlive_it() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("attack") else {
+        return;
+    };
     let marker = format!("cradle-attack-daemon-{}", std::process::id());
     bench.define(&format!(
         "[[run]]\nshell = \"busybox setsid busybox sh -c 'while :; do echo x >> /late; busybox sleep 1; done; : {marker}' </dev/null >/dev/null 2>&1 & busybox sleep 1\"\n"
     ));
     let started = Instant::now();
-    let (image, _) = bench.built("image");
+    let (image, _) = bench.built("image", &[]);
     assert!(started.elapsed() < Duration::from_secs(60));
     let running = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
         std::fs::read(e.path().join("cmdline"))

@@ -5,134 +5,14 @@
 //! that leaves hostile files, one killed mid-run, one that reaches for the
 //! host's loopback.
 
-use crate::support::builder_bin;
+use crate::support::{Steps as Bench, builder_bin};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A build directory (definition, output, step cache) and the binaries.
-struct Bench {
-    dir: tempfile::TempDir,
-    launcher: PathBuf,
-    base: PathBuf,
-}
-
 impl Bench {
-    /// None (after saying why) when the launcher, the default image,
-    /// busybox or root are missing.
-    fn new() -> Option<Bench> {
-        if !testkit::require(
-            testkit::is_root(),
-            "needs root to run the launcher's sandbox",
-        ) {
-            return None;
-        }
-        let launcher = testkit::require_artifact("debug/launcher", "cargo build -p launcher")?;
-        let base = testkit::require_artifact("images/default.tar", "cargo xtask build-image")?;
-        testkit::require_artifact("static/cradle-init", "cargo xtask build-init")?;
-        testkit::require_tool("busybox")?;
-        let dir = tempfile::Builder::new()
-            .prefix("cradle-run-")
-            .tempdir()
-            .unwrap();
-        Some(Bench {
-            dir,
-            launcher,
-            base,
-        })
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// Writes image.toml: the default image with busybox in /bin, then
-    /// `steps` (TOML tables) in order.
-    fn define(&self, steps: &str) {
-        let text = format!(
-            "tag = \"localhost/cradle-test/run:1\"\n[base]\nsource = \"{}\"\nprograms = [\"busybox\"]\n\n{steps}",
-            self.base.display()
-        );
-        std::fs::write(self.path("image.toml"), text).unwrap();
-    }
-
-    fn builder(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(builder_bin());
-        cmd.env("CRADLE_CACHE_DIR", self.path("cache"))
-            .env("CRADLE_LAUNCHER", &self.launcher)
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("CRADLE_ROOT")
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// `builder build image.toml -o out/NAME.tar ARGS`.
-    fn build(&self, name: &str, args: &[&str]) -> Output {
-        let out = self.path(&format!("out/{name}.tar"));
-        self.builder(&["build"])
-            .arg(self.path("image.toml"))
-            .arg("-o")
-            .arg(&out)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// A build that must succeed: its archive.
-    fn built(&self, name: &str, args: &[&str]) -> (PathBuf, String) {
-        let out = self.build(name, args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "build {name} failed: {stderr}");
-        (self.path(&format!("out/{name}.tar")), stderr)
-    }
-
-    /// `launcher run IMAGE sh -c SCRIPT` in a private store: its stdout.
-    fn run_in(&self, image: &Path, script: &str) -> String {
-        let store = tempfile::tempdir().unwrap();
-        let out = Command::new(&self.launcher)
-            .env("CRADLE_ROOT", store.path())
-            .env_remove("RUST_BACKTRACE")
-            .arg("run")
-            .arg(image)
-            .args(["/bin/sh", "-c", script])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "running {script}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// What the step builds left: `launcher ps -a` of the sandboxes' store,
-    /// its containers directory, work directories beside the output.
-    fn assert_nothing_left(&self) {
-        let store = self.path("cache/sandbox");
-        let ps = Command::new(&self.launcher)
-            .env("CRADLE_ROOT", &store)
-            .args(["ps", "-a", "-q"])
-            .output()
-            .unwrap();
-        assert!(ps.status.success(), "{ps:?}");
-        assert!(ps.stdout.is_empty(), "containers left: {ps:?}");
-        let containers: Vec<_> = std::fs::read_dir(store.join("containers"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(containers.is_empty(), "state left: {containers:?}");
-        let out: Vec<_> = std::fs::read_dir(self.path("out"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(
-            out.iter()
-                .all(|n| !n.to_string_lossy().starts_with(".cradle-build-")),
-            "work directories left: {out:?}"
-        );
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mine = self.dir.path().to_string_lossy().into_owned();
-        assert!(!mounts.contains(&mine), "mounts left under {mine}");
-    }
-
     /// The step cache's entries.
     fn cache_entries(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.path("cache/steps"))
@@ -219,7 +99,9 @@ fn layer_count(image: &Path) -> usize {
 
 #[test]
 fn run_steps_write_layers_the_launcher_runs_and_two_builds_are_identical() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     bench.define(
         r#"
 [[run]]
@@ -264,7 +146,9 @@ workdir = "/srv/app"
 
 #[test]
 fn deletions_become_whiteouts_and_a_replaced_directory_opaque() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     bench.define(
         r#"
 [[run]]
@@ -295,7 +179,9 @@ shell = "rm /data/gone && rm -r /data/dir && mkdir /data/dir && echo c > /data/d
 /// one run again gets a new one. The copied file sits between steps 1 and 2.
 #[test]
 fn a_changed_input_runs_again_only_the_steps_after_it() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     let steps = |third: &str| {
         format!(
             r#"
@@ -367,7 +253,9 @@ shell = "{third}; cat /proc/sys/kernel/random/uuid > /three"
 /// A damaged cache entry is found by its digest and the step runs again.
 #[test]
 fn a_corrupt_cache_entry_is_rebuilt() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     bench.define("[[run]]\nshell = \"echo x > /x\"\n");
     let (first, _) = bench.built("first", &[]);
     for entry in std::fs::read_dir(bench.path("cache/steps/blobs")).unwrap() {
@@ -389,7 +277,9 @@ fn a_corrupt_cache_entry_is_rebuilt() {
 
 #[test]
 fn a_failing_step_is_named_with_its_status_and_leaves_nothing() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     bench.define(
         "[[run]]\nshell = \"echo ok > /ok\"\n\n[[run]]\ncommand = [\"/bin/sh\", \"-c\", \"echo partial > /partial; exit 3\"]\n",
     );
@@ -430,7 +320,9 @@ fn a_failing_step_is_named_with_its_status_and_leaves_nothing() {
 /// container.
 #[test]
 fn a_hostile_steps_links_fifos_and_devices_are_contained() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     bench.define(
         r#"
 [[run]]
@@ -465,7 +357,9 @@ shell = "mkdir /h && cd /h && ln -s /etc/shadow shadow && ln -s ../../../../etc/
 
 #[test]
 fn a_huge_sparse_file_is_refused_by_size_naming_step_and_file() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     bench.define("[[run]]\nshell = \"busybox truncate -s 1099511627776 /huge\"\n");
     let started = Instant::now();
     let out = bench
@@ -492,7 +386,9 @@ fn a_huge_sparse_file_is_refused_by_size_naming_step_and_file() {
 /// host's network: it cannot reach a listener on the host's 127.0.0.1.
 #[test]
 fn a_step_cannot_reach_the_hosts_loopback_unless_it_asks_for_host_network() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     // Each connection's bytes, read to the end and then closed, so that
@@ -530,7 +426,9 @@ fn a_step_cannot_reach_the_hosts_loopback_unless_it_asks_for_host_network() {
 /// file is half-written, and the next build cleans up and succeeds.
 #[test]
 fn a_builder_killed_mid_step_leaves_no_sandbox_running() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     let marker = format!("cradle-run-kill-{}", std::process::id());
     bench.define(&format!(
         "[[run]]\nshell = \"echo started > /dev/stderr; exec busybox sleep 60 {marker}\"\n"
@@ -587,7 +485,9 @@ fn running_with(marker: &str) -> bool {
 /// image, as the container saw them.
 #[test]
 fn a_rootless_build_records_the_owners_the_container_saw() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     let Some(setpriv) = testkit::require_tool("setpriv") else {
         return;
     };
@@ -641,7 +541,9 @@ fn a_rootless_build_records_the_owners_the_container_saw() {
 /// takes every step from it).
 #[test]
 fn concurrent_builds_share_the_cache_without_corrupting_it() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     bench.define("[[run]]\nshell = \"echo a > /a\"\n\n[[run]]\nshell = \"echo b > /b\"\n");
     let spawn = |name: &str| {
         bench
@@ -683,7 +585,9 @@ fn concurrent_builds_share_the_cache_without_corrupting_it() {
 /// from the cache; off a terminal only the summary.
 #[test]
 fn progress_shows_each_step_on_a_terminal_only() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     let Some(script) = testkit::require_tool("script") else {
         return;
     };
@@ -825,7 +729,9 @@ fn debian_mirror_and_suite() -> (String, String) {
 /// second build is the same bytes, every step from the cache.
 #[test]
 fn a_debian_minbase_base_runs_steps_with_its_own_dpkg_and_sh() {
-    let Some(bench) = Bench::new() else { return };
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
     let Some(tarball) = debian_minbase() else {
         return;
     };

@@ -2,6 +2,8 @@
 //! to write), and listing a directory tree.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A tar stream built entry by entry, names written verbatim.
 #[derive(Default)]
@@ -417,4 +419,171 @@ pub fn docker_save(path: &Path, layer: &[u8], settings: serde_json::Value, tag: 
         tar.append_data(&mut header, name, bytes).unwrap();
     }
     tar.finish().unwrap();
+}
+
+/// A build directory for `[[run]]` steps (definition, output, step cache)
+/// and the binaries that run them: the real `builder` and `launcher` on the
+/// default image with busybox added.
+pub struct Steps {
+    pub dir: tempfile::TempDir,
+    pub launcher: PathBuf,
+    pub base: PathBuf,
+    tag: String,
+}
+
+impl Steps {
+    /// A bench in a temporary directory named `cradle-NAME-…`, building
+    /// `localhost/cradle-test/NAME:1`; None (after saying why) when the
+    /// launcher, the default image, busybox or root are missing.
+    pub fn new(name: &str) -> Option<Steps> {
+        if !testkit::require(
+            testkit::is_root(),
+            "needs root to run the launcher's sandbox",
+        ) {
+            return None;
+        }
+        let launcher = testkit::require_artifact("debug/launcher", "cargo build -p launcher")?;
+        let base = testkit::require_artifact("images/default.tar", "cargo xtask build-image")?;
+        testkit::require_artifact("static/cradle-init", "cargo xtask build-init")?;
+        testkit::require_tool("busybox")?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("cradle-{name}-"))
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        Some(Steps {
+            dir,
+            launcher,
+            base,
+            tag: format!("localhost/cradle-test/{name}:1"),
+        })
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes image.toml: the default image with busybox in /bin, then
+    /// `steps` (TOML tables) in order.
+    pub fn define(&self, steps: &str) {
+        let text = format!(
+            "tag = \"{}\"\n[base]\nsource = \"{}\"\nprograms = [\"busybox\"]\n\n{steps}",
+            self.tag,
+            self.base.display()
+        );
+        std::fs::write(self.path("image.toml"), text).unwrap();
+    }
+
+    /// `builder ARGS` with this bench's cache and launcher, not started.
+    pub fn builder(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(builder_bin());
+        cmd.env("CRADLE_CACHE_DIR", self.path("cache"))
+            .env("CRADLE_LAUNCHER", &self.launcher)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("CRADLE_ROOT")
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `builder build image.toml -o out/NAME.tar ARGS`, not started.
+    pub fn command(&self, name: &str, args: &[&str]) -> Command {
+        let mut cmd = self.builder(&["build"]);
+        cmd.arg(self.path("image.toml"))
+            .arg("-o")
+            .arg(self.path(&format!("out/{name}.tar")))
+            .args(args);
+        cmd
+    }
+
+    /// `cmd`, killed if it takes longer than `limit`: its output, or `None`
+    /// when it had to be killed (it hung).
+    pub fn within(&self, mut cmd: Command, limit: Duration) -> Option<Output> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(child.wait_with_output().unwrap())
+    }
+
+    /// `builder build image.toml -o out/NAME.tar ARGS`, which must end
+    /// within five minutes.
+    pub fn build(&self, name: &str, args: &[&str]) -> Output {
+        self.within(self.command(name, args), Duration::from_secs(300))
+            .unwrap_or_else(|| panic!("build {name} hung"))
+    }
+
+    /// A build that must succeed: its archive and stderr.
+    pub fn built(&self, name: &str, args: &[&str]) -> (PathBuf, String) {
+        let out = self.build(name, args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "build {name} failed: {stderr}");
+        (self.path(&format!("out/{name}.tar")), stderr)
+    }
+
+    /// `launcher run IMAGE sh -c SCRIPT` in a private store: its stdout.
+    pub fn run_in(&self, image: &Path, script: &str) -> String {
+        let store = tempfile::tempdir().unwrap();
+        let out = Command::new(&self.launcher)
+            .env("CRADLE_ROOT", store.path())
+            .env_remove("RUST_BACKTRACE")
+            .arg("run")
+            .arg(image)
+            .args(["/bin/sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "running {script}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Nothing the builds left behind: no container in the sandboxes'
+    /// store (`launcher ps -a`) nor its state, no work directory beside the
+    /// output, no `.partial-*` in the step cache, no mount under the bench.
+    pub fn assert_nothing_left(&self) {
+        let names = |dir: PathBuf| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let store = self.path("cache/sandbox");
+        let ps = Command::new(&self.launcher)
+            .env("CRADLE_ROOT", &store)
+            .args(["ps", "-a", "-q"])
+            .output()
+            .unwrap();
+        assert!(ps.status.success(), "{ps:?}");
+        assert!(ps.stdout.is_empty(), "containers left: {ps:?}");
+        let state = names(store.join("containers"));
+        assert!(state.is_empty(), "sandbox state left: {state:?}");
+        let out = names(self.path("out"));
+        assert!(
+            out.iter().all(|n| !n.starts_with(".cradle-build-")),
+            "work directories left: {out:?}"
+        );
+        for dir in ["cache/steps", "cache/steps/blobs"] {
+            let partial: Vec<String> = names(self.path(dir))
+                .into_iter()
+                .filter(|n| n.starts_with(".partial-"))
+                .collect();
+            assert!(partial.is_empty(), "{dir}: {partial:?}");
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mine = self.dir.path().to_string_lossy().into_owned();
+        assert!(!mounts.contains(&mine), "mounts left under {mine}");
+    }
 }

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SLEEPERS: usize = 19;
-const IDLE: Duration = Duration::from_secs(10);
+const IDLE: Duration = Duration::from_secs(60);
 const LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, PartialEq)]
@@ -39,6 +39,7 @@ struct Row {
     up_ms: Option<f64>,
     restart_ms: Option<f64>,
     idle_switches: Option<f64>,
+    idle_cpu_ms: Option<f64>,
     stop_ms: Option<f64>,
 }
 
@@ -119,8 +120,10 @@ fn measure_running(c: &Candidate, unshare: &mut Child, started: Instant, port: u
     let supervisors = supervisor_pids(c, pid1);
     let (private_kib, pss_kib) = memory(&supervisors);
     let before = switches(&supervisors);
+    let cpu_before = cpu_ms(&supervisors);
     std::thread::sleep(IDLE);
     let idle_switches = switches(&supervisors) - before;
+    let idle_cpu_ms = cpu_ms(&supervisors) - cpu_before;
 
     let victims = sleepers(pid1);
     let victim = victims[0];
@@ -150,6 +153,7 @@ fn measure_running(c: &Candidate, unshare: &mut Child, started: Instant, port: u
         up_ms: Some(up_ms),
         restart_ms: Some(restart_ms),
         idle_switches: Some(idle_switches as f64),
+        idle_cpu_ms: Some(idle_cpu_ms),
         stop_ms: Some(stop_ms),
     })
 }
@@ -342,10 +346,32 @@ fn switches(pids: &[i32]) -> u64 {
     total
 }
 
+/// CPU time (user and system) the processes have used, in ms, from the
+/// clock ticks in /proc/PID/stat.
+fn cpu_ms(pids: &[i32]) -> f64 {
+    // SAFETY: sysconf has no pointers.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut ticks = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis; utime and stime
+        // are the 14th and 15th of the whole line.
+        if let Some((_, rest)) = stat.rsplit_once(')') {
+            ticks += rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    ticks as f64 * 1e3 / hz
+}
+
 type Metric = (&'static str, fn(&Row) -> Option<f64>, usize);
 
 fn print_table(candidates: &[Candidate], rows: &[Row]) {
-    let metrics: [Metric; 6] = [
+    let metrics: [Metric; 7] = [
         (
             "private memory of the supervisor processes (KiB)",
             |r| r.private_kib,
@@ -362,7 +388,8 @@ fn print_table(candidates: &[Candidate], rows: &[Row]) {
             |r| r.restart_ms,
             2,
         ),
-        ("context switches over 10 s idle", |r| r.idle_switches, 0),
+        ("context switches over 60 s idle", |r| r.idle_switches, 0),
+        ("CPU over 60 s idle (ms)", |r| r.idle_cpu_ms, 0),
         ("SIGTERM until all gone (ms)", |r| r.stop_ms, 1),
     ];
     let width = 14;
