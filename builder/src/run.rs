@@ -105,6 +105,9 @@ pub(crate) struct Sandbox {
     no_cache: bool,
     epoch: u64,
     max_size: u64,
+    /// The sha256 of the launcher and of the init that run the steps: a
+    /// step another build of them ran is not reused.
+    tools: [String; 2],
 }
 
 impl Sandbox {
@@ -114,6 +117,10 @@ impl Sandbox {
             None => find_launcher()?,
         };
         let cache = StepCache::open(&opts.fetch.cache)?;
+        let tools = [
+            crate::fetch::hash_file(&launcher)?,
+            crate::fetch::hash_file(&opts.init)?,
+        ];
         Ok(Sandbox {
             launcher,
             store: cache.sandbox_store(),
@@ -123,6 +130,7 @@ impl Sandbox {
             no_cache: opts.run.no_cache,
             epoch: opts.epoch,
             max_size: crate::copy::max_size_from_env(),
+            tools,
         })
     }
 }
@@ -249,7 +257,8 @@ fn settings(step: &Step) -> Result<Settings> {
 /// The cache key: the image so far (its layers' diff ids, the content
 /// under them) and everything the step runs with, plus what changes the
 /// layer made of the same run (the epoch its mtimes are clamped to, and
-/// whether ids came through a user namespace).
+/// whether ids came through a user namespace), and the launcher and init
+/// that run it.
 fn cache_key(step: &Step, settings: &Settings, sandbox: &Sandbox) -> String {
     let key = serde_json::json!({
         "version": 1,
@@ -263,6 +272,8 @@ fn cache_key(step: &Step, settings: &Settings, sandbox: &Sandbox) -> String {
         "rootless": !matches!(sandbox.ids, IdMap::Host),
         // A layer made under a larger bound is not one this build allows.
         "max_size": sandbox.max_size,
+        "launcher": sandbox.tools[0],
+        "init": sandbox.tools[1],
     });
     hex::encode(Sha256::digest(key.to_string().as_bytes()))
 }

@@ -788,3 +788,42 @@ cmd = ["app"]
         std::fs::read(second).unwrap()
     );
 }
+
+/// A step another build of the launcher or of the init ran is not taken
+/// from the cache: what runs a step is part of what it makes.
+#[test]
+fn another_launcher_or_init_runs_the_steps_again() {
+    let Some(bench) = Bench::new("run") else {
+        return;
+    };
+    bench.define("[[run]]\nshell = \"echo $RANDOM$$ > /id\"\n");
+    let (_, stderr) = bench.built("first", &[]);
+    assert!(stderr.contains("1 steps, 0 from the cache"), "{stderr}");
+    let (_, stderr) = bench.built("same", &[]);
+    assert!(stderr.contains("1 steps, 1 from the cache"), "{stderr}");
+
+    // The same programs, one byte longer: another build of them.
+    let init = testkit::require_artifact("static/cradle-init", "cargo xtask build-init").unwrap();
+    for (what, original) in [("launcher", bench.launcher.clone()), ("init", init.clone())] {
+        let copy = bench.path(what);
+        let mut bytes = std::fs::read(&original).unwrap();
+        bytes.push(0);
+        std::fs::write(&copy, bytes).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = bench.path("out/launcher.tar");
+    let run = bench
+        .builder(&["build"])
+        .arg(bench.path("image.toml"))
+        .arg("-o")
+        .arg(&out)
+        .env("CRADLE_LAUNCHER", bench.path("launcher"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("1 steps, 0 from the cache"), "{stderr}");
+    let (_, stderr) = bench.built("init", &["--init", bench.path("init").to_str().unwrap()]);
+    assert!(stderr.contains("1 steps, 0 from the cache"), "{stderr}");
+    bench.assert_nothing_left();
+}
