@@ -307,39 +307,14 @@ fn ctr_runs_our_image_with_cradle_init_as_pid_1_and_its_exit_code() {
 
 #[test]
 fn ctr_runs_our_image_with_an_sbom_attached() {
-    let Some(builder) = testkit::require_artifact("debug/builder", "cargo build -p builder") else {
-        return;
-    };
-    let Some(init) = common::init() else {
-        return;
-    };
     let Some(containerd) = Containerd::start() else {
         return;
     };
     let tag = "localhost/cradle-test/containerd-sbom:latest";
     let dir = tempfile::tempdir().unwrap();
-    let definition = dir.path().join("image.toml");
-    let default = testkit::workspace_root().join("images/default/image.toml");
-    let text = std::fs::read_to_string(default)
-        .unwrap()
-        .replace("localhost/cradle/default:latest", tag);
-    std::fs::write(&definition, text).unwrap();
-    let archive = dir.path().join("sbom.tar");
-    let out = Command::new(builder)
-        .args(["build", "--sbom", "--init"])
-        .arg(init)
-        .arg("--cache")
-        .arg(dir.path().join("cache"))
-        .arg("-o")
-        .arg(&archive)
-        .arg(&definition)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let Some(archive) = common::default_built_with_sbom(dir.path(), tag) else {
+        return;
+    };
     imports_and_runs(&containerd, &archive, tag);
     // containerd took the index with both manifests.
     let listed = containerd.ctr_ok(&["images", "ls"]);

@@ -5,40 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// podman here runs only with runc and these limits.
 const CONTAINERS_CONF: &str = "[engine]\nruntime = \"runc\"\n[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n";
-
-/// Builds `images/default` under `tag` with `--sbom` into `dir`.
-fn build_with_sbom(dir: &Path, tag: &str) -> Option<PathBuf> {
-    let builder = testkit::require_artifact("debug/builder", "cargo build -p builder")?;
-    let init = common::init()?;
-    let definition = dir.join("image.toml");
-    let default = testkit::workspace_root().join("images/default/image.toml");
-    let text = std::fs::read_to_string(default)
-        .unwrap()
-        .replace("localhost/cradle/default:latest", tag);
-    std::fs::write(&definition, text).unwrap();
-    let archive = dir.join("sbom.tar");
-    let out = Command::new(builder)
-        .args(["build", "--sbom", "--init"])
-        .arg(init)
-        .arg("--cache")
-        .arg(dir.join("cache"))
-        .arg("-o")
-        .arg(&archive)
-        .arg(&definition)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(archive)
-}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -57,7 +27,9 @@ fn the_launcher_runs_an_image_with_an_sbom_attached() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let Some(archive) = build_with_sbom(dir.path(), "localhost/cradle-test/sbom-launcher:1") else {
+    let Some(archive) =
+        common::default_built_with_sbom(dir.path(), "localhost/cradle-test/sbom-launcher:1")
+    else {
         return;
     };
     let out = kit
@@ -81,7 +53,9 @@ fn skopeo_reads_it_and_finds_the_sbom_referring_to_the_image() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let Some(archive) = build_with_sbom(dir.path(), "localhost/cradle-test/sbom-skopeo:1") else {
+    let Some(archive) =
+        common::default_built_with_sbom(dir.path(), "localhost/cradle-test/sbom-skopeo:1")
+    else {
         return;
     };
     let location = format!("oci-archive:{}", archive.display());
@@ -131,7 +105,7 @@ fn podman_loads_and_runs_an_image_with_an_sbom_attached() {
         "localhost/cradle-test/sbom-podman-{}:latest",
         std::process::id()
     );
-    let Some(archive) = build_with_sbom(dir.path(), &tag) else {
+    let Some(archive) = common::default_built_with_sbom(dir.path(), &tag) else {
         return;
     };
     let conf = dir.path().join("containers.conf");

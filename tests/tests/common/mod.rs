@@ -125,6 +125,36 @@ pub fn default_image() -> Option<PathBuf> {
     made.clone()
 }
 
+/// `images/default` built by the builder under `tag` with `--sbom` into
+/// `dir`: the archive's path.
+pub fn default_built_with_sbom(dir: &Path, tag: &str) -> Option<PathBuf> {
+    let builder = testkit::require_artifact("debug/builder", "cargo build -p builder")?;
+    let init = init()?;
+    let definition = dir.join("image.toml");
+    let default = testkit::workspace_root().join("images/default/image.toml");
+    let text = std::fs::read_to_string(default)
+        .unwrap()
+        .replace("localhost/cradle/default:latest", tag);
+    std::fs::write(&definition, text).unwrap();
+    let archive = dir.join("sbom.tar");
+    let out = Command::new(builder)
+        .args(["build", "--sbom", "--init"])
+        .arg(init)
+        .arg("--cache")
+        .arg(dir.join("cache"))
+        .arg("-o")
+        .arg(&archive)
+        .arg(&definition)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(archive)
+}
+
 fn make_default_image() -> Option<PathBuf> {
     let built = testkit::target_dir().join("images/default.tar");
     if built.exists() {
