@@ -1,8 +1,9 @@
 //! Containerfiles with RUN steps, run for real: `images/web-app` built
 //! from its image.toml and from its Containerfile is one image, which the
 //! launcher and podman run; buildah builds the same Containerfile into an
-//! image that runs the same under podman; a multi-stage build makes a
-//! program in one stage and copies it into `scratch` plus the init.
+//! image that runs the same under podman; multi-stage builds make a
+//! program in one stage (with busybox's tools, and with gcc in a Debian
+//! stage) and copy it into `scratch` plus the init.
 
 use crate::support::builder_bin;
 use std::path::{Path, PathBuf};
@@ -256,10 +257,10 @@ fn buildah_builds_the_same_containerfile_into_an_image_that_runs_the_same() {
     });
 }
 
-/// One stage makes a program with the base's shell tools (busybox does
-/// the work here: no compiler image is made offline), the last one is
+/// One stage makes a program with the base's shell tools, the last one is
 /// `scratch` with the program and busybox copied from it; our init is
-/// added. The launcher and podman run it.
+/// added. The launcher and podman run it. (The same with a C compiler is
+/// the next test.)
 #[test]
 fn a_multi_stage_build_copies_what_one_stage_made_into_scratch_plus_the_init() {
     let Some(bench) = Bench::new() else {
@@ -318,4 +319,89 @@ fn a_multi_stage_build_copies_what_one_stage_made_into_scratch_plus_the_init() {
         let out = run(bench.tool(&podman).args(["run", "--rm", &tag]));
         assert_eq!(out, "built by cradle in stage one\n");
     });
+}
+
+/// The multi-stage build real projects write: a C program compiled by gcc
+/// in a Debian stage (debootstrap's minbase with gcc and libc6-dev, built
+/// into an image by the builder), and only the static program copied into
+/// `scratch` plus the init. It runs, takes its CMD and arguments, and a
+/// second build without the cache is the same bytes.
+#[test]
+fn a_multi_stage_build_compiles_c_in_a_debian_stage_and_ships_only_the_program() {
+    let Some(bench) = Bench::new() else {
+        return;
+    };
+    let Some(tarball) = crate::support::debian_rootfs("debian-gcc", &["gcc", "libc6-dev"]) else {
+        return;
+    };
+    let sha = crate::support::sha256_hex(&std::fs::read(&tarball).unwrap());
+    let definition = bench.path("gcc.toml");
+    std::fs::write(
+        &definition,
+        format!(
+            "tag = \"localhost/cradle-test/debian-gcc:1\"\n[base]\nsource = \"{}\"\nsha256 = \"{sha}\"\n",
+            tarball.display()
+        ),
+    )
+    .unwrap();
+    let gcc = bench.path("gcc.tar");
+    bench.build(&["--no-init".as_ref(), definition.as_os_str()], &gcc);
+
+    let context = bench.path("context");
+    std::fs::create_dir(&context).unwrap();
+    std::fs::write(
+        context.join("hello.c"),
+        "#include <stdio.h>\n\
+         int main(int argc, char **argv) {\n\
+         \x20   printf(\"hello, %s, from C built in stage one\\n\", argc > 1 ? argv[1] : \"nobody\");\n\
+         \x20   return 0;\n\
+         }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        context.join("Containerfile"),
+        format!(
+            "FROM oci-archive:{} AS build\n\
+             WORKDIR /src\n\
+             COPY hello.c .\n\
+             RUN mkdir /out && gcc -static -O2 -o /out/hello hello.c && /out/hello compiler\n\
+             FROM scratch\n\
+             COPY --from=build /out/hello /hello\n\
+             ENTRYPOINT [\"/hello\"]\n\
+             CMD [\"world\"]\n",
+            gcc.display()
+        ),
+    )
+    .unwrap();
+    let file = context.join("Containerfile");
+    let build = |out: &Path, extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = extra.iter().map(|a| a.as_ref()).collect();
+        args.extend([
+            "-t".as_ref(),
+            "localhost/cradle-test/hello-c:1".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+            context.as_os_str(),
+        ]);
+        bench.build(&args, out)
+    };
+    let image = bench.path("hello.tar");
+    build(&image, &[]);
+    let files = builder::inspect::inspect(&image).unwrap();
+    assert_eq!(files.layers.len(), 2, "the program and the init: {files:?}");
+    assert_eq!(
+        bench.launch(&image, &[]),
+        "hello, world, from C built in stage one\n"
+    );
+    assert_eq!(
+        bench.launch(&image, &["cradle"]),
+        "hello, cradle, from C built in stage one\n"
+    );
+    let again = bench.path("again.tar");
+    build(&again, &["--no-cache"]);
+    assert_eq!(
+        std::fs::read(&image).unwrap(),
+        std::fs::read(&again).unwrap(),
+        "two builds of the same inputs differ"
+    );
 }

@@ -637,92 +637,6 @@ fn progress_shows_each_step_on_a_terminal_only() {
     );
 }
 
-/// A Debian minbase rootfs, made once by `debootstrap --variant=minbase`
-/// from the mirror apt uses here and kept under target/ (CI makes it once
-/// per run), as a gzipped tarball.
-fn debian_minbase() -> Option<PathBuf> {
-    let tarball = testkit::target_dir().join("debian-minbase.tar.gz");
-    if tarball.is_file() {
-        return Some(tarball);
-    }
-    let debootstrap = testkit::require_tool("debootstrap")?;
-    let (mirror, suite) = debian_mirror_and_suite();
-    let rootfs = tempfile::Builder::new()
-        .prefix("cradle-debootstrap-")
-        .tempdir_in(testkit::target_dir())
-        .unwrap();
-    let out = Command::new(debootstrap)
-        .args(["--variant=minbase", &suite])
-        .arg(rootfs.path())
-        .arg(&mirror)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "debootstrap {suite} {mirror}: {out:?}"
-    );
-    let partial = tarball.with_extension(format!("partial-{}", std::process::id()));
-    let out = Command::new("tar")
-        // The downloaded packages debootstrap keeps are not the rootfs.
-        .args([
-            "--numeric-owner",
-            "--exclude=./var/cache/apt/archives/*.deb",
-            "-czf",
-        ])
-        .arg(&partial)
-        .arg("-C")
-        .arg(rootfs.path())
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "tar: {out:?}");
-    std::fs::rename(&partial, &tarball).unwrap();
-    Some(tarball)
-}
-
-/// The first Debian mirror in apt's sources, and this system's codename.
-fn debian_mirror_and_suite() -> (String, String) {
-    let mut texts = Vec::new();
-    for dir in ["/etc/apt/sources.list.d"] {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            // apt reads only these; `x.sources.disabled` and the like are off.
-            let path = entry.path();
-            if path
-                .extension()
-                .is_some_and(|e| e == "list" || e == "sources")
-            {
-                texts.push(std::fs::read_to_string(path).unwrap_or_default());
-            }
-        }
-    }
-    texts.push(std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
-    let mirror = texts
-        .iter()
-        .flat_map(|t| t.lines())
-        .find_map(|line| {
-            let line = line.trim();
-            let uri = line.strip_prefix("URIs:").map(str::trim).or_else(|| {
-                line.strip_prefix("deb ")
-                    .map(|rest| rest.split_whitespace().next().unwrap_or(""))
-            })?;
-            // Debian's own archive, not a third party's (nodesource, a
-            // cloud SDK) that has no release of the suite.
-            (uri.starts_with("http") && uri.trim_end_matches('/').ends_with("/debian"))
-                .then(|| uri.to_string())
-        })
-        .unwrap_or_else(|| "http://deb.debian.org/debian".into());
-    let suite = std::fs::read_to_string("/etc/os-release")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VERSION_CODENAME=")
-                .map(|v| v.trim_matches('"').to_string())
-        })
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "bookworm".into());
-    (mirror, suite)
-}
-
 /// The issue's real parts: a Debian minbase base served from 127.0.0.1, an
 /// app and its config copied in, steps that use the image's own dpkg and
 /// sh (and delete a whole directory of the base); the image runs, and a
@@ -732,7 +646,7 @@ fn a_debian_minbase_base_runs_steps_with_its_own_dpkg_and_sh() {
     let Some(bench) = Bench::new("run") else {
         return;
     };
-    let Some(tarball) = debian_minbase() else {
+    let Some(tarball) = crate::support::debian_rootfs("debian-minbase", &[]) else {
         return;
     };
     let bytes = std::fs::read(&tarball).unwrap();

@@ -587,3 +587,98 @@ impl Steps {
         assert!(!mounts.contains(&mine), "mounts left under {mine}");
     }
 }
+
+/// A Debian minbase rootfs with the packages `include`, made once by
+/// `debootstrap --variant=minbase` from the mirror apt uses here and kept as
+/// `target/NAME.tar.gz` (CI makes it once per run). Manuals and
+/// translations are left out: the tests do not read them.
+pub fn debian_rootfs(name: &str, include: &[&str]) -> Option<PathBuf> {
+    let tarball = testkit::target_dir().join(format!("{name}.tar.gz"));
+    if tarball.is_file() {
+        return Some(tarball);
+    }
+    let debootstrap = testkit::require_tool("debootstrap")?;
+    let (mirror, suite) = debian_mirror_and_suite();
+    let rootfs = tempfile::Builder::new()
+        .prefix("cradle-debootstrap-")
+        .tempdir_in(testkit::target_dir())
+        .unwrap();
+    let mut cmd = Command::new(debootstrap);
+    cmd.arg("--variant=minbase");
+    if !include.is_empty() {
+        cmd.arg(format!("--include={}", include.join(",")));
+    }
+    let out = cmd
+        .arg(&suite)
+        .arg(rootfs.path())
+        .arg(&mirror)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "debootstrap {suite} {mirror}: {out:?}"
+    );
+    let partial = tarball.with_extension(format!("partial-{}", std::process::id()));
+    let out = Command::new("tar")
+        // The downloaded packages debootstrap keeps are not the rootfs.
+        .args([
+            "--numeric-owner",
+            "--exclude=./var/cache/apt/archives/*.deb",
+            "--exclude=./usr/share/man/*",
+            "--exclude=./usr/share/locale/*",
+            "--exclude=./usr/share/info/*",
+            "-czf",
+        ])
+        .arg(&partial)
+        .arg("-C")
+        .arg(rootfs.path())
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar: {out:?}");
+    std::fs::rename(&partial, &tarball).unwrap();
+    Some(tarball)
+}
+
+/// The first Debian mirror in apt's sources, and this system's codename.
+fn debian_mirror_and_suite() -> (String, String) {
+    let mut texts = Vec::new();
+    for dir in ["/etc/apt/sources.list.d"] {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            // apt reads only these; `x.sources.disabled` and the like are off.
+            let path = entry.path();
+            if path
+                .extension()
+                .is_some_and(|e| e == "list" || e == "sources")
+            {
+                texts.push(std::fs::read_to_string(path).unwrap_or_default());
+            }
+        }
+    }
+    texts.push(std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
+    let mirror = texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .find_map(|line| {
+            let line = line.trim();
+            let uri = line.strip_prefix("URIs:").map(str::trim).or_else(|| {
+                line.strip_prefix("deb ")
+                    .map(|rest| rest.split_whitespace().next().unwrap_or(""))
+            })?;
+            // Debian's own archive, not a third party's (nodesource, a
+            // cloud SDK) that has no release of the suite.
+            (uri.starts_with("http") && uri.trim_end_matches('/').ends_with("/debian"))
+                .then(|| uri.to_string())
+        })
+        .unwrap_or_else(|| "http://deb.debian.org/debian".into());
+    let suite = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VERSION_CODENAME=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "bookworm".into());
+    (mirror, suite)
+}
