@@ -69,7 +69,11 @@ pub fn status_text(r: &Record, now: u64) -> String {
     let ago = |t: u64| state::human_duration(now.saturating_sub(t));
     let text = match s.status {
         Status::Created => "Created".to_string(),
-        Status::Running => format!("Up {}", ago(s.started_at)),
+        Status::Running => format!(
+            "Up {}{}",
+            ago(s.started_at),
+            s.health.as_ref().map_or("", |h| h.status.ps_suffix())
+        ),
         Status::Restarting => format!("Restarting ({}) {} ago", s.exit_code, ago(s.finished_at)),
         Status::Exited => format!("Exited ({}) {} ago", s.exit_code, ago(s.finished_at)),
     };
@@ -78,6 +82,27 @@ pub fn status_text(r: &Record, now: u64) -> String {
         1 => format!("{text} (restarted 1 time)"),
         n => format!("{text} (restarted {n} times)"),
     }
+}
+
+/// `State.Health` as docker's inspect shows it.
+fn health_json(h: &crate::health::Health) -> serde_json::Value {
+    let log: Vec<_> = h
+        .log
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "Start": state::rfc3339(e.start),
+                "End": state::rfc3339(e.end),
+                "ExitCode": e.exit_code,
+                "Output": e.output,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "Status": h.status.as_str(),
+        "FailingStreak": h.failing_streak,
+        "Log": log,
+    })
 }
 
 /// `"sh -c 'while…"`: docker's quoted command, cut at 20 characters.
@@ -310,6 +335,7 @@ pub fn inspect(cache: &Cache, what: &str) -> Result<serde_json::Value> {
             "Error": s.error,
             "StartedAt": state::rfc3339(s.started_at),
             "FinishedAt": state::rfc3339(s.finished_at),
+            "Health": s.health.as_ref().map(health_json),
         },
         "Image": c.image,
         "RestartCount": s.restart_count,
@@ -344,6 +370,13 @@ pub fn inspect(cache: &Cache, what: &str) -> Result<serde_json::Value> {
             "Tty": c.tty,
             "StopSignal": signal_name,
             "Labels": c.labels,
+            "Healthcheck": c.healthcheck.as_ref().map(|h| serde_json::json!({
+                "Test": std::iter::once("CMD".to_string()).chain(h.test.clone()).collect::<Vec<_>>(),
+                "Interval": h.interval.as_nanos() as u64,
+                "Timeout": h.timeout.as_nanos() as u64,
+                "StartPeriod": h.start_period.as_nanos() as u64,
+                "Retries": h.retries,
+            })),
         },
     }))
 }

@@ -69,6 +69,25 @@ pub fn exec(cache: &Cache, what: &str, request: &Request, sys: &impl Sys) -> Res
     crate::supervise::until_exit(child, signals, libc::SIGTERM, &opts, &mut |_| {})
 }
 
+/// Starts `request` in the running container of `record` as [`exec`]
+/// does, without waiting for it: the health checks of its monitor
+/// ([`crate::health`]), which call it in a process of their own (it enters
+/// the container's namespaces).
+pub fn spawn(record: &state::Record, request: &Request, sys: &impl Sys) -> Result<Child> {
+    let pidfd =
+        state::pidfd_if_same(record.state.pid, record.state.pid_start).ok_or_else(|| {
+            Error::NotRunning {
+                name: record.name.clone(),
+            }
+        })?;
+    let target = Target::open(record, pidfd, request)?;
+    setns(&target.pidfd, target.namespaces).map_err(Error::sys(format!(
+        "entering the namespaces of container {}",
+        record.id
+    )))?;
+    target.fork(sys)
+}
+
 /// The running container's record and a pidfd of its first process.
 fn pin_running(cache: &Cache, what: &str) -> Result<(state::Record, OwnedFd)> {
     let handle = state::resolve(cache, what)?;

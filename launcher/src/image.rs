@@ -25,6 +25,9 @@ pub struct Image {
     /// The image's StopSignal, what a SIGTERM to the launcher becomes (as
     /// `docker stop` sends it).
     pub stop_signal: Option<String>,
+    /// docker's `Healthcheck` of the config (not in OCI's schema), when
+    /// it has one that is not `NONE`.
+    pub healthcheck: Option<crate::health::Check>,
 }
 
 impl Image {
@@ -63,7 +66,15 @@ pub fn read(path: &Path) -> Result<Image> {
     }
     let image = archive.image(reference.as_deref()).map_err(wrap)?;
     let config = image.config.config().clone().unwrap_or_default();
+    let healthcheck = healthcheck(&archive, &image).map_err(|err| match err {
+        Error::Invalid { what, value } => Error::Invalid {
+            what,
+            value: format!("{value} in `{}`", path.display()),
+        },
+        other => other,
+    })?;
     Ok(Image {
+        healthcheck,
         layers: image.layers,
         entrypoint: config.entrypoint().clone().unwrap_or_default(),
         cmd: config.cmd().clone().unwrap_or_default(),
@@ -73,6 +84,20 @@ pub fn read(path: &Path) -> Result<Image> {
         stop_signal: config.stop_signal().clone().filter(|s| !s.is_empty()),
         archive,
     })
+}
+
+/// docker's `config.Healthcheck` of `image`, which oci-spec's config has
+/// no field for: read from the config's bytes.
+fn healthcheck(
+    archive: &ImageArchive,
+    image: &builder::archive::Image,
+) -> Result<Option<crate::health::Check>> {
+    let bytes = archive.config_bytes(image).map_err(|source| Error::Image {
+        path: archive.path().to_path_buf(),
+        source: Box::new(source),
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    crate::health::from_image_config(&value)
 }
 
 /// The archive `path` names and the image name after it, if any. A name
@@ -393,6 +418,7 @@ mod tests {
             workdir: None,
             user: None,
             stop_signal: None,
+            healthcheck: None,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod cgroups;
 pub mod control;
 pub mod enter;
 pub mod exec;
+pub mod health;
 pub mod image;
 pub mod logs;
 pub mod monitor;

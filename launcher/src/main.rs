@@ -334,6 +334,25 @@ struct Run {
     /// The size of /dev/shm (default 64m).
     #[arg(long = "shm-size", value_name = "SIZE", value_parser = launcher::resources::parse_bytes)]
     shm_size: Option<u64>,
+    /// With -d: a health check, run as `/bin/sh -c CMD` in the container
+    /// as `exec` runs commands (replaces the image's HEALTHCHECK).
+    #[arg(long = "health-cmd", value_name = "CMD")]
+    health_cmd: Option<String>,
+    /// With -d: the time between checks (default 30s; at least 100ms).
+    #[arg(long = "health-interval", value_name = "DURATION", allow_hyphen_values = true, value_parser = launcher::health::parse_positive)]
+    health_interval: Option<std::time::Duration>,
+    /// With -d: a check running longer is killed and fails (default 30s).
+    #[arg(long = "health-timeout", value_name = "DURATION", allow_hyphen_values = true, value_parser = launcher::health::parse_positive)]
+    health_timeout: Option<std::time::Duration>,
+    /// With -d: failures in a row that make the container unhealthy (default 3).
+    #[arg(long = "health-retries", value_name = "N", allow_hyphen_values = true, value_parser = clap::value_parser!(u32).range(1..))]
+    health_retries: Option<u32>,
+    /// With -d: failures this long after a start do not count (default 0s).
+    #[arg(long = "health-start-period", value_name = "DURATION", allow_hyphen_values = true, value_parser = launcher::health::parse_not_negative)]
+    health_start_period: Option<std::time::Duration>,
+    /// Run no health check, not even the image's HEALTHCHECK.
+    #[arg(long = "no-healthcheck")]
+    no_healthcheck: bool,
     /// A supplementary group for the workload (a name in the image's /etc/group, or a number).
     #[arg(long = "group-add", value_name = "GROUP")]
     group_add: Vec<String>,
@@ -510,10 +529,37 @@ fn main() {
             insecure: !run.tls_verify,
         },
     };
+    let health = launcher::health::Flags {
+        cmd: run.health_cmd,
+        interval: run.health_interval,
+        timeout: run.health_timeout,
+        start_period: run.health_start_period,
+        retries: run.health_retries,
+        none: run.no_healthcheck,
+    };
+    if health.any() && !run.detach {
+        // `ps` and `inspect` show only detached containers: a foreground
+        // check would have nowhere to report.
+        eprintln!(
+            "launcher: --health-* needs -d (health is shown by `ps` and `inspect`, which list detached containers)"
+        );
+        std::process::exit(launcher::EXIT_LAUNCHER_FAILED);
+    }
+    if let Some(interval) = health
+        .interval
+        .filter(|&i| i < launcher::health::MIN_INTERVAL)
+    {
+        eprintln!(
+            "launcher: WARN --health-interval {interval:?} is below {:?}: checks run every {:?}",
+            launcher::health::MIN_INTERVAL,
+            launcher::health::MIN_INTERVAL
+        );
+    }
     if run.detach {
         let detach = launcher::monitor::Detach {
             restart: run.restart,
             auto_remove: run.rm,
+            health,
         };
         match launcher::monitor::start(&opts, detach) {
             Ok(id) => {

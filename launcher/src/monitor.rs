@@ -22,6 +22,7 @@
 //! a SIGKILLed launcher's is ([`crate::state::settle`]).
 
 use crate::cache::{self, Cache};
+use crate::health;
 use crate::logs::{self, Stream};
 use crate::state::{self, Handle, Identity, Record, Restart, Status};
 use crate::{Error, Linux, Options, Result};
@@ -40,11 +41,13 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
 
 /// What `-d` adds to `run`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Detach {
     pub restart: Restart,
     /// `--rm`: the record and log go when the container ends for good.
     pub auto_remove: bool,
+    /// `--health-*`, `--no-healthcheck`: merged with the image's check.
+    pub health: health::Flags,
 }
 
 /// What a runner tells its monitor, one JSON line each.
@@ -57,6 +60,8 @@ enum Event {
         hostname: String,
         argv: Vec<String>,
         process: state::Process,
+        #[serde(default)]
+        healthcheck: Option<health::Check>,
     },
     Failed {
         code: i32,
@@ -94,7 +99,7 @@ pub fn start(opts: &Options, detach: Detach) -> Result<String> {
     // busy): paths given relative to the caller's are made absolute.
     let given = opts.image.display().to_string();
     let opts = &absolute_paths(opts);
-    let mut record = Record::new(id.clone(), name, config(opts, detach));
+    let mut record = Record::new(id.clone(), name, config(opts, &detach));
     // Shown as the user gave it, as docker shows the image's name.
     record.config.image = given;
     let (handle, lock) = state::create(&cache, &record)?;
@@ -155,7 +160,7 @@ fn absolute_paths(opts: &Options) -> Options {
 }
 
 /// The record's config of `opts`.
-fn config(opts: &Options, detach: Detach) -> state::Config {
+fn config(opts: &Options, detach: &Detach) -> state::Config {
     state::Config {
         image: opts.image.display().to_string(),
         command: opts.command.clone(),
@@ -176,6 +181,7 @@ fn config(opts: &Options, detach: Detach) -> state::Config {
         // Checked by run before the monitor starts.
         labels: crate::record::parse_labels(&opts.labels).unwrap_or_default(),
         privileges: state::Privileges::of(opts),
+        healthcheck: None,
     }
 }
 
@@ -217,6 +223,8 @@ struct Monitor<'a> {
     out: (OwnedFd, OwnedFd),
     err: (OwnedFd, OwnedFd),
     events: (OwnedFd, OwnedFd),
+    /// The health checks of the current start, when there is a check.
+    probe: Option<health::Probe>,
 }
 
 impl<'a> Monitor<'a> {
@@ -263,6 +271,7 @@ impl<'a> Monitor<'a> {
             out: pipe()?,
             err: pipe()?,
             events: pipe()?,
+            probe: None,
         })
     }
 
@@ -400,15 +409,20 @@ impl<'a> Monitor<'a> {
         };
         let mut events = Vec::new();
         loop {
-            let mut fds = [
+            let mut fds = vec![
                 pollfd(pidfd.as_raw_fd()),
                 pollfd(self.out.0.as_raw_fd()),
                 pollfd(self.err.0.as_raw_fd()),
                 pollfd(self.events.0.as_raw_fd()),
             ];
+            // The health check's timer and fds; none (and no wakeup)
+            // without a check.
+            let timeout = self.probe.as_ref().map_or(-1, |p| p.poll_timeout());
+            fds.extend(self.probe.iter().flat_map(|p| p.fds()).map(pollfd));
             // SAFETY: a valid array of pollfd.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if n < 0 && Errno::last() != Errno::EINTR {
+                self.probe = None;
                 return Err(Error::sys("waiting for the container")(Errno::last()));
             }
             self.copy_output();
@@ -417,7 +431,11 @@ impl<'a> Monitor<'a> {
             if fds[0].revents != 0 {
                 break;
             }
+            self.check_health();
         }
+        // A check under way ends with the container (dropping the probe
+        // kills its checker).
+        self.probe = None;
         let status = loop {
             match nix::sys::wait::waitpid(runner, None) {
                 Err(Errno::EINTR) => continue,
@@ -436,6 +454,18 @@ impl<'a> Monitor<'a> {
         Ok(outcome)
     }
 
+    /// Runs the health check when it is due, and ends one that is done;
+    /// the record is written when the health changed.
+    fn check_health(&mut self) {
+        let Some(probe) = &mut self.probe else {
+            return;
+        };
+        if probe.service(&self.record) {
+            self.record.state.health = Some(probe.health.clone());
+            self.save();
+        }
+    }
+
     /// Acts on the whole lines in `buf`, leaving a partial one.
     fn handle_events(
         &mut self,
@@ -452,8 +482,13 @@ impl<'a> Monitor<'a> {
                     hostname,
                     argv,
                     process,
+                    healthcheck,
                 }) => {
+                    let check = health::decide(&self.detach.health, healthcheck.as_ref());
+                    self.probe = check.clone().map(health::Probe::new);
                     let record = &mut self.record;
+                    record.state.health = check.is_some().then(health::Health::default);
+                    record.config.healthcheck = check;
                     record.config.hostname = hostname;
                     record.config.command = argv;
                     let state = &mut record.state;
@@ -552,6 +587,7 @@ impl<'a> Monitor<'a> {
                         user: plan.process.user.clone(),
                         stop_signal: plan.stop_signal,
                     },
+                    healthcheck: plan.healthcheck.clone(),
                 },
             );
         });
@@ -615,7 +651,7 @@ fn detach_stdio() -> Result<()> {
     Ok(())
 }
 
-fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
     // SAFETY: pidfd_open with integer arguments.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     if fd < 0 {
@@ -625,7 +661,7 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-fn pollfd(fd: RawFd) -> libc::pollfd {
+pub(crate) fn pollfd(fd: RawFd) -> libc::pollfd {
     libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -634,7 +670,7 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
 }
 
 /// Appends what the non-blocking `fd` holds now to `buf`.
-fn read_available(fd: RawFd, buf: &mut Vec<u8>) {
+pub(crate) fn read_available(fd: RawFd, buf: &mut Vec<u8>) {
     let mut chunk = [0u8; 4096];
     loop {
         // SAFETY: reading into a valid buffer.

@@ -42,6 +42,8 @@ pub struct Plan {
     /// What a SIGTERM to the launcher is forwarded as: the image's
     /// StopSignal, else SIGTERM.
     pub stop_signal: i32,
+    /// The image's health check, for the monitor of a detached container.
+    pub healthcheck: Option<crate::health::Check>,
 }
 
 /// The running container, as the parent sees it.
@@ -177,6 +179,7 @@ pub fn plan(
                 .and_then(image::signal_number)
                 .unwrap_or(libc::SIGTERM),
         },
+        healthcheck: image.healthcheck.clone(),
     })
 }
 

@@ -149,6 +149,9 @@ pub struct Config {
     /// ([`crate::security::decide`] decides from them again).
     #[serde(default)]
     pub privileges: Privileges,
+    /// The health check run (the flags' and the image's), once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::health::Check>,
 }
 
 /// `run`'s `--cap-add`, `--cap-drop`, `--privileged`, `--security-opt`,
@@ -216,6 +219,9 @@ pub struct State {
     pub restart_count: u32,
     pub error: String,
     pub process: Process,
+    /// With a health check: the current start's health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
 }
 
 /// The monitor, for `ps` and `rm -f` (its liveness is told by its lock).
@@ -254,6 +260,7 @@ impl Record {
                 restart_count: 0,
                 error: String::new(),
                 process: Process::default(),
+                health: None,
             },
         }
     }
