@@ -164,6 +164,11 @@ pub fn from_image_config(config: &serde_json::Value) -> Result<Option<Check>> {
     }))
 }
 
+/// The image's check as read: none, one, or why its `Healthcheck` could
+/// not be read (reported as the container's health, not refused: the
+/// image still runs in the foreground, bundles and exports).
+pub type ImageCheck = std::result::Result<Option<Check>, String>;
+
 /// A duration in docker's (Go's) syntax: `500ms`, `10s`, `1m30s`, `1.5h`;
 /// units ns, us (µs), ms, s, m, h; a sign in front. Negative values parse
 /// (the caller refuses them with the flag's name).
@@ -270,6 +275,22 @@ pub struct Entry {
 }
 
 impl Health {
+    /// The health of a container whose image's check could not be read:
+    /// unhealthy, with why.
+    pub fn broken(why: String) -> Health {
+        let now = state::now();
+        Health {
+            status: Status::Unhealthy,
+            failing_streak: 1,
+            log: vec![Entry {
+                start: now,
+                end: now,
+                exit_code: -1,
+                output: why,
+            }],
+        }
+    }
+
     /// Counts `result`: a success makes the container healthy; a failure
     /// past the start period (`counted`) adds to the streak, and `retries`
     /// of them in a row make it unhealthy.

@@ -27,7 +27,7 @@ pub struct Image {
     pub stop_signal: Option<String>,
     /// docker's `Healthcheck` of the config (not in OCI's schema), when
     /// it has one that is not `NONE`.
-    pub healthcheck: Option<crate::health::Check>,
+    pub healthcheck: crate::health::ImageCheck,
 }
 
 impl Image {
@@ -66,13 +66,7 @@ pub fn read(path: &Path) -> Result<Image> {
     }
     let image = archive.image(reference.as_deref()).map_err(wrap)?;
     let config = image.config.config().clone().unwrap_or_default();
-    let healthcheck = healthcheck(&archive, &image).map_err(|err| match err {
-        Error::Invalid { what, value } => Error::Invalid {
-            what,
-            value: format!("{value} in `{}`", path.display()),
-        },
-        other => other,
-    })?;
+    let healthcheck = healthcheck(&archive, &image).map_err(|err| crate::monitor::chain(&err));
     Ok(Image {
         healthcheck,
         layers: image.layers,
@@ -418,7 +412,7 @@ mod tests {
             workdir: None,
             user: None,
             stop_signal: None,
-            healthcheck: None,
+            healthcheck: Ok(None),
         }
     }
 

@@ -60,8 +60,7 @@ enum Event {
         hostname: String,
         argv: Vec<String>,
         process: state::Process,
-        #[serde(default)]
-        healthcheck: Option<health::Check>,
+        healthcheck: health::ImageCheck,
     },
     Failed {
         code: i32,
@@ -484,10 +483,19 @@ impl<'a> Monitor<'a> {
                     process,
                     healthcheck,
                 }) => {
-                    let check = health::decide(&self.detach.health, healthcheck.as_ref());
+                    let flags = &self.detach.health;
+                    let (image_check, broken) = match healthcheck {
+                        Ok(check) => (check, None),
+                        Err(why) => (None, Some(why)),
+                    };
+                    let check = health::decide(flags, image_check.as_ref());
                     self.probe = check.clone().map(health::Probe::new);
                     let record = &mut self.record;
-                    record.state.health = check.is_some().then(health::Health::default);
+                    record.state.health = match (&check, broken) {
+                        (Some(_), _) => Some(health::Health::default()),
+                        (None, Some(why)) if !flags.none => Some(health::Health::broken(why)),
+                        (None, _) => None,
+                    };
                     record.config.healthcheck = check;
                     record.config.hostname = hostname;
                     record.config.command = argv;

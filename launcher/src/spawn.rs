@@ -43,7 +43,7 @@ pub struct Plan {
     /// StopSignal, else SIGTERM.
     pub stop_signal: i32,
     /// The image's health check, for the monitor of a detached container.
-    pub healthcheck: Option<crate::health::Check>,
+    pub healthcheck: crate::health::ImageCheck,
 }
 
 /// The running container, as the parent sees it.
