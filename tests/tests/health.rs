@@ -703,3 +703,109 @@ fn bad_health_flags_are_refused_naming_the_flag() {
     let all = stdout(&hc.run(&["ps", "-a"]));
     assert_eq!(all.lines().count(), 1, "{all}");
 }
+
+#[test]
+fn a_restart_starts_the_health_over() {
+    let Some(hc) = Hc::new() else { return };
+    let Some(image) = hc.busybox_image("plain", None) else {
+        return;
+    };
+    // Healthy after its first check (at 2 s), then it fails at 3 s and is
+    // restarted; the next check is 2 s after the restart.
+    hc.detach(
+        &[
+            "--name",
+            "again",
+            "--restart",
+            "on-failure:1",
+            "--health-cmd",
+            "echo fine",
+            "--health-interval",
+            "2s",
+        ],
+        &image,
+        &["sh", "-c", "sleep 3; exit 1"],
+    );
+    eventually(20, "healthy", || hc.health("again")["Status"] == "healthy");
+    eventually(20, "the restart", || {
+        let state = hc.inspect("again");
+        state["RestartCount"] == 1 && state["State"]["Status"] == "running"
+    });
+    let health = hc.health("again");
+    assert_eq!(health["Status"], "starting", "{health}");
+    assert!(health["Log"].as_array().unwrap().is_empty(), "{health}");
+    assert!(hc.ps_row("again").contains("(health: starting)"));
+    eventually(20, "healthy again", || {
+        hc.health("again")["Status"] == "healthy"
+    });
+}
+
+/// A check of a rootless container enters its user namespace too.
+#[test]
+fn a_rootless_containers_check_runs_in_its_user_namespace() {
+    let Some(hc) = Hc::new() else { return };
+    let Some(setpriv) = testkit::require_tool("setpriv") else {
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    const UID: u32 = 65534;
+    let top = tempfile::Builder::new()
+        .prefix("cradle-health-user-")
+        .tempdir()
+        .unwrap();
+    let dir = top.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = dir.join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(UID), Some(UID)).unwrap();
+    let Some(init) = common::init() else { return };
+    common::copy_file(&init, &dir.join("cradle-init"), 0o755);
+    let launcher = dir.join("launcher");
+    common::copy_file(&hc.kit.launcher, &launcher, 0o755);
+    let image = dir.join("image.tar");
+    common::copy_file(&hc.kit.image, &image, 0o644);
+    let run = |args: &[&str]| {
+        Command::new(&setpriv)
+            .args(["--reuid", &UID.to_string(), "--regid", &UID.to_string()])
+            .arg("--clear-groups")
+            .arg(&launcher)
+            .args(args)
+            .env("HOME", &home)
+            .env_remove("CRADLE_ROOT")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let image = image.display().to_string();
+    let out = run(&[
+        "run",
+        "-d",
+        "--name",
+        "mine",
+        "--health-cmd",
+        "echo $(id -u) $(hostname)",
+        "--health-interval",
+        "200ms",
+        &image,
+        "sleep",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let id = stdout(&out).trim().to_string();
+    let health = || {
+        let out = run(&["inspect", "mine"]);
+        let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        all[0]["State"]["Health"].clone()
+    };
+    let result = std::panic::catch_unwind(|| {
+        eventually(20, "healthy", || health()["Status"] == "healthy");
+        assert_eq!(health()["Log"][0]["Output"], format!("0 {}\n", &id[..12]));
+    });
+    let out = run(&["rm", "-f", "mine"]);
+    assert!(out.status.success(), "{out:?}");
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
