@@ -11,7 +11,8 @@
 //!    them to the log ([`crate::logs`]), records the container's pid,
 //!    status and exit code, and restarts it as `--restart` says, 100 ms
 //!    after the first exit, doubling up to a minute (reset after a run of
-//!    10 s, as docker does);
+//!    10 s, as docker does); with a health check ([`crate::health`]) it
+//!    runs the checks of each start, their timer its `poll`'s timeout;
 //! 3. at the end it records the exit status, also in its lock file for
 //!    `wait`, and with `--rm` (or when it never started: `run -d` said
 //!    why) removes the container's directory.
