@@ -16,6 +16,7 @@ pub mod cache;
 pub mod capabilities;
 pub mod cgroups;
 pub mod control;
+pub mod detach;
 pub mod enter;
 pub mod exec;
 pub mod image;
@@ -149,6 +150,9 @@ pub struct Options {
     pub group_add: Vec<String>,
     /// `--pull`, `--ca-cert`, `--authfile`, `--tls-verify` for a reference.
     pub pull: pull::PullOptions,
+    /// A foreground `-t` run forked off its detach client
+    /// ([`detach::fork_client`]): the detach keys and the client.
+    pub detach: Option<std::sync::Arc<detach::Link>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -379,6 +383,9 @@ pub fn run_observed(
         );
     }
     let mut signals = supervise::catch_signals()?;
+    if let Some(link) = &opts.detach {
+        signals.only_from(link.client.as_raw());
+    }
     let mut resources = resources::prepare(opts, &container.id, warn)?;
     resources.write_etc(&plan.hostname, &mut plan.rootfs.etc);
     etc_flags.apply(&mut plan.rootfs.etc);
@@ -388,7 +395,18 @@ pub fn run_observed(
         resources.join(pid, entered)
     })?;
     started(&child, &plan);
-    let status = supervise::until_exit(child, signals, plan.stop_signal, opts, warn)?;
+    let mut detach = opts
+        .detach
+        .as_deref()
+        .map(|link| detach::Pending::new(link, &cache, &container, &child, &plan, opts));
+    let status = supervise::until_exit(
+        child,
+        signals,
+        plan.stop_signal,
+        opts,
+        warn,
+        detach.as_mut(),
+    )?;
     if let Err(err) = container.remove() {
         let cause = std::error::Error::source(&err)
             .map(|c| format!(": {c}"))
@@ -401,7 +419,11 @@ pub fn run_observed(
             container.id
         ));
     }
-    resources.release(status, warn)
+    let status = resources.release(status, warn);
+    if let Some(detached) = detach {
+        detached.end(status.as_ref().map_or_else(Error::exit_code, |code| *code));
+    }
+    status
 }
 
 /// `launcher export IMAGE DIR`: the image's layers flattened into `dir`

@@ -280,6 +280,11 @@ struct Run {
     /// Remove the container when it ends (always so in the foreground).
     #[arg(long = "rm")]
     rm: bool,
+    /// The keys that detach a -t run from its terminal, leaving the
+    /// container running detached (default ctrl-p,ctrl-q; `ctrl-X` or one
+    /// character each, comma-separated; "": never detach).
+    #[arg(long = "detach-keys", value_name = "KEYS", value_parser = parse_detach_keys)]
+    detach_keys: Option<DetachKeys>,
     /// With -d: no, on-failure[:N], always, unless-stopped.
     #[arg(long, default_value = "no", value_parser = |s: &str| s.parse::<launcher::state::Restart>())]
     restart: launcher::state::Restart,
@@ -438,7 +443,7 @@ fn main() {
         other => containers(other),
     };
     let (limits, cgroup_parent) = run.limits.split();
-    let opts = Options {
+    let mut opts = Options {
         image: run.image,
         command: run.command,
         env: run.env,
@@ -509,6 +514,7 @@ fn main() {
             auth_file: run.authfile,
             insecure: !run.tls_verify,
         },
+        detach: None,
     };
     if run.detach {
         let detach = launcher::monitor::Detach {
@@ -531,6 +537,14 @@ fn main() {
         eprintln!("launcher: --restart needs -d (a foreground container is removed when it ends)");
         std::process::exit(launcher::EXIT_LAUNCHER_FAILED);
     }
+    // Only a run that can detach pays for the fork.
+    let keys = run.detach_keys.map_or_else(
+        || launcher::detach::parse_keys(launcher::detach::DEFAULT_KEYS).unwrap_or_default(),
+        |keys| keys.0,
+    );
+    if opts.tty && !keys.is_empty() && nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+        opts.detach = Some(detach_client(keys));
+    }
     let warn = &mut |warning: &str| eprintln!("launcher: WARN {warning}");
     let code = match launcher::run(&opts, &Linux, warn) {
         Ok(code) => code,
@@ -541,6 +555,46 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Forks the launcher off the process the shell waits for, which stays a
+/// client ([`launcher::detach`]): this returns in the launcher; the client
+/// exits with its status, or with 0 when the user detached.
+fn detach_client(keys: Vec<u8>) -> std::sync::Arc<launcher::detach::Link> {
+    use launcher::detach::{Ending, Side};
+    let client = match launcher::detach::fork_client(keys) {
+        Ok(Side::Launcher(link)) => return link,
+        Ok(Side::Client(client)) => client,
+        Err(err) => {
+            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            std::process::exit(launcher::EXIT_LAUNCHER_FAILED)
+        }
+    };
+    match client.wait() {
+        Ok(Ending::Exited(code)) => std::process::exit(code),
+        Ok(Ending::Detached(id)) => {
+            // docker says only "read escape sequence"; the id and what to
+            // do with it are more use.
+            let short = &id[..12.min(id.len())];
+            eprintln!(
+                "\nlauncher: read escape sequence: container {id} runs on, detached \
+                 (`launcher logs {short}`, `launcher stop {short}`)"
+            );
+            std::process::exit(0)
+        }
+        Err(err) => {
+            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            std::process::exit(launcher::EXIT_LAUNCHER_FAILED)
+        }
+    }
+}
+
+/// `--detach-keys`' sequence (empty: off).
+#[derive(Clone)]
+struct DetachKeys(Vec<u8>);
+
+fn parse_detach_keys(text: &str) -> Result<DetachKeys, String> {
+    launcher::detach::parse_keys(text).map(DetachKeys)
 }
 
 /// `launcher image …`: prints the table or what was removed, exits 0, or 1

@@ -41,6 +41,18 @@ pub struct Signals {
     fd: OwnedFd,
     /// Read while the container started, to act on once it runs.
     held: Vec<i32>,
+    /// Which senders count ([`Signals::only_from`], [`Signals::skip_kernel`]).
+    senders: Senders,
+}
+
+/// Whose signals [`Signals::pending`] returns (SIGCHLD always).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Senders {
+    All,
+    /// The kernel's (a terminal's SIGWINCH, SIGHUP) and this process's.
+    KernelAnd(i32),
+    /// Every process's, not the kernel's.
+    NotKernel,
 }
 
 /// Starts catching [`forwarded_signals`].
@@ -66,6 +78,7 @@ pub fn catch_signals() -> Result<Signals> {
     Ok(Signals {
         fd,
         held: Vec::new(),
+        senders: Senders::All,
     })
 }
 
@@ -73,6 +86,20 @@ impl Signals {
     /// Readable when a signal waits.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// From now on, only the signals of process `pid` and of the kernel
+    /// count: the launcher behind a detach client ([`crate::detach`]), which
+    /// shares its process group, gets a signal sent to the group from the
+    /// client alone, so that it reaches the container once.
+    pub fn only_from(&mut self, pid: i32) {
+        self.senders = Senders::KernelAnd(pid);
+    }
+
+    /// From now on, the kernel's signals do not count: the detach client's,
+    /// whose launcher gets the terminal's signals itself.
+    pub fn skip_kernel(&mut self) {
+        self.senders = Senders::NotKernel;
     }
 
     /// The signals that came, in order: those held first.
@@ -90,9 +117,27 @@ impl Signals {
                 return got;
             }
             for info in buf[..n as usize].chunks_exact(SIZE) {
-                // ssi_signo is the record's first field, a u32.
-                let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
-                got.push(signo as i32);
+                // ssi_signo, ssi_errno, ssi_code, ssi_pid: the record's
+                // first four fields, 32 bits each.
+                let field = |i: usize| {
+                    i32::from_ne_bytes([
+                        info[4 * i],
+                        info[4 * i + 1],
+                        info[4 * i + 2],
+                        info[4 * i + 3],
+                    ])
+                };
+                let (signo, code, pid) = (field(0), field(2), field(3));
+                let kernel = code == libc::SI_KERNEL;
+                let counts = match self.senders {
+                    _ if signo == libc::SIGCHLD => true,
+                    Senders::All => true,
+                    Senders::KernelAnd(from) => kernel || pid == from,
+                    Senders::NotKernel => !kernel,
+                };
+                if counts {
+                    got.push(signo);
+                }
             }
         }
     }
@@ -107,20 +152,27 @@ impl Signals {
 /// SIGTERM is forwarded as `stop_signal` (the image's StopSignal). The
 /// first stop signal starts the grace period and says so on `notify` (the
 /// wait is not silent); a second one while it runs kills the container at
-/// once, as docker's CLI does on a second ^C.
+/// once, as docker's CLI does on a second ^C. With `detach` (a terminal on
+/// stdin), the detach keys typed there make the container a detached one
+/// ([`crate::detach`]): the terminal is given back and the pty's output goes
+/// to the log.
 pub fn until_exit(
     child: Child,
     mut signals: Signals,
     stop_signal: i32,
     opts: &Options,
     notify: &mut dyn FnMut(&str),
+    mut detach: Option<&mut crate::detach::Pending<'_>>,
 ) -> Result<i32> {
     let stdin = std::io::stdin();
     let tty_in = opts.tty && termios::tcgetattr(stdin.as_fd()).is_ok();
-    let _raw = match tty_in {
+    let mut raw = match tty_in {
         true => RawMode::enter(stdin.as_fd()),
         false => None,
     };
+    let mut keys = detach.as_ref().filter(|_| tty_in).map(|d| d.keys());
+    // After a detach: the log the pty's output goes to.
+    let mut log: Option<crate::logs::Writer> = None;
     if let Some(master) = &child.pty {
         resize(master.as_raw_fd());
         set_nonblocking(master.as_raw_fd());
@@ -130,6 +182,8 @@ pub fn until_exit(
     let mut stop_requested = false;
     let mut status = reap(&child)?;
     let mut stdin_open = opts.tty && opts.interactive;
+    // `-t` without `-i`: the terminal is read for the detach keys alone.
+    let mut keys_only = keys.is_some() && !stdin_open;
     let mut pty_open = child.pty.is_some();
     // Input read from stdin that the pty master has not taken yet: the
     // master is non-blocking (so that the container's output keeps flowing
@@ -140,7 +194,7 @@ pub fn until_exit(
         if status.is_some() {
             // Exited: copy what the pty still holds, then stop.
             if let Some(m) = &child.pty {
-                drain(m.as_raw_fd());
+                drain(m.as_raw_fd(), &mut log);
             }
             break;
         }
@@ -151,7 +205,7 @@ pub fn until_exit(
             .map(|m| m.as_raw_fd())
             .filter(|_| pty_open);
         let mut fds = vec![pollfd(sig_fd, libc::POLLIN)];
-        if stdin_open && master.is_some() && to_pty.is_empty() {
+        if (stdin_open && master.is_some() && to_pty.is_empty()) || keys_only {
             fds.push(pollfd(0, libc::POLLIN));
         }
         if let Some(m) = master {
@@ -213,14 +267,45 @@ pub fn until_exit(
                 continue;
             }
             if fd.fd == 0 {
-                if let Some(m) = master {
-                    if !read_into(0, &mut to_pty) {
+                let mut typed = Vec::new();
+                let open = read_into(0, &mut typed);
+                let mut passed = Vec::new();
+                let detaching = match keys.as_mut() {
+                    Some(k) => k.feed(&typed, &mut passed),
+                    None => {
+                        passed = typed;
+                        false
+                    }
+                };
+                if stdin_open {
+                    to_pty.extend_from_slice(&passed);
+                    if !open {
                         // End of our stdin: the terminal's end-of-file
                         // character (^D in the default modes) tells the
                         // reader, after the input still pending.
                         to_pty.push(4);
-                        stdin_open = false;
                     }
+                }
+                if !open {
+                    stdin_open = false;
+                    keys_only = false;
+                }
+                if detaching && let Some(d) = detach.as_deref_mut() {
+                    // The terminal first: the client the shell waits for
+                    // ends as soon as it hears of the detach.
+                    drop(raw.take());
+                    match d.detach() {
+                        Ok(writer) => {
+                            log = Some(writer);
+                            (stdin_open, keys_only, keys) = (false, false, None);
+                        }
+                        Err(err) => {
+                            notify(&format!("cannot detach: {}", crate::monitor::chain(&err)));
+                            raw = RawMode::enter(stdin.as_fd());
+                        }
+                    }
+                }
+                if let Some(m) = master {
                     write_pending(m, &mut to_pty);
                 }
                 continue;
@@ -228,7 +313,7 @@ pub fn until_exit(
             if fd.revents & libc::POLLOUT != 0 {
                 write_pending(fd.fd, &mut to_pty);
             }
-            if fd.revents & !libc::POLLOUT != 0 && !copy(fd.fd, 1) {
+            if fd.revents & !libc::POLLOUT != 0 && !copy_out(fd.fd, &mut log) {
                 pty_open = false;
             }
         }
@@ -321,8 +406,21 @@ fn write_pending(fd: RawFd, pending: &mut Vec<u8>) {
     pending.drain(..done);
 }
 
-fn drain(fd: RawFd) {
-    while copy(fd, 1) {
+/// [`copy`] to our stdout, or after a detach to the log.
+fn copy_out(from: RawFd, log: &mut Option<crate::logs::Writer>) -> bool {
+    let Some(log) = log else {
+        return copy(from, 1);
+    };
+    let mut buf = Vec::new();
+    let open = read_into(from, &mut buf);
+    if !buf.is_empty() {
+        log.write(crate::logs::Stream::Stdout, &buf);
+    }
+    open
+}
+
+fn drain(fd: RawFd, log: &mut Option<crate::logs::Writer>) {
+    while copy_out(fd, log) {
         let mut p = [pollfd(fd, libc::POLLIN)];
         // SAFETY: one valid pollfd.
         if unsafe { libc::poll(p.as_mut_ptr(), 1, 0) } <= 0 {
