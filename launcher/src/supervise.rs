@@ -525,6 +525,33 @@ mod tests {
         }
     }
 
+    // The detach client's launcher counts only its client's signals (and
+    // the kernel's): one sent to the process group they share arrives once.
+    #[test]
+    fn signals_from_other_senders_are_dropped_when_only_one_counts() {
+        let me = std::process::id() as i32;
+        let mut signals = catch_signals().unwrap();
+        signals.only_from(me + 1);
+        // SAFETY: raising signals this thread now blocks.
+        unsafe { libc::raise(libc::SIGUSR1) };
+        assert!(signals.pending().is_empty());
+        signals.only_from(me);
+        // SAFETY: as above.
+        unsafe { libc::raise(libc::SIGUSR2) };
+        assert_eq!(signals.pending(), [libc::SIGUSR2]);
+        // The client counts every process's signals, not the kernel's.
+        signals.skip_kernel();
+        // SAFETY: as above.
+        unsafe { libc::raise(libc::SIGUSR1) };
+        assert_eq!(signals.pending(), [libc::SIGUSR1]);
+        // SAFETY: unblocking what catch_signals blocked; nothing is pending.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        }
+    }
+
     #[test]
     fn forwards_catchable_signals_but_keeps_its_own() {
         let sigs = forwarded_signals();

@@ -28,7 +28,7 @@ impl Session {
         std::fs::write(
             &script,
             format!(
-                "env -u RUST_BACKTRACE CRADLE_ROOT={d} {l} run {args}\necho $? > {s}\nsleep 600\n",
+                "trap \"echo script-term\" TERM\nenv -u RUST_BACKTRACE CRADLE_ROOT={d} {l} run {args}\necho $? > {s}\nsleep 600\n",
                 d = dir.display(),
                 l = kit.launcher.display(),
                 s = status.display(),
@@ -481,4 +481,32 @@ fn a_sigkilled_client_before_the_detach_leaves_nothing() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_nothing_left(&kit, &parent);
+}
+
+/// The launcher runs behind its client, in the same process group: a
+/// SIGTERM sent to the group (as `timeout` and shells send them) stops the
+/// container gracefully, once (the launcher counts the client's copy
+/// only; a second one would kill at once, and usually merges with the
+/// first, so that the unit test `signals_from_other_senders_are_dropped…`
+/// is what pins the rule down).
+#[test]
+fn a_signal_to_the_clients_process_group_reaches_the_container_once() {
+    let Some(kit) = Kit::new() else { return };
+    let script =
+        "trap \"echo got-term; sleep 1; exit 4\" TERM; echo ready; while :; do sleep 0.1; done";
+    let Some(session) = Session::start(
+        &kit,
+        "group",
+        &format!("-it {} sh -c '{script}'", shell_quote(&kit.image)),
+    ) else {
+        return;
+    };
+    session.tmux.wait_for("ready", 10);
+    let shell = session.shell();
+    // SAFETY: kill(2) of the process group of the tmux pane this test made.
+    assert_eq!(unsafe { libc::kill(-shell, libc::SIGTERM) }, 0);
+    assert_eq!(session.status(10), "4", "{}", session.tmux.screen());
+    let screen = session.tmux.screen();
+    assert_eq!(screen.matches("sent SIGTERM").count(), 1, "{screen}");
+    assert!(!screen.contains("while stopping"), "{screen}");
 }
