@@ -217,7 +217,8 @@ struct Run {
     /// writes past it fail with ENOSPC inside. Not applied with --keep.
     #[arg(long = "storage-opt", value_name = "size=SIZE", value_parser = parse_storage_opt)]
     storage_opt: Option<u64>,
-    /// Allocate a pseudo-terminal.
+    /// Allocate a pseudo-terminal. On a terminal, Ctrl-P Ctrl-Q detaches:
+    /// the container runs on as with -d (see --detach-keys).
     #[arg(short = 't', long = "tty")]
     tty: bool,
     /// Keep stdin open and pass it to the container.
