@@ -510,3 +510,46 @@ fn a_signal_to_the_clients_process_group_reaches_the_container_once() {
     assert_eq!(screen.matches("sent SIGTERM").count(), 1, "{screen}");
     assert!(!screen.contains("while stopping"), "{screen}");
 }
+
+/// The launcher that became the container's monitor is SIGKILLed: the
+/// container dies with it, and the next command reports it exited with 137
+/// and reclaims what it left, as for a `run -d` monitor.
+#[test]
+fn a_sigkilled_monitor_of_a_container_detached_by_the_keys_is_reported_and_cleaned_up() {
+    let Some(kit) = Kit::new() else { return };
+    let parent = CgroupParent::new();
+    let sleep = marker();
+    let Some(session) = Session::start(
+        &kit,
+        "monitor",
+        &format!(
+            "-it --cgroup-parent {} {} sleep {sleep}",
+            parent.name,
+            shell_quote(&kit.image)
+        ),
+    ) else {
+        return;
+    };
+    eventually(10, "the workload", || {
+        processes(&format!("sleep {sleep}")).len() == 1
+    });
+    let id = session.detach(&["C-p", "C-q"]);
+    let lock = kit
+        .root
+        .path()
+        .join("detached")
+        .join(&id)
+        .join("monitor.lock");
+    let lock = std::fs::read_to_string(lock).unwrap();
+    let monitor: i32 = lock.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: kill(2) of the launcher this test started.
+    assert_eq!(unsafe { libc::kill(monitor, libc::SIGKILL) }, 0);
+    eventually(10, "the container to die with its monitor", || {
+        processes(&format!("sleep {sleep}")).is_empty()
+    });
+    let out = launcher(&kit, &["wait", &id]);
+    assert_eq!(stdout(&out), "137\n", "{out:?}");
+    let out = launcher(&kit, &["rm", &id]);
+    assert!(out.status.success(), "{out:?}");
+    assert_nothing_left(&kit, &parent);
+}
