@@ -11,7 +11,12 @@
 //!    sent to it and exits with the launcher's status, or with 0 once it
 //!    detached. The launcher goes on in its child, which dies with the
 //!    client until then (parent-death signal SIGKILL), so that a killed
-//!    client leaves what a killed launcher leaves;
+//!    client leaves what a killed launcher leaves. The child takes a
+//!    process group of its own and the terminal's foreground: a signal
+//!    sent to the client's group (the shell's job, `timeout`) reaches it
+//!    once, through the client (had it both, the two copies would merge
+//!    into one pending signal, and a filter dropping one lost both), and
+//!    the terminal's own (SIGWINCH, SIGHUP) reach it directly;
 //! 2. [`Keys`] finds the sequence in what is typed (a prefix of it followed
 //!    by anything else passes on whole, as docker does);
 //! 3. on the sequence, [`Pending::detach`]: the record and monitor lock
@@ -122,6 +127,8 @@ pub struct Link {
     /// the launcher forwards, so that one sent to the whole process group
     /// reaches the container once.
     pub client: Pid,
+    /// The client's process group, given the terminal back on a detach.
+    group: libc::pid_t,
     /// Where the launcher says `detached ID`.
     report: OwnedFd,
 }
@@ -155,6 +162,8 @@ pub fn fork_client(keys: Vec<u8>) -> Result<Side> {
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("creating a pipe"))?;
     let client = nix::unistd::getpid();
+    // SAFETY: getpgrp cannot fail.
+    let group = unsafe { libc::getpgrp() };
     // SAFETY: the launcher is single-threaded here (nothing before has
     // started a thread); the child goes on as the launcher.
     match unsafe { nix::unistd::fork() }.map_err(Error::sys("forking the launcher"))? {
@@ -168,9 +177,11 @@ pub fn fork_client(keys: Vec<u8>) -> Result<Side> {
                     libc::_exit(crate::EXIT_LAUNCHER_FAILED);
                 }
             }
+            take_the_foreground(group);
             Ok(Side::Launcher(std::sync::Arc::new(Link {
                 keys,
                 client,
+                group,
                 report: report_w,
             })))
         }
@@ -239,9 +250,56 @@ impl Client {
                 }
             }
             if fds[1].revents != 0 {
-                return Ok(Ending::Exited(reap(self.launcher)));
+                let code = reap(self.launcher);
+                // The launcher's group had the terminal: back to ours (the
+                // shell's job), so that the shell's next read is not a
+                // background one.
+                give_the_terminal(self.launcher.as_raw(), own_group());
+                return Ok(Ending::Exited(code));
             }
         }
+    }
+}
+
+/// In the launcher: a process group of its own, made the terminal's
+/// foreground one, if the client's group had it (a client run in the
+/// background leaves things as they are).
+fn take_the_foreground(client_group: libc::pid_t) {
+    // SAFETY: tcgetpgrp, setpgid and getpgrp with integer arguments.
+    unsafe {
+        if libc::tcgetpgrp(0) != client_group || libc::setpgid(0, 0) != 0 {
+            return;
+        }
+    }
+    if !give_the_terminal(client_group, own_group()) {
+        // SAFETY: back into the client's group, in the same session.
+        unsafe { libc::setpgid(0, client_group) };
+    }
+}
+
+fn own_group() -> libc::pid_t {
+    // SAFETY: getpgrp cannot fail.
+    unsafe { libc::getpgrp() }
+}
+
+/// Makes `to` the foreground group of the terminal on stdin if `from` is;
+/// true when `to` has it. SIGTTOU is blocked meanwhile: a background
+/// group may only take the terminal so (tcsetpgrp(3)).
+fn give_the_terminal(from: libc::pid_t, to: libc::pid_t) -> bool {
+    // SAFETY: sigset_t is plain data filled by sigemptyset/sigaddset; the
+    // mask is restored as it was; tcgetpgrp/tcsetpgrp on stdin.
+    unsafe {
+        if libc::tcgetpgrp(0) != from {
+            return libc::tcgetpgrp(0) == to;
+        }
+        let mut ttou: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut ttou);
+        libc::sigaddset(&mut ttou, libc::SIGTTOU);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &ttou, &mut old);
+        let done = libc::tcsetpgrp(0, to) == 0;
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        done
     }
 }
 
@@ -336,7 +394,7 @@ impl<'a> Pending<'a> {
         state::write_identity(&mut lock, self.record.monitor);
         let log = logs::max_size()
             .and_then(|max| logs::Writer::open(&handle.dir, max))
-            .and_then(|log| leave_terminal().map(|()| log));
+            .and_then(|log| leave_terminal(self.link.group).map(|()| log));
         let log = match log {
             Ok(log) => log,
             Err(err) => {
@@ -374,10 +432,16 @@ impl<'a> Pending<'a> {
     }
 }
 
-/// The launcher leaves the client's terminal and process group: it must
-/// outlive them (no parent-death signal, no SIGHUP when the terminal
-/// closes), and hold nothing of the terminal (stdio on /dev/null).
-fn leave_terminal() -> Result<()> {
+/// The launcher leaves the client's terminal (the foreground back to the
+/// client's group) and session: it must outlive them (no parent-death
+/// signal, no SIGHUP when the terminal closes), and hold nothing of the
+/// terminal (stdio on /dev/null).
+fn leave_terminal(client_group: libc::pid_t) -> Result<()> {
+    give_the_terminal(own_group(), client_group);
+    // setsid(2) refuses a group leader: back into the client's group (its
+    // leader waits for our word) to leave it with the session.
+    // SAFETY: setpgid with integer arguments, within our session.
+    unsafe { libc::setpgid(0, client_group) };
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

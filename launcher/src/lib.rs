@@ -383,9 +383,6 @@ pub fn run_observed(
         );
     }
     let mut signals = supervise::catch_signals()?;
-    if let Some(link) = &opts.detach {
-        signals.only_from(link.client.as_raw());
-    }
     let mut resources = resources::prepare(opts, &container.id, warn)?;
     resources.write_etc(&plan.hostname, &mut plan.rootfs.etc);
     etc_flags.apply(&mut plan.rootfs.etc);

@@ -41,18 +41,8 @@ pub struct Signals {
     fd: OwnedFd,
     /// Read while the container started, to act on once it runs.
     held: Vec<i32>,
-    /// Which senders count ([`Signals::only_from`], [`Signals::skip_kernel`]).
-    senders: Senders,
-}
-
-/// Whose signals [`Signals::pending`] returns (SIGCHLD always).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Senders {
-    All,
-    /// The kernel's (a terminal's SIGWINCH, SIGHUP) and this process's.
-    KernelAnd(i32),
-    /// Every process's, not the kernel's.
-    NotKernel,
+    /// Whether the kernel's signals count ([`Signals::skip_kernel`]).
+    skip_kernel: bool,
 }
 
 /// Starts catching [`forwarded_signals`].
@@ -78,7 +68,7 @@ pub fn catch_signals() -> Result<Signals> {
     Ok(Signals {
         fd,
         held: Vec::new(),
-        senders: Senders::All,
+        skip_kernel: false,
     })
 }
 
@@ -88,18 +78,11 @@ impl Signals {
         self.fd.as_raw_fd()
     }
 
-    /// From now on, only the signals of process `pid` and of the kernel
-    /// count: the launcher behind a detach client ([`crate::detach`]), which
-    /// shares its process group, gets a signal sent to the group from the
-    /// client alone, so that it reaches the container once.
-    pub fn only_from(&mut self, pid: i32) {
-        self.senders = Senders::KernelAnd(pid);
-    }
-
-    /// From now on, the kernel's signals do not count: the detach client's,
-    /// whose launcher gets the terminal's signals itself.
+    /// From now on, the kernel's signals (SIGCHLD aside) do not count: the
+    /// detach client's ([`crate::detach`]), whose launcher gets the
+    /// terminal's (SIGWINCH, a hangup's SIGHUP) itself.
     pub fn skip_kernel(&mut self) {
-        self.senders = Senders::NotKernel;
+        self.skip_kernel = true;
     }
 
     /// The signals that came, in order: those held first.
@@ -117,8 +100,8 @@ impl Signals {
                 return got;
             }
             for info in buf[..n as usize].chunks_exact(SIZE) {
-                // ssi_signo, ssi_errno, ssi_code, ssi_pid: the record's
-                // first four fields, 32 bits each.
+                // ssi_signo, ssi_errno, ssi_code: the record's first
+                // three fields, 32 bits each.
                 let field = |i: usize| {
                     i32::from_ne_bytes([
                         info[4 * i],
@@ -127,15 +110,8 @@ impl Signals {
                         info[4 * i + 3],
                     ])
                 };
-                let (signo, code, pid) = (field(0), field(2), field(3));
-                let kernel = code == libc::SI_KERNEL;
-                let counts = match self.senders {
-                    _ if signo == libc::SIGCHLD => true,
-                    Senders::All => true,
-                    Senders::KernelAnd(from) => kernel || pid == from,
-                    Senders::NotKernel => !kernel,
-                };
-                if counts {
+                let (signo, code) = (field(0), field(2));
+                if !(self.skip_kernel && code == libc::SI_KERNEL && signo != libc::SIGCHLD) {
                     got.push(signo);
                 }
             }
@@ -517,33 +493,6 @@ mod tests {
         unsafe { libc::raise(libc::SIGUSR1) };
         assert_eq!(signals.pending(), [libc::SIGHUP, libc::SIGUSR1]);
         assert!(signals.pending().is_empty());
-        // SAFETY: unblocking what catch_signals blocked; nothing is pending.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        }
-    }
-
-    // The detach client's launcher counts only its client's signals (and
-    // the kernel's): one sent to the process group they share arrives once.
-    #[test]
-    fn signals_from_other_senders_are_dropped_when_only_one_counts() {
-        let me = std::process::id() as i32;
-        let mut signals = catch_signals().unwrap();
-        signals.only_from(me + 1);
-        // SAFETY: raising signals this thread now blocks.
-        unsafe { libc::raise(libc::SIGUSR1) };
-        assert!(signals.pending().is_empty());
-        signals.only_from(me);
-        // SAFETY: as above.
-        unsafe { libc::raise(libc::SIGUSR2) };
-        assert_eq!(signals.pending(), [libc::SIGUSR2]);
-        // The client counts every process's signals, not the kernel's.
-        signals.skip_kernel();
-        // SAFETY: as above.
-        unsafe { libc::raise(libc::SIGUSR1) };
-        assert_eq!(signals.pending(), [libc::SIGUSR1]);
         // SAFETY: unblocking what catch_signals blocked; nothing is pending.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();

@@ -42,9 +42,12 @@ impl Session {
 
     /// The status the shell saw, once it saw one.
     fn status(&self, secs: u64) -> String {
-        eventually(secs, "the shell's $?", || {
-            std::fs::read_to_string(&self.status).is_ok_and(|s| s.ends_with('\n'))
-        });
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !std::fs::read_to_string(&self.status).is_ok_and(|s| s.ends_with('\n')) {
+            let screen = self.tmux.screen();
+            assert!(Instant::now() < deadline, "no $? from the shell:\n{screen}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         std::fs::read_to_string(&self.status)
             .unwrap()
             .trim()
@@ -483,12 +486,11 @@ fn a_sigkilled_client_before_the_detach_leaves_nothing() {
     assert_nothing_left(&kit, &parent);
 }
 
-/// The launcher runs behind its client, in the same process group: a
-/// SIGTERM sent to the group (as `timeout` and shells send them) stops the
-/// container gracefully, once (the launcher counts the client's copy
-/// only; a second one would kill at once, and usually merges with the
-/// first, so that the unit test `signals_from_other_senders_are_dropped…`
-/// is what pins the rule down).
+/// The launcher runs behind its client, in a process group of its own
+/// that has the terminal: a SIGTERM sent to the client's group (as
+/// `timeout` and shells send them) reaches it once, through the client,
+/// and stops the container gracefully (not lost, not doubled into the
+/// second signal that kills at once).
 #[test]
 fn a_signal_to_the_clients_process_group_reaches_the_container_once() {
     let Some(kit) = Kit::new() else { return };
