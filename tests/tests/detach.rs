@@ -28,7 +28,7 @@ impl Session {
         std::fs::write(
             &script,
             format!(
-                "trap \"echo script-term\" TERM\nenv -u RUST_BACKTRACE CRADLE_ROOT={d} {l} run {args}\necho $? > {s}\nsleep 600\n",
+                "trap \"echo script-term\" TERM\nstty -a > {s}.before\nenv -u RUST_BACKTRACE CRADLE_ROOT={d} {l} run {args}\nrc=$?\nstty -a > {s}.after\necho $rc > {s}\nsleep 600\n",
                 d = dir.display(),
                 l = kit.launcher.display(),
                 s = status.display(),
@@ -83,6 +83,12 @@ impl Session {
             .take_while(char::is_ascii_hexdigit)
             .collect();
         assert_eq!(id.len(), 32, "{screen}");
+        // The terminal has its modes back (the size may differ).
+        let modes = |end: &str| {
+            let text = std::fs::read_to_string(self.status.with_extension(end)).unwrap();
+            text.lines().skip(1).collect::<Vec<_>>().join("\n")
+        };
+        assert_eq!(modes("status.before"), modes("status.after"));
         id
     }
 }
