@@ -435,8 +435,11 @@ impl<'a> Pending<'a> {
 /// The launcher leaves the client's terminal (the foreground back to the
 /// client's group) and session: it must outlive them (no parent-death
 /// signal, no SIGHUP when the terminal closes), and hold nothing of the
-/// terminal (stdio on /dev/null).
+/// terminal (stdio on /dev/null) nor the caller's directory (it works from
+/// `/`, as `run -d`'s monitor: what it still uses is under the absolute
+/// state root).
 fn leave_terminal(client_group: libc::pid_t) -> Result<()> {
+    std::env::set_current_dir("/").map_err(Error::io("entering", "/"))?;
     give_the_terminal(own_group(), client_group);
     // setsid(2) refuses a group leader: back into the client's group (its
     // leader waits for our word) to leave it with the session.

@@ -550,6 +550,11 @@ fn a_sigkilled_monitor_of_a_container_detached_by_the_keys_is_reported_and_clean
         .join("monitor.lock");
     let lock = std::fs::read_to_string(lock).unwrap();
     let monitor: i32 = lock.split_whitespace().next().unwrap().parse().unwrap();
+    // It keeps no hold on the caller's directory, as `run -d`'s monitor.
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{monitor}/cwd")).unwrap(),
+        Path::new("/")
+    );
     // SAFETY: kill(2) of the launcher this test started.
     assert_eq!(unsafe { libc::kill(monitor, libc::SIGKILL) }, 0);
     eventually(10, "the container to die with its monitor", || {
