@@ -207,7 +207,8 @@ pub fn fork_client(keys: Vec<u8>) -> Result<Side> {
 impl Client {
     /// Forwards the signals sent to the client to the launcher until it
     /// exits or detaches. The terminal's own signals (SIGWINCH, SIGHUP)
-    /// reach the launcher directly: it is in the same process group.
+    /// are not forwarded: they reach the launcher directly, whose group is
+    /// the terminal's foreground one (or the client's).
     pub fn wait(self) -> Result<Ending> {
         let mut signals = crate::supervise::catch_signals()?;
         signals.skip_kernel();

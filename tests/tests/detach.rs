@@ -449,47 +449,58 @@ fn a_sigkill_of_the_clients_group_after_the_detach_leaves_the_container_running(
 }
 
 /// Before the detach, the client is the launcher as far as anyone can
-/// tell: its SIGKILL takes the container down, and what it leaves is
-/// reclaimed by the next run, as for a SIGKILLed launcher.
+/// tell: its SIGKILL takes the container down (the launcher behind it dies
+/// with it), as does a SIGKILL of the launcher behind it (the client exits
+/// 137 and gives the terminal back), and what they leave is reclaimed by
+/// the next run, as for a SIGKILLed launcher.
 #[test]
-fn a_sigkilled_client_before_the_detach_leaves_nothing() {
+fn a_sigkilled_client_or_launcher_before_the_detach_leaves_nothing() {
     let Some(kit) = Kit::new() else { return };
     let parent = CgroupParent::new();
-    let sleep = marker();
-    let Some(session) = Session::start(
-        &kit,
-        "before",
-        &format!(
-            "-it --cgroup-parent {} {} sleep {sleep}",
-            parent.name,
-            shell_quote(&kit.image)
-        ),
-    ) else {
-        return;
-    };
-    eventually(10, "the workload", || {
-        processes(&format!("sleep {sleep}")).len() == 1
-    });
-    let shell = session.shell();
-    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
-    let client: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
-    // SAFETY: kill(2) of the launcher this test started.
-    assert_eq!(unsafe { libc::kill(client, libc::SIGKILL) }, 0);
-    assert_eq!(session.status(10), "137");
-    eventually(10, "the container to die with its launcher", || {
-        processes(&format!("sleep {sleep}")).is_empty()
-    });
-    let out = launcher(&kit, &["ps", "-a", "-q"]);
-    assert_eq!(stdout(&out), "", "{out:?}");
-    let out = Command::new(&kit.launcher)
-        .env("CRADLE_ROOT", kit.root.path())
-        .args(["run", "--cgroup-parent", &parent.name])
-        .arg(&kit.image)
-        .arg("true")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_nothing_left(&kit, &parent);
+    for victim in ["client", "launcher"] {
+        let sleep = marker();
+        let Some(session) = Session::start(
+            &kit,
+            &format!("before-{victim}"),
+            &format!(
+                "-it --cgroup-parent {} {} sleep {sleep}",
+                parent.name,
+                shell_quote(&kit.image)
+            ),
+        ) else {
+            return;
+        };
+        eventually(10, "the workload", || {
+            processes(&format!("sleep {sleep}")).len() == 1
+        });
+        let child_of = |pid: i32| -> i32 {
+            let children =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+            children.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        let client = child_of(session.shell());
+        let pid = match victim {
+            "client" => client,
+            _ => child_of(client),
+        };
+        // SAFETY: kill(2) of a process this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        assert_eq!(session.status(10), "137", "{victim}");
+        eventually(10, "the container to die with its launcher", || {
+            processes(&format!("sleep {sleep}")).is_empty()
+        });
+        let out = launcher(&kit, &["ps", "-a", "-q"]);
+        assert_eq!(stdout(&out), "", "{out:?}");
+        let out = Command::new(&kit.launcher)
+            .env("CRADLE_ROOT", kit.root.path())
+            .args(["run", "--cgroup-parent", &parent.name])
+            .arg(&kit.image)
+            .arg("true")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_nothing_left(&kit, &parent);
+    }
 }
 
 /// The launcher runs behind its client, in a process group of its own
