@@ -538,13 +538,16 @@ fn main() {
         eprintln!("launcher: --restart needs -d (a foreground container is removed when it ends)");
         std::process::exit(launcher::EXIT_LAUNCHER_FAILED);
     }
-    // Only a run that can detach pays for the fork.
-    let keys = run.detach_keys.map_or_else(
-        || launcher::detach::parse_keys(launcher::detach::DEFAULT_KEYS).unwrap_or_default(),
-        |keys| keys.0,
-    );
-    if opts.tty && !keys.is_empty() && nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
-        opts.detach = Some(detach_client(keys));
+    // Only a run that can detach (-t, a terminal on stdin, a sequence)
+    // pays for the fork.
+    if opts.tty && nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+        let keys = run.detach_keys.map_or_else(
+            || launcher::detach::parse_keys(launcher::detach::DEFAULT_KEYS).unwrap_or_default(),
+            |keys| keys.0,
+        );
+        if !keys.is_empty() {
+            opts.detach = Some(detach_client(keys));
+        }
     }
     let warn = &mut |warning: &str| eprintln!("launcher: WARN {warning}");
     let code = match launcher::run(&opts, &Linux, warn) {
