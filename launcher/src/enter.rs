@@ -66,7 +66,7 @@ pub fn exec(cache: &Cache, what: &str, request: &Request, sys: &impl Sys) -> Res
         ..Default::default()
     };
     // Quiet: `exec` has no warning channel; a second stop signal still kills.
-    crate::supervise::until_exit(child, signals, libc::SIGTERM, &opts, &mut |_| {})
+    crate::supervise::until_exit(child, signals, libc::SIGTERM, &opts, &mut |_| {}, None)
 }
 
 /// Starts `request` in the running container of `record` as [`exec`]

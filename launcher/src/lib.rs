@@ -16,6 +16,7 @@ pub mod cache;
 pub mod capabilities;
 pub mod cgroups;
 pub mod control;
+pub mod detach;
 pub mod enter;
 pub mod exec;
 pub mod health;
@@ -150,6 +151,9 @@ pub struct Options {
     pub group_add: Vec<String>,
     /// `--pull`, `--ca-cert`, `--authfile`, `--tls-verify` for a reference.
     pub pull: pull::PullOptions,
+    /// A foreground `-t` run forked off its detach client
+    /// ([`detach::fork_client`]): the detach keys and the client.
+    pub detach: Option<std::sync::Arc<detach::Link>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -389,7 +393,18 @@ pub fn run_observed(
         resources.join(pid, entered)
     })?;
     started(&child, &plan);
-    let status = supervise::until_exit(child, signals, plan.stop_signal, opts, warn)?;
+    let mut detach = opts
+        .detach
+        .as_deref()
+        .map(|link| detach::Pending::new(link, &cache, &container, &child, &plan, opts));
+    let status = supervise::until_exit(
+        child,
+        signals,
+        plan.stop_signal,
+        opts,
+        warn,
+        detach.as_mut(),
+    )?;
     if let Err(err) = container.remove() {
         let cause = std::error::Error::source(&err)
             .map(|c| format!(": {c}"))
@@ -402,7 +417,11 @@ pub fn run_observed(
             container.id
         ));
     }
-    resources.release(status, warn)
+    let status = resources.release(status, warn);
+    if let Some(detached) = detach {
+        detached.end(status.as_ref().map_or_else(Error::exit_code, |code| *code));
+    }
+    status
 }
 
 /// `launcher export IMAGE DIR`: the image's layers flattened into `dir`

@@ -217,7 +217,8 @@ struct Run {
     /// writes past it fail with ENOSPC inside. Not applied with --keep.
     #[arg(long = "storage-opt", value_name = "size=SIZE", value_parser = parse_storage_opt)]
     storage_opt: Option<u64>,
-    /// Allocate a pseudo-terminal.
+    /// Allocate a pseudo-terminal. On a terminal, Ctrl-P Ctrl-Q detaches:
+    /// the container runs on as with -d (see --detach-keys).
     #[arg(short = 't', long = "tty")]
     tty: bool,
     /// Keep stdin open and pass it to the container.
@@ -280,6 +281,11 @@ struct Run {
     /// Remove the container when it ends (always so in the foreground).
     #[arg(long = "rm")]
     rm: bool,
+    /// The keys that detach a -t run from its terminal, leaving the
+    /// container running detached (default ctrl-p,ctrl-q; `ctrl-X` or one
+    /// character each, comma-separated; "": never detach).
+    #[arg(long = "detach-keys", value_name = "KEYS", value_parser = parse_detach_keys)]
+    detach_keys: Option<DetachKeys>,
     /// With -d: no, on-failure[:N], always, unless-stopped.
     #[arg(long, default_value = "no", value_parser = |s: &str| s.parse::<launcher::state::Restart>())]
     restart: launcher::state::Restart,
@@ -457,7 +463,7 @@ fn main() {
         other => containers(other),
     };
     let (limits, cgroup_parent) = run.limits.split();
-    let opts = Options {
+    let mut opts = Options {
         image: run.image,
         command: run.command,
         env: run.env,
@@ -528,6 +534,7 @@ fn main() {
             auth_file: run.authfile,
             insecure: !run.tls_verify,
         },
+        detach: None,
     };
     let health = launcher::health::Flags {
         cmd: run.health_cmd,
@@ -577,6 +584,17 @@ fn main() {
         eprintln!("launcher: --restart needs -d (a foreground container is removed when it ends)");
         std::process::exit(launcher::EXIT_LAUNCHER_FAILED);
     }
+    // Only a run that can detach (-t, a terminal on stdin, a sequence)
+    // pays for the fork.
+    if opts.tty && nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+        let keys = run.detach_keys.map_or_else(
+            || launcher::detach::parse_keys(launcher::detach::DEFAULT_KEYS).unwrap_or_default(),
+            |keys| keys.0,
+        );
+        if !keys.is_empty() {
+            opts.detach = Some(detach_client(keys));
+        }
+    }
     let warn = &mut |warning: &str| eprintln!("launcher: WARN {warning}");
     let code = match launcher::run(&opts, &Linux, warn) {
         Ok(code) => code,
@@ -587,6 +605,46 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Forks the launcher off the process the shell waits for, which stays a
+/// client ([`launcher::detach`]): this returns in the launcher; the client
+/// exits with its status, or with 0 when the user detached.
+fn detach_client(keys: Vec<u8>) -> std::sync::Arc<launcher::detach::Link> {
+    use launcher::detach::{Ending, Side};
+    let client = match launcher::detach::fork_client(keys) {
+        Ok(Side::Launcher(link)) => return link,
+        Ok(Side::Client(client)) => client,
+        Err(err) => {
+            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            std::process::exit(launcher::EXIT_LAUNCHER_FAILED)
+        }
+    };
+    match client.wait() {
+        Ok(Ending::Exited(code)) => std::process::exit(code),
+        Ok(Ending::Detached(id)) => {
+            // docker says only "read escape sequence"; the id and what to
+            // do with it are more use.
+            let short = &id[..12.min(id.len())];
+            eprintln!(
+                "\nlauncher: read escape sequence: container {id} runs on, detached \
+                 (`launcher logs {short}`, `launcher stop {short}`)"
+            );
+            std::process::exit(0)
+        }
+        Err(err) => {
+            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            std::process::exit(launcher::EXIT_LAUNCHER_FAILED)
+        }
+    }
+}
+
+/// `--detach-keys`' sequence (empty: off).
+#[derive(Clone)]
+struct DetachKeys(Vec<u8>);
+
+fn parse_detach_keys(text: &str) -> Result<DetachKeys, String> {
+    launcher::detach::parse_keys(text).map(DetachKeys)
 }
 
 /// `launcher image …`: prints the table or what was removed, exits 0, or 1

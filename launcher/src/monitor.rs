@@ -160,7 +160,7 @@ fn absolute_paths(opts: &Options) -> Options {
 }
 
 /// The record's config of `opts`.
-fn config(opts: &Options, detach: &Detach) -> state::Config {
+pub(crate) fn config(opts: &Options, detach: &Detach) -> state::Config {
     state::Config {
         image: opts.image.display().to_string(),
         command: opts.command.clone(),
@@ -571,18 +571,7 @@ impl<'a> Monitor<'a> {
         let warn = &mut |w: &str| eprintln!("launcher: WARN {w}");
         let result = crate::run_observed(&opts, &Linux, warn, &mut |child, plan| {
             let pid = child.pid.as_raw();
-            let mut argv = plan.process.argv.clone();
-            if argv
-                .first()
-                .is_some_and(|a| a == crate::image::INIT_IN_IMAGE)
-            {
-                let skip = if argv.get(1).is_some_and(|a| a == "--") {
-                    2
-                } else {
-                    1
-                };
-                argv.drain(..skip.min(argv.len()));
-            }
+            let argv = command_shown(&plan.process.argv);
             send_event(
                 &mut events,
                 &Event::Started {
@@ -619,6 +608,24 @@ impl<'a> Monitor<'a> {
         };
         std::process::exit(code)
     }
+}
+
+/// The container's command as `ps` and `inspect` show it: without our
+/// init in front.
+pub(crate) fn command_shown(argv: &[String]) -> Vec<String> {
+    let mut argv = argv.to_vec();
+    if argv
+        .first()
+        .is_some_and(|a| a == crate::image::INIT_IN_IMAGE)
+    {
+        let skip = if argv.get(1).is_some_and(|a| a == "--") {
+            2
+        } else {
+            1
+        };
+        argv.drain(..skip.min(argv.len()));
+    }
+    argv
 }
 
 fn send_event(to: &mut File, event: &Event) {

@@ -395,6 +395,22 @@ pub fn refuse_detached_name(cache: &Cache, name: Option<&str>) -> Result<()> {
 /// `tmp/` and renamed into place, as [`Cache::create_container`] does, so
 /// that nobody ever sees the directory without its lock held.
 pub fn create(cache: &Cache, record: &Record) -> Result<(Handle, File)> {
+    create_with(cache, record, refuse_name)
+}
+
+/// [`create`] for a foreground container that detaches: its own state
+/// directory holds its name already; only detached containers' are checked.
+pub fn create_detaching(cache: &Cache, record: &Record) -> Result<(Handle, File)> {
+    create_with(cache, record, |cache, name| {
+        refuse_detached_name(cache, Some(name))
+    })
+}
+
+fn create_with(
+    cache: &Cache,
+    record: &Record,
+    refuse: fn(&Cache, &str) -> Result<()>,
+) -> Result<(Handle, File)> {
     let records = records_dir(cache)?;
     let staging = cache
         .root()
@@ -403,7 +419,7 @@ pub fn create(cache: &Cache, record: &Record) -> Result<(Handle, File)> {
     let _staging_lock = cache::Lock::exclusive(&staging.with_extension("lock"))?;
     let made = stage(cache, &staging, record).and_then(|lock| {
         let _names = cache::Lock::exclusive(&records.join(".names.lock"))?;
-        refuse_name(cache, &record.name)?;
+        refuse(cache, &record.name)?;
         let dir = records.join(&record.id);
         fs::rename(&staging, &dir).map_err(Error::io("moving into place", &dir))?;
         Ok((

@@ -41,6 +41,8 @@ pub struct Signals {
     fd: OwnedFd,
     /// Read while the container started, to act on once it runs.
     held: Vec<i32>,
+    /// Whether the kernel's signals count ([`Signals::skip_kernel`]).
+    skip_kernel: bool,
 }
 
 /// Starts catching [`forwarded_signals`].
@@ -66,6 +68,7 @@ pub fn catch_signals() -> Result<Signals> {
     Ok(Signals {
         fd,
         held: Vec::new(),
+        skip_kernel: false,
     })
 }
 
@@ -73,6 +76,13 @@ impl Signals {
     /// Readable when a signal waits.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// From now on, the kernel's signals (SIGCHLD aside) do not count: the
+    /// detach client's ([`crate::detach`]), whose launcher gets the
+    /// terminal's (SIGWINCH, a hangup's SIGHUP) itself.
+    pub fn skip_kernel(&mut self) {
+        self.skip_kernel = true;
     }
 
     /// The signals that came, in order: those held first.
@@ -90,9 +100,20 @@ impl Signals {
                 return got;
             }
             for info in buf[..n as usize].chunks_exact(SIZE) {
-                // ssi_signo is the record's first field, a u32.
-                let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
-                got.push(signo as i32);
+                // ssi_signo, ssi_errno, ssi_code: the record's first
+                // three fields, 32 bits each.
+                let field = |i: usize| {
+                    i32::from_ne_bytes([
+                        info[4 * i],
+                        info[4 * i + 1],
+                        info[4 * i + 2],
+                        info[4 * i + 3],
+                    ])
+                };
+                let (signo, code) = (field(0), field(2));
+                if !(self.skip_kernel && code == libc::SI_KERNEL && signo != libc::SIGCHLD) {
+                    got.push(signo);
+                }
             }
         }
     }
@@ -107,20 +128,27 @@ impl Signals {
 /// SIGTERM is forwarded as `stop_signal` (the image's StopSignal). The
 /// first stop signal starts the grace period and says so on `notify` (the
 /// wait is not silent); a second one while it runs kills the container at
-/// once, as docker's CLI does on a second ^C.
+/// once, as docker's CLI does on a second ^C. With `detach` (a terminal on
+/// stdin), the detach keys typed there make the container a detached one
+/// ([`crate::detach`]): the terminal is given back and the pty's output goes
+/// to the log.
 pub fn until_exit(
     child: Child,
     mut signals: Signals,
     stop_signal: i32,
     opts: &Options,
     notify: &mut dyn FnMut(&str),
+    mut detach: Option<&mut crate::detach::Pending<'_>>,
 ) -> Result<i32> {
     let stdin = std::io::stdin();
     let tty_in = opts.tty && termios::tcgetattr(stdin.as_fd()).is_ok();
-    let _raw = match tty_in {
+    let mut raw = match tty_in {
         true => RawMode::enter(stdin.as_fd()),
         false => None,
     };
+    let mut keys = detach.as_ref().filter(|_| tty_in).map(|d| d.keys());
+    // After a detach: the log the pty's output goes to.
+    let mut log: Option<crate::logs::Writer> = None;
     if let Some(master) = &child.pty {
         resize(master.as_raw_fd());
         set_nonblocking(master.as_raw_fd());
@@ -130,6 +158,8 @@ pub fn until_exit(
     let mut stop_requested = false;
     let mut status = reap(&child)?;
     let mut stdin_open = opts.tty && opts.interactive;
+    // `-t` without `-i`: the terminal is read for the detach keys alone.
+    let mut keys_only = keys.is_some() && !stdin_open;
     let mut pty_open = child.pty.is_some();
     // Input read from stdin that the pty master has not taken yet: the
     // master is non-blocking (so that the container's output keeps flowing
@@ -140,7 +170,7 @@ pub fn until_exit(
         if status.is_some() {
             // Exited: copy what the pty still holds, then stop.
             if let Some(m) = &child.pty {
-                drain(m.as_raw_fd());
+                drain(m.as_raw_fd(), &mut log);
             }
             break;
         }
@@ -151,7 +181,7 @@ pub fn until_exit(
             .map(|m| m.as_raw_fd())
             .filter(|_| pty_open);
         let mut fds = vec![pollfd(sig_fd, libc::POLLIN)];
-        if stdin_open && master.is_some() && to_pty.is_empty() {
+        if (stdin_open && master.is_some() && to_pty.is_empty()) || keys_only {
             fds.push(pollfd(0, libc::POLLIN));
         }
         if let Some(m) = master {
@@ -213,14 +243,45 @@ pub fn until_exit(
                 continue;
             }
             if fd.fd == 0 {
-                if let Some(m) = master {
-                    if !read_into(0, &mut to_pty) {
+                let mut typed = Vec::new();
+                let open = read_into(0, &mut typed);
+                let mut passed = Vec::new();
+                let detaching = match keys.as_mut() {
+                    Some(k) => k.feed(&typed, &mut passed),
+                    None => {
+                        passed = typed;
+                        false
+                    }
+                };
+                if stdin_open {
+                    to_pty.extend_from_slice(&passed);
+                    if !open {
                         // End of our stdin: the terminal's end-of-file
                         // character (^D in the default modes) tells the
                         // reader, after the input still pending.
                         to_pty.push(4);
-                        stdin_open = false;
                     }
+                }
+                if !open {
+                    stdin_open = false;
+                    keys_only = false;
+                }
+                if detaching && let Some(d) = detach.as_deref_mut() {
+                    // The terminal first: the client the shell waits for
+                    // ends as soon as it hears of the detach.
+                    drop(raw.take());
+                    match d.detach() {
+                        Ok(writer) => {
+                            log = Some(writer);
+                            (stdin_open, keys_only, keys) = (false, false, None);
+                        }
+                        Err(err) => {
+                            notify(&format!("cannot detach: {}", crate::monitor::chain(&err)));
+                            raw = RawMode::enter(stdin.as_fd());
+                        }
+                    }
+                }
+                if let Some(m) = master {
                     write_pending(m, &mut to_pty);
                 }
                 continue;
@@ -228,7 +289,7 @@ pub fn until_exit(
             if fd.revents & libc::POLLOUT != 0 {
                 write_pending(fd.fd, &mut to_pty);
             }
-            if fd.revents & !libc::POLLOUT != 0 && !copy(fd.fd, 1) {
+            if fd.revents & !libc::POLLOUT != 0 && !copy_out(fd.fd, &mut log) {
                 pty_open = false;
             }
         }
@@ -321,8 +382,21 @@ fn write_pending(fd: RawFd, pending: &mut Vec<u8>) {
     pending.drain(..done);
 }
 
-fn drain(fd: RawFd) {
-    while copy(fd, 1) {
+/// [`copy`] to our stdout, or after a detach to the log.
+fn copy_out(from: RawFd, log: &mut Option<crate::logs::Writer>) -> bool {
+    let Some(log) = log else {
+        return copy(from, 1);
+    };
+    let mut buf = Vec::new();
+    let open = read_into(from, &mut buf);
+    if !buf.is_empty() {
+        log.write(crate::logs::Stream::Stdout, &buf);
+    }
+    open
+}
+
+fn drain(fd: RawFd, log: &mut Option<crate::logs::Writer>) {
+    while copy_out(fd, log) {
         let mut p = [pollfd(fd, libc::POLLIN)];
         // SAFETY: one valid pollfd.
         if unsafe { libc::poll(p.as_mut_ptr(), 1, 0) } <= 0 {
