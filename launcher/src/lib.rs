@@ -11,6 +11,17 @@
 //! Around the clone, [`resources`] makes the container's cgroup
 //! ([`cgroups`]) and network ([`network`]) and undoes them at exit.
 
+/// `eprintln!` that never panics: on a stderr that is closed or hung up
+/// (EPIPE, EIO: the terminal window closed, the monitor gone) the line is
+/// lost, not the launcher with its container.
+#[macro_export]
+macro_rules! stderr_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod bundle;
 pub mod cache;
 pub mod capabilities;

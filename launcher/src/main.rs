@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 use launcher::network::Subnet;
-use launcher::{Linux, Network, Options, Userns};
+use launcher::{Linux, Network, Options, Userns, stderr_line};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -455,7 +455,7 @@ fn main() {
         Command::Exec(e) => exec(*e),
         Command::Export { image, dir } => {
             if let Err(err) = launcher::export(&image, &dir) {
-                eprintln!("launcher: {:#}", anyhow::Error::from(err));
+                stderr_line!("launcher: {:#}", anyhow::Error::from(err));
                 std::process::exit(launcher::EXIT_LAUNCHER_FAILED);
             }
             return;
@@ -547,7 +547,7 @@ fn main() {
     if health.any() && !run.detach {
         // `ps` and `inspect` show only detached containers: a foreground
         // check would have nowhere to report.
-        eprintln!(
+        stderr_line!(
             "launcher: --health-* needs -d (health is shown by `ps` and `inspect`, which list detached containers)"
         );
         std::process::exit(launcher::EXIT_LAUNCHER_FAILED);
@@ -556,7 +556,7 @@ fn main() {
         .interval
         .filter(|&i| i < launcher::health::MIN_INTERVAL)
     {
-        eprintln!(
+        stderr_line!(
             "launcher: WARN --health-interval {interval:?} is below {:?}: checks run every {:?}",
             launcher::health::MIN_INTERVAL,
             launcher::health::MIN_INTERVAL
@@ -575,13 +575,15 @@ fn main() {
             }
             Err(err) => {
                 let code = err.exit_code();
-                eprintln!("launcher: {:#}", anyhow::Error::from(err));
+                stderr_line!("launcher: {:#}", anyhow::Error::from(err));
                 std::process::exit(code)
             }
         }
     }
     if run.restart != launcher::state::Restart::No {
-        eprintln!("launcher: --restart needs -d (a foreground container is removed when it ends)");
+        stderr_line!(
+            "launcher: --restart needs -d (a foreground container is removed when it ends)"
+        );
         std::process::exit(launcher::EXIT_LAUNCHER_FAILED);
     }
     // Only a run that can detach (-t, a terminal on stdin, a sequence)
@@ -595,12 +597,12 @@ fn main() {
             opts.detach = Some(detach_client(keys));
         }
     }
-    let warn = &mut |warning: &str| eprintln!("launcher: WARN {warning}");
+    let warn = &mut |warning: &str| stderr_line!("launcher: WARN {warning}");
     let code = match launcher::run(&opts, &Linux, warn) {
         Ok(code) => code,
         Err(err) => {
             let code = err.exit_code();
-            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            stderr_line!("launcher: {:#}", anyhow::Error::from(err));
             code
         }
     };
@@ -616,7 +618,7 @@ fn detach_client(keys: Vec<u8>) -> std::sync::Arc<launcher::detach::Link> {
         Ok(Side::Launcher(link)) => return link,
         Ok(Side::Client(client)) => client,
         Err(err) => {
-            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            stderr_line!("launcher: {:#}", anyhow::Error::from(err));
             std::process::exit(launcher::EXIT_LAUNCHER_FAILED)
         }
     };
@@ -626,14 +628,14 @@ fn detach_client(keys: Vec<u8>) -> std::sync::Arc<launcher::detach::Link> {
             // docker says only "read escape sequence"; the id and what to
             // do with it are more use.
             let short = &id[..12.min(id.len())];
-            eprintln!(
+            stderr_line!(
                 "\nlauncher: read escape sequence: container {id} runs on, detached \
                  (`launcher logs {short}`, `launcher stop {short}`)"
             );
             std::process::exit(0)
         }
         Err(err) => {
-            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            stderr_line!("launcher: {:#}", anyhow::Error::from(err));
             std::process::exit(launcher::EXIT_LAUNCHER_FAILED)
         }
     }
@@ -662,7 +664,7 @@ fn image(command: Image) -> ! {
             std::process::exit(0)
         }
         Err(err) => {
-            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            stderr_line!("launcher: {:#}", anyhow::Error::from(err));
             std::process::exit(1)
         }
     }
@@ -691,7 +693,7 @@ fn bundle(b: Box<Bundle>) -> ! {
             std::process::exit(0)
         }
         Err(err) => {
-            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            stderr_line!("launcher: {:#}", anyhow::Error::from(err));
             std::process::exit(launcher::EXIT_LAUNCHER_FAILED)
         }
     }
@@ -810,7 +812,7 @@ fn print_out(text: &str) {
     if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
         && err.kind() != std::io::ErrorKind::BrokenPipe
     {
-        eprintln!("launcher: writing to stdout: {err}");
+        stderr_line!("launcher: writing to stdout: {err}");
         std::process::exit(1);
     }
 }
@@ -830,7 +832,7 @@ fn containers(command: Command) -> ! {
             match act(name) {
                 Ok(text) => print_out(&text),
                 Err(err) => {
-                    eprintln!("launcher: {:#}", anyhow::Error::from(err));
+                    stderr_line!("launcher: {:#}", anyhow::Error::from(err));
                     failed = true;
                 }
             }
@@ -865,7 +867,7 @@ fn containers(command: Command) -> ! {
                 match control::inspect(&cache, name) {
                     Ok(value) => found.push(value),
                     Err(err) => {
-                        eprintln!("launcher: {:#}", anyhow::Error::from(err));
+                        stderr_line!("launcher: {:#}", anyhow::Error::from(err));
                         failed = true;
                     }
                 }
@@ -885,7 +887,7 @@ fn containers(command: Command) -> ! {
                 Some(n) => match n.parse::<usize>() {
                     Ok(n) => Some(n),
                     Err(_) => {
-                        eprintln!("launcher: invalid --tail `{n}`: a number of lines, or `all`");
+                        stderr_line!("launcher: invalid --tail `{n}`: a number of lines, or `all`");
                         std::process::exit(1)
                     }
                 },
@@ -923,7 +925,7 @@ fn exec(e: Exec) -> ! {
         Ok(code) => code,
         Err(err) => {
             let code = err.exit_code();
-            eprintln!("launcher: {:#}", anyhow::Error::from(err));
+            stderr_line!("launcher: {:#}", anyhow::Error::from(err));
             code
         }
     };
@@ -931,7 +933,7 @@ fn exec(e: Exec) -> ! {
 }
 
 fn fail(err: launcher::Error) -> ! {
-    eprintln!("launcher: {:#}", anyhow::Error::from(err));
+    stderr_line!("launcher: {:#}", anyhow::Error::from(err));
     std::process::exit(1)
 }
 

@@ -568,7 +568,7 @@ impl<'a> Monitor<'a> {
         // hostname the id's first 12 characters, as for a foreground run.
         opts.name = Some(self.handle.id.clone());
         opts.interactive = false;
-        let warn = &mut |w: &str| eprintln!("launcher: WARN {w}");
+        let warn = &mut |w: &str| crate::stderr_line!("launcher: WARN {w}");
         let result = crate::run_observed(&opts, &Linux, warn, &mut |child, plan| {
             let pid = child.pid.as_raw();
             let argv = command_shown(&plan.process.argv);
@@ -593,7 +593,7 @@ impl<'a> Monitor<'a> {
             Ok(code) => code,
             Err(err) => {
                 let message = chain(&err);
-                eprintln!("launcher: {message}");
+                crate::stderr_line!("launcher: {message}");
                 let code = err.exit_code();
                 send_event(
                     &mut events,

@@ -166,6 +166,14 @@ pub fn until_exit(
     // while its input is full), and a write it refuses with EAGAIN is kept
     // here, stdin unread, until POLLOUT says the pty has room.
     let mut to_pty: Vec<u8> = Vec::new();
+    // The terminal on stdin hung up (its end of file in raw mode): the
+    // container gets the SIGHUP a hangup means, as any foreground job
+    // would. The kernel sends one only to the session's leader, which is
+    // neither this launcher nor, often, anything that passes it on (a
+    // non-interactive shell, tmux or ssh running the launcher itself, whose
+    // SIGHUP the detach client drops as the kernel's).
+    let mut hung_up = false;
+    let mut hangup_due = false;
     while status.is_none() || pty_open {
         if status.is_some() {
             // Exited: copy what the pty still holds, then stop.
@@ -189,6 +197,7 @@ pub fn until_exit(
             fds.push(pollfd(m, libc::POLLIN | out));
         }
         let timeout = match deadline {
+            _ if hangup_due => 0,
             Some(d) => d
                 .saturating_duration_since(Instant::now())
                 .as_millis()
@@ -200,9 +209,16 @@ pub fn until_exit(
         if n < 0 && Errno::last() != Errno::EINTR {
             return Err(Error::sys("waiting for the container")(Errno::last()));
         }
-        for sig in signals.pending() {
+        let mut pending = signals.pending();
+        if std::mem::take(&mut hangup_due) && !stop_requested {
+            pending.push(libc::SIGHUP);
+        }
+        for sig in pending {
             match sig {
                 libc::SIGCHLD => {}
+                // The hangup's own SIGHUP, passed on by a session leader
+                // after the one sent for it: not a second request.
+                libc::SIGHUP if hung_up && stop_requested => {}
                 libc::SIGWINCH if child.pty.is_some() => {
                     if let Some(m) = &child.pty {
                         resize(m.as_raw_fd());
@@ -265,6 +281,11 @@ pub fn until_exit(
                 if !open {
                     stdin_open = false;
                     keys_only = false;
+                    if raw.is_some() && !hung_up {
+                        hung_up = true;
+                        hangup_due = true;
+                        notify("the terminal hung up");
+                    }
                 }
                 if detaching && let Some(d) = detach.as_deref_mut() {
                     // The terminal first: the client the shell waits for

@@ -577,3 +577,51 @@ fn a_sigkilled_monitor_of_a_container_detached_by_the_keys_is_reported_and_clean
     assert!(out.status.success(), "{out:?}");
     assert_nothing_left(&kit, &parent);
 }
+
+/// The terminal hangs up under a foreground `-it` run (the window closed,
+/// ssh gone, the tmux server killed): the container gets the SIGHUP a
+/// hangup means and the run ends, leaving nothing, whether a
+/// non-interactive shell leads the terminal's session (it passes no SIGHUP
+/// on) or the launcher's client leads it itself (`exec`, as tmux or `ssh
+/// -t` run a command). The launcher's stderr is the dead terminal, so its
+/// messages fail with EIO on the way: they are lost, the launcher is not.
+/// Before, the first case left the container running with nobody to stop
+/// it, and a message to the dead terminal panicked the launcher.
+#[test]
+fn a_terminal_that_hangs_up_sends_the_container_sighup_and_the_run_ends() {
+    let Some(kit) = Kit::new() else { return };
+    if testkit::require_tool("tmux").is_none() {
+        return;
+    }
+    let parent = CgroupParent::new();
+    for (case, exec) in [("shell", ""), ("leader", "exec ")] {
+        let out = kit.root.path().join(format!("out-{case}"));
+        std::fs::create_dir(&out).unwrap();
+        let script = kit.root.path().join(format!("hangup-{case}.sh"));
+        std::fs::write(
+            &script,
+            format!(
+                "{exec}env -u RUST_BACKTRACE CRADLE_ROOT={d} {l} run -it --cgroup-parent {p} -v {o}:/out {i} \
+                 sh -c 'trap \"echo hup > /out/got; exit 3\" HUP; echo ready; while :; do sleep 0.1; done'\nsleep 600\n",
+                d = kit.root.path().display(),
+                l = kit.launcher.display(),
+                p = parent.name,
+                o = out.display(),
+                i = shell_quote(&kit.image),
+            ),
+        )
+        .unwrap();
+        let socket = format!("cradle-hangup-{}-{case}", std::process::id());
+        let tmux = common::Tmux::start(socket, &script);
+        tmux.wait_for("ready", 10);
+        assert_eq!(parent.containers().len(), 1, "{case}");
+        drop(tmux);
+        eventually(10, &format!("the workload's SIGHUP ({case})"), || {
+            std::fs::read_to_string(out.join("got")).is_ok_and(|s| s == "hup\n")
+        });
+        eventually(10, &format!("the run to end ({case})"), || {
+            parent.containers().is_empty()
+        });
+        assert_nothing_left(&kit, &parent);
+    }
+}
