@@ -225,9 +225,12 @@ pub fn until_exit(
                     }
                 }
                 s if stop_requested && STOPPING.contains(&s) => {
-                    notify(&format!(
-                        "got {} while stopping: killing the container",
-                        signal_name(s)
+                    notify(&raw_line(
+                        &raw,
+                        format!(
+                            "got {} while stopping: killing the container",
+                            signal_name(s)
+                        ),
                     ));
                     let _ = kill(child.pid, Signal::SIGKILL);
                     deadline = None;
@@ -245,10 +248,13 @@ pub fn until_exit(
                         stop_requested = true;
                         // None past the clock's end: no SIGKILL, not a panic.
                         deadline = Instant::now().checked_add(grace);
-                        notify(&format!(
-                            "stopping the container: sent {}; SIGKILL in {} s, or at once on a second signal",
-                            signal_name(s),
-                            opts.stop_timeout
+                        notify(&raw_line(
+                            &raw,
+                            format!(
+                                "stopping the container: sent {}; SIGKILL in {} s, or at once on a second signal",
+                                signal_name(s),
+                                opts.stop_timeout
+                            ),
                         ));
                     }
                 }
@@ -324,6 +330,15 @@ pub fn until_exit(
     }
     drop(signals);
     Ok(status.unwrap_or(crate::EXIT_LAUNCHER_FAILED))
+}
+
+/// `text` to print while the terminal is in raw mode: ended by a carriage
+/// return too, or the next line would start where this one stops.
+fn raw_line(raw: &Option<RawMode>, text: String) -> String {
+    match raw {
+        Some(_) => text + "\r",
+        None => text,
+    }
 }
 
 /// `SIGTERM`, or the number of a signal nix has no name for.

@@ -528,6 +528,14 @@ fn a_signal_to_the_clients_process_group_reaches_the_container_once() {
     let screen = session.tmux.screen();
     assert_eq!(screen.matches("sent SIGTERM").count(), 1, "{screen}");
     assert!(!screen.contains("while stopping"), "{screen}");
+    // Printed in raw mode, the message still ends its line: nothing after
+    // it starts where it stopped (a staircase of indented lines).
+    assert!(
+        screen
+            .lines()
+            .all(|l| l.trim().is_empty() || !l.starts_with(' ')),
+        "{screen}"
+    );
 }
 
 /// The launcher that became the container's monitor is SIGKILLed: the
