@@ -376,9 +376,15 @@ pub(crate) fn locked_tempfile(dir: &Path, prefix: &str) -> Result<tempfile::Name
 
 /// Opens `path` (a directory when `dir`, never through a symlink), flocks
 /// it exclusively, waiting, and returns the lock if `path` is still the
-/// entry locked: a reclaimer that locked it first has removed it meanwhile.
+/// entry locked: a reclaimer that locked it first has removed it meanwhile
+/// (None then, as when it is gone before it could be opened).
 fn lock_if_still_there(path: &Path, dir: bool) -> Result<Option<std::fs::File>> {
-    let file = open_nofollow(path, dir).map_err(Error::io("opening", path))?;
+    let file = match open_nofollow(path, dir) {
+        Ok(file) => file,
+        // Removed before we could even open it: the same race, earlier.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("opening", path)(e)),
+    };
     let locked = flock(&file, libc::LOCK_EX).map_err(Error::io("locking", path))?;
     Ok((locked && still_there(&file, path)).then_some(file))
 }
@@ -555,6 +561,41 @@ mod tests {
         // A second build beside it reclaims nothing of the first's.
         let second = WorkDir::beside(&output, BUILD_PREFIX).unwrap();
         assert!(work.path().is_dir() && second.path().is_dir());
+    }
+
+    /// Builds starting beside one another each reclaim what looks dead,
+    /// which a new work directory does between its mkdir and its flock:
+    /// one removed that early is made again, never an error (seen in CI as
+    /// ``opening `.cradle-build-…`: No such file or directory``).
+    #[test]
+    fn work_directories_made_while_others_reclaim_are_made_again_not_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("image.tar");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        reclaim_stale(dir.path(), BUILD_PREFIX);
+                    }
+                });
+            }
+            let builders: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..300 {
+                            let work = WorkDir::beside(&output, BUILD_PREFIX).unwrap();
+                            assert!(work.path().is_dir());
+                        }
+                    })
+                })
+                .collect();
+            for b in builders {
+                let result = b.join();
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+                result.unwrap();
+            }
+        });
     }
 
     fn make_readonly(dir: &Path) {

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::{eventually, stdout};
+
 use common::{CgroupParent, Kit, Tmux};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -101,18 +103,6 @@ fn launcher(kit: &Kit, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The pids of processes whose command line is `text`.

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{eventually, stderr, stdout};
+
 use common::Kit;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -107,23 +109,6 @@ impl Drop for Hc {
                 let _ = self.run(&["rm", "-f", &id]);
             }
         }
-    }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Polls `check` every 50 ms for up to `secs`.
-fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
