@@ -7,55 +7,14 @@ mod common;
 
 use common::{eventually, stderr, stdout};
 
-use common::Kit;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A private state root; every detached container in it is removed (with
-/// its monitor) when the test ends, passed or not.
-struct Hc {
-    kit: Kit,
-}
+/// A private state root whose detached containers go when the test ends.
+type Hc = common::Detached;
 
 impl Hc {
-    fn new() -> Option<Hc> {
-        Some(Hc { kit: Kit::new()? })
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.kit.launcher);
-        cmd.env("CRADLE_ROOT", self.kit.root.path())
-            .env_remove("RUST_BACKTRACE")
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("running the launcher")
-    }
-
-    /// `launcher run -d [args] IMAGE CMD…`: the id it printed.
-    fn detach(&self, args: &[&str], image: &Path, command: &[&str]) -> String {
-        let out = self
-            .cmd(&["run", "-d"])
-            .args(args)
-            .arg(image)
-            .args(command)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        stdout(&out).trim().to_string()
-    }
-
-    fn inspect(&self, name: &str) -> serde_json::Value {
-        let out = self.run(&["inspect", name]);
-        assert!(out.status.success(), "{out:?}");
-        let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        all[0].clone()
-    }
-
     fn health(&self, name: &str) -> serde_json::Value {
         self.inspect(name)["State"]["Health"].clone()
     }
@@ -97,18 +56,6 @@ impl Hc {
         }
         common::write_image_with(&out, &[common::busybox_layer(&busybox), top], config);
         Some(out)
-    }
-}
-
-impl Drop for Hc {
-    fn drop(&mut self) {
-        let dir = self.kit.root.path().join("detached");
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            if !id.starts_with('.') {
-                let _ = self.run(&["rm", "-f", &id]);
-            }
-        }
     }
 }
 

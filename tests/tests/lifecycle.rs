@@ -12,76 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A private state root, and every detached container in it removed (with
-/// its monitor) when the test ends, passed or not.
-struct Lc {
-    kit: Kit,
-}
-
-impl Lc {
-    fn new() -> Option<Lc> {
-        Some(Lc { kit: Kit::new()? })
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.kit.launcher);
-        cmd.env("CRADLE_ROOT", self.kit.root.path())
-            .env_remove("RUST_BACKTRACE")
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("running the launcher")
-    }
-
-    /// `launcher run -d [args] IMAGE CMD…`: the id it printed.
-    fn detach(&self, args: &[&str], image: &Path, command: &[&str]) -> String {
-        let started = Instant::now();
-        let out = self
-            .cmd(&["run", "-d"])
-            .args(args)
-            .arg(image)
-            .args(command)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "run -d did not return at once"
-        );
-        let id = stdout(&out).trim().to_string();
-        assert!(
-            id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()),
-            "not an id: {out:?}"
-        );
-        id
-    }
-
-    fn inspect(&self, name: &str) -> serde_json::Value {
-        let out = self.run(&["inspect", name]);
-        assert!(out.status.success(), "{out:?}");
-        let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        all[0].clone()
-    }
-
-    fn record_dir(&self, id: &str) -> PathBuf {
-        self.kit.root.path().join("detached").join(id)
-    }
-}
-
-impl Drop for Lc {
-    fn drop(&mut self) {
-        let dir = self.kit.root.path().join("detached");
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            if !id.starts_with('.') {
-                let _ = self.run(&["rm", "-f", &id]);
-            }
-        }
-    }
-}
+/// A private state root whose detached containers go when the test ends.
+type Lc = common::Detached;
 
 /// The mounts whose line names `root` (the state root of one test).
 fn mounts_under(root: &Path) -> Vec<String> {

@@ -676,3 +676,74 @@ pub fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A private state root, and every detached container in it removed (with
+/// its monitor) when the test ends, passed or not.
+pub struct Detached {
+    pub kit: Kit,
+}
+
+impl Detached {
+    pub fn new() -> Option<Detached> {
+        Some(Detached { kit: Kit::new()? })
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.kit.launcher);
+        cmd.env("CRADLE_ROOT", self.kit.root.path())
+            .env_remove("RUST_BACKTRACE")
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("running the launcher")
+    }
+
+    /// `launcher run -d [args] IMAGE CMD…`: the id it printed.
+    pub fn detach(&self, args: &[&str], image: &Path, command: &[&str]) -> String {
+        let started = std::time::Instant::now();
+        let out = self
+            .cmd(&["run", "-d"])
+            .args(args)
+            .arg(image)
+            .args(command)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "run -d did not return at once"
+        );
+        let id = stdout(&out).trim().to_string();
+        assert!(
+            id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "not an id: {out:?}"
+        );
+        id
+    }
+
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.run(&["inspect", name]);
+        assert!(out.status.success(), "{out:?}");
+        let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        all[0].clone()
+    }
+
+    pub fn record_dir(&self, id: &str) -> PathBuf {
+        self.kit.root.path().join("detached").join(id)
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let dir = self.kit.root.path().join("detached");
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !id.starts_with('.') {
+                let _ = self.run(&["rm", "-f", &id]);
+            }
+        }
+    }
+}
